@@ -1,0 +1,78 @@
+//! `realm bench`: the median time of an op over repeated runs after warm-up, synchronised with the
+//! device, reported as one JSON object.
+
+use crate::device::ComputeDevice;
+use crate::error::Result;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// One measurement, printed by `realm bench --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub op: String,
+    pub shape: String,
+    pub dtype: String,
+    pub device: String,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub iters: usize,
+    /// Bytes moved per run / median time, when the op is memory-bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gb_per_s: Option<f64>,
+    /// Floating-point operations per run / median time, when the op is compute-bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tflop_per_s: Option<f64>,
+}
+
+/// Median and minimum of repeated runs of `f`.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub iters: usize,
+}
+
+/// How long and how often to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub warmup: usize,
+    pub min_iters: usize,
+    pub max_iters: usize,
+    pub time: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            warmup: 3,
+            min_iters: 5,
+            max_iters: 200,
+            time: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Runs `f` `budget.warmup` times, then until `budget.time` has passed (within the iteration
+/// limits), synchronising the device after each run so that GPU time is counted.
+pub fn time(dev: &ComputeDevice, budget: Budget, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+    for _ in 0..budget.warmup {
+        f()?;
+        dev.synchronize()?;
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < budget.min_iters
+        || (samples.len() < budget.max_iters && start.elapsed() < budget.time)
+    {
+        let t = Instant::now();
+        f()?;
+        dev.synchronize()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median_ms: samples[samples.len() / 2],
+        min_ms: samples[0],
+        iters: samples.len(),
+    })
+}

@@ -1,0 +1,49 @@
+//! The library's error type: every bad input gets a variant that names it.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor argument with the wrong rank, shape, dtype, device or layout.
+    #[error("{op}: argument `{arg}`: {msg}")]
+    BadInput {
+        op: &'static str,
+        arg: &'static str,
+        msg: String,
+    },
+    /// A kernel fault reported by the CPU emulator (kernel, block, thread and what went wrong).
+    #[error("emulator: {0}")]
+    Emulator(String),
+    /// The requested device or execution path is not available in this build or on this machine.
+    #[error("device: {0}")]
+    Device(String),
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub fn bad_input(op: &'static str, arg: &'static str, msg: impl Into<String>) -> Self {
+        Error::BadInput {
+            op,
+            arg,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Candle's `CustomOp` methods return `candle_core::Result`; our errors travel inside it as a
+/// wrapped error and keep their message.
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(c) => c,
+            other => candle_core::Error::wrap(other),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,92 @@
+//! The compiled CUDA kernels (feature `cuda`): the fatbins build.rs produced from `kernels/*.cu`,
+//! loaded once per device through cudarc and looked up by kernel name.
+
+#[cfg(feature = "cuda")]
+mod fatbins {
+    include!(concat!(env!("OUT_DIR"), "/fatbins.rs"));
+}
+
+/// One kernel family = one `kernels/<name>.cu` = one fatbin = one CUDA module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Conformance,
+    DocSoftmax,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Conformance => "conformance",
+            Family::DocSoftmax => "doc_softmax",
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn fatbin(self) -> &'static [u8] {
+        match self {
+            Family::Conformance => fatbins::CONFORMANCE,
+            Family::DocSoftmax => fatbins::DOC_SOFTMAX,
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+pub use cuda::{function, launch_config, Launcher};
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::Family;
+    use crate::error::{Error, Result};
+    use candle_core::CudaDevice;
+    use cudarc::driver::{CudaFunction, CudaModule, CudaStream, LaunchConfig};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    type ModuleKey = (candle_core::cuda_backend::DeviceId, Family);
+
+    fn modules() -> &'static Mutex<HashMap<ModuleKey, Arc<CudaModule>>> {
+        static MODULES: OnceLock<Mutex<HashMap<ModuleKey, Arc<CudaModule>>>> = OnceLock::new();
+        MODULES.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    /// A kernel of `family` on `dev`'s stream, ready for `stream.launch_builder(&function)`.
+    pub struct Launcher {
+        pub function: CudaFunction,
+        pub stream: Arc<CudaStream>,
+    }
+
+    /// Loads `family`'s fatbin on `dev` (once) and looks up kernel `name` in it.
+    pub fn function(dev: &CudaDevice, family: Family, name: &str) -> Result<Launcher> {
+        let stream = dev.cuda_stream();
+        let key = (dev.id(), family);
+        let module = {
+            let mut cache = modules()
+                .lock()
+                .map_err(|_| Error::Device("kernel module cache poisoned".into()))?;
+            match cache.get(&key) {
+                Some(m) => m.clone(),
+                None => {
+                    let image = cudarc::nvrtc::Ptx::from_binary(family.fatbin().to_vec());
+                    let m = stream.context().load_module(image).map_err(|e| {
+                        Error::Device(format!("loading kernels/{}.cu: {e}", family.name()))
+                    })?;
+                    cache.insert(key, m.clone());
+                    m
+                }
+            }
+        };
+        let function = module.load_function(name).map_err(|e| {
+            Error::Device(format!("kernel `{name}` in kernels/{}.cu: {e}", family.name()))
+        })?;
+        Ok(Launcher { function, stream })
+    }
+
+    /// A 1-d launch of `blocks` blocks of `threads` threads with `smem` bytes of dynamic shared memory.
+    pub fn launch_config(blocks: u32, threads: u32, smem: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: smem,
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The plain candle composition that the fused ops replace (also the float64 reference), and the
+//! op's `realm selftest` cases and `realm bench` measurement.
+
+use crate::bench::{self, Budget, Report};
+use crate::device::ComputeDevice;
+use crate::error::Result;
+use crate::rng::SplitMix64;
+use crate::selftest::{max_rel_err, tolerance, Case, Outcome};
+use candle_core::{DType, Device, Tensor, Var, D};
+
+/// softmax over the last dimension, composed of candle ops (NaN for a row that is all -inf).
+pub fn softmax_composition(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(logits, D::Minus1)?)
+}
+
+/// `logsumexp_z(log_softmax(x)_z + c_z)` composed of candle ops; `c` is [b, k] or [b, k, m].
+pub fn mll_composition(doc_logits: &Tensor, cond_logprob: &Tensor) -> Result<Tensor> {
+    let log_prior = candle_nn::ops::log_softmax(doc_logits, D::Minus1)?;
+    Ok(if cond_logprob.rank() == 3 {
+        log_prior.unsqueeze(2)?.broadcast_add(cond_logprob)?.log_sum_exp(1)?
+    } else {
+        (log_prior + cond_logprob)?.log_sum_exp(1)?
+    })
+}
+
+/// Random logits `[b, k]`: normal with the given scale, a few entries -inf (absent candidates),
+/// never a whole row.
+pub fn random_logits(rng: &mut SplitMix64, b: usize, k: usize, scale: f64) -> Vec<f64> {
+    let mut x = rng.normal_vec(b * k, scale);
+    for r in 0..b {
+        if k > 1 && rng.below(3) == 0 {
+            let z = rng.below(k as u64) as usize;
+            x[r * k + z] = f64::NEG_INFINITY;
+        }
+    }
+    x
+}
+
+/// The values of `t` as f64, on the host.
+pub fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?)
+}
+
+/// A tensor of `dtype` on `dev` from f64 values, and the same dtype-rounded values as f64 on the
+/// CPU (the reference sees exactly what the op sees).
+fn input(values: Vec<f64>, shape: &[usize], dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let rounded = Tensor::from_vec(values, shape, &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_dtype(DType::F64)?;
+    let on_dev = rounded.to_dtype(dtype)?.to_device(dev)?;
+    Ok((on_dev, rounded))
+}
+
+/// Forward and backward of doc_softmax on `dev` against the f64 composition.
+fn check_softmax(dev: &ComputeDevice, b: usize, k: usize, dtype: DType, seed: u64) -> Result<Outcome> {
+    let _exec = dev.enter()?;
+    let mut rng = SplitMix64::new(seed);
+    let (x, x64) = input(random_logits(&mut rng, b, k, 3.0), &[b, k], dtype, &dev.device)?;
+    let (g, g64) = input(rng.normal_vec(b * k, 1.0), &[b, k], dtype, &dev.device)?;
+
+    let xv = Var::from_tensor(&x)?;
+    let p = super::doc_softmax(xv.as_tensor())?;
+    let dx = (p.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?.sum_all()?.backward()?;
+    let dx = dx.get(&xv).cloned().unwrap_or(x.zeros_like()?);
+
+    let xr = Var::from_tensor(&x64)?;
+    let pr = softmax_composition(xr.as_tensor())?;
+    let dxr = (&pr * &g64)?.sum_all()?.backward()?;
+    let dxr = dxr.get(&xr).cloned().unwrap_or(x64.zeros_like()?);
+
+    let err = max_rel_err(&host_f64(&p)?, &host_f64(&pr)?).max(max_rel_err(&host_f64(&dx)?, &host_f64(&dxr)?));
+    Ok(Outcome {
+        max_rel_err: err,
+        tolerance: tolerance(dtype),
+    })
+}
+
+/// Forward and both gradients of the marginal on `dev` against the f64 composition.
+fn check_mll(dev: &ComputeDevice, b: usize, k: usize, m: usize, dtype: DType, seed: u64) -> Result<Outcome> {
+    let _exec = dev.enter()?;
+    let mut rng = SplitMix64::new(seed);
+    let (x, x64) = input(random_logits(&mut rng, b, k, 3.0), &[b, k], dtype, &dev.device)?;
+    let cond: Vec<f64> = rng.normal_vec(b * k * m, 2.0).into_iter().map(|v| -v.abs()).collect();
+    let (c, c64) = input(cond, &[b, k, m], dtype, &dev.device)?;
+    let (g, g64) = input(rng.normal_vec(b * m, 1.0), &[b, m], dtype, &dev.device)?;
+
+    let (xv, cv) = (Var::from_tensor(&x)?, Var::from_tensor(&c)?);
+    let out = super::marginal_log_likelihood(xv.as_tensor(), cv.as_tensor())?;
+    let grads = (out.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?.sum_all()?.backward()?;
+
+    let (xr, cr) = (Var::from_tensor(&x64)?, Var::from_tensor(&c64)?);
+    let outr = mll_composition(xr.as_tensor(), cr.as_tensor())?;
+    let gradsr = (&outr * &g64)?.sum_all()?.backward()?;
+
+    let mut err = max_rel_err(&host_f64(&out)?, &host_f64(&outr)?);
+    for (v, vr) in [(&xv, &xr), (&cv, &cr)] {
+        let (Some(d), Some(dr)) = (grads.get(v), gradsr.get(vr)) else {
+            return Err(crate::Error::Device("marginal_log_likelihood: a gradient is missing".into()));
+        };
+        err = err.max(max_rel_err(&host_f64(d)?, &host_f64(dr)?));
+    }
+    // The gradient is a difference of probabilities: allow for the cancellation in f16/bf16.
+    Ok(Outcome {
+        max_rel_err: err,
+        tolerance: 2.0 * tolerance(dtype),
+    })
+}
+
+/// Shapes chosen to cover both kernel variants and their edges: 1, odd sizes, rows that do not
+/// fill a block, k at and just past the warp limit, the largest beams.
+pub fn selftest_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let softmax_shapes = [(1, 1), (3, 7), (9, 33), (5, 256), (4, 257), (2, 5000), (1, 16384)];
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (i, &(b, k)) in softmax_shapes.iter().enumerate() {
+            cases.push(Case {
+                op: "doc_softmax",
+                name: format!("b={b} k={k} {dtype:?} fwd+bwd"),
+                run: Box::new(move |dev| check_softmax(dev, b, k, dtype, 100 + i as u64)),
+            });
+        }
+    }
+    let mll_shapes = [(1, 1, 1), (3, 8, 1), (5, 9, 3), (2, 300, 2), (1, 5000, 4)];
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (i, &(b, k, m)) in mll_shapes.iter().enumerate() {
+            cases.push(Case {
+                op: "marginal_log_likelihood",
+                name: format!("b={b} k={k} m={m} {dtype:?} fwd+bwd"),
+                run: Box::new(move |dev| check_mll(dev, b, k, m, dtype, 200 + i as u64)),
+            });
+        }
+    }
+    cases
+}
+
+/// What `realm bench doc-softmax` measures.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchSpec {
+    pub batch: usize,
+    pub k: usize,
+    /// Targets per example for the marginal; 0 measures doc_softmax alone.
+    pub targets: usize,
+    pub dtype: DType,
+    pub backward: bool,
+    /// Measure the candle composition instead of the fused op.
+    pub composition: bool,
+}
+
+/// Median time of the fused op (or the composition) on `dev`.
+pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Report> {
+    let _exec = dev.enter()?;
+    let BenchSpec {
+        batch: b,
+        k,
+        targets: m,
+        dtype,
+        backward,
+        composition,
+    } = spec;
+    let mut rng = SplitMix64::new(7);
+    let (x, _) = input(random_logits(&mut rng, b, k, 3.0), &[b, k], dtype, &dev.device)?;
+    let xv = Var::from_tensor(&x)?;
+    let c = if m > 0 {
+        let cond: Vec<f64> = rng.normal_vec(b * k * m, 2.0).into_iter().map(|v| -v.abs()).collect();
+        Some(input(cond, &[b, k, m], dtype, &dev.device)?.0)
+    } else {
+        None
+    };
+    let run = || -> Result<()> {
+        let out = match (&c, composition) {
+            (None, false) => super::doc_softmax(xv.as_tensor())?,
+            (None, true) => softmax_composition(xv.as_tensor())?,
+            (Some(c), false) => super::marginal_log_likelihood(xv.as_tensor(), c)?,
+            (Some(c), true) => mll_composition(xv.as_tensor(), c)?,
+        };
+        if backward {
+            out.to_dtype(DType::F32)?.sum_all()?.backward()?;
+        }
+        Ok(())
+    };
+    let timing = bench::time(dev, budget, run)?;
+    // Bytes: read logits (and conditionals), write the output; the backward reads and writes
+    // about twice as much again.
+    let elem = dtype.size_in_bytes() as f64;
+    let fwd_bytes = elem * (2 * b * k + b * k * m + b * m) as f64;
+    let bytes = if backward { 3.0 * fwd_bytes } else { fwd_bytes };
+    let op = if m > 0 { "marginal_log_likelihood" } else { "doc_softmax" };
+    Ok(Report {
+        op: format!(
+            "{op}{}{}",
+            if composition { " (candle composition)" } else { "" },
+            if backward { " fwd+bwd" } else { " fwd" }
+        ),
+        shape: if m > 0 {
+            format!("b={b} k={k} m={m}")
+        } else {
+            format!("b={b} k={k}")
+        },
+        dtype: format!("{dtype:?}").to_lowercase(),
+        device: dev.to_string(),
+        median_ms: timing.median_ms,
+        min_ms: timing.min_ms,
+        iters: timing.iters,
+        gb_per_s: Some(bytes / (timing.median_ms * 1e-3) / 1e9),
+        tflop_per_s: None,
+    })
+}

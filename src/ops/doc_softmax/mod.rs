@@ -1,0 +1,363 @@
+//! The softmax over retrieved documents, p(z|x), and REALM's marginal log-likelihood
+//! `logsumexp_z(log_softmax(doc_logits)_z + cond_logprob_z)`, as differentiable candle ops.
+//!
+//! Semantics (CPU, emulator and CUDA alike; kernels in `kernels/doc_softmax.cu`):
+//! - `-inf` in `doc_logits` marks an absent candidate. A row with no finite logit gets p = 0
+//!   everywhere, a marginal of `-inf` and zero gradients; a marginal that is `-inf` because no
+//!   candidate can produce the target also has zero gradients. Never NaN from finite/-inf inputs.
+//! - Gradients: d/d doc_logits = posterior − prior, d/d cond_logprob = posterior (times the
+//!   incoming gradient).
+//! - f32, f16 and bf16 inputs (both arguments of the marginal share one dtype); arithmetic in f32.
+//! - NaN inputs are an error on the CPU path (checked while the data is read anyway); on the GPU
+//!   they propagate as NaN, since checking would cost a device-to-host synchronisation per call.
+
+mod check;
+mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "emulate")]
+mod emulated;
+
+pub use check::{bench, mll_composition, selftest_cases, softmax_composition, BenchSpec};
+
+use super::elem::{check_float, cpu_data, with_float_elem, Elem};
+use super::{cpu_exec, CpuExec};
+use crate::error::{Error, Result};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+
+const OP_SOFTMAX: &str = "doc_softmax";
+const OP_MLL: &str = "marginal_log_likelihood";
+
+/// Rows with at most this many candidates are handled by one warp each on the GPU (and in the
+/// emulator); longer rows get a whole block of `BLOCK_THREADS` threads.
+pub const WARP_MAX_K: usize = 256;
+/// Threads per block of every doc_softmax kernel.
+pub const BLOCK_THREADS: u32 = 256;
+/// The largest k accepted (rows are indexed with 32-bit integers in the kernels).
+pub const MAX_K: usize = 1 << 24;
+
+/// p(z|x) = softmax over the last dimension of `logits` [b, k].
+pub fn doc_softmax(logits: &Tensor) -> Result<Tensor> {
+    let (_, k) = logits
+        .dims2()
+        .map_err(|_| Error::bad_input(OP_SOFTMAX, "logits", rank_msg(logits, "[b, k]")))?;
+    check_float(OP_SOFTMAX, "logits", logits.dtype())?;
+    check_k(OP_SOFTMAX, "logits", k)?;
+    contiguous(OP_SOFTMAX, "logits", logits)?;
+    Ok(logits.apply_op1(DocSoftmax { exec: cpu_exec() })?)
+}
+
+/// `logsumexp_z(log_softmax(doc_logits)_z + cond_logprob_z)`: the log-likelihood of the target
+/// marginalised over the retrieved documents. `doc_logits` [b, k]; `cond_logprob` [b, k] (result
+/// [b]) or [b, k, m] for m targets per example, e.g. masked tokens (result [b, m]).
+pub fn marginal_log_likelihood(doc_logits: &Tensor, cond_logprob: &Tensor) -> Result<Tensor> {
+    let (b, k) = doc_logits
+        .dims2()
+        .map_err(|_| Error::bad_input(OP_MLL, "doc_logits", rank_msg(doc_logits, "[b, k]")))?;
+    check_float(OP_MLL, "doc_logits", doc_logits.dtype())?;
+    check_k(OP_MLL, "doc_logits", k)?;
+    if cond_logprob.dtype() != doc_logits.dtype() {
+        return Err(Error::bad_input(
+            OP_MLL,
+            "cond_logprob",
+            format!(
+                "dtype {:?} differs from doc_logits' {:?}",
+                cond_logprob.dtype(),
+                doc_logits.dtype()
+            ),
+        ));
+    }
+    let per_target = match cond_logprob.dims() {
+        [cb, ck] if (*cb, *ck) == (b, k) => false,
+        [cb, ck, _] if (*cb, *ck) == (b, k) => true,
+        other => {
+            return Err(Error::bad_input(
+                OP_MLL,
+                "cond_logprob",
+                format!("shape {other:?} must be [{b}, {k}] or [{b}, {k}, m] to match doc_logits"),
+            ))
+        }
+    };
+    contiguous(OP_MLL, "doc_logits", doc_logits)?;
+    contiguous(OP_MLL, "cond_logprob", cond_logprob)?;
+    let cond3 = if per_target {
+        cond_logprob.clone()
+    } else {
+        cond_logprob.unsqueeze(2)?
+    };
+    let out = doc_logits.apply_op2(&cond3, Mll { exec: cpu_exec() })?;
+    Ok(if per_target { out } else { out.squeeze(1)? })
+}
+
+fn rank_msg(t: &Tensor, want: &str) -> String {
+    format!("shape {:?} must be {want}", t.dims())
+}
+
+fn check_k(op: &'static str, arg: &'static str, k: usize) -> Result<()> {
+    if k == 0 || k > MAX_K {
+        return Err(Error::bad_input(
+            op,
+            arg,
+            format!("k = {k} candidates; need 1..={MAX_K}"),
+        ));
+    }
+    Ok(())
+}
+
+fn contiguous(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
+    if t.is_contiguous() {
+        Ok(())
+    } else {
+        Err(Error::bad_input(
+            op,
+            arg,
+            format!(
+                "must be contiguous (shape {:?}, strides {:?}); call .contiguous() first",
+                t.dims(),
+                t.stride()
+            ),
+        ))
+    }
+}
+
+/// `(kernel variant, blocks)` for `rows` row groups of `k` candidates: a warp per row for short
+/// rows, a block per row for long ones.
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+fn launch_geometry(rows: usize, k: usize) -> (&'static str, u32) {
+    if k <= WARP_MAX_K {
+        let rows_per_block = (BLOCK_THREADS / 32) as usize;
+        ("warp", rows.div_ceil(rows_per_block) as u32)
+    } else {
+        ("block", rows as u32)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU dispatch: the native implementation or the emulated kernels.
+
+/// Runs `native` or, on the emulator, `emulated`; both produce the output's elements.
+fn on_cpu<T: Elem>(
+    exec: CpuExec,
+    native: impl FnOnce() -> Result<Vec<T>>,
+    emulated: impl FnOnce() -> Result<Vec<T>>,
+) -> candle_core::Result<CpuStorage> {
+    let out = match exec {
+        CpuExec::Native => native()?,
+        CpuExec::Emulator => emulated()?,
+    };
+    Ok(T::into_cpu_storage(out))
+}
+
+/// A call into the emulated kernels; an error in a build without them (unreachable in practice:
+/// `set_cpu_exec` refuses the emulator there).
+#[cfg(feature = "emulate")]
+macro_rules! emulated_call {
+    ($f:ident($($a:expr),*)) => {
+        emulated::$f($($a),*)
+    };
+}
+#[cfg(not(feature = "emulate"))]
+macro_rules! emulated_call {
+    ($f:ident($($a:expr),*)) => {{
+        $(let _ = &$a;)*
+        Err(Error::Device("this build has no kernel emulator".into()))
+    }};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The candle ops.
+
+struct DocSoftmax {
+    exec: CpuExec,
+}
+
+impl CustomOp1 for DocSoftmax {
+    fn name(&self) -> &'static str {
+        OP_SOFTMAX
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let k = l.dims()[1];
+        let out = with_float_elem!(s.dtype(), T => {
+            let x = cpu_data::<T>(OP_SOFTMAX, "logits", s, l)?;
+            on_cpu::<T>(
+                self.exec,
+                || {
+                    cpu::check_no_nan(OP_SOFTMAX, "logits", x)?;
+                    Ok(cpu::softmax(x, k))
+                },
+                || emulated_call!(softmax(x, k)),
+            )
+        })?;
+        Ok((out, l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        Ok((cuda::softmax(s, l, l.dims()[1])?, l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let g = g.contiguous()?;
+        Ok(Some(p.apply_op2_no_bwd(&g, &DocSoftmaxBwd { exec: self.exec })?))
+    }
+}
+
+/// dx = p ⊙ (g − Σ p g), from the forward's output p and the incoming gradient g.
+struct DocSoftmaxBwd {
+    exec: CpuExec,
+}
+
+impl CustomOp2 for DocSoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "doc_softmax_bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ps: &CpuStorage,
+        pl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let k = pl.dims()[1];
+        let out = with_float_elem!(ps.dtype(), T => {
+            let p = cpu_data::<T>(OP_SOFTMAX, "p", ps, pl)?;
+            let g = cpu_data::<T>(OP_SOFTMAX, "grad", gs, gl)?;
+            on_cpu::<T>(
+                self.exec,
+                || Ok(cpu::softmax_bwd(p, g, k)),
+                || emulated_call!(softmax_bwd(p, g, k)),
+            )
+        })?;
+        Ok((out, pl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ps: &candle_core::CudaStorage,
+        pl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        Ok((cuda::softmax_bwd((ps, pl), (gs, gl), pl.dims()[1])?, pl.shape().clone()))
+    }
+}
+
+/// The marginal over `[b, k]` logits and `[b, k, m]` conditionals, giving `[b, m]`.
+struct Mll {
+    exec: CpuExec,
+}
+
+impl CustomOp2 for Mll {
+    fn name(&self) -> &'static str {
+        OP_MLL
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        cs: &CpuStorage,
+        cl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, k, m) = cl.shape().dims3()?;
+        let out = with_float_elem!(xs.dtype(), T => {
+            let x = cpu_data::<T>(OP_MLL, "doc_logits", xs, xl)?;
+            let c = cpu_data::<T>(OP_MLL, "cond_logprob", cs, cl)?;
+            on_cpu::<T>(
+                self.exec,
+                || {
+                    cpu::check_no_nan(OP_MLL, "doc_logits", x)?;
+                    cpu::check_no_nan(OP_MLL, "cond_logprob", c)?;
+                    Ok(cpu::mll(x, c, k, m))
+                },
+                || emulated_call!(mll(x, c, k, m)),
+            )
+        })?;
+        Ok((out, Shape::from((b, m))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        cs: &candle_core::CudaStorage,
+        cl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (b, k, m) = cl.shape().dims3()?;
+        Ok((cuda::mll((xs, xl), (cs, cl), k, m)?, Shape::from((b, m))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        c: &Tensor,
+        out: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let m = c.dim(2)?;
+        // One backward launch computes both gradients, packed along the last axis.
+        let og = Tensor::stack(&[out, &g.contiguous()?], 2)?;
+        let grad = x.apply_op3_no_bwd(c, &og, &MllBwd { exec: self.exec })?;
+        let d_x = grad.narrow(2, m, 1)?.squeeze(2)?;
+        let d_c = grad.narrow(2, 0, m)?;
+        Ok((Some(d_x), Some(d_c)))
+    }
+}
+
+/// Both gradients of the marginal, `[b, k, m + 1]` (d/dc, then d/dx in the last slot).
+struct MllBwd {
+    exec: CpuExec,
+}
+
+impl CustomOp3 for MllBwd {
+    fn name(&self) -> &'static str {
+        "marginal_log_likelihood_bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        cs: &CpuStorage,
+        cl: &Layout,
+        os: &CpuStorage,
+        ol: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, k, m) = cl.shape().dims3()?;
+        let out = with_float_elem!(xs.dtype(), T => {
+            let x = cpu_data::<T>(OP_MLL, "doc_logits", xs, xl)?;
+            let c = cpu_data::<T>(OP_MLL, "cond_logprob", cs, cl)?;
+            let og = cpu_data::<T>(OP_MLL, "grad", os, ol)?;
+            on_cpu::<T>(
+                self.exec,
+                || Ok(cpu::mll_bwd(x, c, og, k, m)),
+                || emulated_call!(mll_bwd(x, c, og, k, m)),
+            )
+        })?;
+        Ok((out, Shape::from((b, k, m + 1))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        cs: &candle_core::CudaStorage,
+        cl: &Layout,
+        os: &candle_core::CudaStorage,
+        ol: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (b, k, m) = cl.shape().dims3()?;
+        let grad = cuda::mll_bwd((xs, xl), (cs, cl), (os, ol), k, m)?;
+        Ok((grad, Shape::from((b, k, m + 1))))
+    }
+}
