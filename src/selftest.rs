@@ -4,11 +4,14 @@
 use crate::device::ComputeDevice;
 use crate::error::Result;
 
+/// Runs one check on a device.
+pub type CheckFn = Box<dyn Fn(&ComputeDevice) -> Result<Outcome> + Send + Sync>;
+
 /// One check: an op, a case name (shape, dtype, direction) and how to run it on a device.
 pub struct Case {
     pub op: &'static str,
     pub name: String,
-    pub run: Box<dyn Fn(&ComputeDevice) -> Result<Outcome> + Send + Sync>,
+    pub run: CheckFn,
 }
 
 /// What a check measured: the largest error against the reference and the bound it must meet.

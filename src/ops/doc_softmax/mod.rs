@@ -18,7 +18,7 @@ mod cuda;
 #[cfg(feature = "emulate")]
 mod emulated;
 
-pub use check::{bench, mll_composition, selftest_cases, softmax_composition, BenchSpec};
+pub use check::{bench, mll_composition, random_logits, selftest_cases, softmax_composition, BenchSpec};
 
 use super::elem::{check_float, cpu_data, with_float_elem, Elem};
 use super::{cpu_exec, CpuExec};
