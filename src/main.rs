@@ -7,7 +7,11 @@ use realm::device::{ComputeDevice, DeviceSpec};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "realm", version, about = "REALM retrieval-augmented language model kernels and training")]
+#[command(
+    name = "realm",
+    version,
+    about = "REALM retrieval-augmented language model kernels and training"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -117,21 +121,31 @@ fn selftest(dev: &ComputeDevice, filter: Option<&str>) -> Result<()> {
     if rows.is_empty() {
         bail!("no check matches the filter {filter:?}");
     }
-    println!("{:<26} {:<34} {:>12} {:>10}  result", "op", "case", "max rel err", "bound");
+    println!(
+        "{:<26} {:<34} {:>12} {:>10}  result",
+        "op", "case", "max rel err", "bound"
+    );
     let mut failures = 0;
     for row in &rows {
         let (err, bound, verdict) = match &row.outcome {
             Ok(o) => (
                 format!("{:.3e}", o.max_rel_err),
                 format!("{:.1e}", o.tolerance),
-                if o.passed() { "ok".to_string() } else { "FAIL".to_string() },
+                if o.passed() {
+                    "ok".to_string()
+                } else {
+                    "FAIL".to_string()
+                },
             ),
             Err(e) => ("-".into(), "-".into(), format!("FAIL: {e}")),
         };
         if !row.passed() {
             failures += 1;
         }
-        println!("{:<26} {:<34} {:>12} {:>10}  {verdict}", row.op, row.name, err, bound);
+        println!(
+            "{:<26} {:<34} {:>12} {:>10}  {verdict}",
+            row.op, row.name, err, bound
+        );
     }
     println!("{} passed, {} failed", rows.len() - failures, failures);
     if failures > 0 {
@@ -176,7 +190,10 @@ fn bench(op: BenchOp) -> Result<()> {
             report.median_ms,
             report.min_ms,
             report.iters,
-            report.gb_per_s.map(|g| format!(", {g:.1} GB/s")).unwrap_or_default()
+            report
+                .gb_per_s
+                .map(|g| format!(", {g:.1} GB/s"))
+                .unwrap_or_default()
         );
     }
     Ok(())
