@@ -7,6 +7,7 @@
 
 pub mod doc_softmax;
 pub(crate) mod elem;
+pub(crate) mod math;
 
 pub use doc_softmax::{doc_softmax, marginal_log_likelihood};
 

@@ -183,10 +183,7 @@ impl CustomOp1 for DocSoftmax {
             let x = cpu_data::<T>(OP_SOFTMAX, "logits", s, l)?;
             on_cpu::<T>(
                 self.exec,
-                || {
-                    cpu::check_no_nan(OP_SOFTMAX, "logits", x)?;
-                    Ok(cpu::softmax(x, k))
-                },
+                || cpu::softmax(OP_SOFTMAX, x, k),
                 || emulated_call!(softmax(x, k)),
             )
         })?;
@@ -273,11 +270,7 @@ impl CustomOp2 for Mll {
             let c = cpu_data::<T>(OP_MLL, "cond_logprob", cs, cl)?;
             on_cpu::<T>(
                 self.exec,
-                || {
-                    cpu::check_no_nan(OP_MLL, "doc_logits", x)?;
-                    cpu::check_no_nan(OP_MLL, "cond_logprob", c)?;
-                    Ok(cpu::mll(x, c, k, m))
-                },
+                || cpu::mll(OP_MLL, x, c, k, m),
                 || emulated_call!(mll(x, c, k, m)),
             )
         })?;
@@ -339,7 +332,7 @@ impl CustomOp3 for MllBwd {
             let og = cpu_data::<T>(OP_MLL, "grad", os, ol)?;
             on_cpu::<T>(
                 self.exec,
-                || Ok(cpu::mll_bwd(x, c, og, k, m)),
+                || cpu::mll_bwd(OP_MLL, x, c, og, k, m),
                 || emulated_call!(mll_bwd(x, c, og, k, m)),
             )
         })?;
