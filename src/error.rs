@@ -19,6 +19,13 @@ pub enum Error {
     Device(String),
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
+    /// A malformed record in a data file, with its 1-based line number.
+    #[error("{path}:{line}: {msg}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
@@ -42,6 +49,16 @@ impl From<Error> for candle_core::Error {
         match e {
             Error::Candle(c) => c,
             other => candle_core::Error::wrap(other),
+        }
+    }
+}
+
+impl Error {
+    /// An I/O or format problem with the file at `path`.
+    pub fn file(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
+        Error::File {
+            path: path.into(),
+            msg: msg.to_string(),
         }
     }
 }

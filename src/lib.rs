@@ -8,6 +8,7 @@
 //!   `realm bench`.
 
 pub mod bench;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod kernels;

@@ -17,7 +17,10 @@ pub fn softmax_composition(logits: &Tensor) -> Result<Tensor> {
 pub fn mll_composition(doc_logits: &Tensor, cond_logprob: &Tensor) -> Result<Tensor> {
     let log_prior = candle_nn::ops::log_softmax(doc_logits, D::Minus1)?;
     Ok(if cond_logprob.rank() == 3 {
-        log_prior.unsqueeze(2)?.broadcast_add(cond_logprob)?.log_sum_exp(1)?
+        log_prior
+            .unsqueeze(2)?
+            .broadcast_add(cond_logprob)?
+            .log_sum_exp(1)?
     } else {
         (log_prior + cond_logprob)?.log_sum_exp(1)?
     })
@@ -46,7 +49,12 @@ pub fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
 
 /// A tensor of `dtype` on `dev` from f64 values, and the same dtype-rounded values as f64 on the
 /// CPU (the reference sees exactly what the op sees).
-fn input(values: Vec<f64>, shape: &[usize], dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+fn input(
+    values: Vec<f64>,
+    shape: &[usize],
+    dtype: DType,
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
     let rounded = Tensor::from_vec(values, shape, &Device::Cpu)?
         .to_dtype(dtype)?
         .to_dtype(DType::F64)?;
@@ -55,15 +63,28 @@ fn input(values: Vec<f64>, shape: &[usize], dtype: DType, dev: &Device) -> Resul
 }
 
 /// Forward and backward of doc_softmax on `dev` against the f64 composition.
-fn check_softmax(dev: &ComputeDevice, b: usize, k: usize, dtype: DType, seed: u64) -> Result<Outcome> {
+fn check_softmax(
+    dev: &ComputeDevice,
+    b: usize,
+    k: usize,
+    dtype: DType,
+    seed: u64,
+) -> Result<Outcome> {
     let _exec = dev.enter()?;
     let mut rng = SplitMix64::new(seed);
-    let (x, x64) = input(random_logits(&mut rng, b, k, 3.0), &[b, k], dtype, &dev.device)?;
+    let (x, x64) = input(
+        random_logits(&mut rng, b, k, 3.0),
+        &[b, k],
+        dtype,
+        &dev.device,
+    )?;
     let (g, g64) = input(rng.normal_vec(b * k, 1.0), &[b, k], dtype, &dev.device)?;
 
     let xv = Var::from_tensor(&x)?;
     let p = super::doc_softmax(xv.as_tensor())?;
-    let dx = (p.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?.sum_all()?.backward()?;
+    let dx = (p.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?
+        .sum_all()?
+        .backward()?;
     let dx = dx.get(&xv).cloned().unwrap_or(x.zeros_like()?);
 
     let xr = Var::from_tensor(&x64)?;
@@ -71,7 +92,8 @@ fn check_softmax(dev: &ComputeDevice, b: usize, k: usize, dtype: DType, seed: u6
     let dxr = (&pr * &g64)?.sum_all()?.backward()?;
     let dxr = dxr.get(&xr).cloned().unwrap_or(x64.zeros_like()?);
 
-    let err = max_rel_err(&host_f64(&p)?, &host_f64(&pr)?).max(max_rel_err(&host_f64(&dx)?, &host_f64(&dxr)?));
+    let err = max_rel_err(&host_f64(&p)?, &host_f64(&pr)?)
+        .max(max_rel_err(&host_f64(&dx)?, &host_f64(&dxr)?));
     Ok(Outcome {
         max_rel_err: err,
         tolerance: tolerance(dtype),
@@ -79,17 +101,35 @@ fn check_softmax(dev: &ComputeDevice, b: usize, k: usize, dtype: DType, seed: u6
 }
 
 /// Forward and both gradients of the marginal on `dev` against the f64 composition.
-fn check_mll(dev: &ComputeDevice, b: usize, k: usize, m: usize, dtype: DType, seed: u64) -> Result<Outcome> {
+fn check_mll(
+    dev: &ComputeDevice,
+    b: usize,
+    k: usize,
+    m: usize,
+    dtype: DType,
+    seed: u64,
+) -> Result<Outcome> {
     let _exec = dev.enter()?;
     let mut rng = SplitMix64::new(seed);
-    let (x, x64) = input(random_logits(&mut rng, b, k, 3.0), &[b, k], dtype, &dev.device)?;
-    let cond: Vec<f64> = rng.normal_vec(b * k * m, 2.0).into_iter().map(|v| -v.abs()).collect();
+    let (x, x64) = input(
+        random_logits(&mut rng, b, k, 3.0),
+        &[b, k],
+        dtype,
+        &dev.device,
+    )?;
+    let cond: Vec<f64> = rng
+        .normal_vec(b * k * m, 2.0)
+        .into_iter()
+        .map(|v| -v.abs())
+        .collect();
     let (c, c64) = input(cond, &[b, k, m], dtype, &dev.device)?;
     let (g, g64) = input(rng.normal_vec(b * m, 1.0), &[b, m], dtype, &dev.device)?;
 
     let (xv, cv) = (Var::from_tensor(&x)?, Var::from_tensor(&c)?);
     let out = super::marginal_log_likelihood(xv.as_tensor(), cv.as_tensor())?;
-    let grads = (out.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?.sum_all()?.backward()?;
+    let grads = (out.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?
+        .sum_all()?
+        .backward()?;
 
     let (xr, cr) = (Var::from_tensor(&x64)?, Var::from_tensor(&c64)?);
     let outr = mll_composition(xr.as_tensor(), cr.as_tensor())?;
@@ -98,7 +138,9 @@ fn check_mll(dev: &ComputeDevice, b: usize, k: usize, m: usize, dtype: DType, se
     let mut err = max_rel_err(&host_f64(&out)?, &host_f64(&outr)?);
     for (v, vr) in [(&xv, &xr), (&cv, &cr)] {
         let (Some(d), Some(dr)) = (grads.get(v), gradsr.get(vr)) else {
-            return Err(crate::Error::Device("marginal_log_likelihood: a gradient is missing".into()));
+            return Err(crate::Error::Device(
+                "marginal_log_likelihood: a gradient is missing".into(),
+            ));
         };
         err = err.max(max_rel_err(&host_f64(d)?, &host_f64(dr)?));
     }
@@ -113,7 +155,15 @@ fn check_mll(dev: &ComputeDevice, b: usize, k: usize, m: usize, dtype: DType, se
 /// fill a block, k at and just past the warp limit, the largest beams.
 pub fn selftest_cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    let softmax_shapes = [(1, 1), (3, 7), (9, 33), (5, 256), (4, 257), (2, 5000), (1, 16384)];
+    let softmax_shapes = [
+        (1, 1),
+        (3, 7),
+        (9, 33),
+        (5, 256),
+        (4, 257),
+        (2, 5000),
+        (1, 16384),
+    ];
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         for (i, &(b, k)) in softmax_shapes.iter().enumerate() {
             cases.push(Case {
@@ -161,10 +211,19 @@ pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Rep
         composition,
     } = spec;
     let mut rng = SplitMix64::new(7);
-    let (x, _) = input(random_logits(&mut rng, b, k, 3.0), &[b, k], dtype, &dev.device)?;
+    let (x, _) = input(
+        random_logits(&mut rng, b, k, 3.0),
+        &[b, k],
+        dtype,
+        &dev.device,
+    )?;
     let xv = Var::from_tensor(&x)?;
     let c = if m > 0 {
-        let cond: Vec<f64> = rng.normal_vec(b * k * m, 2.0).into_iter().map(|v| -v.abs()).collect();
+        let cond: Vec<f64> = rng
+            .normal_vec(b * k * m, 2.0)
+            .into_iter()
+            .map(|v| -v.abs())
+            .collect();
         Some(input(cond, &[b, k, m], dtype, &dev.device)?.0)
     } else {
         None
@@ -187,11 +246,19 @@ pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Rep
     let elem = dtype.size_in_bytes() as f64;
     let fwd_bytes = elem * (2 * b * k + b * k * m + b * m) as f64;
     let bytes = if backward { 3.0 * fwd_bytes } else { fwd_bytes };
-    let op = if m > 0 { "marginal_log_likelihood" } else { "doc_softmax" };
+    let op = if m > 0 {
+        "marginal_log_likelihood"
+    } else {
+        "doc_softmax"
+    };
     Ok(Report {
         op: format!(
             "{op}{}{}",
-            if composition { " (candle composition)" } else { "" },
+            if composition {
+                " (candle composition)"
+            } else {
+                ""
+            },
             if backward { " fwd+bwd" } else { " fwd" }
         ),
         shape: if m > 0 {

@@ -69,7 +69,11 @@ fn log_softmax_in_place(xs: &mut [f32], scratch: &mut Vec<f32>) {
     scratch.extend_from_slice(xs);
     let lse = logsumexp_in_place(scratch);
     for v in xs.iter_mut() {
-        *v = if lse == f32::NEG_INFINITY { f32::NEG_INFINITY } else { *v - lse };
+        *v = if lse == f32::NEG_INFINITY {
+            f32::NEG_INFINITY
+        } else {
+            *v - lse
+        };
     }
 }
 
@@ -84,7 +88,14 @@ struct Scratch {
 impl Scratch {
     /// Fills `log_prior` with log_softmax(x) and `joint[j*k + z]` with log_prior[z] + c[z, j]
     /// (transposed, so each target's row is contiguous). Errors on NaN in either input.
-    fn load<T: Elem>(&mut self, op: &'static str, xr: &[T], cr: &[T], k: usize, m: usize) -> Result<()> {
+    fn load<T: Elem>(
+        &mut self,
+        op: &'static str,
+        xr: &[T],
+        cr: &[T],
+        k: usize,
+        m: usize,
+    ) -> Result<()> {
         widen(xr, &mut self.log_prior);
         if has_nan(&self.log_prior) {
             return Err(nan_error(op, "doc_logits"));
@@ -106,7 +117,13 @@ impl Scratch {
 }
 
 /// out[r, j] = logsumexp_z(log_softmax(x[r])_z + c[r, z, j])
-pub(super) fn mll<T: Elem>(op: &'static str, x: &[T], c: &[T], k: usize, m: usize) -> Result<Vec<T>> {
+pub(super) fn mll<T: Elem>(
+    op: &'static str,
+    x: &[T],
+    c: &[T],
+    k: usize,
+    m: usize,
+) -> Result<Vec<T>> {
     let mut out = vec![T::from_f32(0.0); x.len() / k * m];
     out.par_chunks_mut(m)
         .zip(x.par_chunks(k).zip(c.par_chunks(k * m)))
@@ -123,10 +140,20 @@ pub(super) fn mll<T: Elem>(op: &'static str, x: &[T], c: &[T], k: usize, m: usiz
 
 /// Gradients packed as `[b, k, m + 1]`: d/dc in `[.., ..m]`, d/dx in `[.., m]` (see the kernel),
 /// from og[r, j] = (out[r, j], incoming gradient g[r, j]).
-pub(super) fn mll_bwd<T: Elem>(op: &'static str, x: &[T], c: &[T], og: &[T], k: usize, m: usize) -> Result<Vec<T>> {
+pub(super) fn mll_bwd<T: Elem>(
+    op: &'static str,
+    x: &[T],
+    c: &[T],
+    og: &[T],
+    k: usize,
+    m: usize,
+) -> Result<Vec<T>> {
     let mut grad = vec![T::from_f32(0.0); x.len() * (m + 1)];
     grad.par_chunks_mut(k * (m + 1))
-        .zip(x.par_chunks(k).zip(c.par_chunks(k * m).zip(og.par_chunks(2 * m))))
+        .zip(
+            x.par_chunks(k)
+                .zip(c.par_chunks(k * m).zip(og.par_chunks(2 * m))),
+        )
         .with_min_len(rows_per_task(k * m))
         .try_for_each_init(Scratch::default, |s, (gr, (xr, (cr, ogr)))| {
             s.load(op, xr, cr, k, m)?;

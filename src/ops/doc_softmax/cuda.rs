@@ -74,7 +74,9 @@ macro_rules! dispatch {
                 type $T = half::bf16;
                 $body
             }
-            other => Err(Error::Device(format!("doc_softmax: dtype {other:?} on CUDA"))),
+            other => Err(Error::Device(format!(
+                "doc_softmax: dtype {other:?} on CUDA"
+            ))),
         }
     };
 }

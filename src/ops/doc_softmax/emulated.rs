@@ -8,8 +8,14 @@ use crate::ops::elem::Elem;
 use half::{bf16, f16};
 
 type Fwd<T> = unsafe extern "C" fn(*const EmuLaunch, EmuPtr<'_, T>, EmuPtr<'_, T>, u32, u32) -> i32;
-type Bwd<T> =
-    unsafe extern "C" fn(*const EmuLaunch, EmuPtr<'_, T>, EmuPtr<'_, T>, EmuPtr<'_, T>, u32, u32) -> i32;
+type Bwd<T> = unsafe extern "C" fn(
+    *const EmuLaunch,
+    EmuPtr<'_, T>,
+    EmuPtr<'_, T>,
+    EmuPtr<'_, T>,
+    u32,
+    u32,
+) -> i32;
 type MllFwd<T> = unsafe extern "C" fn(
     *const EmuLaunch,
     EmuPtr<'_, T>,
@@ -43,56 +49,272 @@ pub(super) trait EmuElem: Elem {
 }
 
 extern "C" {
-    fn realm_emu_launch_doc_softmax_fwd_warp_f32(cfg: *const EmuLaunch, a: EmuPtr<'_, f32>, b: EmuPtr<'_, f32>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_fwd_warp_f16(cfg: *const EmuLaunch, a: EmuPtr<'_, f16>, b: EmuPtr<'_, f16>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_fwd_warp_bf16(cfg: *const EmuLaunch, a: EmuPtr<'_, bf16>, b: EmuPtr<'_, bf16>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_fwd_block_f32(cfg: *const EmuLaunch, a: EmuPtr<'_, f32>, b: EmuPtr<'_, f32>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_fwd_block_f16(cfg: *const EmuLaunch, a: EmuPtr<'_, f16>, b: EmuPtr<'_, f16>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_fwd_block_bf16(cfg: *const EmuLaunch, a: EmuPtr<'_, bf16>, b: EmuPtr<'_, bf16>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_bwd_warp_f32(cfg: *const EmuLaunch, a: EmuPtr<'_, f32>, b: EmuPtr<'_, f32>, c: EmuPtr<'_, f32>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_bwd_warp_f16(cfg: *const EmuLaunch, a: EmuPtr<'_, f16>, b: EmuPtr<'_, f16>, c: EmuPtr<'_, f16>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_bwd_warp_bf16(cfg: *const EmuLaunch, a: EmuPtr<'_, bf16>, b: EmuPtr<'_, bf16>, c: EmuPtr<'_, bf16>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_bwd_block_f32(cfg: *const EmuLaunch, a: EmuPtr<'_, f32>, b: EmuPtr<'_, f32>, c: EmuPtr<'_, f32>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_bwd_block_f16(cfg: *const EmuLaunch, a: EmuPtr<'_, f16>, b: EmuPtr<'_, f16>, c: EmuPtr<'_, f16>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_doc_softmax_bwd_block_bf16(cfg: *const EmuLaunch, a: EmuPtr<'_, bf16>, b: EmuPtr<'_, bf16>, c: EmuPtr<'_, bf16>, rows: u32, k: u32) -> i32;
-    fn realm_emu_launch_mll_fwd_warp_f32(cfg: *const EmuLaunch, a: EmuPtr<'_, f32>, b: EmuPtr<'_, f32>, c: EmuPtr<'_, f32>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_fwd_warp_f16(cfg: *const EmuLaunch, a: EmuPtr<'_, f16>, b: EmuPtr<'_, f16>, c: EmuPtr<'_, f16>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_fwd_warp_bf16(cfg: *const EmuLaunch, a: EmuPtr<'_, bf16>, b: EmuPtr<'_, bf16>, c: EmuPtr<'_, bf16>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_fwd_block_f32(cfg: *const EmuLaunch, a: EmuPtr<'_, f32>, b: EmuPtr<'_, f32>, c: EmuPtr<'_, f32>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_fwd_block_f16(cfg: *const EmuLaunch, a: EmuPtr<'_, f16>, b: EmuPtr<'_, f16>, c: EmuPtr<'_, f16>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_fwd_block_bf16(cfg: *const EmuLaunch, a: EmuPtr<'_, bf16>, b: EmuPtr<'_, bf16>, c: EmuPtr<'_, bf16>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_bwd_warp_f32(cfg: *const EmuLaunch, a: EmuPtr<'_, f32>, b: EmuPtr<'_, f32>, c: EmuPtr<'_, f32>, d: EmuPtr<'_, f32>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_bwd_warp_f16(cfg: *const EmuLaunch, a: EmuPtr<'_, f16>, b: EmuPtr<'_, f16>, c: EmuPtr<'_, f16>, d: EmuPtr<'_, f16>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_bwd_warp_bf16(cfg: *const EmuLaunch, a: EmuPtr<'_, bf16>, b: EmuPtr<'_, bf16>, c: EmuPtr<'_, bf16>, d: EmuPtr<'_, bf16>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_bwd_block_f32(cfg: *const EmuLaunch, a: EmuPtr<'_, f32>, b: EmuPtr<'_, f32>, c: EmuPtr<'_, f32>, d: EmuPtr<'_, f32>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_bwd_block_f16(cfg: *const EmuLaunch, a: EmuPtr<'_, f16>, b: EmuPtr<'_, f16>, c: EmuPtr<'_, f16>, d: EmuPtr<'_, f16>, rows: u32, k: u32, m: u32) -> i32;
-    fn realm_emu_launch_mll_bwd_block_bf16(cfg: *const EmuLaunch, a: EmuPtr<'_, bf16>, b: EmuPtr<'_, bf16>, c: EmuPtr<'_, bf16>, d: EmuPtr<'_, bf16>, rows: u32, k: u32, m: u32) -> i32;
+    fn realm_emu_launch_doc_softmax_fwd_warp_f32(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f32>,
+        b: EmuPtr<'_, f32>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_fwd_warp_f16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f16>,
+        b: EmuPtr<'_, f16>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_fwd_warp_bf16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, bf16>,
+        b: EmuPtr<'_, bf16>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_fwd_block_f32(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f32>,
+        b: EmuPtr<'_, f32>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_fwd_block_f16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f16>,
+        b: EmuPtr<'_, f16>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_fwd_block_bf16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, bf16>,
+        b: EmuPtr<'_, bf16>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_bwd_warp_f32(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f32>,
+        b: EmuPtr<'_, f32>,
+        c: EmuPtr<'_, f32>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_bwd_warp_f16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f16>,
+        b: EmuPtr<'_, f16>,
+        c: EmuPtr<'_, f16>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_bwd_warp_bf16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, bf16>,
+        b: EmuPtr<'_, bf16>,
+        c: EmuPtr<'_, bf16>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_bwd_block_f32(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f32>,
+        b: EmuPtr<'_, f32>,
+        c: EmuPtr<'_, f32>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_bwd_block_f16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f16>,
+        b: EmuPtr<'_, f16>,
+        c: EmuPtr<'_, f16>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_doc_softmax_bwd_block_bf16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, bf16>,
+        b: EmuPtr<'_, bf16>,
+        c: EmuPtr<'_, bf16>,
+        rows: u32,
+        k: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_fwd_warp_f32(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f32>,
+        b: EmuPtr<'_, f32>,
+        c: EmuPtr<'_, f32>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_fwd_warp_f16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f16>,
+        b: EmuPtr<'_, f16>,
+        c: EmuPtr<'_, f16>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_fwd_warp_bf16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, bf16>,
+        b: EmuPtr<'_, bf16>,
+        c: EmuPtr<'_, bf16>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_fwd_block_f32(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f32>,
+        b: EmuPtr<'_, f32>,
+        c: EmuPtr<'_, f32>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_fwd_block_f16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f16>,
+        b: EmuPtr<'_, f16>,
+        c: EmuPtr<'_, f16>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_fwd_block_bf16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, bf16>,
+        b: EmuPtr<'_, bf16>,
+        c: EmuPtr<'_, bf16>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_bwd_warp_f32(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f32>,
+        b: EmuPtr<'_, f32>,
+        c: EmuPtr<'_, f32>,
+        d: EmuPtr<'_, f32>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_bwd_warp_f16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f16>,
+        b: EmuPtr<'_, f16>,
+        c: EmuPtr<'_, f16>,
+        d: EmuPtr<'_, f16>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_bwd_warp_bf16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, bf16>,
+        b: EmuPtr<'_, bf16>,
+        c: EmuPtr<'_, bf16>,
+        d: EmuPtr<'_, bf16>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_bwd_block_f32(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f32>,
+        b: EmuPtr<'_, f32>,
+        c: EmuPtr<'_, f32>,
+        d: EmuPtr<'_, f32>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_bwd_block_f16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, f16>,
+        b: EmuPtr<'_, f16>,
+        c: EmuPtr<'_, f16>,
+        d: EmuPtr<'_, f16>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
+    fn realm_emu_launch_mll_bwd_block_bf16(
+        cfg: *const EmuLaunch,
+        a: EmuPtr<'_, bf16>,
+        b: EmuPtr<'_, bf16>,
+        c: EmuPtr<'_, bf16>,
+        d: EmuPtr<'_, bf16>,
+        rows: u32,
+        k: u32,
+        m: u32,
+    ) -> i32;
 }
 
 impl EmuElem for f32 {
     const LAUNCHERS: Launchers<Self> = Launchers {
-        softmax_fwd: [realm_emu_launch_doc_softmax_fwd_warp_f32, realm_emu_launch_doc_softmax_fwd_block_f32],
-        softmax_bwd: [realm_emu_launch_doc_softmax_bwd_warp_f32, realm_emu_launch_doc_softmax_bwd_block_f32],
-        mll_fwd: [realm_emu_launch_mll_fwd_warp_f32, realm_emu_launch_mll_fwd_block_f32],
-        mll_bwd: [realm_emu_launch_mll_bwd_warp_f32, realm_emu_launch_mll_bwd_block_f32],
+        softmax_fwd: [
+            realm_emu_launch_doc_softmax_fwd_warp_f32,
+            realm_emu_launch_doc_softmax_fwd_block_f32,
+        ],
+        softmax_bwd: [
+            realm_emu_launch_doc_softmax_bwd_warp_f32,
+            realm_emu_launch_doc_softmax_bwd_block_f32,
+        ],
+        mll_fwd: [
+            realm_emu_launch_mll_fwd_warp_f32,
+            realm_emu_launch_mll_fwd_block_f32,
+        ],
+        mll_bwd: [
+            realm_emu_launch_mll_bwd_warp_f32,
+            realm_emu_launch_mll_bwd_block_f32,
+        ],
     };
 }
 
 impl EmuElem for f16 {
     const LAUNCHERS: Launchers<Self> = Launchers {
-        softmax_fwd: [realm_emu_launch_doc_softmax_fwd_warp_f16, realm_emu_launch_doc_softmax_fwd_block_f16],
-        softmax_bwd: [realm_emu_launch_doc_softmax_bwd_warp_f16, realm_emu_launch_doc_softmax_bwd_block_f16],
-        mll_fwd: [realm_emu_launch_mll_fwd_warp_f16, realm_emu_launch_mll_fwd_block_f16],
-        mll_bwd: [realm_emu_launch_mll_bwd_warp_f16, realm_emu_launch_mll_bwd_block_f16],
+        softmax_fwd: [
+            realm_emu_launch_doc_softmax_fwd_warp_f16,
+            realm_emu_launch_doc_softmax_fwd_block_f16,
+        ],
+        softmax_bwd: [
+            realm_emu_launch_doc_softmax_bwd_warp_f16,
+            realm_emu_launch_doc_softmax_bwd_block_f16,
+        ],
+        mll_fwd: [
+            realm_emu_launch_mll_fwd_warp_f16,
+            realm_emu_launch_mll_fwd_block_f16,
+        ],
+        mll_bwd: [
+            realm_emu_launch_mll_bwd_warp_f16,
+            realm_emu_launch_mll_bwd_block_f16,
+        ],
     };
 }
 
 impl EmuElem for bf16 {
     const LAUNCHERS: Launchers<Self> = Launchers {
-        softmax_fwd: [realm_emu_launch_doc_softmax_fwd_warp_bf16, realm_emu_launch_doc_softmax_fwd_block_bf16],
-        softmax_bwd: [realm_emu_launch_doc_softmax_bwd_warp_bf16, realm_emu_launch_doc_softmax_bwd_block_bf16],
-        mll_fwd: [realm_emu_launch_mll_fwd_warp_bf16, realm_emu_launch_mll_fwd_block_bf16],
-        mll_bwd: [realm_emu_launch_mll_bwd_warp_bf16, realm_emu_launch_mll_bwd_block_bf16],
+        softmax_fwd: [
+            realm_emu_launch_doc_softmax_fwd_warp_bf16,
+            realm_emu_launch_doc_softmax_fwd_block_bf16,
+        ],
+        softmax_bwd: [
+            realm_emu_launch_doc_softmax_bwd_warp_bf16,
+            realm_emu_launch_doc_softmax_bwd_block_bf16,
+        ],
+        mll_fwd: [
+            realm_emu_launch_mll_fwd_warp_bf16,
+            realm_emu_launch_mll_fwd_block_bf16,
+        ],
+        mll_bwd: [
+            realm_emu_launch_mll_bwd_warp_bf16,
+            realm_emu_launch_mll_bwd_block_bf16,
+        ],
     };
 }
 
@@ -114,7 +336,13 @@ pub(super) fn softmax<T: EmuElem>(x: &[T], k: usize) -> Result<Vec<T>> {
     let f = T::LAUNCHERS.softmax_fwd[v];
     // SAFETY: the launcher only touches the buffers through the bounds-checked pointers.
     launch(shape, |cfg| unsafe {
-        f(cfg, EmuPtr::new(x), EmuPtr::new_mut(&mut p), rows as u32, k as u32)
+        f(
+            cfg,
+            EmuPtr::new(x),
+            EmuPtr::new_mut(&mut p),
+            rows as u32,
+            k as u32,
+        )
     })?;
     Ok(p)
 }
@@ -126,7 +354,14 @@ pub(super) fn softmax_bwd<T: EmuElem>(p: &[T], g: &[T], k: usize) -> Result<Vec<
     let f = T::LAUNCHERS.softmax_bwd[v];
     // SAFETY: as above.
     launch(shape, |cfg| unsafe {
-        f(cfg, EmuPtr::new(p), EmuPtr::new(g), EmuPtr::new_mut(&mut dx), rows as u32, k as u32)
+        f(
+            cfg,
+            EmuPtr::new(p),
+            EmuPtr::new(g),
+            EmuPtr::new_mut(&mut dx),
+            rows as u32,
+            k as u32,
+        )
     })?;
     Ok(dx)
 }
@@ -138,12 +373,26 @@ pub(super) fn mll<T: EmuElem>(x: &[T], c: &[T], k: usize, m: usize) -> Result<Ve
     let f = T::LAUNCHERS.mll_fwd[v];
     // SAFETY: as above.
     launch(shape, |cfg| unsafe {
-        f(cfg, EmuPtr::new(x), EmuPtr::new(c), EmuPtr::new_mut(&mut out), b as u32, k as u32, m as u32)
+        f(
+            cfg,
+            EmuPtr::new(x),
+            EmuPtr::new(c),
+            EmuPtr::new_mut(&mut out),
+            b as u32,
+            k as u32,
+            m as u32,
+        )
     })?;
     Ok(out)
 }
 
-pub(super) fn mll_bwd<T: EmuElem>(x: &[T], c: &[T], og: &[T], k: usize, m: usize) -> Result<Vec<T>> {
+pub(super) fn mll_bwd<T: EmuElem>(
+    x: &[T],
+    c: &[T],
+    og: &[T],
+    k: usize,
+    m: usize,
+) -> Result<Vec<T>> {
     let b = x.len() / k;
     let mut grad = poisoned(x.len() * (m + 1));
     let (v, shape) = geometry(b, k);

@@ -1,0 +1,203 @@
+//! Streaming corpus readers: JSONL `{"id","title","text"}` and DPR's TSV (`id\ttext\ttitle`, as in
+//! psgs_w100.tsv, header optional, CSV-style quoting). Documents are read one line at a time, so a
+//! 21M-passage file is never loaded whole. A malformed line is an error naming the file and line,
+//! or, with `skip_bad_lines`, skipped and counted.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// One corpus document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    pub id: String,
+    pub title: String,
+    pub text: String,
+}
+
+/// The on-disk layout of a corpus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CorpusFormat {
+    Jsonl,
+    Tsv,
+}
+
+impl CorpusFormat {
+    /// From the file extension: `.tsv` is DPR's TSV, `.jsonl`/`.json` JSON lines.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("tsv") => Ok(CorpusFormat::Tsv),
+            Some("jsonl") | Some("json") => Ok(CorpusFormat::Jsonl),
+            _ => Err(Error::file(
+                path,
+                "unknown corpus format: use a .jsonl ({\"id\",\"title\",\"text\"} per line) or .tsv (id, text, title) file",
+            )),
+        }
+    }
+}
+
+/// Iterates over the documents of a corpus file.
+pub struct CorpusReader {
+    path: PathBuf,
+    format: CorpusFormat,
+    lines: std::io::Lines<BufReader<File>>,
+    line: usize,
+    skip_bad_lines: bool,
+    skipped: usize,
+}
+
+impl CorpusReader {
+    pub fn open(path: impl AsRef<Path>, skip_bad_lines: bool) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let format = CorpusFormat::from_path(&path)?;
+        let file = File::open(&path).map_err(|e| Error::file(&path, e))?;
+        Ok(CorpusReader {
+            path,
+            format,
+            lines: BufReader::new(file).lines(),
+            line: 0,
+            skip_bad_lines,
+            skipped: 0,
+        })
+    }
+
+    /// Lines skipped so far as malformed (only with `skip_bad_lines`).
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    fn parse(&self, text: &str) -> std::result::Result<Option<Document>, String> {
+        match self.format {
+            CorpusFormat::Jsonl => parse_jsonl(text).map(Some),
+            CorpusFormat::Tsv => {
+                // DPR's files start with an `id\ttext\ttitle` header; others have none.
+                if self.line == 1 && text.trim_end() == "id\ttext\ttitle" {
+                    return Ok(None);
+                }
+                parse_tsv(text).map(Some)
+            }
+        }
+    }
+}
+
+impl Iterator for CorpusReader {
+    type Item = Result<Document>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let text = match self.lines.next()? {
+                Ok(t) => t,
+                Err(e) => return Some(Err(Error::file(&self.path, e))),
+            };
+            self.line += 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            match self.parse(&text) {
+                Ok(Some(doc)) => return Some(Ok(doc)),
+                Ok(None) => continue,
+                Err(_) if self.skip_bad_lines => self.skipped += 1,
+                Err(msg) => {
+                    return Some(Err(Error::Parse {
+                        path: self.path.clone(),
+                        line: self.line,
+                        msg,
+                    }))
+                }
+            }
+        }
+    }
+}
+
+/// An id may be a JSON string or integer.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonId {
+    Str(String),
+    Int(u64),
+}
+
+#[derive(Deserialize)]
+struct JsonDoc {
+    id: JsonId,
+    #[serde(default)]
+    title: String,
+    text: String,
+}
+
+fn parse_jsonl(line: &str) -> std::result::Result<Document, String> {
+    let doc: JsonDoc = serde_json::from_str(line)
+        .map_err(|e| format!("not a {{\"id\",\"title\",\"text\"}} object: {e}"))?;
+    Ok(Document {
+        id: match doc.id {
+            JsonId::Str(s) => s,
+            JsonId::Int(i) => i.to_string(),
+        },
+        title: doc.title,
+        text: doc.text,
+    })
+}
+
+fn parse_tsv(line: &str) -> std::result::Result<Document, String> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    let [id, text, title] = fields[..] else {
+        return Err(format!(
+            "expected 3 tab-separated fields (id, text, title), found {}",
+            fields.len()
+        ));
+    };
+    if id.trim().is_empty() {
+        return Err("empty id".into());
+    }
+    Ok(Document {
+        id: id.trim().to_string(),
+        text: unquote(text)?,
+        title: unquote(title)?,
+    })
+}
+
+/// CSV-style quoting as DPR writes it: `"..."` with `""` for a quote inside.
+fn unquote(field: &str) -> std::result::Result<String, String> {
+    match field.strip_prefix('"') {
+        None => Ok(field.to_string()),
+        Some(rest) => rest
+            .strip_suffix('"')
+            .map(|inner| inner.replace("\"\"", "\""))
+            .ok_or_else(|| format!("unterminated quoted field: {field:.40}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsv_fields_are_unquoted() {
+        let d = parse_tsv("7\t\"Aaron ( or ; \"\"Ahärôn\"\") is\"\tAaron").unwrap();
+        assert_eq!(d.text, "Aaron ( or ; \"Ahärôn\") is");
+        assert_eq!((d.id.as_str(), d.title.as_str()), ("7", "Aaron"));
+        assert!(parse_tsv("1\ttext")
+            .unwrap_err()
+            .contains("3 tab-separated"));
+        assert!(parse_tsv("1\t\"open\tt")
+            .unwrap_err()
+            .contains("unterminated"));
+    }
+
+    #[test]
+    fn jsonl_ids_may_be_numbers_or_strings() {
+        assert_eq!(
+            parse_jsonl(r#"{"id": 3, "title": "T", "text": "x"}"#)
+                .unwrap()
+                .id,
+            "3"
+        );
+        assert_eq!(
+            parse_jsonl(r#"{"id": "a", "text": "x"}"#).unwrap().title,
+            ""
+        );
+        assert!(parse_jsonl(r#"{"id": 3}"#).is_err());
+    }
+}

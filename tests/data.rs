@@ -1,0 +1,128 @@
+//! Corpus and QA readers on the shared real data (skipped with a reason when ../shared is absent)
+//! and on malformed files.
+
+use realm::data::{read_qa, CorpusReader};
+use std::path::PathBuf;
+
+fn shared(rel: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} is absent (the shared data set is not next to this clone)",
+            p.display()
+        );
+        None
+    }
+}
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("realm-data-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}
+
+#[test]
+fn reads_the_whole_wiki_vital_corpus() {
+    let Some(path) = shared("data/wiki-vital/docs.jsonl") else {
+        return;
+    };
+    let mut reader = CorpusReader::open(&path, false).unwrap();
+    let docs: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+    assert_eq!(docs.len(), 10_033);
+    assert_eq!(reader.skipped(), 0);
+    assert_eq!((docs[0].id.as_str(), docs[0].title.as_str()), ("0", "0"));
+    assert!(docs.iter().all(|d| !d.text.is_empty()));
+}
+
+#[test]
+fn reads_vital_facts_and_squad_shifts() {
+    if let Some(path) = shared("data/qa/vital-facts.jsonl") {
+        let qa = read_qa(path).unwrap();
+        assert_eq!(qa.len(), 1_370);
+        assert!(qa
+            .iter()
+            .all(|q| !q.answers.is_empty() && q.context.is_none()));
+    }
+    if let Some(path) = shared("data/qa/squadshifts-new_wiki.json") {
+        let qa = read_qa(path).unwrap();
+        assert!(qa.len() > 1000, "{} questions", qa.len());
+        // Every gold span was located in its paragraph while loading.
+        for q in &qa {
+            let context: Vec<char> = q.context.as_ref().unwrap().chars().collect();
+            for a in &q.answers {
+                let start = a.char_start.unwrap();
+                let span: String = context[start..start + a.text.chars().count()]
+                    .iter()
+                    .collect();
+                assert_eq!(span, a.text);
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_corpus_lines_are_errors_with_file_and_line_or_skipped_and_counted() {
+    let p = temp_file(
+        "bad.jsonl",
+        "{\"id\": 1, \"title\": \"A\", \"text\": \"a\"}\n\n{\"id\": 2, \"title\": \"B\"}\nnot json\n{\"id\": \"x\", \"text\": \"c\"}\n",
+    );
+    let err = CorpusReader::open(&p, false)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad.jsonl:3:"), "{err}");
+    let mut reader = CorpusReader::open(&p, true).unwrap();
+    let ids: Vec<String> = reader.by_ref().map(|d| d.unwrap().id).collect();
+    assert_eq!(ids, ["1", "x"]);
+    assert_eq!(reader.skipped(), 2);
+
+    let tsv = temp_file(
+        "psgs.tsv",
+        "id\ttext\ttitle\n1\t\"He said \"\"hi\"\"\"\tGreeting\n2\tonly two\n",
+    );
+    let mut reader = CorpusReader::open(&tsv, false).unwrap();
+    let first = reader.next().unwrap().unwrap();
+    assert_eq!(
+        (first.text.as_str(), first.title.as_str()),
+        ("He said \"hi\"", "Greeting")
+    );
+    let err = reader.next().unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains("psgs.tsv:3:") && err.contains("3 tab-separated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_files_and_unknown_formats_are_clear_errors() {
+    let err = CorpusReader::open("/nonexistent/corpus.jsonl", false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("/nonexistent/corpus.jsonl"), "{err}");
+    let err = CorpusReader::open(temp_file("c.txt", ""), false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("unknown corpus format"), "{err}");
+    let bad_qa = temp_file("q.jsonl", "{\"question\": \"q\", \"answers\": []}\n");
+    assert!(read_qa(bad_qa)
+        .unwrap_err()
+        .to_string()
+        .contains("q.jsonl:1:"));
+    let bad_span = temp_file(
+        "s.json",
+        r#"{"data":[{"paragraphs":[{"context":"abc","qas":[{"id":"1","question":"q","answers":[{"text":"d","answer_start":0}]}]}]}]}"#,
+    );
+    assert!(read_qa(bad_span)
+        .unwrap_err()
+        .to_string()
+        .contains("does not occur"));
+}
