@@ -134,10 +134,15 @@ fn build_cuda(kernels: &Path, sources: &[PathBuf], out: &Path) {
                 ));
             }
         }
+        // The image goes into the executable's .nv_fatbin section, where CUDA's tools
+        // (cuobjdump, compute-sanitizer) look for device code; 8-byte aligned as fatbins must be.
         let upper = stem.to_uppercase();
+        let len = fs::metadata(out.join(format!("{stem}.fatbin")))
+            .expect("fatbin written by nvcc")
+            .len();
         writeln!(
             generated,
-            "pub const {upper}: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.fatbin\"));"
+            "#[link_section = \".nv_fatbin\"]\n#[used]\nstatic {upper}_IMAGE: Aligned<[u8; {len}]> = Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.fatbin\")));\npub static {upper}: &[u8] = &{upper}_IMAGE.0;"
         )
         .unwrap();
     }

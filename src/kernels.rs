@@ -3,6 +3,10 @@
 
 #[cfg(feature = "cuda")]
 mod fatbins {
+    /// A fatbin image with the alignment the CUDA driver and tools expect.
+    #[repr(C, align(16))]
+    pub struct Aligned<T: ?Sized>(pub T);
+
     include!(concat!(env!("OUT_DIR"), "/fatbins.rs"));
 }
 

@@ -30,7 +30,7 @@ fn suffix(dtype: DType) -> &'static str {
 
 /// Runs kernel `kind` on `rows` row groups of `k` candidates: the inputs, then one output of
 /// `out_len` elements, then the scalar sizes.
-fn run<T: CudaDType + DeviceRepr>(
+fn run<T: CudaDType + DeviceRepr + candle_core::WithDType>(
     kind: &str,
     rows: usize,
     k: usize,
