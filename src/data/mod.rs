@@ -3,6 +3,8 @@
 
 pub mod corpus;
 pub mod qa;
+pub mod salient;
 
 pub use corpus::{CorpusFormat, CorpusReader, Document};
 pub use qa::{exact_match, normalize_answer, read_qa, Answer, QaExample};
+pub use salient::{sentences, RuleTagger, SalientTagger, Span, SpanKind};
