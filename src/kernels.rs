@@ -35,7 +35,22 @@ impl Family {
 }
 
 #[cfg(feature = "cuda")]
-pub use cuda::{function, launch_config, Launcher};
+pub use cuda::{alloc_output, function, launch_config, Launcher};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static POISON_OUTPUTS: AtomicBool = AtomicBool::new(false);
+
+/// While on, kernel outputs on CUDA are filled with 0xFF bytes (NaN for floats) before each
+/// launch, so a kernel that leaves an element unwritten fails its check instead of passing on
+/// leftover memory. `realm selftest` turns it on; it costs a memset per launch.
+pub fn set_poison_outputs(on: bool) {
+    POISON_OUTPUTS.store(on, Ordering::Relaxed);
+}
+
+pub fn poison_outputs() -> bool {
+    POISON_OUTPUTS.load(Ordering::Relaxed)
+}
 
 #[cfg(feature = "cuda")]
 mod cuda {
@@ -83,6 +98,32 @@ mod cuda {
             Error::Device(format!("kernel `{name}` in kernels/{}.cu: {e}", family.name()))
         })?;
         Ok(Launcher { function, stream })
+    }
+
+    /// Device memory for `len` outputs of a kernel on `stream`: uninitialised (every element is
+    /// written by the kernel), or 0xFF bytes when output poisoning is on.
+    pub fn alloc_output<T: cudarc::driver::DeviceRepr>(
+        stream: &Arc<CudaStream>,
+        len: usize,
+        what: &str,
+    ) -> Result<cudarc::driver::CudaSlice<T>> {
+        use cudarc::driver::DevicePtrMut;
+        let oom = |e: cudarc::driver::DriverError| {
+            Error::Device(format!(
+                "{what}: allocating {len} x {} bytes on the GPU: {e}",
+                std::mem::size_of::<T>()
+            ))
+        };
+        // SAFETY: the caller's kernel writes every element before anything reads it.
+        let mut out = unsafe { stream.alloc::<T>(len) }.map_err(oom)?;
+        if super::poison_outputs() && len > 0 {
+            let bytes = len * std::mem::size_of::<T>();
+            let (ptr, _sync) = out.device_ptr_mut(stream);
+            // SAFETY: `ptr` addresses `bytes` bytes of the allocation just made on this stream.
+            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, stream.cu_stream()) }
+                .map_err(oom)?;
+        }
+        Ok(out)
     }
 
     /// A 1-d launch of `blocks` blocks of `threads` threads with `smem` bytes of dynamic shared memory.

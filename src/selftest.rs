@@ -97,7 +97,9 @@ fn conformance_cases() -> Vec<Case> {
 
 /// Runs the cases whose `op/name` contains `filter` (all when `None`), in order.
 pub fn run(dev: &ComputeDevice, filter: Option<&str>) -> Vec<Row> {
-    cases()
+    // The emulator poisons outputs itself; on a GPU ask the launch code to.
+    crate::kernels::set_poison_outputs(dev.is_cuda());
+    let rows = cases()
         .into_iter()
         .filter(|c| filter.is_none_or(|f| format!("{}/{}", c.op, c.name).contains(f)))
         .filter(|c| c.op != "conformance" || dev.is_cuda() || dev.exec == crate::ops::CpuExec::Emulator)
@@ -106,7 +108,9 @@ pub fn run(dev: &ComputeDevice, filter: Option<&str>) -> Vec<Row> {
             outcome: (c.run)(dev),
             name: c.name,
         })
-        .collect()
+        .collect();
+    crate::kernels::set_poison_outputs(false);
+    rows
 }
 
 /// Largest error of `actual` against `reference`: |a − r| / max(|r|, 1), so relative for large

@@ -2,7 +2,7 @@
 
 use super::{launch_geometry, BLOCK_THREADS};
 use crate::error::{Error, Result};
-use crate::kernels::{function, launch_config, Family};
+use crate::kernels::{alloc_output, function, launch_config, Family};
 use crate::ops::elem::contiguous_range;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::{CudaDType, CudaStorage};
@@ -42,9 +42,7 @@ fn run<T: CudaDType + DeviceRepr + candle_core::WithDType>(
     let (variant, blocks) = launch_geometry(rows, k);
     let name = format!("{kind}_{variant}_{}", suffix(T::DTYPE));
     let kernel = function(dev, Family::DocSoftmax, &name)?;
-    // SAFETY: every element of the output is written by the kernel before it is read.
-    let mut out = unsafe { kernel.stream.alloc::<T>(out_len) }
-        .map_err(|e| Error::Device(format!("{kind}: allocating {out_len} elements: {e}")))?;
+    let mut out = alloc_output::<T>(&kernel.stream, out_len, kind)?;
     let mut b = kernel.stream.launch_builder(&kernel.function);
     for input in inputs {
         b.arg(input);
