@@ -1,10 +1,17 @@
-//! Data: corpus readers and QA formats with SQuAD's answer normalisation. (Blocks of wordpieces,
-//! salient-span masking and ICT examples come with the REALM core.)
+//! Data: corpus readers, retrieval blocks, salient spans and their masking, ICT examples, and QA
+//! formats with SQuAD's answer normalisation. The block, masking and ICT code works on wordpiece
+//! ids and offsets, independent of the tokenizer.
 
+pub mod blocks;
 pub mod corpus;
+pub mod ict;
+pub mod masking;
 pub mod qa;
 pub mod salient;
 
+pub use blocks::{pack_blocks, Block};
 pub use corpus::{CorpusFormat, CorpusReader, Document};
+pub use ict::{ict_example, IctExample};
+pub use masking::{mask_salient_spans, MaskConfig, MaskedExample};
 pub use qa::{exact_match, normalize_answer, read_qa, Answer, QaExample};
 pub use salient::{sentences, RuleTagger, SalientTagger, Span, SpanKind};
