@@ -126,8 +126,10 @@ mod tests {
     use super::*;
     use crate::data::salient::SpanKind;
 
+    type Example = (Vec<u32>, Vec<(usize, usize)>, Vec<Range<usize>>, Vec<Span>);
+
     /// "Mozart was born in 1756 . He lived ." as one token per word.
-    fn example() -> (Vec<u32>, Vec<(usize, usize)>, Vec<Range<usize>>, Vec<Span>) {
+    fn example() -> Example {
         let text = "Mozart was born in 1756 . He lived .";
         let mut offsets = Vec::new();
         let mut pos = 0;
