@@ -11,6 +11,7 @@ pub mod bench;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod index;
 pub mod io;
 pub mod kernels;
 pub mod ops;
