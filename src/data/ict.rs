@@ -65,7 +65,7 @@ mod tests {
         }
         assert!((850..950).contains(&removed), "{removed} of 1000 removed");
         let single = Block {
-            sentences: vec![0..9],
+            sentences: std::iter::once(0..9).collect(),
             ..block
         };
         assert!(ict_example(&single, 0.9, &mut rng).is_none());
