@@ -2,6 +2,7 @@
 //! formats with SQuAD's answer normalisation. The block, masking and ICT code works on wordpiece
 //! ids and offsets, independent of the tokenizer.
 
+pub mod answers;
 pub mod blocks;
 pub mod corpus;
 pub mod ict;
@@ -9,6 +10,7 @@ pub mod masking;
 pub mod qa;
 pub mod salient;
 
+pub use answers::{answer_spans, contains_answer};
 pub use blocks::{pack_blocks, Block};
 pub use corpus::{CorpusFormat, CorpusReader, Document};
 pub use ict::{ict_example, IctExample};
