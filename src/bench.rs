@@ -54,7 +54,11 @@ impl Default for Budget {
 
 /// Runs `f` `budget.warmup` times, then until `budget.time` has passed (within the iteration
 /// limits), synchronising the device after each run so that GPU time is counted.
-pub fn time(dev: &ComputeDevice, budget: Budget, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+pub fn time(
+    dev: &ComputeDevice,
+    budget: Budget,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Timing> {
     for _ in 0..budget.warmup {
         f()?;
         dev.synchronize()?;

@@ -15,6 +15,7 @@ mod fatbins {
 pub enum Family {
     Conformance,
     DocSoftmax,
+    Mips,
 }
 
 impl Family {
@@ -22,6 +23,7 @@ impl Family {
         match self {
             Family::Conformance => "conformance",
             Family::DocSoftmax => "doc_softmax",
+            Family::Mips => "mips_topk",
         }
     }
 
@@ -30,6 +32,7 @@ impl Family {
         match self {
             Family::Conformance => fatbins::CONFORMANCE,
             Family::DocSoftmax => fatbins::DOC_SOFTMAX,
+            Family::Mips => fatbins::MIPS_TOPK,
         }
     }
 }
@@ -95,7 +98,10 @@ mod cuda {
             }
         };
         let function = module.load_function(name).map_err(|e| {
-            Error::Device(format!("kernel `{name}` in kernels/{}.cu: {e}", family.name()))
+            Error::Device(format!(
+                "kernel `{name}` in kernels/{}.cu: {e}",
+                family.name()
+            ))
         })?;
         Ok(Launcher { function, stream })
     }
@@ -120,8 +126,10 @@ mod cuda {
             let bytes = len * std::mem::size_of::<T>();
             let (ptr, _sync) = out.device_ptr_mut(stream);
             // SAFETY: `ptr` addresses `bytes` bytes of the allocation just made on this stream.
-            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, stream.cu_stream()) }
-                .map_err(oom)?;
+            unsafe {
+                cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, stream.cu_stream())
+            }
+            .map_err(oom)?;
         }
         Ok(out)
     }

@@ -11,12 +11,12 @@
 //       an extern "C" kernel with __launch_bounds__(max_threads); under the emulator it also
 //       defines `extern "C" int realm_emu_launch_<name>(const RealmEmuLaunch*, params...)`.
 //   gptr<T>                       global-memory pointer: p[i], p + i, *p, gptr_cast<U>(p)
-//   sptr<T>                       shared-memory pointer: the same operations
+//   sptr<T>                       shared-memory pointer: the same operations, sptr_cast<U>(p)
 //   REALM_SHARED(T, name, N)      a static shared array of N elements, visible as sptr<T> name
 //   REALM_DYNAMIC_SHARED(T, name) the launch's dynamic shared memory, as sptr<T> name
 //   threadIdx, blockIdx, blockDim, gridDim, __syncthreads()
-//   __shfl_sync/__shfl_xor_sync/__shfl_down_sync (float, int, unsigned), __ballot_sync,
-//   __any_sync, __all_sync      (the mask must name every lane that executes the call)
+//   __shfl_sync/__shfl_xor_sync/__shfl_down_sync/__shfl_up_sync (float, int, unsigned),
+//   __ballot_sync, __any_sync, __all_sync (the mask must name every lane that executes the call)
 //   atomic_add(gptr<float>|gptr<int>|gptr<unsigned>|sptr<...>, v), atomic_max(gptr<int>|sptr<int>, v)
 //   __half, __nv_bfloat16, __half2float, __float2half_rn, __bfloat162float, __float2bfloat16_rn
 //   __float_as_uint, __uint_as_float, __float_as_int, __int_as_float

@@ -25,8 +25,9 @@ REALM_DEVICE U* sptr_cast(T* p) {
   return reinterpret_cast<U*>(p);
 }
 
-#define REALM_SHARED(T, name, N)   \
-  __shared__ T name##_storage[N]; \
+// 16-byte aligned, as under the emulator: cp.async and ldmatrix need 16-byte aligned rows.
+#define REALM_SHARED(T, name, N)                \
+  __shared__ __align__(16) T name##_storage[N]; \
   sptr<T> name = name##_storage
 
 #define REALM_DYNAMIC_SHARED(T, name)                              \

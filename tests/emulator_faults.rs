@@ -1,0 +1,255 @@
+//! Deliberately broken kernels (kernels/emulator/faults/) under the emulator: each launch must
+//! fail with a message naming the kernel, the block, the thread and the fault, never crash or hang.
+#![cfg(feature = "emulate")]
+
+use realm::conformance::{self, Backend};
+use realm::emulator::{launch, EmuLaunch, EmuPtr, LaunchShape};
+
+type Launcher = unsafe extern "C" fn(*const EmuLaunch, EmuPtr<'_, u32>, EmuPtr<'_, u32>) -> i32;
+
+macro_rules! fault_kernels {
+    ($($name:ident),* $(,)?) => {
+        extern "C" {
+            $(
+                fn $name(cfg: *const EmuLaunch, input: EmuPtr<'_, u32>, out: EmuPtr<'_, u32>) -> i32;
+            )*
+        }
+    };
+}
+
+fault_kernels!(
+    realm_emu_launch_fault_oob_write,
+    realm_emu_launch_fault_oob_read,
+    realm_emu_launch_fault_missing_sync,
+    realm_emu_launch_fault_divergent_barrier,
+    realm_emu_launch_fault_barrier_sites,
+    realm_emu_launch_fault_shfl_exited,
+    realm_emu_launch_fault_shfl_outside_mask,
+    realm_emu_launch_fault_mismatched_collective,
+    realm_emu_launch_fault_shared_oob,
+    realm_emu_launch_fault_cp_async_no_wait,
+);
+
+/// Launches `kernel` on 256 input words and `out_len` output words; returns its fault message.
+fn fault(kernel: Launcher, shape: LaunchShape, out_len: usize) -> String {
+    let input: Vec<u32> = (0..256).collect();
+    let mut out = vec![0u32; out_len];
+    // SAFETY: the kernel reaches the buffers only through their bounds-checked pointers.
+    let result = launch(shape, |cfg| unsafe {
+        kernel(cfg, EmuPtr::new(&input), EmuPtr::new_mut(&mut out))
+    });
+    match result {
+        Err(realm::Error::Emulator(msg)) => msg,
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(()) => panic!("the broken kernel ran without a fault"),
+    }
+}
+
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(msg.contains(part), "`{msg}` does not mention `{part}`");
+    }
+}
+
+fn block_of_64() -> LaunchShape {
+    LaunchShape::linear(1, 64, 0)
+}
+
+#[test]
+fn out_of_bounds_global_write() {
+    let msg = fault(
+        realm_emu_launch_fault_oob_write,
+        LaunchShape::linear(2, 32, 0),
+        48,
+    );
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_oob_write`",
+            "block (1,0,0)",
+            "thread (16,0,0)",
+            "out of bounds",
+            "element 48 ",
+            "buffer of 48 elements",
+        ],
+    );
+}
+
+#[test]
+fn out_of_bounds_global_read_before_the_buffer() {
+    let msg = fault(realm_emu_launch_fault_oob_read, block_of_64(), 64);
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_oob_read`",
+            "block (0,0,0)",
+            "thread (0,0,0)",
+            "out of bounds",
+            "element -1 ",
+        ],
+    );
+}
+
+#[test]
+fn missing_syncthreads_reads_uninitialised_shared_memory() {
+    let msg = fault(realm_emu_launch_fault_missing_sync, block_of_64(), 64);
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_missing_sync`",
+            "block (0,0,0)",
+            "thread (0,0,0)",
+            "uninitialised shared memory",
+            "element 1 ",
+        ],
+    );
+}
+
+#[test]
+fn divergent_barrier_is_reported_not_hung() {
+    let msg = fault(realm_emu_launch_fault_divergent_barrier, block_of_64(), 64);
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_divergent_barrier`",
+            "block (0,0,0)",
+            "thread (16,0,0)",
+            "barrier not reached by every thread",
+            "16 of the block's 64 threads",
+            "faults.cu:",
+        ],
+    );
+}
+
+#[test]
+fn threads_at_different_barriers() {
+    let msg = fault(realm_emu_launch_fault_barrier_sites, block_of_64(), 64);
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_barrier_sites`",
+            "thread (1,0,0)",
+            "barrier not reached by every thread",
+            "different __syncthreads",
+        ],
+    );
+}
+
+#[test]
+fn full_mask_shuffle_after_half_the_warp_exited() {
+    let msg = fault(realm_emu_launch_fault_shfl_exited, block_of_64(), 64);
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_shfl_exited`",
+            "block (0,0,0)",
+            "thread (0,0,0)",
+            "__shfl_xor_sync",
+            "mask 0xffffffff",
+            "lane(s) 16-31 never arrive",
+            "thread (16,0,0) has exited",
+        ],
+    );
+}
+
+#[test]
+fn partial_mask_shuffle_reading_outside_its_mask() {
+    let msg = fault(realm_emu_launch_fault_shfl_outside_mask, block_of_64(), 64);
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_shfl_outside_mask`",
+            "thread (0,0,0)",
+            "mask 0x0000ffff",
+            "lane 0 reads lane 16, which is not in the mask",
+        ],
+    );
+}
+
+#[test]
+fn lanes_at_different_collectives() {
+    let msg = fault(
+        realm_emu_launch_fault_mismatched_collective,
+        block_of_64(),
+        64,
+    );
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_mismatched_collective`",
+            "thread (1,0,0)",
+            "mismatched warp collective",
+            "__ballot_sync",
+            "__shfl_xor_sync",
+        ],
+    );
+}
+
+#[test]
+fn out_of_bounds_shared_write() {
+    let msg = fault(realm_emu_launch_fault_shared_oob, block_of_64(), 64);
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_shared_oob`",
+            "thread (32,0,0)",
+            "shared memory access out of bounds",
+            "element 32 ",
+            "shared array of 32 elements",
+        ],
+    );
+}
+
+#[test]
+fn cp_async_destination_read_before_its_wait() {
+    let msg = fault(realm_emu_launch_fault_cp_async_no_wait, block_of_64(), 64);
+    assert_mentions(
+        &msg,
+        &[
+            "kernel `fault_cp_async_no_wait`",
+            "block (0,0,0)",
+            "thread (",
+            "before the cp.async",
+            "cp_async_wait",
+        ],
+    );
+}
+
+#[test]
+fn invalid_launch_configurations() {
+    let kernel: Launcher = realm_emu_launch_fault_oob_write;
+    let cases = [
+        (
+            LaunchShape::linear(1, 2048, 0),
+            "2048 threads (at most 1024)",
+        ),
+        (
+            LaunchShape::linear(1, 128, 0),
+            "exceeds the kernel's __launch_bounds__(64)",
+        ),
+        (
+            LaunchShape::linear(1, 32, 300 * 1024),
+            "dynamic shared memory (at most 227 KiB",
+        ),
+        (LaunchShape::linear(0, 32, 0), "no zero dimension"),
+    ];
+    for (shape, what) in cases {
+        let msg = fault(kernel, shape, 64);
+        assert_mentions(&msg, &["kernel `fault_oob_write`", "invalid launch", what]);
+    }
+}
+
+#[test]
+fn faults_leave_nothing_behind() {
+    for _ in 0..50 {
+        fault(realm_emu_launch_fault_shfl_exited, block_of_64(), 64);
+        fault(realm_emu_launch_fault_divergent_barrier, block_of_64(), 64);
+        fault(
+            realm_emu_launch_fault_oob_write,
+            LaunchShape::linear(2, 32, 0),
+            48,
+        );
+    }
+    let outcome = conformance::reduce(&Backend::Emulator).unwrap();
+    assert!(outcome.passed, "{}", outcome.detail);
+}
