@@ -102,7 +102,9 @@ pub fn run(dev: &ComputeDevice, filter: Option<&str>) -> Vec<Row> {
     let rows = cases()
         .into_iter()
         .filter(|c| filter.is_none_or(|f| format!("{}/{}", c.op, c.name).contains(f)))
-        .filter(|c| c.op != "conformance" || dev.is_cuda() || dev.exec == crate::ops::CpuExec::Emulator)
+        .filter(|c| {
+            c.op != "conformance" || dev.is_cuda() || dev.exec == crate::ops::CpuExec::Emulator
+        })
         .map(|c| Row {
             op: c.op,
             outcome: (c.run)(dev),

@@ -81,7 +81,10 @@ pub(crate) fn cpu_data<'a, T: Elem>(
         Error::bad_input(
             op,
             arg,
-            format!("dtype {:?} does not match the other arguments", storage.dtype()),
+            format!(
+                "dtype {:?} does not match the other arguments",
+                storage.dtype()
+            ),
         )
     })?;
     Ok(&data[start..end])

@@ -18,7 +18,9 @@ mod cuda;
 #[cfg(feature = "emulate")]
 mod emulated;
 
-pub use check::{bench, mll_composition, random_logits, selftest_cases, softmax_composition, BenchSpec};
+pub use check::{
+    bench, mll_composition, random_logits, selftest_cases, softmax_composition, BenchSpec,
+};
 
 use super::elem::{check_float, cpu_data, with_float_elem, Elem};
 use super::{cpu_exec, CpuExec};
@@ -201,7 +203,10 @@ impl CustomOp1 for DocSoftmax {
 
     fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let g = g.contiguous()?;
-        Ok(Some(p.apply_op2_no_bwd(&g, &DocSoftmaxBwd { exec: self.exec })?))
+        Ok(Some(p.apply_op2_no_bwd(
+            &g,
+            &DocSoftmaxBwd { exec: self.exec },
+        )?))
     }
 }
 
@@ -243,7 +248,10 @@ impl CustomOp2 for DocSoftmaxBwd {
         gs: &candle_core::CudaStorage,
         gl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        Ok((cuda::softmax_bwd((ps, pl), (gs, gl), pl.dims()[1])?, pl.shape().clone()))
+        Ok((
+            cuda::softmax_bwd((ps, pl), (gs, gl), pl.dims()[1])?,
+            pl.shape().clone(),
+        ))
     }
 }
 
