@@ -15,7 +15,6 @@ mod fatbins {
 pub enum Family {
     Conformance,
     DocSoftmax,
-    Mips,
 }
 
 impl Family {
@@ -23,7 +22,6 @@ impl Family {
         match self {
             Family::Conformance => "conformance",
             Family::DocSoftmax => "doc_softmax",
-            Family::Mips => "mips_topk",
         }
     }
 
@@ -32,7 +30,6 @@ impl Family {
         match self {
             Family::Conformance => fatbins::CONFORMANCE,
             Family::DocSoftmax => fatbins::DOC_SOFTMAX,
-            Family::Mips => fatbins::MIPS_TOPK,
         }
     }
 }
