@@ -37,7 +37,10 @@ for k in 8 5000; do
     bench doc-softmax --batch 512 --k "$k" $dir --composition
   done
 done
-# Ops that register later add their lines here (mips, attention, bert, train-step).
+# Exact MIPS top-k over REALM's index shape (13M × 128 f16): the issue's Q and k points.
+for q in 1 64 256 1024; do bench mips --docs 13000000 --dim 128 --queries "$q" --k 8 --dtype f16; done
+bench mips --docs 13000000 --dim 128 --queries 256 --k 5000 --dtype f16
+# Ops that register later add their lines here (attention, bert, train-step).
 
 echo "== PyTorch baselines (same card)"
 timeout 120 "$PY" "$(dirname "$0")/gpu/torch_baselines.py" | tee "$OUT/torch.jsonl" || status=1

@@ -26,6 +26,17 @@ pub enum Error {
         line: usize,
         msg: String,
     },
+    /// A checkpoint that does not fit the model, every problem by tensor name.
+    #[error(
+        "{}: checkpoint does not fit the model: missing [{}]; unexpected [{}]; wrong shape or dtype [{}]",
+        .path.display(), .missing.join(", "), .unexpected.join(", "), .wrong_shape.join(", ")
+    )]
+    Checkpoint {
+        path: PathBuf,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        wrong_shape: Vec<String>,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

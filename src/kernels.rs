@@ -13,23 +13,32 @@ mod fatbins {
 /// One kernel family = one `kernels/<name>.cu` = one fatbin = one CUDA module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
+    AttentionBwd,
+    AttentionFwd,
     Conformance,
     DocSoftmax,
+    Mips,
 }
 
 impl Family {
     pub fn name(self) -> &'static str {
         match self {
+            Family::AttentionBwd => "attention_bwd",
+            Family::AttentionFwd => "attention_fwd",
             Family::Conformance => "conformance",
             Family::DocSoftmax => "doc_softmax",
+            Family::Mips => "mips_topk",
         }
     }
 
     #[cfg(feature = "cuda")]
     fn fatbin(self) -> &'static [u8] {
         match self {
+            Family::AttentionBwd => fatbins::ATTENTION_BWD,
+            Family::AttentionFwd => fatbins::ATTENTION_FWD,
             Family::Conformance => fatbins::CONFORMANCE,
             Family::DocSoftmax => fatbins::DOC_SOFTMAX,
+            Family::Mips => fatbins::MIPS_TOPK,
         }
     }
 }

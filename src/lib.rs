@@ -14,6 +14,7 @@ pub mod error;
 pub mod index;
 pub mod io;
 pub mod kernels;
+pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod selftest;

@@ -27,6 +27,33 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Sentence embeddings of a file of texts (one per line, or JSONL with "text") with a BERT
+    /// model folder, written as safetensors (`embeddings`, [n, hidden] f32).
+    Embed {
+        #[command(flatten)]
+        device: DeviceArg,
+        /// Hugging Face model folder: config.json, model.safetensors, tokenizer.json or vocab.txt.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long)]
+        input: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// mean (sentence-transformers) or cls.
+        #[arg(long, default_value = "mean")]
+        pooling: String,
+        /// Keep the pooled vectors as they are instead of L2-normalising them.
+        #[arg(long)]
+        no_normalize: bool,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Truncate texts to this many wordpieces (default: the model's max_position_embeddings).
+        #[arg(long)]
+        max_len: Option<usize>,
+        /// Compute dtype: f32, f16 or bf16 (default: f32 on the CPU, bf16 on a GPU).
+        #[arg(long)]
+        dtype: Option<String>,
+    },
     /// Time one op: the median over repeated runs after warm-up.
     Bench {
         #[command(subcommand)]
@@ -67,12 +94,7 @@ struct BenchCommon {
 
 impl BenchCommon {
     fn dtype(&self) -> Result<candle_core::DType> {
-        Ok(match self.dtype.as_str() {
-            "f32" => candle_core::DType::F32,
-            "f16" => candle_core::DType::F16,
-            "bf16" => candle_core::DType::BF16,
-            other => bail!("--dtype {other}: use f32, f16 or bf16"),
-        })
+        parse_dtype(&self.dtype)
     }
 
     fn budget(&self) -> Result<Budget> {
@@ -84,6 +106,15 @@ impl BenchCommon {
             ..Budget::default()
         })
     }
+}
+
+fn parse_dtype(dtype: &str) -> Result<candle_core::DType> {
+    Ok(match dtype {
+        "f32" => candle_core::DType::F32,
+        "f16" => candle_core::DType::F16,
+        "bf16" => candle_core::DType::BF16,
+        other => bail!("--dtype {other}: use f32, f16 or bf16"),
+    })
 }
 
 #[derive(Subcommand)]
@@ -106,12 +137,92 @@ enum BenchOp {
         #[arg(long)]
         composition: bool,
     },
+    /// Exact inner-product top-k of random queries (--dtype) over a random f16 index.
+    Mips {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Documents in the index.
+        #[arg(long, default_value_t = 1_000_000)]
+        docs: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value_t = 64)]
+        queries: usize,
+        #[arg(long, default_value_t = 8)]
+        k: usize,
+    },
+    /// The BERT encoder: tokens/s on random full-length sequences (--dtype is the compute dtype).
+    Bert {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Hugging Face model folder.
+        #[arg(long, conflicts_with = "preset")]
+        model: Option<std::path::PathBuf>,
+        /// Random weights of a named size instead: tiny, mini, small, medium, base or large.
+        #[arg(long)]
+        preset: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        len: usize,
+        /// Forward and backward (training mode).
+        #[arg(long)]
+        backward: bool,
+    },
+    /// Fused attention [b, h, l, dh] (--dtype; f16/bf16 on a GPU), optionally with padding.
+    Attention {
+        #[command(flatten)]
+        common: BenchCommon,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 12)]
+        heads: usize,
+        #[arg(long, default_value_t = 288)]
+        len: usize,
+        #[arg(long, default_value_t = 64)]
+        head_dim: usize,
+        /// Fraction of every sequence that is padding (key_lens = len − round(P · len)).
+        #[arg(long, default_value_t = 0.0)]
+        pad_frac: f64,
+        /// Forward and backward.
+        #[arg(long)]
+        backward: bool,
+        /// Time the plain candle composition instead of the fused op.
+        #[arg(long)]
+        composition: bool,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Selftest { device, filter } => selftest(&device.resolve()?, filter.as_deref()),
+        Command::Embed {
+            device,
+            model,
+            input,
+            out,
+            pooling,
+            no_normalize,
+            batch,
+            max_len,
+            dtype,
+        } => {
+            let dev = device.resolve()?;
+            let opts = realm::model::embed::EmbedOptions {
+                model,
+                input,
+                out,
+                pooling: pooling.parse()?,
+                normalize: !no_normalize,
+                batch,
+                max_len,
+                dtype: dtype.as_deref().map(parse_dtype).transpose()?,
+            };
+            let n = realm::model::embed::embed_file(&dev, &opts).context("embed")?;
+            eprintln!("embedded {n} texts into {}", opts.out.display());
+            Ok(())
+        }
         Command::Bench { op } => bench(op),
     }
 }
@@ -175,6 +286,80 @@ fn bench(op: BenchOp) -> Result<()> {
             };
             let report = realm::ops::doc_softmax::bench(&dev, spec, common.budget()?)
                 .context("bench doc-softmax")?;
+            (report, common.json)
+        }
+        BenchOp::Mips {
+            common,
+            docs,
+            dim,
+            queries,
+            k,
+        } => {
+            let dev = common.device.resolve()?;
+            let spec = realm::ops::mips::BenchSpec {
+                docs,
+                dim,
+                queries,
+                k,
+                dtype: common.dtype()?,
+            };
+            let report =
+                realm::ops::mips::bench(&dev, spec, common.budget()?).context("bench mips")?;
+            (report, common.json)
+        }
+        BenchOp::Bert {
+            common,
+            model,
+            preset,
+            batch,
+            len,
+            backward,
+        } => {
+            let dev = common.device.resolve()?;
+            let model = match (model, preset) {
+                (Some(dir), _) => realm::model::bench::ModelSource::Dir(dir),
+                (None, Some(name)) => realm::model::bench::ModelSource::Preset(name),
+                (None, None) => bail!("bench bert needs --model DIR or --preset NAME"),
+            };
+            let spec = realm::model::bench::BenchSpec {
+                model,
+                batch,
+                len,
+                dtype: common.dtype()?,
+                backward,
+            };
+            let report =
+                realm::model::bench::bench(&dev, &spec, common.budget()?).context("bench bert")?;
+            if common.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            return Ok(());
+        }
+        BenchOp::Attention {
+            common,
+            batch,
+            heads,
+            len,
+            head_dim,
+            pad_frac,
+            backward,
+            composition,
+        } => {
+            let dev = common.device.resolve()?;
+            let spec = realm::ops::attention::BenchSpec {
+                batch,
+                heads,
+                len,
+                head_dim,
+                pad_frac,
+                dtype: common.dtype()?,
+                backward,
+                composition,
+            };
+            let report = realm::ops::attention::bench(&dev, spec, common.budget()?)
+                .context("bench attention")?;
             (report, common.json)
         }
     };

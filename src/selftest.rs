@@ -43,6 +43,8 @@ impl Row {
 /// Every registered check. Ops add theirs here.
 pub fn cases() -> Vec<Case> {
     let mut cases = crate::ops::doc_softmax::selftest_cases();
+    cases.extend(crate::ops::mips::selftest_cases());
+    cases.extend(crate::ops::attention::selftest_cases());
     cases.extend(conformance_cases());
     cases
 }
@@ -113,6 +115,14 @@ pub fn run(dev: &ComputeDevice, filter: Option<&str>) -> Vec<Row> {
         .collect();
     crate::kernels::set_poison_outputs(false);
     rows
+}
+
+/// The values of `t` as f64, on the host.
+pub fn host_f64(t: &candle_core::Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_device(&candle_core::Device::Cpu)?
+        .to_dtype(candle_core::DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?)
 }
 
 /// Largest error of `actual` against `reference`: |a − r| / max(|r|, 1), so relative for large

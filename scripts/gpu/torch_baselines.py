@@ -33,5 +33,20 @@ def doc_softmax():
                median_ms(lambda: torch.softmax(x, -1).sum().backward()))
 
 
+def mips():
+    # realm's `bench mips` shapes: matmul + topk over a 13M x 128 f16 index, and a plain copy of
+    # the index (the bandwidth the scan is measured against).
+    n, d = 13_000_000, 128
+    x = torch.randn(n, d, device="cuda", dtype=torch.float16) / d ** 0.5
+    y = torch.empty_like(x)
+    report("torch copy (index, read+write)", f"n={n} d={d}", "f16", median_ms(lambda: y.copy_(x), iters=10))
+    del y
+    for q, k in ((1, 8), (64, 8), (256, 8), (1024, 8), (256, 5000)):
+        qs = torch.randn(q, d, device="cuda", dtype=torch.float16) / d ** 0.5
+        report("torch matmul+topk", f"n={n} d={d} q={q} k={k}", "f16",
+               median_ms(lambda: torch.topk(qs @ x.T, k, dim=1), warmup=2, iters=10))
+
+
 if __name__ == "__main__":
     doc_softmax()
+    mips()

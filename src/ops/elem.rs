@@ -13,6 +13,10 @@ pub(crate) trait Elem: Copy + Send + Sync + 'static {
     /// The matching `CpuStorage` variant's slice, if `storage` holds this type.
     fn cpu_slice(storage: &CpuStorage) -> Option<&[Self]>;
     fn into_cpu_storage(data: Vec<Self>) -> CpuStorage;
+    /// The elements as f32 without a copy, when they are f32.
+    fn as_f32(_data: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Elem for f32 {
@@ -30,6 +34,9 @@ impl Elem for f32 {
     }
     fn into_cpu_storage(data: Vec<Self>) -> CpuStorage {
         CpuStorage::F32(data)
+    }
+    fn as_f32(data: &[Self]) -> Option<&[f32]> {
+        Some(data)
     }
 }
 
@@ -67,6 +74,16 @@ impl Elem for bf16 {
     fn into_cpu_storage(data: Vec<Self>) -> CpuStorage {
         CpuStorage::BF16(data)
     }
+}
+
+/// `data` as f32: borrowed when it already is, else widened into `buf`.
+pub(crate) fn widened<'a, T: Elem>(data: &'a [T], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if let Some(x) = T::as_f32(data) {
+        return x;
+    }
+    buf.clear();
+    buf.extend(data.iter().map(|v| v.to_f32()));
+    buf
 }
 
 /// The contiguous elements of argument `arg` of `op`, or a clear error.

@@ -6,22 +6,37 @@
 /// put into the exponent bits.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
+    exp_with(x, |a, b, c| a * b + c)
+}
+
+/// [`exp`] with its multiply-adds `a · b + c` done by `madd`: a fused multiply-add where the code
+/// is compiled for a target that has one (`f32::mul_add` is a libm call elsewhere).
+#[inline(always)]
+pub(crate) fn exp_with(x: f32, madd: impl Fn(f32, f32, f32) -> f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a libm call.
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-87.0, 88.0);
-    let n = (xc * LOG2E + ROUND) - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
+    let t = madd(xc, LOG2E, ROUND);
+    let n = t - ROUND;
+    let r = madd(n, -LN2_LO, madd(n, -LN2_HI, xc));
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = madd(p, r, c);
+    }
+    let y = madd(p, r * r, r) + 1.0;
+    // n sits in t's low mantissa bits (|n| ≤ 127 keeps t in ROUND's binade): integer arithmetic
+    // on the bits makes 2^n, which vectorises where a float-to-int cast would not.
+    let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     if x < -87.0 {
         0.0
     } else {
@@ -115,8 +130,7 @@ pub(crate) fn logsumexp_in_place(values: &mut [f32]) -> f32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn exp_is_within_two_ulp_and_exact_at_the_edges() {
+    fn check_exp(exp: impl Fn(f32) -> f32) {
         let mut x = -90.0f32;
         while x <= 88.0 {
             let want = (x as f64).exp();
@@ -131,6 +145,12 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_and_exact_at_the_edges() {
+        check_exp(exp);
+        check_exp(|x| exp_with(x, f32::mul_add));
     }
 
     #[test]

@@ -5,11 +5,15 @@
 //! Rust implementation; [`use_emulator`] switches the calling thread to the emulated kernels (the
 //! op remembers the choice, so its backward runs the same way).
 
+pub mod attention;
 pub mod doc_softmax;
 pub(crate) mod elem;
 pub(crate) mod math;
+pub mod mips;
 
+pub use attention::{attention, Dropout};
 pub use doc_softmax::{doc_softmax, marginal_log_likelihood};
+pub use mips::{mips_top_k, MipsIndex, ShardedIndex};
 
 use crate::error::{Error, Result};
 use std::cell::Cell;

@@ -5,7 +5,7 @@ use crate::bench::{self, Budget, Report};
 use crate::device::ComputeDevice;
 use crate::error::Result;
 use crate::rng::SplitMix64;
-use crate::selftest::{max_rel_err, tolerance, Case, Outcome};
+use crate::selftest::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use candle_core::{DType, Device, Tensor, Var, D};
 
 /// softmax over the last dimension, composed of candle ops (NaN for a row that is all -inf).
@@ -37,14 +37,6 @@ pub fn random_logits(rng: &mut SplitMix64, b: usize, k: usize, scale: f64) -> Ve
         }
     }
     x
-}
-
-/// The values of `t` as f64, on the host.
-pub fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.to_device(&Device::Cpu)?
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?)
 }
 
 /// A tensor of `dtype` on `dev` from f64 values, and the same dtype-rounded values as f64 on the

@@ -1,0 +1,17 @@
+//! The models. [`bert`]: the BERT encoder (Hugging Face-compatible weights) on the fused
+//! attention, with its tokenizer, pooling, `realm embed` and `realm bench bert`.
+
+pub mod bench;
+pub mod bert;
+mod checkpoint;
+pub mod config;
+mod dropout;
+pub mod embed;
+mod fused;
+pub mod pooling;
+pub mod tokenizer;
+
+pub use bert::{BertInput, BertModel, BertOutput, Mode};
+pub use config::{Activation, BertConfig};
+pub use pooling::{l2_normalize, pool, Pooling};
+pub use tokenizer::{Batch, BertTokenizer, Overflow};

@@ -1,0 +1,495 @@
+//! Fused (FlashAttention-style) multi-head attention, forward and backward, for the BERT encoders:
+//! `out = dropout(softmax(scale · q kᵀ, keys < len)) v`, never materialising the l × l matrix.
+//!
+//! Semantics (CPU, emulator and CUDA alike; kernels in `kernels/attention_{fwd,bwd}.cu`):
+//! - q, k, v: `[b, h, l, dh]`, contiguous, one dtype; dh ∈ {32, 64, 128}; f32, f16 or bf16 on the
+//!   CPU, f16 or bf16 on a GPU; arithmetic in f32.
+//! - `key_lens` ([b] u32, on the inputs' device): batch entry i has `key_lens[i]` real tokens.
+//!   Keys at or past it are skipped (whole tiles cost nothing) and query rows at or past it are
+//!   written as zeros (and get zero gradients). 0 and l are valid; `None` means l everywhere.
+//! - The softmax is computed online; the forward keeps each row's log-sum-exp (f32) for the
+//!   backward, which recomputes the probabilities tile by tile.
+//! - Dropout on the probabilities by a counter-based mask (see [`Dropout`] and `dropout.rs`).
+//! - Backward for q, k and v through candle's autograd: the forward is a `CustomOp3` whose
+//!   backward runs one fused op producing all three gradients.
+
+mod check;
+mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod dropout;
+#[cfg(feature = "emulate")]
+mod emulated;
+mod tile;
+
+pub use check::{
+    accuracy, bench, check_padding, composition, errors, forward_backward, on_cpu_f64, random_qkv,
+    selftest_cases, Accuracy, BenchSpec, CheckSpec,
+};
+pub use dropout::{dropout_multipliers, Dropout};
+
+use super::elem::{check_float, contiguous_range, cpu_data, with_float_elem, Elem};
+use super::{cpu_exec, CpuExec};
+use crate::error::{Error, Result};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor};
+use dropout::Mask;
+use std::sync::{Arc, Mutex};
+
+const OP: &str = "attention";
+
+/// The head dimensions the kernels are built for.
+pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
+/// The longest sequence (the dropout counter packs row and column into 32 bits).
+pub const MAX_LEN: usize = 1 << 16;
+
+/// Fused attention of `q`, `k`, `v` (`[b, h, l, dh]`), keys and queries of batch entry i limited
+/// to `key_lens[i]` (`[b]` u32), logits scaled by `scale`, with optional dropout on the
+/// probabilities. Differentiable in q, k and v. See the module documentation for the details.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    key_lens: Option<&Tensor>,
+    scale: f64,
+    dropout: Option<Dropout>,
+) -> Result<Tensor> {
+    let params = Params::new(q, k, v, key_lens, scale, dropout)?;
+    Ok(q.apply_op3(
+        k,
+        v,
+        Attention {
+            params,
+            lse: Mutex::new(None),
+        },
+    )?)
+}
+
+/// Everything both directions need besides the tensors.
+#[derive(Clone)]
+struct Params {
+    b: usize,
+    h: usize,
+    l: usize,
+    dh: usize,
+    scale: f32,
+    /// Valid tokens per batch entry, on the host.
+    lens: Arc<[u32]>,
+    /// The same as a u32 tensor on the GPU, for the CUDA kernels.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    lens_on_device: Option<Tensor>,
+    mask: Option<Mask>,
+    exec: CpuExec,
+}
+
+impl Params {
+    fn new(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        key_lens: Option<&Tensor>,
+        scale: f64,
+        dropout: Option<Dropout>,
+    ) -> Result<Self> {
+        let (b, h, l, dh) = q.dims4().map_err(|_| {
+            Error::bad_input(
+                OP,
+                "q",
+                format!("shape {:?} must be [b, h, l, dh]", q.dims()),
+            )
+        })?;
+        for (arg, t) in [("k", k), ("v", v)] {
+            if t.dims() != q.dims() {
+                return Err(Error::bad_input(
+                    OP,
+                    arg,
+                    format!("shape {:?} differs from q's {:?}", t.dims(), q.dims()),
+                ));
+            }
+            if t.dtype() != q.dtype() {
+                return Err(Error::bad_input(
+                    OP,
+                    arg,
+                    format!("dtype {:?} differs from q's {:?}", t.dtype(), q.dtype()),
+                ));
+            }
+            if !t.device().same_device(q.device()) {
+                return Err(Error::bad_input(OP, arg, "is on another device than q"));
+            }
+        }
+        check_float(OP, "q", q.dtype())?;
+        let exec = cpu_exec();
+        let kernels = q.device().is_cuda() || exec == CpuExec::Emulator;
+        if kernels && q.dtype() == DType::F32 {
+            return Err(Error::bad_input(
+                OP,
+                "q",
+                "f32 runs on the native CPU path only; the kernels (GPU, emulator) take f16 or bf16",
+            ));
+        }
+        if !HEAD_DIMS.contains(&dh) {
+            return Err(Error::bad_input(
+                OP,
+                "q",
+                format!("head dimension {dh} is not supported (32, 64 or 128)"),
+            ));
+        }
+        if b == 0 || h == 0 || l == 0 || l > MAX_LEN || b * h > i32::MAX as usize {
+            return Err(Error::bad_input(
+                OP,
+                "q",
+                format!(
+                    "shape {:?}: need b, h ≥ 1, b·h < 2³¹ and 1 ≤ l ≤ {MAX_LEN}",
+                    q.dims()
+                ),
+            ));
+        }
+        for (arg, t) in [("q", q), ("k", k), ("v", v)] {
+            contiguous_range(OP, arg, t.layout())?;
+        }
+        if !scale.is_finite() {
+            return Err(Error::bad_input(
+                OP,
+                "scale",
+                format!("{scale} is not finite"),
+            ));
+        }
+        let mask = match dropout {
+            Some(d) => Mask::new(OP, d)?,
+            None => None,
+        };
+        let (lens, lens_on_device) = match key_lens {
+            None => (vec![l as u32; b], None),
+            Some(t) => {
+                if t.dtype() != DType::U32 || t.dims() != [b] {
+                    return Err(Error::bad_input(
+                        OP,
+                        "key_lens",
+                        format!("{:?} {:?} must be u32 of shape [{b}]", t.dtype(), t.dims()),
+                    ));
+                }
+                if !t.device().same_device(q.device()) {
+                    return Err(Error::bad_input(
+                        OP,
+                        "key_lens",
+                        "is on another device than q",
+                    ));
+                }
+                // A few bytes from the GPU: lengths past l would make the kernels read out of
+                // bounds, so they are checked on the host.
+                let lens = t.to_vec1::<u32>()?;
+                if let Some(bad) = lens.iter().position(|&n| n as usize > l) {
+                    return Err(Error::bad_input(
+                        OP,
+                        "key_lens",
+                        format!("key_lens[{bad}] = {} exceeds l = {l}", lens[bad]),
+                    ));
+                }
+                let on_device = t.device().is_cuda().then(|| t.contiguous()).transpose()?;
+                (lens, on_device)
+            }
+        };
+        let lens_on_device = match (lens_on_device, q.device()) {
+            (Some(t), _) => Some(t),
+            (None, dev) if dev.is_cuda() => Some(Tensor::new(lens.as_slice(), dev)?),
+            (None, _) => None,
+        };
+        Ok(Params {
+            b,
+            h,
+            l,
+            dh,
+            scale: scale as f32,
+            lens: lens.into(),
+            lens_on_device,
+            mask,
+            exec,
+        })
+    }
+
+    fn len_of(&self, bh: usize) -> usize {
+        self.lens[bh / self.h] as usize
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::from((self.b, self.h, self.l, self.dh))
+    }
+}
+
+/// Query rows (forward, dq) or keys (dk, dv) per block of the CUDA kernels: 4 warps × 16 rows.
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+const KERNEL_ROWS: usize = 64;
+/// Threads per block of the forward, dq and dk/dv kernels, and of the delta kernel.
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+const KERNEL_THREADS: u32 = 128;
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+const DOT_THREADS: u32 = 256;
+
+/// Dynamic shared memory of `attention_bwd_dkdv` (`kDkdvTileElems` in attention_bwd.cu, in 16-bit
+/// elements, then the lse and delta of two query tiles in f32).
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+fn dkdv_smem_bytes(dh: usize) -> u32 {
+    let queries = if dh == 128 { 32 } else { 64 };
+    ((2 * KERNEL_ROWS + 4 * queries) * (dh + 8) * 2 + 4 * queries * 4) as u32
+}
+
+/// The scalar arguments the forward, dq and dk/dv kernels take after their tensors.
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+#[derive(Clone, Copy)]
+struct KernelScalars {
+    heads: u32,
+    l: u32,
+    scale: f32,
+    seed: [u32; 2],
+    offset: [u32; 2],
+    threshold: u32,
+    keep_scale: f32,
+}
+
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+impl Params {
+    fn kernel_scalars(&self) -> KernelScalars {
+        let (words, threshold, keep_scale) = match &self.mask {
+            Some(m) => (m.kernel_words(), m.threshold, m.scale),
+            None => ([0; 4], 0, 1.0),
+        };
+        KernelScalars {
+            heads: self.h as u32,
+            l: self.l as u32,
+            scale: self.scale,
+            seed: [words[0], words[1]],
+            offset: [words[2], words[3]],
+            threshold,
+            keep_scale,
+        }
+    }
+
+    /// Blocks of the row-tiled kernels: (batch·head, tile of [`KERNEL_ROWS`]).
+    fn kernel_grid(&self) -> [u32; 3] {
+        [
+            (self.b * self.h) as u32,
+            self.l.div_ceil(KERNEL_ROWS) as u32,
+            1,
+        ]
+    }
+
+    /// Index of the head dimension among [`HEAD_DIMS`] (the kernel variant).
+    #[cfg(feature = "emulate")]
+    fn dh_variant(&self) -> usize {
+        HEAD_DIMS.iter().position(|&d| d == self.dh).unwrap_or(0)
+    }
+}
+
+/// The elements of a CPU tensor held by an op (the backward's extra inputs).
+fn held_cpu<'a, T: Elem>(
+    arg: &'static str,
+    storage: &'a Storage,
+    layout: &Layout,
+) -> Result<&'a [T]> {
+    match storage {
+        Storage::Cpu(s) => cpu_data(OP, arg, s, layout),
+        _ => Err(Error::bad_input(
+            OP,
+            arg,
+            "is not on the CPU like the other inputs",
+        )),
+    }
+}
+
+/// The storage of a GPU tensor held by an op.
+#[cfg(feature = "cuda")]
+fn held_cuda<'a>(arg: &'static str, storage: &'a Storage) -> Result<&'a candle_core::CudaStorage> {
+    match storage {
+        Storage::Cuda(s) => Ok(s),
+        _ => Err(Error::bad_input(
+            OP,
+            arg,
+            "is not on the GPU like the other inputs",
+        )),
+    }
+}
+
+/// An error for the emulator in a build without it (`set_cpu_exec` refuses it there already).
+#[cfg(not(feature = "emulate"))]
+fn no_emulator<R>() -> Result<R> {
+    Err(Error::Device("this build has no kernel emulator".into()))
+}
+
+/// The forward; it keeps the per-row log-sum-exp for its backward.
+struct Attention {
+    params: Params,
+    lse: Mutex<Option<Tensor>>,
+}
+
+impl Attention {
+    fn keep_lse(&self, lse: Tensor) -> Result<()> {
+        *self
+            .lse
+            .lock()
+            .map_err(|_| Error::Device("attention: log-sum-exp lock poisoned".into()))? = Some(lse);
+        Ok(())
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let p = &self.params;
+        let (out, lse) = with_float_elem!(qs.dtype(), T => {
+            let q = cpu_data::<T>(OP, "q", qs, ql)?;
+            let k = cpu_data::<T>(OP, "k", ks, kl)?;
+            let v = cpu_data::<T>(OP, "v", vs, vl)?;
+            let (out, lse) = match p.exec {
+                CpuExec::Native => cpu::forward(p, q, k, v),
+                #[cfg(feature = "emulate")]
+                CpuExec::Emulator => emulated::forward(p, q, k, v)?,
+                #[cfg(not(feature = "emulate"))]
+                CpuExec::Emulator => no_emulator()?,
+            };
+            Ok::<_, Error>((T::into_cpu_storage(out), lse))
+        })?;
+        self.keep_lse(Tensor::from_vec(lse, (p.b, p.h, p.l), &Device::Cpu)?)?;
+        Ok((out, p.shape()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        qs: &candle_core::CudaStorage,
+        ql: &Layout,
+        ks: &candle_core::CudaStorage,
+        kl: &Layout,
+        vs: &candle_core::CudaStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let p = &self.params;
+        let (out, lse) = cuda::forward(p, (qs, ql), (ks, kl), (vs, vl))?;
+        let lse = Tensor::from_storage(
+            Storage::Cuda(lse),
+            (p.b, p.h, p.l),
+            candle_core::op::BackpropOp::none(),
+            false,
+        );
+        self.keep_lse(lse)?;
+        Ok((out, p.shape()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let lse = self
+            .lse
+            .lock()
+            .map_err(|_| Error::Device("attention: log-sum-exp lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| Error::Device("attention: backward before the forward".into()))?;
+        let bwd = AttentionBwd {
+            params: self.params.clone(),
+            out: out.clone(),
+            grad: grad.contiguous()?,
+            lse,
+        };
+        // One op computes all three gradients, stacked as [3, b, h, l, dh].
+        let grads = q.apply_op3_no_bwd(k, v, &bwd)?;
+        Ok((
+            Some(grads.get(0)?),
+            Some(grads.get(1)?),
+            Some(grads.get(2)?),
+        ))
+    }
+}
+
+/// dq, dk and dv from q, k, v, the forward's output and log-sum-exp, and the incoming gradient.
+struct AttentionBwd {
+    params: Params,
+    out: Tensor,
+    grad: Tensor,
+    lse: Tensor,
+}
+
+impl AttentionBwd {
+    fn grads_shape(&self) -> Shape {
+        let p = &self.params;
+        Shape::from((3, p.b, p.h, p.l, p.dh))
+    }
+}
+
+impl CustomOp3 for AttentionBwd {
+    fn name(&self) -> &'static str {
+        "attention_bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let p = &self.params;
+        let (os, ol) = self.out.storage_and_layout();
+        let (gs, gl) = self.grad.storage_and_layout();
+        let (ls, ll) = self.lse.storage_and_layout();
+        let lse = held_cpu::<f32>("lse", &ls, ll)?;
+        let grads = with_float_elem!(qs.dtype(), T => {
+            let q = cpu_data::<T>(OP, "q", qs, ql)?;
+            let k = cpu_data::<T>(OP, "k", ks, kl)?;
+            let v = cpu_data::<T>(OP, "v", vs, vl)?;
+            let o = held_cpu::<T>("out", &os, ol)?;
+            let g = held_cpu::<T>("grad", &gs, gl)?;
+            let grads = match p.exec {
+                CpuExec::Native => cpu::backward(p, [q, k, v, o, g], lse),
+                #[cfg(feature = "emulate")]
+                CpuExec::Emulator => emulated::backward(p, [q, k, v, o, g], lse)?,
+                #[cfg(not(feature = "emulate"))]
+                CpuExec::Emulator => no_emulator()?,
+            };
+            Ok::<_, Error>(T::into_cpu_storage(grads))
+        })?;
+        Ok((grads, self.grads_shape()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        qs: &candle_core::CudaStorage,
+        ql: &Layout,
+        ks: &candle_core::CudaStorage,
+        kl: &Layout,
+        vs: &candle_core::CudaStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (os, ol) = self.out.storage_and_layout();
+        let (gs, gl) = self.grad.storage_and_layout();
+        let (ls, ll) = self.lse.storage_and_layout();
+        let (o, g, lse) = (
+            held_cuda("out", &os)?,
+            held_cuda("grad", &gs)?,
+            held_cuda("lse", &ls)?,
+        );
+        let grads = cuda::backward(
+            &self.params,
+            [(qs, ql), (ks, kl), (vs, vl), (o, ol), (g, gl)],
+            (lse, ll),
+        )?;
+        Ok((grads, self.grads_shape()))
+    }
+}

@@ -1,0 +1,596 @@
+//! Exact maximum-inner-product search: for each query, the k documents of an f16 index with the
+//! largest inner product.
+//!
+//! Semantics (CPU, emulator and CUDA alike; kernels in `kernels/mips_topk.cu`):
+//! - Queries (f32, f16 or bf16) are rounded to f16, the index's precision (the tensor cores' input
+//!   type), so every device searches the same vectors. The score of a document is the f64 sum, in
+//!   order of the dimension, of the products of the two f16 vectors (each product is exact), and is
+//!   returned rounded to f32. Results are sorted by that f64 score, descending; equal scores go to
+//!   the lower id. Ids and scores are therefore bit-identical on every device and equal to a
+//!   float64 brute-force reference ([`reference_top_k`]).
+//! - How it stays exact and fast: the scan computes f32 scores (any summation order, tensor cores
+//!   on the GPU) and keeps every document whose f32 score can still reach the k-th best, allowing
+//!   for a proven bound on the f32 error, `E_q = d · 2^-21 · max_j ‖x_j‖ · ‖q‖` (at least 8 times
+//!   the worst error of f32 accumulation in any order). Only the survivors — about k per query —
+//!   are rescored in f64 and selected exactly.
+//! - `exclude[i]` (u32::MAX = none) is never returned for query i. It is a host slice: it is
+//!   validated on the host (ids must exist in the index) and travels to the device with the
+//!   queries, which are converted there too.
+//! - k from 1 to the number of documents a query can get (n, or n − 1 with an exclusion);
+//!   anything else, an empty index, a dimension mismatch or NaN/±inf in the queries (or values
+//!   beyond f16's range) is [`Error::BadInput`] naming the argument. The index is validated
+//!   (finite in f16) once, when the [`MipsIndex`] is built.
+//! - Memory: the index, plus O(q·k) candidates, plus fixed tiles; the q×n score matrix is never
+//!   formed.
+//! - [`ShardedIndex`] searches several indexes (on any devices) one after another and merges the
+//!   per-shard results exactly with [`merge_top_k`].
+
+mod check;
+mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "emulate")]
+mod emulated;
+mod sharded;
+
+pub use check::{bench, random_index, reference_top_k, selftest_cases, BenchSpec};
+pub use sharded::{merge_top_k, ShardHits, ShardedIndex};
+
+use super::elem::check_float;
+use super::{cpu_exec, CpuExec};
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use half::f16;
+use rayon::prelude::*;
+
+const OP: &str = "mips_top_k";
+const OP_INDEX: &str = "MipsIndex::new";
+
+/// Dimensions are padded with zeros to a multiple of this for the kernels (16-byte rows).
+const DIM_ALIGN: usize = 8;
+
+/// An f16 document index `[n, d]`, validated once: non-empty, finite in f16.
+#[derive(Clone, Debug)]
+pub struct MipsIndex {
+    /// `[n, d]` f16 on the index's device; on a CUDA device the rows are padded with zeros to a
+    /// multiple of 8 dimensions, as the kernels read them.
+    data: Tensor,
+    n: usize,
+    d: usize,
+    /// An upper bound on the largest row norm, for the f32 error bound.
+    max_norm: f64,
+}
+
+impl MipsIndex {
+    /// Builds an index from `embeddings` `[n, d]` (f16, or f32/bf16 rounded to f16), on the device
+    /// the tensor is on.
+    pub fn new(embeddings: &Tensor) -> Result<Self> {
+        let (n, d) = embeddings.dims2().map_err(|_| {
+            Error::bad_input(
+                OP_INDEX,
+                "embeddings",
+                format!("shape {:?} must be [n, d]", embeddings.dims()),
+            )
+        })?;
+        if n == 0 || d == 0 {
+            return Err(Error::bad_input(
+                OP_INDEX,
+                "embeddings",
+                format!("the index is empty (shape [{n}, {d}])"),
+            ));
+        }
+        // u32::MAX is the "no document" id.
+        if n >= u32::MAX as usize {
+            return Err(Error::bad_input(
+                OP_INDEX,
+                "embeddings",
+                format!("{n} documents; ids are u32, so at most {}", u32::MAX - 1),
+            ));
+        }
+        check_float(OP_INDEX, "embeddings", embeddings.dtype())?;
+        let data = embeddings.to_dtype(DType::F16)?.contiguous()?;
+        let max_norm_sq = max_row_norm_sq(&data)?;
+        let data = match data.device() {
+            Device::Cpu => {
+                back_with_huge_pages(&data)?;
+                data
+            }
+            _ => pad_dims(&data)?,
+        };
+        Ok(MipsIndex {
+            data,
+            n,
+            d,
+            // sqrt and the f32 sums on a GPU are rounded: a relative 2^-10 more covers both.
+            max_norm: max_norm_sq.sqrt() * (1.0 + 1.0 / 1024.0),
+        })
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Always false: an index has at least one document.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
+    pub fn device(&self) -> &Device {
+        self.data.device()
+    }
+
+    /// The f16 embeddings `[n, d]`.
+    pub fn embeddings(&self) -> Result<Tensor> {
+        Ok(self.data.narrow(1, 0, self.d)?)
+    }
+}
+
+/// The largest squared row norm, or an error naming the first row that is not finite in f16.
+fn max_row_norm_sq(data: &Tensor) -> Result<f64> {
+    let norms: Vec<f64> = match data.device() {
+        Device::Cpu => {
+            // Read the storage in place rather than copying a large index.
+            let (storage, layout) = data.storage_and_layout();
+            let x = cpu_f16(&storage, layout, OP_INDEX, "embeddings")?;
+            x.par_chunks(layout.dims()[1])
+                .map(|row| row.iter().map(|v| v.to_f64() * v.to_f64()).sum())
+                .collect()
+        }
+        _ => {
+            // On a device: f32 sums in chunks of rows, so the temporaries stay small.
+            let n = data.dim(0)?;
+            let mut norms = Vec::with_capacity(n);
+            let chunk = 1 << 20;
+            for start in (0..n).step_by(chunk) {
+                let rows = data.narrow(0, start, chunk.min(n - start))?;
+                let sq = rows.to_dtype(DType::F32)?.sqr()?.sum(1)?;
+                norms.extend(sq.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+            }
+            norms
+        }
+    };
+    let mut max = 0.0f64;
+    for (i, v) in norms.iter().enumerate() {
+        if !v.is_finite() {
+            return Err(Error::bad_input(
+                OP_INDEX,
+                "embeddings",
+                format!("row {i} contains NaN or ±inf (after rounding to f16)"),
+            ));
+        }
+        max = max.max(*v);
+    }
+    Ok(max)
+}
+
+/// Asks Linux to back the index with 2 MB pages (best effort, contents unchanged): the final
+/// rescoring reads candidate rows at random, and with 4 KB pages nearly every one is a TLB miss.
+/// `MADV_COLLAPSE` works whatever the system's transparent-huge-page mode.
+fn back_with_huge_pages(data: &Tensor) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_COLLAPSE: i32 = 25;
+        const HUGE: usize = 2 << 20;
+        let (storage, layout) = data.storage_and_layout();
+        let x = cpu_f16(&storage, layout, OP_INDEX, "embeddings")?;
+        let (lo, hi) = (x.as_ptr() as usize, x.as_ptr() as usize + std::mem::size_of_val(x));
+        let (start, end) = (lo.next_multiple_of(HUGE), hi / HUGE * HUGE);
+        if end > start {
+            // SAFETY: the range lies inside the live allocation behind `x`; MADV_COLLAPSE only
+            // changes how its pages are mapped. Failure (an older kernel, no free huge pages)
+            // leaves the mapping as it was.
+            unsafe { madvise(start as *mut std::ffi::c_void, end - start, MADV_COLLAPSE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = data;
+    Ok(())
+}
+
+/// The f16 elements of a contiguous CPU tensor's storage.
+fn cpu_f16<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    op: &'static str,
+    arg: &'static str,
+) -> Result<&'a [f16]> {
+    match storage {
+        candle_core::Storage::Cpu(s) => super::elem::cpu_data::<f16>(op, arg, s, layout),
+        _ => Err(Error::bad_input(op, arg, "expected a CPU tensor")),
+    }
+}
+
+/// `x` `[n, d]` with zero columns added up to a multiple of [`DIM_ALIGN`].
+fn pad_dims(x: &Tensor) -> Result<Tensor> {
+    let d = x.dim(1)?;
+    let dp = d.next_multiple_of(DIM_ALIGN);
+    Ok(if dp == d {
+        x.clone()
+    } else {
+        x.pad_with_zeros(1, 0, dp - d)?.contiguous()?
+    })
+}
+
+/// How the kernels of `kernels/mips_topk.cu` split one search.
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KernelPlan {
+    /// The scan kernel for the (padded) dimension.
+    pub scan: &'static str,
+    /// Threads per scan block: a warp per 16 queries, at most 4 warps.
+    pub threads: u32,
+    /// Query batches (grid.x of the scan) and index slices (grid.y).
+    pub batches: u32,
+    pub slices: u32,
+    pub slice_len: u32,
+    /// Candidate list capacity per (query, slice): k + the next tile always fit after a compaction.
+    pub cap: u32,
+    /// The merge's sort size: the next power of two ≥ k.
+    pub p2: u32,
+}
+
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+impl KernelPlan {
+    /// A plan for `q` queries of padded dimension `dp` over `n` documents. `slices` is the
+    /// caller's wish (enough blocks to fill the device), reduced so that the candidate lists (16
+    /// bytes an entry) stay within `list_budget` bytes.
+    pub fn new(
+        n: usize,
+        dp: usize,
+        q: usize,
+        k: usize,
+        slices: usize,
+        list_budget: usize,
+    ) -> Result<Self> {
+        let (scan, tile) = match dp {
+            0..=128 => ("mips_scan_d128", 64),
+            129..=256 => ("mips_scan_d256", 32),
+            _ => {
+                return Err(Error::bad_input(
+                    OP,
+                    "index",
+                    format!("dimension {dp}: the kernels handle at most 256 (the CPU path any)"),
+                ))
+            }
+        };
+        let warps = q.div_ceil(16).clamp(1, 4);
+        let cap = 2 * k + 2 * tile;
+        let per_slice = q.max(1) * cap * 16;
+        // grid.y is at most 65535.
+        let slices = slices
+            .min(list_budget / per_slice)
+            .min(n.div_ceil(tile))
+            .clamp(1, 65535);
+        let slice_len = n.div_ceil(slices).next_multiple_of(tile);
+        let too_big = |what: &str| {
+            Error::bad_input(OP, "k", format!("k = {k}: the kernels' {what} exceeds u32"))
+        };
+        Ok(KernelPlan {
+            scan,
+            threads: 32 * warps as u32,
+            batches: q.div_ceil(16 * warps) as u32,
+            slices: n.div_ceil(slice_len) as u32,
+            slice_len: u32::try_from(slice_len).map_err(|_| too_big("slice"))?,
+            cap: u32::try_from(cap).map_err(|_| too_big("list capacity"))?,
+            p2: u32::try_from(k.next_power_of_two()).map_err(|_| too_big("sort size"))?,
+        })
+    }
+
+    /// Entries of each candidate array (`[q, slices, cap]`).
+    pub fn list_len(&self, q: usize) -> usize {
+        q * self.slices as usize * self.cap as usize
+    }
+}
+
+/// The shared thresholds' starting value: −inf as the kernels' ordered int.
+#[cfg(any(feature = "emulate", feature = "cuda"))]
+pub(crate) fn theta_start() -> i32 {
+    let i = f32::NEG_INFINITY.to_bits() as i32;
+    if i >= 0 {
+        i
+    } else {
+        i ^ 0x7fff_ffff
+    }
+}
+
+/// A batch of queries after validation: rounded to f16, with each one's error bound and excluded
+/// document.
+pub(crate) struct Queries {
+    pub q: usize,
+    pub d: usize,
+    /// `d` rounded up to a multiple of [`DIM_ALIGN`]: the row stride of `rows`.
+    pub dp: usize,
+    /// `[q, dp]`: the f16-rounded values (as f32), zero-padded.
+    pub rows: Vec<f32>,
+    /// `E_q`: a bound on |f32 score − f64 score| for this query and any document, rounded up.
+    pub margin: Vec<f32>,
+    /// The excluded document of each query, u32::MAX for none.
+    pub exclude: Vec<u32>,
+}
+
+impl Queries {
+    /// Validates `queries` `[q, d]` and `exclude` against `index`.
+    pub(crate) fn new(
+        queries: &Tensor,
+        index: &MipsIndex,
+        exclude: Option<&[u32]>,
+    ) -> Result<Self> {
+        let (q, d) = queries.dims2().map_err(|_| {
+            Error::bad_input(
+                OP,
+                "queries",
+                format!("shape {:?} must be [q, d]", queries.dims()),
+            )
+        })?;
+        if d != index.d {
+            return Err(Error::bad_input(
+                OP,
+                "queries",
+                format!("dimension {d} differs from the index's {}", index.d),
+            ));
+        }
+        check_float(OP, "queries", queries.dtype())?;
+        if !queries.device().same_device(index.device()) {
+            return Err(Error::bad_input(
+                OP,
+                "queries",
+                format!(
+                    "on {:?}, the index on {:?}; move one of them",
+                    queries.device().location(),
+                    index.device().location()
+                ),
+            ));
+        }
+        let exclude = match exclude {
+            None => vec![u32::MAX; q],
+            Some(e) => {
+                if e.len() != q {
+                    return Err(Error::bad_input(
+                        OP,
+                        "exclude",
+                        format!("{} entries for {q} queries", e.len()),
+                    ));
+                }
+                if let Some((i, v)) = e
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &v)| v != u32::MAX && v as usize >= index.n)
+                {
+                    return Err(Error::bad_input(
+                        OP,
+                        "exclude",
+                        format!(
+                            "exclude[{i}] = {v} is not a document of the index (n = {}) nor u32::MAX",
+                            index.n
+                        ),
+                    ));
+                }
+                e.to_vec()
+            }
+        };
+        // Exact in f32 for every input dtype; queries are small, so one host copy.
+        let values = queries
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_device(&Device::Cpu)?
+            .to_vec1::<f32>()?;
+        let dp = d.next_multiple_of(DIM_ALIGN);
+        let mut rows = vec![0.0f32; q * dp];
+        let mut margin = Vec::with_capacity(q);
+        for (i, (src, dst)) in values.chunks(d.max(1)).zip(rows.chunks_mut(dp)).enumerate() {
+            let mut norm_sq = 0.0f64;
+            for (j, (&v, r)) in src.iter().zip(dst.iter_mut()).enumerate() {
+                if !v.is_finite() {
+                    return Err(Error::bad_input(
+                        OP,
+                        "queries",
+                        format!("queries[{i}, {j}] = {v} is not finite"),
+                    ));
+                }
+                let h = f16::from_f32(v);
+                if !h.is_finite() {
+                    return Err(Error::bad_input(
+                        OP,
+                        "queries",
+                        format!("queries[{i}, {j}] = {v} is beyond f16's range (±65504)"),
+                    ));
+                }
+                *r = h.to_f32();
+                norm_sq += (*r as f64) * (*r as f64);
+            }
+            margin.push(f32_up(error_bound(d, index.max_norm, norm_sq.sqrt())));
+        }
+        Ok(Queries {
+            q,
+            d,
+            dp,
+            rows,
+            margin,
+            exclude,
+        })
+    }
+
+    /// The query's f16-rounded values (length d).
+    pub(crate) fn row(&self, i: usize) -> &[f32] {
+        &self.rows[i * self.dp..i * self.dp + self.d]
+    }
+
+    /// How many results query `i` can have from an index of `n` documents.
+    pub(crate) fn available(&self, i: usize, n: usize) -> usize {
+        n - usize::from((self.exclude[i] as usize) < n)
+    }
+
+    /// The rows as f16 `[q, dp]`, for the kernels (exact: the values are f16 already).
+    #[cfg(any(feature = "emulate", feature = "cuda"))]
+    pub(crate) fn rows_f16(&self) -> Vec<f16> {
+        self.rows.iter().map(|&v| f16::from_f32(v)).collect()
+    }
+}
+
+/// `E = d · 2^-21 · max‖x‖ · ‖q‖`. Each product of two f16 values is exact in f32, and any
+/// summation order of d terms in f32 errs by at most `γ_d Σ|x_i q_i| ≤ d · 2^-24 · ‖x‖‖q‖`
+/// (Cauchy–Schwarz); the f64 sum errs by far less. The factor 8 on top covers accumulators that
+/// truncate instead of rounding (tensor cores) and the rounding of the threshold arithmetic.
+fn error_bound(d: usize, max_norm: f64, query_norm: f64) -> f64 {
+    d as f64 * 2f64.powi(-21) * max_norm * query_norm
+}
+
+/// The smallest f32 ≥ `x`.
+fn f32_up(x: f64) -> f32 {
+    let f = x as f32;
+    if (f as f64) < x {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// The largest f32 ≤ `x`: thresholds are rounded down so that they only ever keep more.
+pub(crate) fn f32_down(x: f64) -> f32 {
+    let f = x as f32;
+    if (f as f64) > x {
+        f.next_down()
+    } else {
+        f
+    }
+}
+
+/// A document's score as every path reports it: Σ_i x_i q_i in f64, in order of i (the products
+/// of f16 values are exact in f64), with −0 made +0.
+#[inline]
+pub(crate) fn score_f64(x: &[f16], q: &[f32]) -> f64 {
+    let mut s = 0.0f64;
+    for (a, &b) in x.iter().zip(q) {
+        s += a.to_f64() * b as f64;
+    }
+    s + 0.0
+}
+
+/// The result order: score descending, then id ascending.
+#[inline]
+pub(crate) fn result_order(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Checks `k` against an index of `n` documents and each query's excluded document.
+fn check_k(n: usize, exclude: &[u32], k: usize) -> Result<()> {
+    if k == 0 {
+        return Err(Error::bad_input(OP, "k", "k must be at least 1"));
+    }
+    if k > n {
+        return Err(Error::bad_input(
+            OP,
+            "k",
+            format!("k = {k} exceeds the index's {n} documents"),
+        ));
+    }
+    if let Some((i, v)) = exclude
+        .iter()
+        .enumerate()
+        .find(|(_, &v)| (v as usize) < n && k == n)
+    {
+        return Err(Error::bad_input(
+            OP,
+            "k",
+            format!(
+                "k = {k}, but query {i} excludes document {v} and so has only {} left",
+                n - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `k` best documents of `index` for each query: `scores` `[q, k]` f32 (descending) and `ids`
+/// `[q, k]` u32, on the index's device. See the module documentation for the exact semantics.
+pub fn mips_top_k(
+    queries: &Tensor,
+    index: &MipsIndex,
+    k: usize,
+    exclude: Option<&[u32]>,
+) -> Result<(Tensor, Tensor)> {
+    let prepared = Queries::new(queries, index, exclude)?;
+    check_k(index.n, &prepared.exclude, k)?;
+    let (scores, ids) = search(index, &prepared, k)?;
+    Ok((scores.to_dtype(DType::F32)?, ids))
+}
+
+/// The search behind [`mips_top_k`] for any `1 ≤ k ≤ n`, scores in f64: a query with fewer than k
+/// documents left (one excluded) gets score −inf and id u32::MAX in the places it cannot fill.
+pub(crate) fn search(index: &MipsIndex, queries: &Queries, k: usize) -> Result<(Tensor, Tensor)> {
+    let dev = index.device();
+    match dev {
+        Device::Cpu => {
+            let (storage, layout) = index.data.storage_and_layout();
+            let x = cpu_f16(&storage, layout, OP, "index")?;
+            let hits = match cpu_exec() {
+                CpuExec::Native => cpu::search(x, index.n, index.d, queries, k),
+                CpuExec::Emulator => emulated_search(x, index, queries, k)?,
+            };
+            hits.into_tensors(queries.q)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => cuda::search(index, queries, k),
+        other => Err(Error::Device(format!(
+            "{OP}: device {:?} is not supported",
+            other.location()
+        ))),
+    }
+}
+
+#[cfg(feature = "emulate")]
+fn emulated_search(x: &[f16], index: &MipsIndex, queries: &Queries, k: usize) -> Result<Hits> {
+    emulated::search(x, index.n, index.d, queries, k)
+}
+
+/// Unreachable in practice: `set_cpu_exec` refuses the emulator in a build without it.
+#[cfg(not(feature = "emulate"))]
+fn emulated_search(_: &[f16], _: &MipsIndex, _: &Queries, _: usize) -> Result<Hits> {
+    Err(Error::Device("this build has no kernel emulator".into()))
+}
+
+/// Results on the host: `[q, k]` f64 scores and u32 ids, padded with (−inf, u32::MAX).
+pub(crate) struct Hits {
+    pub k: usize,
+    pub scores: Vec<f64>,
+    pub ids: Vec<u32>,
+}
+
+impl Hits {
+    fn into_tensors(self, q: usize) -> Result<(Tensor, Tensor)> {
+        Ok((
+            Tensor::from_vec(self.scores, (q, self.k), &Device::Cpu)?,
+            Tensor::from_vec(self.ids, (q, self.k), &Device::Cpu)?,
+        ))
+    }
+}
+
+/// Lays out the exact results of one query from its candidates (distinct ids with f64 scores):
+/// the best `out_scores.len()` by [`result_order`], padded with (−inf, u32::MAX).
+pub(crate) fn write_sorted(
+    mut cands: Vec<(f64, u32)>,
+    out_scores: &mut [f64],
+    out_ids: &mut [u32],
+) {
+    let k = out_scores.len();
+    if cands.len() > k {
+        cands.select_nth_unstable_by(k - 1, result_order);
+        cands.truncate(k);
+    }
+    cands.sort_unstable_by(result_order);
+    for (i, (s, id)) in out_scores.iter_mut().zip(out_ids.iter_mut()).enumerate() {
+        (*s, *id) = cands
+            .get(i)
+            .copied()
+            .unwrap_or((f64::NEG_INFINITY, u32::MAX));
+    }
+}
