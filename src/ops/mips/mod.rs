@@ -182,7 +182,10 @@ fn back_with_huge_pages(data: &Tensor) -> Result<()> {
         const HUGE: usize = 2 << 20;
         let (storage, layout) = data.storage_and_layout();
         let x = cpu_f16(&storage, layout, OP_INDEX, "embeddings")?;
-        let (lo, hi) = (x.as_ptr() as usize, x.as_ptr() as usize + std::mem::size_of_val(x));
+        let (lo, hi) = (
+            x.as_ptr() as usize,
+            x.as_ptr() as usize + std::mem::size_of_val(x),
+        );
         let (start, end) = (lo.next_multiple_of(HUGE), hi / HUGE * HUGE);
         if end > start {
             // SAFETY: the range lies inside the live allocation behind `x`; MADV_COLLAPSE only
