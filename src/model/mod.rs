@@ -8,10 +8,12 @@ pub mod config;
 mod dropout;
 pub mod embed;
 mod fused;
+pub mod loss_scale;
 pub mod pooling;
 pub mod tokenizer;
 
 pub use bert::{BertInput, BertModel, BertOutput, Mode};
 pub use config::{Activation, BertConfig};
+pub use loss_scale::DynamicLossScaler;
 pub use pooling::{l2_normalize, pool, Pooling};
 pub use tokenizer::{Batch, BertTokenizer, Overflow};
