@@ -81,7 +81,7 @@ mod tests {
         // An ordinary step: gradients come back unscaled.
         let loss = (w.as_tensor() * 3.0).unwrap().sum_all().unwrap();
         let mut g = s.scale_loss(&loss).unwrap().backward().unwrap();
-        assert!(s.unscale(&mut g, &[w.clone()]).unwrap());
+        assert!(s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
         assert_eq!(
             g.get(w.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
             [3.0, 3.0]
@@ -92,13 +92,13 @@ mod tests {
             .sum_all()
             .unwrap();
         let mut g = s.scale_loss(&loss).unwrap().backward().unwrap();
-        assert!(!s.unscale(&mut g, &[w.clone()]).unwrap());
+        assert!(!s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
         assert_eq!(s.scale(), 4.0);
         // Two good steps in a row double it.
         for _ in 0..2 {
             let loss = w.as_tensor().sum_all().unwrap();
             let mut g = s.scale_loss(&loss).unwrap().backward().unwrap();
-            assert!(s.unscale(&mut g, &[w.clone()]).unwrap());
+            assert!(s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
         }
         assert_eq!(s.scale(), 8.0);
     }
