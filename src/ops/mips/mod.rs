@@ -91,10 +91,7 @@ impl MipsIndex {
         let data = embeddings.to_dtype(DType::F16)?.contiguous()?;
         let max_norm_sq = max_row_norm_sq(&data)?;
         let data = match data.device() {
-            Device::Cpu => {
-                back_with_huge_pages(&data)?;
-                data
-            }
+            Device::Cpu => data,
             _ => pad_dims(&data)?,
         };
         Ok(MipsIndex {
@@ -167,36 +164,6 @@ fn max_row_norm_sq(data: &Tensor) -> Result<f64> {
         max = max.max(*v);
     }
     Ok(max)
-}
-
-/// Asks Linux to back the index with 2 MB pages (best effort, contents unchanged): the final
-/// rescoring reads candidate rows at random, and with 4 KB pages nearly every one is a TLB miss.
-/// `MADV_COLLAPSE` works whatever the system's transparent-huge-page mode.
-fn back_with_huge_pages(data: &Tensor) -> Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        extern "C" {
-            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
-        }
-        const MADV_COLLAPSE: i32 = 25;
-        const HUGE: usize = 2 << 20;
-        let (storage, layout) = data.storage_and_layout();
-        let x = cpu_f16(&storage, layout, OP_INDEX, "embeddings")?;
-        let (lo, hi) = (
-            x.as_ptr() as usize,
-            x.as_ptr() as usize + std::mem::size_of_val(x),
-        );
-        let (start, end) = (lo.next_multiple_of(HUGE), hi / HUGE * HUGE);
-        if end > start {
-            // SAFETY: the range lies inside the live allocation behind `x`; MADV_COLLAPSE only
-            // changes how its pages are mapped. Failure (an older kernel, no free huge pages)
-            // leaves the mapping as it was.
-            unsafe { madvise(start as *mut std::ffi::c_void, end - start, MADV_COLLAPSE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = data;
-    Ok(())
 }
 
 /// The f16 elements of a contiguous CPU tensor's storage.
