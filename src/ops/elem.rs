@@ -107,6 +107,18 @@ pub(crate) fn cpu_data<'a, T: Elem>(
     Ok(&data[start..end])
 }
 
+/// The contiguous elements of argument `arg` of `op` on a CUDA device, or a clear error.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_data<'a, T: candle_core::cuda_backend::CudaDType>(
+    op: &'static str,
+    arg: &'static str,
+    storage: &'a candle_core::CudaStorage,
+    layout: &Layout,
+) -> Result<cudarc::driver::CudaView<'a, T>> {
+    let (start, end) = contiguous_range(op, arg, layout)?;
+    Ok(storage.as_cuda_slice::<T>()?.slice(start..end))
+}
+
 /// `[start, end)` of a contiguous layout, or an error naming the argument.
 pub(crate) fn contiguous_range(
     op: &'static str,

@@ -4,7 +4,7 @@
 use super::{dkdv_smem_bytes, KernelScalars, Params, DOT_THREADS, KERNEL_THREADS, OP};
 use crate::error::{Error, Result};
 use crate::kernels::{alloc_output, function, Family, Launcher};
-use crate::ops::elem::contiguous_range;
+use crate::ops::elem::cuda_data;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{DType, Layout, Storage};
@@ -13,10 +13,9 @@ use cudarc::driver::{CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelA
 
 type Arg<'a> = (&'a CudaStorage, &'a Layout);
 
-/// The contiguous elements of a CUDA argument.
+/// The contiguous elements of an argument of attention.
 fn view<'a, T: CudaDType>(arg: &'static str, (s, l): Arg<'a>) -> Result<CudaView<'a, T>> {
-    let (start, end) = contiguous_range(OP, arg, l)?;
-    Ok(s.as_cuda_slice::<T>()?.slice(start..end))
+    cuda_data(OP, arg, s, l)
 }
 
 /// A 16-bit element type of the kernels and its name suffix.

@@ -3,22 +3,11 @@
 use super::{launch_geometry, BLOCK_THREADS};
 use crate::error::{Error, Result};
 use crate::kernels::{alloc_output, function, launch_config, Family};
-use crate::ops::elem::contiguous_range;
+use crate::ops::elem::cuda_data;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{DType, Layout};
 use cudarc::driver::{CudaView, DeviceRepr, PushKernelArg};
-
-/// The contiguous elements of a CUDA argument.
-fn view<'a, T: CudaDType>(
-    op: &'static str,
-    arg: &'static str,
-    s: &'a CudaStorage,
-    l: &Layout,
-) -> Result<CudaView<'a, T>> {
-    let (start, end) = contiguous_range(op, arg, l)?;
-    Ok(s.as_cuda_slice::<T>()?.slice(start..end))
-}
 
 fn suffix(dtype: DType) -> &'static str {
     match dtype {
@@ -82,7 +71,7 @@ macro_rules! dispatch {
 pub(super) fn softmax(s: &CudaStorage, l: &Layout, k: usize) -> Result<CudaStorage> {
     let rows = l.shape().elem_count() / k;
     dispatch!(s, T => {
-        let x = view::<T>("doc_softmax", "logits", s, l)?;
+        let x = cuda_data::<T>("doc_softmax", "logits", s, l)?;
         run::<T>("doc_softmax_fwd", rows, k, &[x], rows * k, &[rows as u32, k as u32], &s.device)
     })
 }
@@ -94,8 +83,8 @@ pub(super) fn softmax_bwd(
 ) -> Result<CudaStorage> {
     let rows = p.1.shape().elem_count() / k;
     dispatch!(p.0, T => {
-        let pv = view::<T>("doc_softmax backward", "p", p.0, p.1)?;
-        let gv = view::<T>("doc_softmax backward", "grad", g.0, g.1)?;
+        let pv = cuda_data::<T>("doc_softmax backward", "p", p.0, p.1)?;
+        let gv = cuda_data::<T>("doc_softmax backward", "grad", g.0, g.1)?;
         run::<T>("doc_softmax_bwd", rows, k, &[pv, gv], rows * k, &[rows as u32, k as u32], &p.0.device)
     })
 }
@@ -108,8 +97,8 @@ pub(super) fn mll(
 ) -> Result<CudaStorage> {
     let b = x.1.shape().elem_count() / k;
     dispatch!(x.0, T => {
-        let xv = view::<T>("marginal_log_likelihood", "doc_logits", x.0, x.1)?;
-        let cv = view::<T>("marginal_log_likelihood", "cond_logprob", c.0, c.1)?;
+        let xv = cuda_data::<T>("marginal_log_likelihood", "doc_logits", x.0, x.1)?;
+        let cv = cuda_data::<T>("marginal_log_likelihood", "cond_logprob", c.0, c.1)?;
         run::<T>("mll_fwd", b * m, k, &[xv, cv], b * m, &[b as u32, k as u32, m as u32], &x.0.device)
     })
 }
@@ -123,9 +112,9 @@ pub(super) fn mll_bwd(
 ) -> Result<CudaStorage> {
     let b = x.1.shape().elem_count() / k;
     dispatch!(x.0, T => {
-        let xv = view::<T>("marginal_log_likelihood backward", "doc_logits", x.0, x.1)?;
-        let cv = view::<T>("marginal_log_likelihood backward", "cond_logprob", c.0, c.1)?;
-        let ov = view::<T>("marginal_log_likelihood backward", "grad", og.0, og.1)?;
+        let xv = cuda_data::<T>("marginal_log_likelihood backward", "doc_logits", x.0, x.1)?;
+        let cv = cuda_data::<T>("marginal_log_likelihood backward", "cond_logprob", c.0, c.1)?;
+        let ov = cuda_data::<T>("marginal_log_likelihood backward", "grad", og.0, og.1)?;
         let sizes = [b as u32, k as u32, m as u32];
         run::<T>("mll_bwd", b, k, &[xv, cv, ov], b * k * (m + 1), &sizes, &x.0.device)
     })
