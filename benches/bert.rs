@@ -25,6 +25,8 @@ fn input(model: &BertModel, b: usize, l: usize) -> BertInput {
 }
 
 fn bench(c: &mut Criterion) {
+    // As the `realm` binary does: keep freed tensor buffers mapped (see realm::alloc).
+    realm::alloc::tune_for_tensors();
     let mut group = c.benchmark_group("bert_cpu");
     group
         .sample_size(10)

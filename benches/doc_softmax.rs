@@ -19,6 +19,8 @@ fn composed_softmax(x: &Tensor, _c: &Tensor) -> realm::Result<Tensor> {
 }
 
 fn bench(c: &mut Criterion) {
+    // As the `realm` binary does: keep freed tensor buffers mapped (see realm::alloc).
+    realm::alloc::tune_for_tensors();
     let b = 512;
     let m = 4;
     let ops: [(&str, Op); 4] = [

@@ -18,6 +18,8 @@ fn composition(queries: &Tensor, index_t: &Tensor, k: usize) -> candle_core::Res
 }
 
 fn bench(c: &mut Criterion) {
+    // As the `realm` binary does: keep freed tensor buffers mapped (see realm::alloc).
+    realm::alloc::tune_for_tensors();
     let (n, d) = (200_000, 128);
     let data = random_index(1, n, d);
     let embeddings = Tensor::from_vec(data, (n, d), &Device::Cpu).expect("index");

@@ -7,6 +7,7 @@
 //! - [`selftest`] and [`bench`]: the checks and measurements behind `realm selftest` and
 //!   `realm bench`.
 
+pub mod alloc;
 pub mod bench;
 pub mod data;
 pub mod device;

@@ -194,6 +194,7 @@ enum BenchOp {
 }
 
 fn main() -> Result<()> {
+    realm::alloc::tune_for_tensors();
     let cli = Cli::parse();
     match cli.command {
         Command::Selftest { device, filter } => selftest(&device.resolve()?, filter.as_deref()),
