@@ -11,6 +11,7 @@ mod fused;
 pub mod loss_scale;
 pub mod pooling;
 pub mod tokenizer;
+pub mod vocab;
 
 pub use bert::{BertInput, BertModel, BertOutput, Mode};
 pub use config::{Activation, BertConfig};
