@@ -54,6 +54,26 @@ enum Command {
         #[arg(long)]
         dtype: Option<String>,
     },
+    /// Train a WordPiece vocabulary (BERT's vocab.txt, special tokens at ids 0-4) on a corpus
+    /// and optional QA files.
+    Vocab {
+        /// Corpus: .jsonl ({"id","title","text"}) or DPR .tsv.
+        #[arg(long)]
+        corpus: std::path::PathBuf,
+        /// QA files (NQ-open .jsonl or SQuAD .json) whose questions and answers are added.
+        #[arg(long)]
+        extra: Vec<std::path::PathBuf>,
+        /// Tokens in all, special tokens included.
+        #[arg(long, default_value_t = 8000)]
+        size: usize,
+        /// Keep case (a cased vocabulary); the default is uncased, as BERT-base-uncased.
+        #[arg(long)]
+        cased: bool,
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Time one op: the median over repeated runs after warm-up.
     Bench {
         #[command(subcommand)]
@@ -225,6 +245,30 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench { op } => bench(op),
+        Command::Vocab {
+            corpus,
+            extra,
+            size,
+            cased,
+            min_frequency,
+            out,
+        } => {
+            let spec = realm::model::vocab::VocabSpec {
+                corpus,
+                extra,
+                size,
+                lowercase: !cased,
+                min_frequency,
+            };
+            let summary = realm::model::vocab::build_vocab(&spec, &out).context("vocab")?;
+            eprintln!(
+                "{} tokens from {} texts written to {}",
+                summary.tokens,
+                summary.texts,
+                out.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -161,7 +161,20 @@ pub fn train_wordpiece<'a>(
             ));
         }
     }
-    Ok(vocab.into_iter().map(|(t, _)| t).collect())
+    // The trainer numbers characters in hash-map order, which changes from run to run; a fixed
+    // order (specials, characters, continuation characters, then the rest by code point) makes
+    // the file reproducible.
+    let mut tokens: Vec<String> = vocab.into_iter().map(|(t, _)| t).collect();
+    tokens[SPECIAL_TOKENS.len()..].sort_by_cached_key(|t| {
+        let rest = t.strip_prefix("##");
+        let class = match rest.unwrap_or(t).chars().count() {
+            1 if rest.is_none() => 0,
+            1 => 1,
+            _ => 2,
+        };
+        (class, t.clone())
+    });
+    Ok(tokens)
 }
 
 /// Writes a `vocab.txt`: one token per line, line i = id i.
