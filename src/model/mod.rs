@@ -8,8 +8,11 @@ pub mod config;
 mod dropout;
 pub mod embed;
 mod fused;
+mod heads;
 pub mod loss_scale;
 pub mod pooling;
+pub mod realm_inputs;
+pub mod retriever;
 pub mod tokenizer;
 pub mod vocab;
 
@@ -17,4 +20,6 @@ pub use bert::{BertInput, BertModel, BertOutput, Mode};
 pub use config::{Activation, BertConfig};
 pub use loss_scale::DynamicLossScaler;
 pub use pooling::{l2_normalize, pool, Pooling};
+pub use realm_inputs::{doc_inputs, joined_inputs, query_inputs};
+pub use retriever::{relevance, Retriever, RetrieverConfig, Tower};
 pub use tokenizer::{Batch, BertTokenizer, Overflow};

@@ -139,6 +139,26 @@ impl BertTokenizer {
         })
     }
 
+    /// The id of `[CLS]`.
+    pub fn cls_id(&self) -> u32 {
+        self.cls
+    }
+
+    /// The id of `[SEP]`.
+    pub fn sep_id(&self) -> u32 {
+        self.sep
+    }
+
+    /// The id of `[PAD]`.
+    pub fn pad_id(&self) -> u32 {
+        self.pad
+    }
+
+    /// The id of any token of the vocabulary (e.g. `[MASK]`), special tokens included.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Tokens in the vocabulary, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
