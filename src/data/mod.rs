@@ -5,6 +5,7 @@
 pub mod answers;
 pub mod blocks;
 pub mod corpus;
+pub mod demo;
 pub mod ict;
 pub mod masking;
 pub mod qa;
