@@ -17,8 +17,10 @@ pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+pub mod report;
 pub mod rng;
 pub mod selftest;
+pub mod train;
 
 #[cfg(any(feature = "emulate", feature = "cuda"))]
 pub mod conformance;

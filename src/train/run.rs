@@ -1,0 +1,309 @@
+//! The run directory of a training stage, and what it reports while it runs.
+//!
+//! ```text
+//! RUN/config.json     the stage's configuration (written when the run starts)
+//! RUN/metrics.jsonl   one JSON object per line (schema: [`Metric`])
+//! RUN/checkpoint/     the latest checkpoint (model + trainer state), replaced atomically
+//! RUN/index/          the document index the stage started from, when it has one
+//! ```
+//!
+//! Progress goes to stderr as indicatif bars (hidden when stderr is not a terminal or when quiet).
+
+use super::state;
+use crate::error::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG: &str = "config.json";
+pub const METRICS: &str = "metrics.jsonl";
+pub const CHECKPOINT: &str = "checkpoint";
+pub const INDEX: &str = "index";
+
+/// The training stages, as the metrics name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Ict,
+    Pretrain,
+    Finetune,
+    Eval,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ict => "ict",
+            Stage::Pretrain => "pretrain",
+            Stage::Finetune => "finetune",
+            Stage::Eval => "eval",
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`. Absent fields were not measured at that step. These names are
+/// read by `realm report`; keep them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub stage: Stage,
+    pub step: u64,
+    /// Seconds since the stage started (across resumes: the time of the resumed process is
+    /// added to what the checkpoint had recorded).
+    pub time_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval_utility: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall_at_1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall_at_5: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub em: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
+}
+
+impl Metric {
+    /// A line with only the stage, step and time set.
+    pub fn at(stage: Stage, step: u64, time_s: f64) -> Self {
+        Metric {
+            stage,
+            step,
+            time_s,
+            loss: None,
+            lr: None,
+            retrieval_utility: None,
+            staleness: None,
+            refresh_s: None,
+            recall_at_1: None,
+            recall_at_5: None,
+            em: None,
+            tokens_per_s: None,
+        }
+    }
+}
+
+/// A stage's run directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Starts a run in `root` (created if needed) and writes its configuration. A folder that
+    /// already holds a checkpoint is an error unless `resume`; with `resume`, a missing
+    /// checkpoint is an error too.
+    pub fn start<C: Serialize>(root: impl AsRef<Path>, config: &C, resume: bool) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root).map_err(|e| Error::file(&root, e))?;
+        let run = RunDir { root };
+        let has_checkpoint = state::recover(&run.checkpoint())?;
+        match (resume, has_checkpoint) {
+            (false, true) => {
+                return Err(Error::file(
+                    &run.root,
+                    "already holds a run with a checkpoint: pass --resume to continue it, or choose another run directory",
+                ))
+            }
+            (true, false) => {
+                return Err(Error::file(
+                    &run.root,
+                    "--resume: there is no checkpoint to resume from in this run directory",
+                ))
+            }
+            _ => {}
+        }
+        if !resume {
+            // A fresh run owns its metrics file.
+            let _ = fs::remove_file(run.metrics_path());
+        }
+        crate::io::write_json_atomic(run.root.join(CONFIG), config)?;
+        Ok(run)
+    }
+
+    /// An existing run directory (for evaluation or reports): it must exist.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        if !root.is_dir() {
+            return Err(Error::file(&root, "no such run directory"));
+        }
+        state::recover(&root.join(CHECKPOINT))?;
+        Ok(RunDir { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn checkpoint(&self) -> PathBuf {
+        self.root.join(CHECKPOINT)
+    }
+
+    pub fn index(&self) -> PathBuf {
+        self.root.join(INDEX)
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join(METRICS)
+    }
+
+    /// The run's saved configuration.
+    pub fn config<C: serde::de::DeserializeOwned>(&self) -> Result<C> {
+        let path = self.root.join(CONFIG);
+        let text = fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::file(&path, e))
+    }
+
+    /// The metrics file, for appending. `resume_step`: lines of `stage` past that step were
+    /// written by a process that was killed after its last checkpoint; they are dropped, so the
+    /// file reads as if the run had not been interrupted.
+    pub fn metrics(&self, stage: Stage, resume_step: Option<u64>) -> Result<MetricsLog> {
+        let path = self.metrics_path();
+        if let (Some(step), true) = (resume_step, path.exists()) {
+            let file = File::open(&path).map_err(|e| Error::file(&path, e))?;
+            let mut kept = Vec::new();
+            for line in BufReader::new(file).lines() {
+                let line = line.map_err(|e| Error::file(&path, e))?;
+                let drop = serde_json::from_str::<Metric>(&line)
+                    .map(|m| m.stage == stage && m.step > step)
+                    // A line cut short by the kill.
+                    .unwrap_or(true);
+                if !drop {
+                    kept.push(line);
+                }
+            }
+            crate::io::write_atomic(&path, |w| {
+                for line in &kept {
+                    writeln!(w, "{line}")?;
+                }
+                Ok(())
+            })?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::file(&path, e))?;
+        Ok(MetricsLog { path, file })
+    }
+}
+
+/// Appends [`Metric`] lines, each written whole and flushed.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsLog {
+    pub fn log(&mut self, metric: &Metric) -> Result<()> {
+        let mut line = serde_json::to_string(metric).map_err(|e| Error::file(&self.path, e))?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::file(&self.path, e))
+    }
+}
+
+/// Reads a metrics file (for tests and reports).
+pub fn read_metrics(path: impl AsRef<Path>) -> Result<Vec<Metric>> {
+    let path = path.as_ref();
+    let text = fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                msg: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// A progress bar for `total` steps labelled `label` (hidden when `quiet`).
+pub fn progress(total: u64, label: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("realm-run-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn metrics_lines_follow_the_schema_and_resume_drops_lines_after_the_checkpoint() {
+        let root = temp("metrics");
+        let run = RunDir::start(&root, &serde_json::json!({"steps": 3}), false).unwrap();
+        let mut log = run.metrics(Stage::Pretrain, None).unwrap();
+        for step in 1..=4 {
+            let mut m = Metric::at(Stage::Pretrain, step, step as f64 * 0.5);
+            m.loss = Some(1.0 / step as f64);
+            m.staleness = Some(step);
+            log.log(&m).unwrap();
+        }
+        drop(log);
+        let text = fs::read_to_string(run.metrics_path()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            first,
+            serde_json::json!({"stage": "pretrain", "step": 1, "time_s": 0.5, "loss": 1.0, "staleness": 1})
+        );
+        // A half-written last line, as a kill leaves it.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(run.metrics_path())
+            .unwrap()
+            .write_all(b"{\"stage\": \"pre")
+            .unwrap();
+        let mut log = run.metrics(Stage::Pretrain, Some(2)).unwrap();
+        log.log(&Metric::at(Stage::Pretrain, 3, 9.0)).unwrap();
+        let steps: Vec<u64> = read_metrics(run.metrics_path())
+            .unwrap()
+            .iter()
+            .map(|m| m.step)
+            .collect();
+        assert_eq!(steps, [1, 2, 3]);
+        assert_eq!(run.config::<serde_json::Value>().unwrap()["steps"], 3);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn starting_over_a_checkpoint_or_resuming_without_one_are_errors() {
+        let root = temp("start");
+        let msg = RunDir::start(&root, &1, true).unwrap_err().to_string();
+        assert!(msg.contains("no checkpoint"), "{msg}");
+        let run = RunDir::start(&root, &1, false).unwrap();
+        fs::create_dir_all(run.checkpoint()).unwrap();
+        fs::write(run.checkpoint().join(state::TRAINER_JSON), "{}").unwrap();
+        let msg = RunDir::start(&root, &1, false).unwrap_err().to_string();
+        assert!(msg.contains("--resume"), "{msg}");
+        assert!(RunDir::start(&root, &1, true).is_ok());
+        assert!(RunDir::open(root.join("nope")).is_err());
+        fs::remove_dir_all(root).unwrap();
+    }
+}
