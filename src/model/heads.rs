@@ -36,6 +36,10 @@ impl TensorFile {
     pub fn has(&self, name: &str) -> bool {
         self.names.contains(name)
     }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
 }
 
 /// Where the parameters of a head come from.

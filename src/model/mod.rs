@@ -7,10 +7,12 @@ mod checkpoint;
 pub mod config;
 mod dropout;
 pub mod embed;
+pub mod encoder;
 mod fused;
 mod heads;
 pub mod loss_scale;
 pub mod pooling;
+pub mod realm;
 pub mod realm_inputs;
 pub mod retriever;
 pub mod tokenizer;
@@ -18,8 +20,13 @@ pub mod vocab;
 
 pub use bert::{BertInput, BertModel, BertOutput, Mode};
 pub use config::{Activation, BertConfig};
+pub use encoder::KnowledgeEncoder;
 pub use loss_scale::DynamicLossScaler;
 pub use pooling::{l2_normalize, pool, Pooling};
+pub use realm::{
+    marginal_log_probs, mlm_marginal, retrieval_utility, MlmBatch, MlmOutput, RealmModel,
+    RealmSettings, RetrievalUtility, NULL_COLUMN,
+};
 pub use realm_inputs::{doc_inputs, joined_inputs, query_inputs};
 pub use retriever::{relevance, Retriever, RetrieverConfig, Tower};
 pub use tokenizer::{Batch, BertTokenizer, Overflow};
