@@ -12,6 +12,7 @@ mod fused;
 mod heads;
 pub mod loss_scale;
 pub mod pooling;
+pub mod reader;
 pub mod realm;
 pub mod realm_inputs;
 pub mod retriever;
@@ -23,6 +24,9 @@ pub use config::{Activation, BertConfig};
 pub use encoder::KnowledgeEncoder;
 pub use loss_scale::DynamicLossScaler;
 pub use pooling::{l2_normalize, pool, Pooling};
+pub use reader::{
+    join_wordpieces, qa_loss, span_text, QaLoss, Reader, ReaderConfig, SpanLogits, SpanPrediction,
+};
 pub use realm::{
     marginal_log_probs, mlm_marginal, retrieval_utility, MlmBatch, MlmOutput, RealmModel,
     RealmSettings, RetrievalUtility, NULL_COLUMN,

@@ -180,6 +180,12 @@ impl BertTokenizer {
         Ok(())
     }
 
+    /// The wordpiece of `id` as the vocabulary spells it (`"##ing"` for a continuation), or None
+    /// outside the vocabulary.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// The wordpiece ids of each text, without special tokens.
     pub fn wordpieces(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         let encodings = self
