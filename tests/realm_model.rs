@@ -4,10 +4,11 @@
 //! scripts/hf/realm_fixtures.py; skipped with a printed reason when absent), plus gradients,
 //! round trips, bad inputs and a sanity check on real documents with MiniLM (../shared).
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use realm::model::*;
 use realm::Error;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// A scratch folder unique to this test process and `name`, emptied first.
 fn scratch(name: &str) -> PathBuf {
@@ -56,6 +57,20 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    max_abs_diff(a, b) / scale.max(f32::MIN_POSITIVE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,4 +292,263 @@ fn retriever_checkpoint_errors_are_clear() {
     std::fs::write(dir.join("model.safetensors"), b"not safetensors").unwrap();
     assert!(Retriever::load(&dir, &dev).is_err());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hugging Face comparison (tests/fixtures/hf-realm)
+
+/// The fixture folder, or None after printing why the test is skipped.
+fn hf_fixture() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-realm");
+    let needed = [
+        "scorer/model.safetensors",
+        "encoder/model.safetensors",
+        "batch.json",
+        "inputs.safetensors",
+        "expected.safetensors",
+    ];
+    if let Some(missing) = needed.iter().find(|p| !dir.join(p).exists()) {
+        eprintln!(
+            "skipping: {} not found (make it with scripts/hf/realm_fixtures.py)",
+            dir.join(missing).display()
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+/// The fixture's batch, built with our input functions.
+struct HfBatch {
+    queries: BertInput,
+    docs: BertInput,
+    joined: BertInput,
+    positions: Tensor,
+    targets: Tensor,
+    token_mask: Tensor,
+    b: usize,
+    k: usize,
+    m: usize,
+}
+
+fn u32_rows(v: &serde_json::Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn hf_batch(dir: &Path, tok: &BertTokenizer) -> HfBatch {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("batch.json")).unwrap()).unwrap();
+    let special = &json["special"];
+    assert_eq!(special["cls"].as_u64().unwrap() as u32, tok.cls_id());
+    assert_eq!(special["sep"].as_u64().unwrap() as u32, tok.sep_id());
+    assert_eq!(special["pad"].as_u64().unwrap() as u32, tok.pad_id());
+    let dev = Device::Cpu;
+    let queries = u32_rows(&json["queries"]);
+    let k = json["k"].as_u64().unwrap() as usize;
+    let titles: Vec<Vec<u32>> = json["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(u32_rows)
+        .collect();
+    let bodies: Vec<Vec<u32>> = json["bodies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(u32_rows)
+        .collect();
+    let q: Vec<&[u32]> = queries.iter().map(Vec::as_slice).collect();
+    let t: Vec<&[u32]> = titles.iter().map(Vec::as_slice).collect();
+    let bo: Vec<&[u32]> = bodies.iter().map(Vec::as_slice).collect();
+    // The null document is the empty body; HF was given `[CLS] x [SEP] [SEP]` for it.
+    let joined_bodies: Vec<Option<&[u32]>> = bo
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i % k != NULL_COLUMN).then_some(*b))
+        .collect();
+    let positions = u32_rows(&json["positions"]);
+    let (b, m) = (positions.len(), positions[0].len());
+    let tensor = |v: Vec<Vec<u32>>| Tensor::from_vec(v.concat(), (b, m), &dev).unwrap();
+    HfBatch {
+        queries: query_inputs(tok, &q, 40, &dev).unwrap(),
+        docs: doc_inputs(tok, &t, &bo, 40, &dev).unwrap(),
+        joined: joined_inputs(tok, &q, &joined_bodies, 40, &dev).unwrap().0,
+        positions: tensor(positions),
+        targets: tensor(u32_rows(&json["targets"])),
+        token_mask: tensor(u32_rows(&json["token_mask"])),
+        b,
+        k,
+        m,
+    }
+}
+
+/// Our batch equals what HF was given: ids and segments on real tokens, lengths from the masks.
+fn assert_same_input(ours: &BertInput, hf: &HashMap<String, Tensor>, name: &str) {
+    // [b, l] or [b, k, l] → rows.
+    let get = |field: &str| {
+        let t = &hf[&format!("{name}_{field}")];
+        t.flatten_to(t.rank() - 2).unwrap()
+    };
+    let (ids, types, mask) = (
+        get("input_ids"),
+        get("token_type_ids"),
+        get("attention_mask"),
+    );
+    let theirs = BertInput::from_attention_mask(
+        ids.to_dtype(DType::U32).unwrap(),
+        Some(types.to_dtype(DType::U32).unwrap()),
+        &mask,
+    )
+    .unwrap();
+    assert_eq!(
+        ours.lens.to_vec1::<u32>().unwrap(),
+        theirs.lens.to_vec1::<u32>().unwrap(),
+        "{name} lens"
+    );
+    let lens = ours.lens.to_vec1::<u32>().unwrap();
+    for (t_ours, t_theirs) in [
+        (&ours.input_ids, &theirs.input_ids),
+        (
+            ours.token_type_ids.as_ref().unwrap(),
+            theirs.token_type_ids.as_ref().unwrap(),
+        ),
+    ] {
+        for (i, (a, b)) in rows(t_ours).iter().zip(rows(t_theirs)).enumerate() {
+            let n = lens[i] as usize;
+            assert_eq!(a[..n], b[..n], "{name} row {i}");
+        }
+    }
+}
+
+fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn matches_hugging_face_realm() {
+    let Some(dir) = hf_fixture() else { return };
+    let dev = Device::Cpu;
+    let expected = load_tensors(&dir.join("expected.safetensors"));
+    let inputs = load_tensors(&dir.join("inputs.safetensors"));
+    let (tok, tok_dir) = tiny_tokenizer(128);
+    let batch = hf_batch(&dir, &tok);
+    assert_same_input(&batch.queries, &inputs, "query");
+    assert_same_input(&batch.docs, &inputs, "candidate");
+    assert_same_input(&batch.joined, &inputs, "joined");
+
+    let retriever = Retriever::load(dir.join("scorer"), &dev).unwrap();
+    assert!(!retriever.config().shared_towers);
+    assert_eq!(retriever.config().proj_size, 16);
+    let encoder = KnowledgeEncoder::load(dir.join("encoder"), &dev).unwrap();
+    let (b, k, m) = (batch.b, batch.k, batch.m);
+
+    // Relevance: both towers and their inner products.
+    let q = retriever
+        .query_tower()
+        .embed(&batch.queries, Mode::Eval)
+        .unwrap();
+    let d = retriever
+        .doc_tower()
+        .embed(&batch.docs, Mode::Eval)
+        .unwrap();
+    let scores = retriever
+        .score(&batch.queries, &batch.docs, Mode::Eval)
+        .unwrap();
+    for (name, ours, bound) in [
+        ("query_score", &q, 1e-5),
+        ("candidate_score", &d.reshape((b, k, 16)).unwrap(), 1e-5),
+        ("relevance", &scores, 1e-5),
+    ] {
+        let err = rel_err(ours, &expected[name]);
+        eprintln!("{name}: relative error {err:.2e}");
+        assert!(err < bound, "{name}: relative error {err:.2e}");
+    }
+
+    // log p(y | z, x) at every mask slot, and the marginal loss with its gradients.
+    let model =
+        RealmModel::from_parts(retriever, encoder, &tok_dir, &RealmSettings::default()).unwrap();
+    let mlm = MlmBatch {
+        queries: &batch.queries,
+        docs: &batch.docs,
+        joined: &batch.joined,
+        positions: &batch.positions,
+        targets: &batch.targets,
+        token_mask: &batch.token_mask,
+        candidate_mask: None,
+    };
+    let out = model
+        .mlm_forward(&mlm, Mode::Train { seed: 5, step: 0 })
+        .unwrap();
+    assert_eq!(out.cond_logprobs.dims(), &[b, k, m]);
+    for (name, ours, bound) in [
+        ("relevance", &out.doc_scores, 1e-5),
+        ("cond_logprobs", &out.cond_logprobs, 1e-5),
+        ("marginal", &out.marginal, 1e-5),
+        ("loss", &out.loss.reshape(1).unwrap(), 1e-5),
+    ] {
+        let err = rel_err(ours, &expected[name]);
+        eprintln!("{name}: relative error {err:.2e}");
+        assert!(err < bound, "{name}: relative error {err:.2e}");
+    }
+    let grads = out.loss.backward().unwrap();
+    let vars: HashMap<String, Var> = model.vars().into_iter().collect();
+    let mut checked = 0;
+    for (name, want) in &expected {
+        let Some(rest) = name.strip_prefix("grad.") else {
+            continue;
+        };
+        let got = match rest.split_once('.') {
+            // candle keeps no gradients of intermediate tensors: the loss again, from the
+            // scores as a leaf.
+            _ if rest == "relevance" => {
+                let scores = Var::from_tensor(&out.doc_scores.detach()).unwrap();
+                let loss =
+                    mlm_marginal(&scores, &out.cond_logprobs.detach(), &batch.token_mask).unwrap();
+                loss.backward().unwrap().get(&scores).unwrap().clone()
+            }
+            Some(("scorer", param)) => grads.get(vars[param].as_tensor()).unwrap().clone(),
+            Some(("encoder", param)) => grads
+                .get(vars[&format!("encoder.{param}")].as_tensor())
+                .unwrap()
+                .clone(),
+            _ => panic!("unknown gradient {name}"),
+        };
+        let err = rel_err(&got, want);
+        eprintln!("{name}: relative error {err:.2e}");
+        assert!(err < 1e-4, "{name}: relative error {err:.2e}");
+        checked += 1;
+    }
+    assert_eq!(checked, 12);
+
+    // The same checkpoint written by us reads back bit-identical and computes the same.
+    let saved = scratch("hf-realm-model");
+    model.save(&saved).unwrap();
+    let back = RealmModel::load(&saved, &dev).unwrap();
+    assert_eq!(var_values(&back.vars()), var_values(&model.vars()));
+    let again = back.mlm_forward(&mlm, Mode::Eval).unwrap();
+    assert_eq!(
+        again.loss.to_scalar::<f32>().unwrap(),
+        model
+            .mlm_forward(&mlm, Mode::Eval)
+            .unwrap()
+            .loss
+            .to_scalar::<f32>()
+            .unwrap()
+    );
+    // A realm folder is also a retriever folder.
+    let r = Retriever::load(&saved, &dev).unwrap();
+    assert_eq!(var_values(&r.vars()), var_values(&model.retriever().vars()));
+    std::fs::remove_dir_all(saved).unwrap();
 }

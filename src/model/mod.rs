@@ -13,7 +13,7 @@ mod heads;
 pub mod loss_scale;
 pub mod pooling;
 pub mod reader;
-pub mod realm;
+mod realm;
 pub mod realm_inputs;
 pub mod retriever;
 pub mod tokenizer;
