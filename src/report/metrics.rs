@@ -1,0 +1,213 @@
+//! `metrics.jsonl`, as training writes it: one JSON object per line, `stage`, `step` and `time_s`
+//! always, the metrics when the stage measured them; unknown fields are ignored.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Record {
+    /// `ict`, `pretrain`, `finetune`, `eval` (other names are kept as they are).
+    pub stage: String,
+    pub step: u64,
+    pub time_s: f64,
+    pub loss: Option<f64>,
+    pub lr: Option<f64>,
+    pub retrieval_utility: Option<f64>,
+    pub staleness: Option<u64>,
+    pub refresh_s: Option<f64>,
+    pub recall_at_1: Option<f64>,
+    pub recall_at_5: Option<f64>,
+    pub em: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+}
+
+/// A metric field of [`Record`] by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Loss,
+    Lr,
+    RetrievalUtility,
+    Staleness,
+    RefreshS,
+    RecallAt1,
+    RecallAt5,
+    Em,
+    TokensPerS,
+}
+
+impl Field {
+    pub const ALL: [Field; 9] = [
+        Field::Loss,
+        Field::Lr,
+        Field::RetrievalUtility,
+        Field::Staleness,
+        Field::RefreshS,
+        Field::RecallAt1,
+        Field::RecallAt5,
+        Field::Em,
+        Field::TokensPerS,
+    ];
+
+    /// The JSON key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Loss => "loss",
+            Field::Lr => "lr",
+            Field::RetrievalUtility => "retrieval_utility",
+            Field::Staleness => "staleness",
+            Field::RefreshS => "refresh_s",
+            Field::RecallAt1 => "recall_at_1",
+            Field::RecallAt5 => "recall_at_5",
+            Field::Em => "em",
+            Field::TokensPerS => "tokens_per_s",
+        }
+    }
+
+    /// A label for legends and tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Field::Loss => "loss",
+            Field::Lr => "learning rate",
+            Field::RetrievalUtility => "retrieval utility",
+            Field::Staleness => "staleness (steps)",
+            Field::RefreshS => "refresh time (s)",
+            Field::RecallAt1 => "recall@1",
+            Field::RecallAt5 => "recall@5",
+            Field::Em => "exact match",
+            Field::TokensPerS => "tokens/s",
+        }
+    }
+
+    pub fn get(self, r: &Record) -> Option<f64> {
+        match self {
+            Field::Loss => r.loss,
+            Field::Lr => r.lr,
+            Field::RetrievalUtility => r.retrieval_utility,
+            Field::Staleness => r.staleness.map(|s| s as f64),
+            Field::RefreshS => r.refresh_s,
+            Field::RecallAt1 => r.recall_at_1,
+            Field::RecallAt5 => r.recall_at_5,
+            Field::Em => r.em,
+            Field::TokensPerS => r.tokens_per_s,
+        }
+    }
+}
+
+/// Reads every record of `path`; a missing file, a malformed line (with its number), a
+/// non-finite time or an empty file is an error.
+pub fn read_metrics(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::file(
+            path,
+            format!("cannot read the metrics ({e}); is this a run directory?"),
+        )
+    })?;
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |msg: String| Error::Parse {
+            path: path.to_path_buf(),
+            line: i + 1,
+            msg,
+        };
+        let r: Record = serde_json::from_str(line).map_err(|e| {
+            err(format!(
+                "not a metrics record ({{\"stage\",\"step\",\"time_s\",...}}): {e}"
+            ))
+        })?;
+        if r.stage.trim().is_empty() {
+            return Err(err("empty stage".into()));
+        }
+        if !(r.time_s.is_finite() && r.time_s >= 0.0) {
+            return Err(err(format!(
+                "time_s must be a non-negative number, got {}",
+                r.time_s
+            )));
+        }
+        records.push(r);
+    }
+    if records.is_empty() {
+        return Err(Error::file(path, "no metrics records"));
+    }
+    Ok(records)
+}
+
+/// Stage names in the order they first appear.
+pub fn stages(records: &[Record]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in records {
+        if !out.contains(&r.stage) {
+            out.push(r.stage.clone());
+        }
+    }
+    out
+}
+
+/// What to add to each stage's steps to put all stages on one step axis: stages run one after
+/// another, so a stage whose first step is below the last step so far (its count started again)
+/// is shifted to begin where the previous stages ended; stages that count on keep their steps.
+pub fn stage_offsets(records: &[Record]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut end = 0u64;
+    for stage in stages(records) {
+        let steps = records.iter().filter(|r| r.stage == stage).map(|r| r.step);
+        let (first, last) = steps.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+        let offset = if out.is_empty() || first >= end {
+            0
+        } else {
+            end - first
+        };
+        end = end.max(offset + last);
+        out.push((stage, offset));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(stage: &str, step: u64) -> Record {
+        Record {
+            stage: stage.into(),
+            step,
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn restarting_stages_follow_each_other_and_counting_ones_keep_their_steps() {
+        let restart = [
+            rec("ict", 0),
+            rec("ict", 100),
+            rec("pretrain", 0),
+            rec("pretrain", 50),
+            rec("eval", 50),
+        ];
+        assert_eq!(
+            stage_offsets(&restart),
+            [
+                ("ict".to_string(), 0),
+                ("pretrain".to_string(), 100),
+                ("eval".to_string(), 100)
+            ]
+        );
+        let global = [
+            rec("ict", 0),
+            rec("ict", 100),
+            rec("pretrain", 101),
+            rec("eval", 300),
+        ];
+        assert_eq!(
+            stage_offsets(&global)
+                .into_iter()
+                .map(|(_, o)| o)
+                .collect::<Vec<_>>(),
+            [0, 0, 0]
+        );
+    }
+}
