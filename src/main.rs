@@ -74,6 +74,9 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Plots (PNG) and a Markdown summary of a run directory's metrics.jsonl (with config.json
+    /// and summary.json when present), written into RUN_DIR/report/.
+    Report { run_dir: std::path::PathBuf },
     /// Time one op: the median over repeated runs after warm-up.
     Bench {
         #[command(subcommand)]
@@ -245,6 +248,16 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench { op } => bench(op),
+        Command::Report { run_dir } => {
+            let report = realm::report::write_report(&run_dir).context("report")?;
+            println!(
+                "{} records: {} plots and {}",
+                report.records,
+                report.images.len(),
+                report.readme.display()
+            );
+            Ok(())
+        }
         Command::Vocab {
             corpus,
             extra,
