@@ -363,6 +363,30 @@ fn rows(
     joined_inputs(tok, &[question], bodies, 64, &Device::Cpu).unwrap()
 }
 
+/// A tiny reader and one question's rows over `bodies` (None: the null document).
+struct Case {
+    tok: BertTokenizer,
+    reader: Reader,
+    bodies: Vec<Vec<u32>>,
+    input: BertInput,
+    offsets: Vec<usize>,
+}
+
+fn case(max_span_width: usize, seed: u64, question: &str, bodies: &[Option<&str>]) -> Case {
+    let tok = tokenizer();
+    let q = pieces(&tok, question);
+    let pieces: Vec<Option<Vec<u32>>> = bodies.iter().map(|b| b.map(|b| pieces(&tok, b))).collect();
+    let refs: Vec<Option<&[u32]>> = pieces.iter().map(|b| b.as_deref()).collect();
+    let (input, offsets) = rows(&tok, &q, &refs);
+    Case {
+        reader: tiny(max_span_width, seed),
+        bodies: pieces.into_iter().map(Option::unwrap_or_default).collect(),
+        tok,
+        input,
+        offsets,
+    }
+}
+
 #[test]
 fn span_width_and_body_masks() {
     let tok = tokenizer();
@@ -420,12 +444,22 @@ fn span_width_and_body_masks() {
 
 #[test]
 fn loss_terms_are_zeroed_when_nothing_matches() {
-    let tok = tokenizer();
-    let reader = tiny(3, 5);
-    let q = pieces(&tok, "what flows through paris ?");
-    let b0 = pieces(&tok, "the river seine flows through paris .");
-    let b1 = pieces(&tok, "paris is the capital of france .");
-    let (input, offsets) = rows(&tok, &q, &[Some(&b0), Some(&b1)]);
+    let Case {
+        tok,
+        reader,
+        bodies,
+        input,
+        offsets,
+    } = case(
+        3,
+        5,
+        "what flows through paris ?",
+        &[
+            Some("the river seine flows through paris ."),
+            Some("paris is the capital of france ."),
+        ],
+    );
+    let (b0, b1) = (&bodies[0], &bodies[1]);
     let relevance = Tensor::new(&[1.0f32, -0.5, 0.25], &Device::Cpu).unwrap();
     let spans = reader
         .span_logits(&input, &offsets, Mode::Eval)
@@ -433,7 +467,7 @@ fn loss_terms_are_zeroed_when_nothing_matches() {
         .plus_relevance(&relevance.narrow(0, 0, 2).unwrap())
         .unwrap();
     let answer = [pieces(&tok, "river seine")];
-    let gold = vec![answer_spans(&b0, &answer, 3), answer_spans(&b1, &answer, 3)];
+    let gold = vec![answer_spans(b0, &answer, 3), answer_spans(b1, &answer, 3)];
     assert_eq!(gold, [vec![(1, 3)], vec![]]);
 
     // Both terms, checked against the definition on the host.
@@ -480,12 +514,20 @@ fn loss_terms_are_zeroed_when_nothing_matches() {
 
 #[test]
 fn gradients_reach_the_reader_and_the_relevance() {
-    let tok = tokenizer();
-    let reader = tiny(3, 7);
-    let q = pieces(&tok, "who is batman ?");
-    let b0 = pieces(&tok, "the batman sat on a mat .");
-    let b1 = pieces(&tok, "a cat sat on the mat");
-    let (input, offsets) = rows(&tok, &q, &[Some(&b0), Some(&b1)]);
+    let Case {
+        reader,
+        input,
+        offsets,
+        ..
+    } = case(
+        3,
+        7,
+        "who is batman ?",
+        &[
+            Some("the batman sat on a mat ."),
+            Some("a cat sat on the mat"),
+        ],
+    );
     let gold = vec![vec![(1, 3)], vec![]];
     let has = [true, false, true];
     let loss_at = |rel: &Tensor, mode| {
@@ -537,14 +579,23 @@ fn gradients_reach_the_reader_and_the_relevance() {
 
 #[test]
 fn a_few_steps_of_training_find_the_answer() {
-    let tok = tokenizer();
-    let reader = tiny(3, 11);
-    let q = pieces(&tok, "what flows through paris ?");
-    let b0 = pieces(&tok, "paris is the capital of france .");
-    let b1 = pieces(&tok, "the river seine flows through the city .");
-    let (input, offsets) = rows(&tok, &q, &[Some(&b0), Some(&b1)]);
+    let Case {
+        tok,
+        reader,
+        bodies,
+        input,
+        offsets,
+    } = case(
+        3,
+        11,
+        "what flows through paris ?",
+        &[
+            Some("paris is the capital of france ."),
+            Some("the river seine flows through the city ."),
+        ],
+    );
     let answer = [pieces(&tok, "seine")];
-    let gold = vec![answer_spans(&b0, &answer, 3), answer_spans(&b1, &answer, 3)];
+    let gold: Vec<_> = bodies.iter().map(|b| answer_spans(b, &answer, 3)).collect();
     let relevance = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
     let step = |i: u64| {
         let spans = reader
@@ -575,18 +626,25 @@ fn a_few_steps_of_training_find_the_answer() {
         .best()
         .unwrap();
     assert_eq!((best.row, best.start, best.end), (1, 2, 3));
-    let text = span_text(&tok, best.wordpieces(&b1).unwrap()).unwrap();
+    let text = span_text(&tok, best.wordpieces(&bodies[1]).unwrap()).unwrap();
     assert_eq!(text, "seine");
 }
 
 #[test]
 fn decoding_picks_the_arg_max_and_joins_wordpieces() {
-    let tok = tokenizer();
-    let reader = tiny(4, 13);
-    let q = pieces(&tok, "who is batman ?");
-    let b0 = pieces(&tok, "the batman sat on a mat .");
-    let b1 = pieces(&tok, "the cat ' s mat");
-    let (input, offsets) = rows(&tok, &q, &[Some(&b0), Some(&b1)]);
+    let Case {
+        tok,
+        reader,
+        bodies,
+        input,
+        offsets,
+    } = case(
+        4,
+        13,
+        "who is batman ?",
+        &[Some("the batman sat on a mat ."), Some("the cat ' s mat")],
+    );
+    let (b0, b1) = (&bodies[0], &bodies[1]);
     let spans = reader.span_logits(&input, &offsets, Mode::Eval).unwrap();
     let relevance = Tensor::new(&[0.0f32, 0.5], &Device::Cpu).unwrap();
     let spans = spans.plus_relevance(&relevance).unwrap();
@@ -612,7 +670,7 @@ fn decoding_picks_the_arg_max_and_joins_wordpieces() {
     }
 
     assert_eq!(span_text(&tok, &b0[1..3]).unwrap(), "batman");
-    assert_eq!(span_text(&tok, &b1).unwrap(), "the cat's mat");
+    assert_eq!(span_text(&tok, b1).unwrap(), "the cat's mat");
     assert_eq!(
         span_text(&tok, &b0[..]).unwrap(),
         "the batman sat on a mat."
@@ -625,16 +683,17 @@ fn decoding_picks_the_arg_max_and_joins_wordpieces() {
         end: 9,
         score: 0.0,
     };
-    assert!(pred.wordpieces(&b0).is_err());
+    assert!(pred.wordpieces(b0).is_err());
 }
 
 #[test]
 fn bad_inputs_are_named() {
-    let tok = tokenizer();
-    let reader = tiny(3, 17);
-    let q = pieces(&tok, "who is batman ?");
-    let b0 = pieces(&tok, "the batman sat");
-    let (input, offsets) = rows(&tok, &q, &[Some(&b0), None]);
+    let Case {
+        reader,
+        input,
+        offsets,
+        ..
+    } = case(3, 17, "who is batman ?", &[Some("the batman sat"), None]);
     let expect = |r: realm::Result<SpanLogits>, what: &str| {
         let e = r.unwrap_err().to_string();
         assert!(e.contains(what), "{e} should mention {what}");

@@ -553,18 +553,7 @@ impl SpanLogits {
             ));
         }
         let rows = self.rows();
-        if relevance.dims() != [rows] || !relevance.dtype().is_float() {
-            return Err(Error::bad_input(
-                OP,
-                "relevance",
-                format!(
-                    "{:?} {:?} must be a float vector of one score per row ([{rows}])",
-                    relevance.dtype(),
-                    relevance.dims()
-                ),
-            ));
-        }
-        let relevance = relevance.to_dtype(DType::F32)?.reshape((rows, 1))?;
+        let relevance = f32_vector(relevance, rows, "one score per row")?.reshape((rows, 1))?;
         Ok(SpanLogits {
             logits: self.logits.broadcast_add(&relevance)?,
             with_relevance: true,
@@ -670,17 +659,7 @@ pub fn qa_loss(
         ));
     }
     let k = has_answer.len();
-    if relevance.dims() != [k] || !relevance.dtype().is_float() {
-        return Err(Error::bad_input(
-            OP,
-            "relevance",
-            format!(
-                "{:?} {:?} must be a float vector as long as has_answer ([{k}])",
-                relevance.dtype(),
-                relevance.dims()
-            ),
-        ));
-    }
+    let relevance = f32_vector(relevance, k, "as long as has_answer")?;
     if k < rows {
         return Err(Error::bad_input(
             OP,
@@ -688,7 +667,6 @@ pub fn qa_loss(
             format!("a beam of {k} documents is shorter than the {rows} reader rows"),
         ));
     }
-    let relevance = relevance.to_dtype(DType::F32)?;
     if let Some(i) = relevance
         .to_vec1::<f32>()?
         .iter()
@@ -740,6 +718,22 @@ pub fn qa_loss(
         matching_spans,
         matching_docs,
     })
+}
+
+/// A relevance vector of `n` scores, in f32.
+fn f32_vector(relevance: &Tensor, n: usize, what: &str) -> Result<Tensor> {
+    if relevance.dims() != [n] || !relevance.dtype().is_float() {
+        return Err(Error::bad_input(
+            OP,
+            "relevance",
+            format!(
+                "{:?} {:?} must be a float vector {what} ([{n}])",
+                relevance.dtype(),
+                relevance.dims()
+            ),
+        ));
+    }
+    Ok(relevance.to_dtype(DType::F32)?)
 }
 
 /// `−log Σ_{i: cond_i = 0} softmax(logits)_i` for `logits` `[1, n]` and `cond` 0 (match) or
