@@ -9,10 +9,14 @@ use realm::model::*;
 use realm::Error;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A scratch folder unique to this test process and `name`, emptied first.
+/// A scratch folder unique to this call (tests run in parallel), emptied first.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("realm-model-{}-{name}", std::process::id()));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("realm-model-{}-{call}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -551,4 +555,477 @@ fn matches_hugging_face_realm() {
     let r = Retriever::load(&saved, &dev).unwrap();
     assert_eq!(var_values(&r.vars()), var_values(&model.retriever().vars()));
     std::fs::remove_dir_all(saved).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objectives, gradients, round trips and errors on small random models
+
+/// A random RealmModel (separate towers) and a batch of 2 queries × 3 candidates × 3 slots.
+fn random_model_and_batch(shared: bool) -> (RealmModel, Vec<BertInput>, [Tensor; 3]) {
+    let (tok, tok_dir) = tiny_tokenizer(60);
+    let cfg = tiny_config(60);
+    let dev = Device::Cpu;
+    let rcfg = RetrieverConfig {
+        proj_size: 16,
+        shared_towers: shared,
+        ..Default::default()
+    };
+    let model = RealmModel::from_parts(
+        Retriever::new_random(&cfg, &rcfg, 11, &dev).unwrap(),
+        KnowledgeEncoder::new_random(&cfg, 12, &dev).unwrap(),
+        &tok_dir,
+        &RealmSettings {
+            num_candidates: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let queries: [&[u32]; 2] = [&[10, 4, 4, 13], &[14, 15, 4]];
+    let titles: [&[u32]; 6] = [&[], &[20], &[21, 22], &[], &[23], &[24]];
+    let bodies: [&[u32]; 6] = [&[], &[30, 31, 32], &[33, 34], &[], &[35, 36, 37, 38], &[39]];
+    let joined: Vec<Option<&[u32]>> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i % 3 != 0).then_some(*b))
+        .collect();
+    let inputs = vec![
+        query_inputs(&tok, &queries, 32, &dev).unwrap(),
+        doc_inputs(&tok, &titles, &bodies, 32, &dev).unwrap(),
+        joined_inputs(&tok, &queries, &joined, 32, &dev).unwrap().0,
+    ];
+    let t = |v: [u32; 6]| Tensor::from_vec(v.to_vec(), (2, 3), &dev).unwrap();
+    let slots = [
+        t([2, 3, 0, 3, 0, 0]),
+        t([11, 12, 0, 16, 0, 0]),
+        t([1, 1, 0, 1, 0, 0]),
+    ];
+    (model, inputs, slots)
+}
+
+fn batch_of<'a>(inputs: &'a [BertInput], slots: &'a [Tensor; 3]) -> MlmBatch<'a> {
+    MlmBatch {
+        queries: &inputs[0],
+        docs: &inputs[1],
+        joined: &inputs[2],
+        positions: &slots[0],
+        targets: &slots[1],
+        token_mask: &slots[2],
+        candidate_mask: None,
+    }
+}
+
+#[test]
+fn gradients_reach_both_towers_and_the_encoder() {
+    for shared in [false, true] {
+        let (model, inputs, slots) = random_model_and_batch(shared);
+        let out = model
+            .mlm_forward(&batch_of(&inputs, &slots), Mode::Train { seed: 1, step: 3 })
+            .unwrap();
+        let loss = out.loss.to_scalar::<f32>().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
+        let grads = out.loss.backward().unwrap();
+        let mut without = Vec::new();
+        for (name, var) in model.vars() {
+            let norm = grads.get(var.as_tensor()).map(|g| {
+                g.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            });
+            match norm {
+                Some(n) if n > 0.0 && n.is_finite() => {}
+                _ => without.push(name),
+            }
+        }
+        // The encoder's pooler is the only part the masked-LM loss does not use.
+        assert_eq!(
+            without,
+            vec![
+                "encoder.realm.pooler.dense.weight",
+                "encoder.realm.pooler.dense.bias"
+            ],
+            "shared towers: {shared}"
+        );
+        if !shared {
+            assert!(model
+                .vars()
+                .iter()
+                .any(|(n, _)| n.starts_with("query_embedder.")));
+        }
+    }
+}
+
+#[test]
+fn marginal_objective_and_retrieval_utility_by_hand() {
+    let dev = Device::Cpu;
+    // One query, the null document and two retrieved, two mask slots (the second padding).
+    let scores = Tensor::new(&[[0.0f32, 1.0, 2.0]], &dev).unwrap();
+    let cond = Tensor::new(
+        &[[[-3.0f32, f32::NEG_INFINITY], [-1.0, -2.0], [-2.0, -2.0]]],
+        &dev,
+    )
+    .unwrap();
+    let mask = Tensor::new(&[[1u8, 0]], &dev).unwrap();
+    let prior: Vec<f64> = {
+        let z: f64 = [0.0f64, 1.0, 2.0].iter().map(|s| s.exp()).sum();
+        [0.0f64, 1.0, 2.0].iter().map(|s| s.exp() / z).collect()
+    };
+    let want_marginal =
+        (prior[0] * (-3.0f64).exp() + prior[1] * (-1.0f64).exp() + prior[2] * (-2.0f64).exp()).ln();
+    let loss = mlm_marginal(&scores, &cond, &mask)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        (f64::from(loss) + want_marginal).abs() < 1e-6,
+        "{loss} vs {}",
+        -want_marginal
+    );
+
+    let ru = retrieval_utility(&scores, &cond, &mask).unwrap();
+    assert_eq!(ru.tokens, 1);
+    assert!((ru.marginal - (want_marginal + 3.0)).abs() < 1e-6);
+    // Top-scoring retrieved document: column 2.
+    assert!((ru.top1 - (-2.0 + 3.0)).abs() < 1e-6);
+    assert!((ru.retrieved_mean - ((-1.0 + 3.0) + (-2.0 + 3.0)) / 2.0).abs() < 1e-6);
+
+    // An absent candidate (−inf score) takes no part; nothing masked gives 0, not NaN.
+    let absent = Tensor::new(&[[0.0f32, 1.0, f32::NEG_INFINITY]], &dev).unwrap();
+    let ru = retrieval_utility(&absent, &cond, &mask).unwrap();
+    assert!((ru.top1 - 2.0).abs() < 1e-6 && (ru.retrieved_mean - 2.0).abs() < 1e-6);
+    let none = Tensor::zeros((1, 2), DType::U8, &dev).unwrap();
+    assert_eq!(
+        mlm_marginal(&scores, &cond, &none)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0
+    );
+
+    // Bad inputs.
+    let e = mlm_marginal(&scores, &cond, &Tensor::new(&[[2u8, 0]], &dev).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("token_mask"), "{e}");
+    let e = mlm_marginal(&scores, &cond.narrow(1, 0, 2).unwrap(), &mask).unwrap_err();
+    assert!(e.to_string().contains("cond_logprobs"), "{e}");
+    let e = retrieval_utility(
+        &scores.narrow(1, 0, 1).unwrap(),
+        &cond.narrow(1, 0, 1).unwrap(),
+        &mask,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("k ≥ 2"), "{e}");
+}
+
+#[test]
+fn absent_candidates_are_left_out_of_the_marginal() {
+    let (model, inputs, slots) = random_model_and_batch(true);
+    let present = Tensor::new(&[[1u8, 1, 0], [1, 1, 1]], &Device::Cpu).unwrap();
+    let mut batch = batch_of(&inputs, &slots);
+    batch.candidate_mask = Some(&present);
+    let out = model.mlm_forward(&batch, Mode::Eval).unwrap();
+    let scores = out.doc_scores.to_vec2::<f32>().unwrap();
+    assert_eq!(scores[0][2], f32::NEG_INFINITY);
+    assert!(scores[1].iter().all(|s| s.is_finite()));
+    // The marginal of query 0 is over its first two candidates only.
+    let two = marginal_log_probs(
+        &out.doc_scores
+            .narrow(0, 0, 1)
+            .unwrap()
+            .narrow(1, 0, 2)
+            .unwrap(),
+        &out.cond_logprobs
+            .narrow(0, 0, 1)
+            .unwrap()
+            .narrow(1, 0, 2)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(max_abs_diff(&out.marginal.narrow(0, 0, 1).unwrap(), &two) < 1e-6);
+    assert!(out.loss.to_scalar::<f32>().unwrap().is_finite());
+}
+
+#[test]
+fn model_round_trip_is_bit_identical() {
+    for shared in [false, true] {
+        let (model, inputs, slots) = random_model_and_batch(shared);
+        let dir = scratch(&format!("realm-round-trip-{shared}"));
+        model.save(&dir).unwrap();
+        assert!(dir.join("vocab.txt").exists());
+        let back = RealmModel::load(&dir, &Device::Cpu).unwrap();
+        assert_eq!(var_values(&back.vars()), var_values(&model.vars()));
+        assert_eq!(back.settings(), model.settings());
+        assert_eq!(back.retriever().config(), model.retriever().config());
+        let batch = batch_of(&inputs, &slots);
+        let a = model.mlm_forward(&batch, Mode::Eval).unwrap();
+        let b = back.mlm_forward(&batch, Mode::Eval).unwrap();
+        assert_eq!(
+            a.loss.to_scalar::<f32>().unwrap(),
+            b.loss.to_scalar::<f32>().unwrap()
+        );
+
+        // The encoder alone, in RealmKnowledgeAugEncoder's layout.
+        let enc_dir = dir.join("encoder-only");
+        model.encoder().save(&enc_dir).unwrap();
+        let enc = KnowledgeEncoder::load(&enc_dir, &Device::Cpu).unwrap();
+        assert_eq!(var_values(enc.vars()), var_values(model.encoder().vars()));
+        assert!(enc
+            .vars()
+            .iter()
+            .all(|(n, _)| n.starts_with("realm.") || n.starts_with("cls.predictions.")));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn encoder_and_model_errors_are_clear() {
+    let (model, inputs, slots) = random_model_and_batch(false);
+    let dev = Device::Cpu;
+    let enc = model.encoder();
+    let joined = &inputs[2];
+    let pos = |v: Vec<u32>| Tensor::from_vec(v, (6, 1), &dev).unwrap();
+    let msg = |r: realm::Result<Tensor>| r.unwrap_err().to_string();
+    // Row 0 ([CLS] 10 4 4 13 [SEP] [SEP]) has 7 tokens.
+    let e = msg(enc.masked_log_probs(
+        joined,
+        &pos(vec![7, 0, 0, 0, 0, 0]),
+        &pos(vec![5; 6]),
+        Mode::Eval,
+    ));
+    assert!(e.contains("position 7 in row 0"), "{e}");
+    let e = msg(enc.masked_log_probs(joined, &pos(vec![1; 6]), &pos(vec![60; 6]), Mode::Eval));
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let e = msg(enc.masked_log_probs(joined, &slots[0], &slots[1], Mode::Eval));
+    assert!(e.contains("positions") && e.contains("[6, m]"), "{e}");
+    let f = pos(vec![1; 6]).to_dtype(DType::F32).unwrap();
+    let e = msg(enc.masked_log_probs(joined, &f, &pos(vec![5; 6]), Mode::Eval));
+    assert!(e.contains("u32"), "{e}");
+
+    // A batch whose parts disagree.
+    let mut batch = batch_of(&inputs, &slots);
+    batch.joined = &inputs[0];
+    let e = model
+        .mlm_forward(&batch, Mode::Eval)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("joined rows"), "{e}");
+    let wrong = Tensor::ones((2, 2), DType::U8, &dev).unwrap();
+    let mut batch = batch_of(&inputs, &slots);
+    batch.candidate_mask = Some(&wrong);
+    let e = model
+        .mlm_forward(&batch, Mode::Eval)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("candidate_mask"), "{e}");
+
+    // Checkpoint folders: missing files, a config the tensors do not fit.
+    let dir = scratch("realm-errors");
+    let e = RealmModel::load(&dir, &dev).err().unwrap().to_string();
+    assert!(e.contains("config.json"), "{e}");
+    model.save(&dir).unwrap();
+    let config = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["encoder_bert"]["intermediate_size"] = 128.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let e = RealmModel::load(&dir, &dev).err().unwrap().to_string();
+    assert!(
+        e.contains("encoder.realm.encoder.layer.0.intermediate.dense.weight"),
+        "{e}"
+    );
+    json["encoder_bert"]["intermediate_size"] = 64.into();
+    json["num_candidates"] = 1.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let e = RealmModel::load(&dir, &dev).err().unwrap().to_string();
+    assert!(e.contains("num_candidates"), "{e}");
+    json["num_candidates"] = 3.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    RealmModel::load(&dir, &dev).unwrap();
+    std::fs::remove_file(dir.join("vocab.txt")).unwrap();
+    assert!(RealmModel::load(&dir, &dev).is_err());
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let e = RealmModel::load(&dir, &dev).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_stored_decoder_must_repeat_the_word_embeddings() {
+    let Some(fixture) = hf_fixture() else { return };
+    let dev = Device::Cpu;
+    let mut tensors = load_tensors(&fixture.join("encoder/model.safetensors"));
+    let words = tensors["realm.embeddings.word_embeddings.weight"].clone();
+    let dir = scratch("tied-decoder");
+    std::fs::copy(fixture.join("encoder/config.json"), dir.join("config.json")).unwrap();
+    let write = |t: &HashMap<String, Tensor>| {
+        candle_core::safetensors::save(t, dir.join("model.safetensors")).unwrap()
+    };
+    tensors.insert("cls.predictions.decoder.weight".into(), words.clone());
+    write(&tensors);
+    let tied = KnowledgeEncoder::load(&dir, &dev).unwrap();
+    let reference = KnowledgeEncoder::load(fixture.join("encoder"), &dev).unwrap();
+    assert_eq!(var_values(tied.vars()), var_values(reference.vars()));
+    tensors.insert(
+        "cls.predictions.decoder.weight".into(),
+        (words + 1.0).unwrap(),
+    );
+    write(&tensors);
+    let e = KnowledgeEncoder::load(&dir, &dev)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("untied"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end on real documents with MiniLM (../shared)
+
+/// `../shared` next to the crate with MiniLM and wiki-vital, or None after printing why not.
+fn shared() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let needed = [
+        "models/all-minilm-l6-v2/model.safetensors",
+        "data/wiki-vital/docs.jsonl",
+    ];
+    if let Some(missing) = needed.iter().find(|p| !dir.join(p).exists()) {
+        eprintln!("skipping: {} not found", dir.join(missing).display());
+        return None;
+    }
+    Some(dir)
+}
+
+#[test]
+fn end_to_end_on_wiki_vital_with_minilm() {
+    let Some(shared) = shared() else { return };
+    let dev = Device::Cpu;
+    let minilm = shared.join("models/all-minilm-l6-v2");
+    let settings = RealmSettings {
+        num_candidates: 3,
+        query_seq_len: 32,
+        candidate_seq_len: 64,
+        ..Default::default()
+    };
+    let model = RealmModel::from_bert_dir(&minilm, &RetrieverConfig::default(), &settings, 3, &dev)
+        .unwrap();
+    let tok = model.tokenizer();
+    // MiniLM has no masked-LM head: ours is fresh, named as HF's.
+    assert!(model
+        .vars()
+        .iter()
+        .any(|(n, _)| n == "encoder.cls.predictions.transform.dense.weight"));
+
+    // Three documents: a query sentence from the first, the other two as candidates.
+    let docs: Vec<_> =
+        realm::data::CorpusReader::open(shared.join("data/wiki-vital/docs.jsonl"), false)
+            .unwrap()
+            .take(3)
+            .map(|d| d.unwrap())
+            .collect();
+    let sentence = &docs[0].text[..realm::data::sentences(&docs[0].text)[0].1];
+    let words = &tok.wordpieces(&[sentence]).unwrap()[0];
+    let mask_id = tok.token_id("[MASK]").unwrap();
+    // Mask the first wordpiece (the title "0" in wiki-vital's first document) and the third.
+    let masked_at = [0usize, 2];
+    let mut query = words.clone();
+    for &i in &masked_at {
+        query[i] = mask_id;
+    }
+    let query = &query[..query.len().min(settings.query_seq_len - 2)];
+    let titles: Vec<Vec<u32>> = docs
+        .iter()
+        .map(|d| tok.wordpieces(&[d.title.as_str()]).unwrap()[0].clone())
+        .collect();
+    let bodies: Vec<Vec<u32>> = docs
+        .iter()
+        .map(|d| tok.wordpieces(&[d.text.as_str()]).unwrap()[0].clone())
+        .collect();
+    let empty: &[u32] = &[];
+    let cand_titles = [empty, &titles[1], &titles[2]];
+    let cand_bodies = [empty, &bodies[1], &bodies[2]];
+    let queries = query_inputs(tok, &[query], settings.query_seq_len, &dev).unwrap();
+    let candidates = doc_inputs(
+        tok,
+        &cand_titles,
+        &cand_bodies,
+        settings.candidate_seq_len,
+        &dev,
+    )
+    .unwrap();
+    let (joined, offsets) = joined_inputs(
+        tok,
+        &[query],
+        &[None, Some(&bodies[1]), Some(&bodies[2])],
+        settings.joined_seq_len(),
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(offsets, vec![query.len() + 2; 3]);
+    assert_eq!(candidates.lens.to_vec1::<u32>().unwrap()[1], 64);
+    let positions = Tensor::new(
+        &[[1u32 + masked_at[0] as u32, 1 + masked_at[1] as u32]],
+        &dev,
+    )
+    .unwrap();
+    let targets = Tensor::new(&[[words[masked_at[0]], words[masked_at[1]]]], &dev).unwrap();
+    let token_mask = Tensor::new(&[[1u8, 1]], &dev).unwrap();
+    let batch = MlmBatch {
+        queries: &queries,
+        docs: &candidates,
+        joined: &joined,
+        positions: &positions,
+        targets: &targets,
+        token_mask: &token_mask,
+        candidate_mask: None,
+    };
+
+    let before = model.mlm_forward(&batch, Mode::Eval).unwrap();
+    let loss0 = before.loss.to_scalar::<f32>().unwrap();
+    // An untrained head: about the uniform log-likelihood over MiniLM's 30,522 wordpieces.
+    assert!(
+        loss0.is_finite() && (5.0..20.0).contains(&loss0),
+        "loss {loss0}"
+    );
+    let ru = retrieval_utility(&before.doc_scores, &before.cond_logprobs, &token_mask).unwrap();
+    assert!(ru.marginal.is_finite() && ru.top1.is_finite() && ru.retrieved_mean.is_finite());
+    eprintln!(
+        "MiniLM: loss {loss0:.4}, scores {:?}, RU {ru:?}",
+        before.doc_scores.to_vec2::<f32>().unwrap()
+    );
+
+    // A plain gradient step on this batch lowers its loss.
+    let vars = model.vars();
+    {
+        let out = model
+            .mlm_forward(&batch, Mode::Train { seed: 9, step: 0 })
+            .unwrap();
+        let grads = out.loss.backward().unwrap();
+        for (name, v) in &vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                assert!(
+                    g.sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                        .is_finite(),
+                    "{name}"
+                );
+                v.set(&(v.as_tensor() - (g * 1e-2).unwrap()).unwrap())
+                    .unwrap();
+            }
+        }
+    }
+    let loss1 = model
+        .mlm_forward(&batch, Mode::Eval)
+        .unwrap()
+        .loss
+        .to_scalar::<f32>()
+        .unwrap();
+    eprintln!("MiniLM: loss after one step {loss1:.4}");
+    assert!(loss1 < loss0, "{loss1} !< {loss0}");
 }
