@@ -77,6 +77,44 @@ enum Command {
     /// Plots (PNG) and a Markdown summary of a run directory's metrics.jsonl (with config.json
     /// and summary.json when present), written into RUN_DIR/report/.
     Report { run_dir: std::path::PathBuf },
+    /// Build a document index: cut a corpus (JSONL or DPR TSV) into blocks and embed each with
+    /// a model's document tower (a REALM/retriever checkpoint, or a plain BERT folder with a
+    /// fixed-seed projection), into a folder (f16 embeddings, block records, manifest).
+    Index {
+        #[command(flatten)]
+        device: DeviceArg,
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long)]
+        corpus: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Body wordpieces per block (REALM: 288).
+        #[arg(long, default_value_t = 288)]
+        block_tokens: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Skip (and count) malformed corpus lines instead of stopping at the first.
+        #[arg(long)]
+        skip_bad_lines: bool,
+    },
+    /// Search an index with the query tower of the model that built it.
+    Search {
+        #[command(flatten)]
+        device: DeviceArg,
+        /// Index folder written by `realm index` (or by training).
+        #[arg(long)]
+        index: std::path::PathBuf,
+        /// Model folder (default: the one the index's manifest names).
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        #[arg(short, long, default_value_t = 5)]
+        k: usize,
+        /// One JSON object per hit (query, rank, block, doc_id, title, score) instead of text.
+        #[arg(long)]
+        json: bool,
+        query: String,
+    },
     /// Time one op: the median over repeated runs after warm-up.
     Bench {
         #[command(subcommand)]
@@ -247,6 +285,38 @@ fn main() -> Result<()> {
             eprintln!("embedded {n} texts into {}", opts.out.display());
             Ok(())
         }
+        Command::Index {
+            device,
+            model,
+            corpus,
+            out,
+            block_tokens,
+            batch,
+            skip_bad_lines,
+        } => index(
+            &device.resolve()?,
+            &model,
+            &corpus,
+            &out,
+            block_tokens,
+            batch,
+            skip_bad_lines,
+        ),
+        Command::Search {
+            device,
+            index,
+            model,
+            k,
+            json,
+            query,
+        } => search(
+            &device.resolve()?,
+            &index,
+            model.as_deref(),
+            k,
+            json,
+            &query,
+        ),
         Command::Bench { op } => bench(op),
         Command::Report { run_dir } => {
             let report = realm::report::write_report(&run_dir).context("report")?;
@@ -438,6 +508,86 @@ fn bench(op: BenchOp) -> Result<()> {
                 .map(|g| format!(", {g:.1} GB/s"))
                 .unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+fn index(
+    dev: &ComputeDevice,
+    model: &std::path::Path,
+    corpus: &std::path::Path,
+    out: &std::path::Path,
+    block_tokens: usize,
+    batch: usize,
+    skip_bad_lines: bool,
+) -> Result<()> {
+    use realm::index::{build, RetrieverModel};
+    let _exec = dev.enter()?;
+    let model = RetrieverModel::load(model, &dev.device).context("loading the model")?;
+    let opts = build::IndexCorpus {
+        max_block_tokens: block_tokens,
+        skip_bad_lines,
+        embed: build::EmbedOptions {
+            batch,
+            max_len: model
+                .retriever
+                .bert_config()
+                .max_position_embeddings
+                .min(block_tokens + 64),
+            progress: Some("embedding".into()),
+        },
+        step: 0,
+    };
+    let (index, stats) = build::index_corpus(&model, corpus, &opts, &dev.device)
+        .with_context(|| format!("indexing {}", corpus.display()))?;
+    index
+        .save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "{} documents ({} malformed lines skipped) -> {} blocks, embedded in {:.1} s ({:.1} blocks/s); \
+         index in {}",
+        stats.documents,
+        stats.skipped,
+        stats.blocks,
+        stats.embed_seconds,
+        stats.blocks as f64 / stats.embed_seconds,
+        out.display()
+    );
+    Ok(())
+}
+
+fn search(
+    dev: &ComputeDevice,
+    index: &std::path::Path,
+    model: Option<&std::path::Path>,
+    k: usize,
+    json: bool,
+    query: &str,
+) -> Result<()> {
+    let _exec = dev.enter()?;
+    let searcher = realm::index::Searcher::open(index, model, &dev.device)
+        .with_context(|| format!("opening the index {}", index.display()))?;
+    let hits = searcher.search(&[query], k)?.remove(0);
+    for (rank, hit) in hits.iter().enumerate() {
+        if json {
+            let mut obj = serde_json::to_value(hit)?;
+            obj["rank"] = (rank + 1).into();
+            obj["query"] = query.into();
+            println!("{obj}");
+        } else {
+            let text = realm::index::search::detokenize(
+                &searcher.model.tokenizer,
+                &searcher.block(hit).tokens,
+            );
+            let snippet: String = text.chars().take(100).collect();
+            println!(
+                "{:>2}. {:>8.3}  [{}] {}: {snippet}...",
+                rank + 1,
+                hit.score,
+                hit.doc_id,
+                hit.title
+            );
+        }
     }
     Ok(())
 }

@@ -1,8 +1,13 @@
-//! The document index: block records with their f16 embeddings, saved and loaded as a folder, and
-//! refreshed in the background while training goes on.
+//! The document index: blocks cut from a corpus and embedded by a document tower ([`build`]),
+//! saved and loaded as a folder ([`store`]), searched with the matching query tower ([`search`]),
+//! and refreshed in the background while training goes on ([`refresh`]).
 
+pub mod build;
 pub mod refresh;
+pub mod search;
 pub mod store;
 
+pub use build::{corpus_blocks, embed_blocks, index_corpus, weights_fingerprint};
 pub use refresh::{IndexSlot, Refresh, Refreshed, Versioned};
+pub use search::{Hit, RetrieverModel, Searcher};
 pub use store::{Manifest, StoredIndex};

@@ -1,0 +1,231 @@
+//! Building an index: a corpus cut into retrieval blocks ([`corpus_blocks`]), every block embedded
+//! by a document tower ([`embed_blocks`]), and a fingerprint of the weights that did it
+//! ([`weights_fingerprint`]) so an index is never searched with other weights by mistake.
+
+use crate::data::{pack_blocks, sentences, Block, CorpusReader};
+use crate::error::{Error, Result};
+use crate::model::realm_inputs::doc_inputs;
+use crate::model::retriever::Tower;
+use crate::model::{BertTokenizer, Mode};
+use candle_core::{DType, Device, Tensor, Var};
+use half::f16;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
+
+const OP: &str = "index build";
+
+/// Documents read and blocks cut from a corpus file.
+pub struct CorpusBlocks {
+    pub blocks: Vec<Block>,
+    pub documents: usize,
+    /// Malformed lines skipped (only with `skip_bad_lines`).
+    pub skipped: usize,
+}
+
+/// Documents tokenised per call: big enough for the tokenizer's own parallelism, small enough
+/// that a 21M-passage corpus streams through without holding its text.
+const DOCS_PER_CHUNK: usize = 512;
+
+/// Reads a corpus (JSONL or DPR TSV, streaming) and cuts each document into blocks of at most
+/// `max_tokens` body wordpieces, whole sentences at a time. Documents with no text give none.
+pub fn corpus_blocks(
+    path: &Path,
+    tokenizer: &BertTokenizer,
+    max_tokens: usize,
+    skip_bad_lines: bool,
+) -> Result<CorpusBlocks> {
+    if max_tokens == 0 {
+        return Err(Error::bad_input(OP, "max_tokens", "must be at least 1"));
+    }
+    let mut reader = CorpusReader::open(path, skip_bad_lines)?;
+    let mut out = CorpusBlocks {
+        blocks: Vec::new(),
+        documents: 0,
+        skipped: 0,
+    };
+    loop {
+        let chunk = reader
+            .by_ref()
+            .take(DOCS_PER_CHUNK)
+            .collect::<Result<Vec<_>>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        out.documents += chunk.len();
+        let mut spans = Vec::new();
+        for (d, doc) in chunk.iter().enumerate() {
+            spans.extend(sentences(&doc.text).into_iter().map(|(a, b)| (d, a, b)));
+        }
+        let texts: Vec<&str> = spans
+            .iter()
+            .map(|&(d, a, b)| &chunk[d].text[a..b])
+            .collect();
+        let mut pieces = tokenizer.wordpieces(&texts)?.into_iter();
+        let mut spans = spans.iter().peekable();
+        for (d, doc) in chunk.iter().enumerate() {
+            let mut doc_sentences = Vec::new();
+            while spans.next_if(|s| s.0 == d).is_some() {
+                doc_sentences.extend(pieces.next());
+            }
+            out.blocks
+                .extend(pack_blocks(&doc.id, &doc.title, &doc_sentences, max_tokens));
+        }
+    }
+    out.skipped = reader.skipped();
+    Ok(out)
+}
+
+/// How [`embed_blocks`] batches and reports.
+#[derive(Clone, Debug)]
+pub struct EmbedOptions {
+    /// Blocks per forward pass.
+    pub batch: usize,
+    /// Longest doc-tower input (`[CLS] title [SEP] body [SEP]`); longer bodies are truncated.
+    pub max_len: usize,
+    /// Show a progress bar (blocks/s, ETA) on stderr with this label.
+    pub progress: Option<String>,
+}
+
+/// `[n, d]` f16 embeddings (on the CPU) of `blocks` by `tower`, row i for block i. Blocks are
+/// embedded longest first so that each batch pads little.
+pub fn embed_blocks(
+    tower: &Tower,
+    tokenizer: &BertTokenizer,
+    blocks: &[Block],
+    opts: &EmbedOptions,
+    device: &Device,
+) -> Result<Tensor> {
+    if opts.batch == 0 {
+        return Err(Error::bad_input(OP, "batch", "must be at least 1"));
+    }
+    if blocks.is_empty() {
+        return Err(Error::bad_input(OP, "blocks", "no blocks to embed"));
+    }
+    let titles: Vec<&str> = blocks.iter().map(|b| b.title.as_str()).collect();
+    let title_pieces = tokenizer.wordpieces(&titles)?;
+    let mut order: Vec<usize> = (0..blocks.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(title_pieces[i].len() + blocks[i].tokens.len()));
+
+    let bar = match &opts.progress {
+        Some(label) => progress_bar(label, blocks.len() as u64),
+        None => ProgressBar::hidden(),
+    };
+    let mut rows: Vec<Vec<f16>> = vec![Vec::new(); blocks.len()];
+    for ids in order.chunks(opts.batch) {
+        let t: Vec<&[u32]> = ids.iter().map(|&i| title_pieces[i].as_slice()).collect();
+        let b: Vec<&[u32]> = ids.iter().map(|&i| blocks[i].tokens.as_slice()).collect();
+        let input = doc_inputs(tokenizer, &t, &b, opts.max_len, device)?;
+        let emb = tower
+            .embed(&input, Mode::Eval)?
+            .to_dtype(DType::F16)?
+            .to_device(&Device::Cpu)?
+            .to_vec2::<f16>()?;
+        for (&i, row) in ids.iter().zip(emb) {
+            rows[i] = row;
+        }
+        bar.inc(ids.len() as u64);
+    }
+    bar.finish_and_clear();
+    let dim = rows[0].len();
+    let flat: Vec<f16> = rows.into_iter().flatten().collect();
+    Ok(Tensor::from_vec(flat, (blocks.len(), dim), &Device::Cpu)?)
+}
+
+fn progress_bar(label: &str, len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} blocks, {per_sec}, ETA {eta} ({elapsed})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label.to_string());
+    bar
+}
+
+/// A content hash (64-bit FNV-1a, hex) of named parameters: names, shapes and f32 values. Two
+/// towers with the same fingerprint compute the same embeddings.
+pub fn weights_fingerprint(vars: &[(String, Var)]) -> Result<String> {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+    };
+    for (name, var) in vars {
+        eat(name.as_bytes());
+        for &d in var.dims() {
+            eat(&(d as u64).to_le_bytes());
+        }
+        let values = var
+            .as_tensor()
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        eat(bytemuck::cast_slice(&values));
+    }
+    Ok(format!("{hash:016x}"))
+}
+
+/// What `realm index` does: cut a corpus into blocks and embed them with a model's document tower.
+#[derive(Clone, Debug)]
+pub struct IndexCorpus {
+    /// Body wordpieces per block (REALM: 288).
+    pub max_block_tokens: usize,
+    pub skip_bad_lines: bool,
+    pub embed: EmbedOptions,
+    /// The training step of the model's weights, recorded in the manifest.
+    pub step: u64,
+}
+
+/// How building went, for the user.
+pub struct IndexStats {
+    pub documents: usize,
+    pub skipped: usize,
+    pub blocks: usize,
+    pub embed_seconds: f64,
+}
+
+/// Builds the index of `corpus` with `model`'s document tower.
+pub fn index_corpus(
+    model: &super::search::RetrieverModel,
+    corpus: &Path,
+    opts: &IndexCorpus,
+    device: &Device,
+) -> Result<(super::StoredIndex, IndexStats)> {
+    let cut = corpus_blocks(
+        corpus,
+        &model.tokenizer,
+        opts.max_block_tokens,
+        opts.skip_bad_lines,
+    )?;
+    if cut.blocks.is_empty() {
+        return Err(Error::file(
+            corpus,
+            "no document with text: nothing to index",
+        ));
+    }
+    let start = std::time::Instant::now();
+    let embeddings = embed_blocks(
+        model.retriever.doc_tower(),
+        &model.tokenizer,
+        &cut.blocks,
+        &opts.embed,
+        device,
+    )?;
+    let embed_seconds = start.elapsed().as_secs_f64();
+    let stats = IndexStats {
+        documents: cut.documents,
+        skipped: cut.skipped,
+        blocks: cut.blocks.len(),
+        embed_seconds,
+    };
+    let index = super::StoredIndex::new(
+        &model.fingerprint,
+        &model.path.display().to_string(),
+        opts.step,
+        cut.blocks,
+        embeddings,
+    )?;
+    Ok((index, stats))
+}

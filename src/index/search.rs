@@ -1,0 +1,198 @@
+//! Searching an index with the query tower of the model that built it: [`Searcher`], behind
+//! `realm search` (and `realm ask`). The model is loaded by [`RetrieverModel::load`], which also
+//! accepts a plain BERT folder (both towers from it, projection drawn from a fixed seed), so an
+//! index can be built and searched before any REALM training.
+
+use super::build::weights_fingerprint;
+use super::store::StoredIndex;
+use crate::data::Block;
+use crate::error::{Error, Result};
+use crate::model::realm_inputs::query_inputs;
+use crate::model::retriever::{Retriever, RetrieverConfig};
+use crate::model::{BertTokenizer, Mode};
+use crate::ops::mips::{mips_top_k, MipsIndex};
+use candle_core::Device;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Seed of the projection when a plain BERT folder is used as a retriever: fixed, so the index
+/// and later searches draw the same one (and the fingerprint check proves it).
+pub const PLAIN_BERT_PROJECTION_SEED: u64 = 0;
+
+/// A retriever with its tokenizer, and the fingerprint of its document tower.
+pub struct RetrieverModel {
+    pub retriever: Retriever,
+    pub tokenizer: BertTokenizer,
+    /// [`weights_fingerprint`] of the document tower: what an index built by it records.
+    pub fingerprint: String,
+    pub path: PathBuf,
+}
+
+impl RetrieverModel {
+    /// A REALM/retriever checkpoint folder (its `config.json` has `retriever_proj_size`), or a
+    /// plain Hugging Face BERT folder.
+    pub fn load(dir: &Path, dev: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::file(&config_path, format!("not a model folder: {e}")))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::file(&config_path, e))?;
+        let retriever = if config.get("retriever_proj_size").is_some() {
+            Retriever::load(dir, dev)?
+        } else {
+            Retriever::from_bert_dir(
+                dir,
+                &RetrieverConfig::default(),
+                PLAIN_BERT_PROJECTION_SEED,
+                dev,
+            )?
+        };
+        let tokenizer = BertTokenizer::from_dir(dir)?;
+        tokenizer.check_vocab(retriever.bert_config())?;
+        let fingerprint = weights_fingerprint(retriever.doc_tower().vars())?;
+        Ok(RetrieverModel {
+            retriever,
+            tokenizer,
+            fingerprint,
+            path: dir.to_path_buf(),
+        })
+    }
+}
+
+/// One search result.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hit {
+    /// Row of the block in the index.
+    pub block: u32,
+    /// The block's source document id.
+    pub doc_id: String,
+    pub title: String,
+    /// Inner product of query and block embeddings.
+    pub score: f32,
+}
+
+/// An index loaded for searching, with the model that built it.
+pub struct Searcher {
+    pub model: RetrieverModel,
+    pub index: StoredIndex,
+    mips: MipsIndex,
+    /// Longest query tower input (`[CLS] x [SEP]`).
+    pub query_max_len: usize,
+}
+
+impl Searcher {
+    /// Loads the index folder and its model: `model_dir`, or the folder its manifest names. The
+    /// model's document tower must be the one that built the index.
+    pub fn open(index_dir: &Path, model_dir: Option<&Path>, dev: &Device) -> Result<Self> {
+        let index = StoredIndex::load(index_dir, None)?;
+        let model_dir = model_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(&index.manifest.model_path));
+        let model = RetrieverModel::load(&model_dir, dev)?;
+        Self::new(model, index, dev)
+    }
+
+    /// An index with a model already in memory; their fingerprints must agree.
+    pub fn new(model: RetrieverModel, index: StoredIndex, dev: &Device) -> Result<Self> {
+        if model.fingerprint != index.manifest.model_fingerprint {
+            return Err(Error::bad_input(
+                "search",
+                "index",
+                format!(
+                    "the index was built by model {} ({}, step {}), not by {} ({}); rebuild it \
+                     with `realm index`",
+                    index.manifest.model_fingerprint,
+                    index.manifest.model_path,
+                    index.manifest.step,
+                    model.fingerprint,
+                    model.path.display()
+                ),
+            ));
+        }
+        let mips = MipsIndex::new(&index.embeddings.to_device(dev)?)?;
+        let query_max_len = model
+            .retriever
+            .bert_config()
+            .max_position_embeddings
+            .min(64);
+        Ok(Searcher {
+            model,
+            index,
+            mips,
+            query_max_len,
+        })
+    }
+
+    /// The `k` best blocks for each query, best first.
+    pub fn search(&self, queries: &[&str], k: usize) -> Result<Vec<Vec<Hit>>> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(i) = queries.iter().position(|q| q.trim().is_empty()) {
+            return Err(Error::bad_input(
+                "search",
+                "query",
+                format!("query {i} is empty"),
+            ));
+        }
+        if k == 0 || k > self.mips.len() {
+            return Err(Error::bad_input(
+                "search",
+                "k",
+                format!("k = {k}; the index has {} blocks", self.mips.len()),
+            ));
+        }
+        let tok = &self.model.tokenizer;
+        let pieces = tok.wordpieces(queries)?;
+        let refs: Vec<&[u32]> = pieces.iter().map(Vec::as_slice).collect();
+        let input = query_inputs(tok, &refs, self.query_max_len, self.mips.device())?;
+        let q = self
+            .model
+            .retriever
+            .query_tower()
+            .embed(&input, Mode::Eval)?;
+        let (scores, ids) = mips_top_k(&q, &self.mips, k, None)?;
+        let scores = scores.to_vec2::<f32>()?;
+        let ids = ids.to_vec2::<u32>()?;
+        Ok(scores
+            .iter()
+            .zip(&ids)
+            .map(|(s, i)| {
+                s.iter()
+                    .zip(i)
+                    .map(|(&score, &block)| {
+                        let b = &self.index.blocks[block as usize];
+                        Hit {
+                            block,
+                            doc_id: b.doc_id.clone(),
+                            title: b.title.clone(),
+                            score,
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    pub fn block(&self, hit: &Hit) -> &Block {
+        &self.index.blocks[hit.block as usize]
+    }
+}
+
+/// Wordpieces back to text: `##` continuations joined to the previous piece.
+pub fn detokenize(tok: &BertTokenizer, ids: &[u32]) -> String {
+    let mut text = String::new();
+    for &id in ids {
+        let piece = tok.id_to_token(id).unwrap_or_else(|| "[UNK]".into());
+        match piece.strip_prefix("##") {
+            Some(rest) => text.push_str(rest),
+            None => {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&piece);
+            }
+        }
+    }
+    text
+}
