@@ -1,10 +1,18 @@
 //! Training REALM: the optimizer and schedule ([`optim`]), trainer state and atomic checkpoints
-//! ([`state`]), the run directory with its metrics and progress bars ([`run`]).
+//! ([`state`]), the run directory with its metrics and progress bars ([`run`]), the loop
+//! machinery every stage shares ([`trainer`]), where models come from ([`models`]), training
+//! examples ([`examples`]) and retrieval with the asynchronous index refresh ([`search`]).
 
+pub mod examples;
+pub mod ict;
+pub mod models;
 pub mod optim;
 pub mod run;
+pub mod search;
 pub mod state;
+pub mod trainer;
 
 pub use optim::{AdamW, AdamWConfig, LinearSchedule};
 pub use run::{Metric, MetricsLog, RunDir, Stage};
 pub use state::{step_rng, TrainerState};
+pub use trainer::{LoopConfig, RunOptions, Trainer};

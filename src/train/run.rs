@@ -122,11 +122,26 @@ impl RunDir {
             }
             _ => {}
         }
-        if !resume {
+        let value = serde_json::to_value(config).map_err(|e| Error::file(&run.root, e))?;
+        if resume {
+            // A resumed run must be the same run: the same configuration.
+            let saved: serde_json::Value = run.config()?;
+            let mut differ = Vec::new();
+            diff("", &saved, &value, &mut differ);
+            if !differ.is_empty() {
+                return Err(Error::file(
+                    run.root.join(CONFIG),
+                    format!(
+                        "--resume with a different configuration ({}); resume with the run's own",
+                        differ.join(", ")
+                    ),
+                ));
+            }
+        } else {
             // A fresh run owns its metrics file.
             let _ = fs::remove_file(run.metrics_path());
+            crate::io::write_json_atomic(run.root.join(CONFIG), &value)?;
         }
-        crate::io::write_json_atomic(run.root.join(CONFIG), config)?;
         Ok(run)
     }
 
@@ -194,6 +209,35 @@ impl RunDir {
             .open(&path)
             .map_err(|e| Error::file(&path, e))?;
         Ok(MetricsLog { path, file })
+    }
+}
+
+/// The paths (`a.b.c`) where two JSON values differ.
+fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => diff(&p, u, v, out),
+                    _ => out.push(p),
+                }
+            }
+        }
+        _ if a != b => out.push(if path.is_empty() {
+            "(all)".into()
+        } else {
+            path.into()
+        }),
+        _ => {}
     }
 }
 
@@ -303,6 +347,8 @@ mod tests {
         let msg = RunDir::start(&root, &1, false).unwrap_err().to_string();
         assert!(msg.contains("--resume"), "{msg}");
         assert!(RunDir::start(&root, &1, true).is_ok());
+        let msg = RunDir::start(&root, &2, true).unwrap_err().to_string();
+        assert!(msg.contains("different configuration"), "{msg}");
         assert!(RunDir::open(root.join("nope")).is_err());
         fs::remove_dir_all(root).unwrap();
     }

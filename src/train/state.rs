@@ -54,6 +54,10 @@ pub struct TrainerState {
     pub index: Option<IndexVersion>,
     /// The dynamic loss scale (f16 training only).
     pub loss_scale: Option<f64>,
+    /// Wall seconds spent in the stage up to this checkpoint (metrics' `time_s` continues from
+    /// it after a resume).
+    #[serde(default)]
+    pub elapsed_s: f64,
 }
 
 impl TrainerState {
@@ -70,6 +74,7 @@ impl TrainerState {
             data: DataCursor::default(),
             index: None,
             loss_scale: None,
+            elapsed_s: 0.0,
         }
     }
 }

@@ -1,0 +1,319 @@
+//! Training examples: salient-span pre-training examples cut from a corpus (sentences with their
+//! salient spans located in wordpieces, packed into windows), their masking at each step, and the
+//! data order (a fresh permutation per epoch, a pure function of the seed and the step).
+
+use super::state::{step_rng, DataCursor};
+use crate::data::masking::{mask_salient_spans, shuffle};
+use crate::data::{
+    sentences, CorpusReader, MaskConfig, MaskedExample, SalientTagger, Span, SpanKind,
+};
+use crate::error::{Error, Result};
+use crate::model::BertTokenizer;
+use std::ops::Range;
+use std::path::Path;
+
+const OP: &str = "examples";
+
+/// A pre-training text: wordpieces of whole sentences of one document, with the salient spans
+/// found in them (in wordpiece positions), ready to be masked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanExample {
+    /// The corpus id of the document it was cut from (retrieval excludes that document).
+    pub doc_id: String,
+    pub tokens: Vec<u32>,
+    /// Wordpiece range of each sentence, in order, covering `tokens`.
+    pub sentences: Vec<Range<usize>>,
+    /// Wordpiece ranges of the salient spans, sorted, not overlapping.
+    pub spans: Vec<Range<usize>>,
+}
+
+impl SpanExample {
+    /// Masks one salient span per sentence (random wordpieces where a sentence has none), at most
+    /// `cfg.max_masks` wordpieces in all.
+    pub fn mask(&self, cfg: MaskConfig, rng: &mut crate::rng::SplitMix64) -> MaskedExample {
+        // Wordpiece positions serve as the "byte offsets" the masker works in.
+        let offsets: Vec<(usize, usize)> = (0..self.tokens.len()).map(|i| (i, i + 1)).collect();
+        let spans: Vec<Span> = self
+            .spans
+            .iter()
+            .map(|r| Span {
+                start: r.start,
+                end: r.end,
+                kind: SpanKind::Entity,
+            })
+            .collect();
+        mask_salient_spans(&self.tokens, &offsets, &self.sentences, &spans, cfg, rng)
+    }
+}
+
+/// Documents read per tokenizer call.
+const DOCS_PER_CHUNK: usize = 256;
+
+/// Reads a corpus (JSONL or DPR TSV, streaming) and cuts every document into windows of whole
+/// sentences of at most `max_tokens` wordpieces (a longer sentence is cut), with the salient
+/// spans `tagger` finds located in the wordpieces. Windows without any salient span are kept:
+/// masking falls back to random wordpieces there.
+pub fn span_examples(
+    path: &Path,
+    tokenizer: &BertTokenizer,
+    tagger: &dyn SalientTagger,
+    max_tokens: usize,
+    skip_bad_lines: bool,
+) -> Result<Vec<SpanExample>> {
+    if max_tokens == 0 {
+        return Err(Error::bad_input(OP, "max_tokens", "must be at least 1"));
+    }
+    let mut reader = CorpusReader::open(path, skip_bad_lines)?;
+    let mut out = Vec::new();
+    loop {
+        let chunk = reader
+            .by_ref()
+            .take(DOCS_PER_CHUNK)
+            .collect::<Result<Vec<_>>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        // (document, sentence text, its salient spans as text)
+        let mut sents: Vec<(usize, &str)> = Vec::new();
+        let mut span_texts: Vec<Vec<&str>> = Vec::new();
+        for (d, doc) in chunk.iter().enumerate() {
+            for (a, b) in sentences(&doc.text) {
+                let text = &doc.text[a..b];
+                span_texts.push(
+                    tagger
+                        .tag(text)
+                        .iter()
+                        .filter_map(|s| text.get(s.start..s.end))
+                        .collect(),
+                );
+                sents.push((d, text));
+            }
+        }
+        let texts: Vec<&str> = sents.iter().map(|s| s.1).collect();
+        let pieces = tokenizer.wordpieces(&texts)?;
+        let flat: Vec<&str> = span_texts.iter().flatten().copied().collect();
+        let span_pieces = if flat.is_empty() {
+            Vec::new()
+        } else {
+            tokenizer.wordpieces(&flat)?
+        };
+        let mut span_pieces = span_pieces.into_iter();
+        let mut current: Option<(usize, Vec<(Vec<u32>, Vec<Range<usize>>)>)> = None;
+        for ((d, _), (sentence, spans)) in sents.iter().zip(pieces.into_iter().zip(&span_texts)) {
+            let located = locate(&sentence, span_pieces.by_ref().take(spans.len()));
+            match &mut current {
+                Some((cd, list)) if *cd == *d => list.push((sentence, located)),
+                _ => {
+                    if let Some((cd, list)) = current.take() {
+                        out.extend(pack(&chunk[cd].id, list, max_tokens));
+                    }
+                    current = Some((*d, vec![(sentence, located)]));
+                }
+            }
+        }
+        if let Some((cd, list)) = current.take() {
+            out.extend(pack(&chunk[cd].id, list, max_tokens));
+        }
+    }
+    Ok(out)
+}
+
+/// Wordpiece ranges of `spans` (each tokenized alone) inside `sentence`, in order, each found
+/// after the previous one; a span whose wordpieces do not occur is dropped.
+fn locate(sentence: &[u32], spans: impl Iterator<Item = Vec<u32>>) -> Vec<Range<usize>> {
+    let mut from = 0;
+    let mut out = Vec::new();
+    for span in spans {
+        if span.is_empty() || span.len() > sentence.len() {
+            continue;
+        }
+        if let Some(p) =
+            (from..=sentence.len() - span.len()).find(|&p| sentence[p..p + span.len()] == span[..])
+        {
+            out.push(p..p + span.len());
+            from = p + span.len();
+        }
+    }
+    out
+}
+
+/// Packs the sentences of one document greedily into windows of at most `max_tokens`.
+fn pack(
+    doc_id: &str,
+    sentences: Vec<(Vec<u32>, Vec<Range<usize>>)>,
+    max_tokens: usize,
+) -> Vec<SpanExample> {
+    let mut out = Vec::new();
+    let empty = || SpanExample {
+        doc_id: doc_id.to_string(),
+        tokens: Vec::new(),
+        sentences: Vec::new(),
+        spans: Vec::new(),
+    };
+    let mut window = empty();
+    for (tokens, spans) in sentences {
+        for (c, piece) in tokens.chunks(max_tokens).enumerate() {
+            if window.tokens.len() + piece.len() > max_tokens {
+                out.push(std::mem::replace(&mut window, empty()));
+            }
+            let start = window.tokens.len();
+            let lo = c * max_tokens;
+            let hi = lo + piece.len();
+            window.tokens.extend_from_slice(piece);
+            window.sentences.push(start..window.tokens.len());
+            window.spans.extend(
+                spans
+                    .iter()
+                    .filter(|r| r.start >= lo && r.end <= hi)
+                    .map(|r| start + r.start - lo..start + r.end - lo),
+            );
+        }
+    }
+    if !window.tokens.is_empty() {
+        out.push(window);
+    }
+    out
+}
+
+/// Which examples each step takes: the examples in a fresh random order each epoch, `batch` per
+/// step, a pure function of (seed, stream, step) so that a resumed run takes what the
+/// uninterrupted one would have.
+pub struct DataOrder {
+    n: usize,
+    batch: usize,
+    seed: u64,
+    stream: u64,
+    epoch: Option<(u64, Vec<usize>)>,
+}
+
+impl DataOrder {
+    pub fn new(n: usize, batch: usize, seed: u64, stream: u64) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::bad_input(
+                OP,
+                "examples",
+                "there are no training examples",
+            ));
+        }
+        if batch == 0 {
+            return Err(Error::bad_input(OP, "batch", "must be at least 1"));
+        }
+        Ok(DataOrder {
+            n,
+            batch,
+            seed,
+            stream,
+            epoch: None,
+        })
+    }
+
+    /// The example indices of step `step` (0-based) and where the stream stands after it.
+    pub fn batch(&mut self, step: u64) -> (Vec<usize>, DataCursor) {
+        let start = step * self.batch as u64;
+        let ids = (start..start + self.batch as u64)
+            .map(|p| {
+                let (epoch, at) = (p / self.n as u64, (p % self.n as u64) as usize);
+                self.order(epoch)[at]
+            })
+            .collect();
+        let end = start + self.batch as u64;
+        let cursor = DataCursor {
+            epoch: end / self.n as u64,
+            position: end % self.n as u64,
+        };
+        (ids, cursor)
+    }
+
+    fn order(&mut self, epoch: u64) -> &[usize] {
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut order: Vec<usize> = (0..self.n).collect();
+            shuffle(&mut order, &mut step_rng(self.seed, self.stream, epoch));
+            self.epoch = Some((epoch, order));
+        }
+        match &self.epoch {
+            Some((_, order)) => order,
+            None => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    #[test]
+    fn spans_are_located_in_wordpieces_and_windows_keep_them() {
+        assert_eq!(
+            locate(
+                &[1, 2, 3, 2, 3],
+                [vec![2, 3], vec![2, 3], vec![9]].into_iter()
+            ),
+            [1..3, 3..5]
+        );
+        let sentences = vec![
+            (vec![10, 11, 12], vec![1..3]),
+            (vec![20, 21], vec![0..1]),
+            (vec![30, 31, 32, 33, 34, 35, 36], vec![1..2, 5..7]),
+        ];
+        let windows = pack("d", sentences, 5);
+        let shapes: Vec<(Vec<u32>, Vec<Range<usize>>, Vec<Range<usize>>)> = windows
+            .iter()
+            .map(|w| (w.tokens.clone(), w.sentences.clone(), w.spans.clone()))
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                (vec![10, 11, 12, 20, 21], vec![0..3, 3..5], vec![1..3, 3..4]),
+                (vec![30, 31, 32, 33, 34], vec![0..5], vec![1..2]),
+                (vec![35, 36], vec![0..2], vec![0..2]),
+            ]
+        );
+    }
+
+    #[test]
+    fn masking_takes_a_salient_span_per_sentence() {
+        let ex = SpanExample {
+            doc_id: "1".into(),
+            tokens: (100..110).collect(),
+            sentences: vec![0..5, 5..10],
+            spans: vec![2..4, 6..7],
+        };
+        for seed in 0..10 {
+            let m = ex.mask(MaskConfig::default(), &mut SplitMix64::new(seed));
+            assert_eq!(m.positions, [2, 3, 6]);
+            assert_eq!(m.targets, [102, 103, 106]);
+            assert_eq!(m.salient_masks, 3);
+        }
+    }
+
+    #[test]
+    fn data_order_is_a_permutation_per_epoch_and_depends_only_on_the_step() {
+        let mut order = DataOrder::new(5, 2, 7, 1).unwrap();
+        let mut seen: Vec<usize> = Vec::new();
+        let mut last = DataCursor::default();
+        for step in 0..5 {
+            let (ids, cursor) = order.batch(step);
+            seen.extend(ids);
+            last = cursor;
+        }
+        assert_eq!(
+            last,
+            DataCursor {
+                epoch: 2,
+                position: 0
+            }
+        );
+        for epoch in seen.chunks(5) {
+            let mut e = epoch.to_vec();
+            e.sort();
+            assert_eq!(e, [0, 1, 2, 3, 4]);
+        }
+        assert_ne!(seen[..5], seen[5..]);
+        // A fresh order (a resumed run) gives the same batch for the same step.
+        let mut again = DataOrder::new(5, 2, 7, 1).unwrap();
+        assert_eq!(again.batch(3).0, seen[6..8]);
+        assert!(DataOrder::new(0, 2, 7, 1).is_err());
+        assert!(DataOrder::new(3, 0, 7, 1).is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! Where a training stage's models come from and how a checkpoint folder holds them.
+//!
+//! ```text
+//! checkpoint/origin.json       the BERT every model started from (a folder or a from-scratch size)
+//! checkpoint/config.json, model.safetensors, tokenizer files
+//!                              the retriever alone (ICT: `Retriever::save`) or the retriever with
+//!                              the knowledge-augmented encoder (pre-training on: `RealmModel::save`)
+//! checkpoint/reader/           Reader::save (RealmReader names), from fine-tuning on
+//! checkpoint/index/            the document index in use (StoredIndex), when the stage has one
+//! checkpoint/trainer.json, trainer.safetensors   (see `state`)
+//! ```
+//!
+//! A stage starts from a [`ModelInit`]: a plain BERT folder (e.g. all-MiniLM-L6-v2), a preset size
+//! with a vocabulary (random weights), or the checkpoint of an earlier stage. Missing components
+//! start as REALM does: the retriever's towers and the encoder from the original BERT (the
+//! encoder is not initialised from ICT), the reader from the pre-trained encoder's BERT.
+
+use crate::error::{Error, Result};
+use crate::model::{BertConfig, BertTokenizer, KnowledgeEncoder, Reader, ReaderConfig};
+use crate::model::{RealmModel, RealmSettings};
+use crate::model::{Retriever, RetrieverConfig};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub const ORIGIN: &str = "origin.json";
+pub const READER: &str = "reader";
+pub const INDEX: &str = "index";
+
+/// The BERT a chain of stages started from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A Hugging Face BERT folder (config.json, model.safetensors, a tokenizer).
+    Bert { dir: PathBuf },
+    /// Random weights: a [`BertConfig`] (its vocab_size is the vocabulary's) and the vocabulary.
+    Scratch {
+        config: BertConfig,
+        vocab: PathBuf,
+        lowercase: bool,
+    },
+}
+
+/// What a stage starts from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelInit {
+    Origin(Origin),
+    /// The checkpoint folder of an earlier stage.
+    Checkpoint {
+        dir: PathBuf,
+    },
+}
+
+impl ModelInit {
+    /// `--init DIR` (a checkpoint when it holds `origin.json`, else a BERT folder), or
+    /// `--preset NAME --vocab FILE` for random weights.
+    pub fn from_args(
+        init: Option<&Path>,
+        preset: Option<&str>,
+        vocab: Option<&Path>,
+    ) -> Result<Self> {
+        const OP: &str = "model init";
+        match (init, preset, vocab) {
+            (Some(dir), None, None) => {
+                if !dir.is_dir() {
+                    return Err(Error::file(dir, "no such model folder"));
+                }
+                Ok(if dir.join(ORIGIN).exists() {
+                    ModelInit::Checkpoint {
+                        dir: dir.to_path_buf(),
+                    }
+                } else {
+                    ModelInit::Origin(Origin::Bert {
+                        dir: dir.to_path_buf(),
+                    })
+                })
+            }
+            (None, Some(preset), Some(vocab)) => {
+                let tok = BertTokenizer::from_vocab(vocab, true)?;
+                let mut config = BertConfig::preset(preset)?;
+                config.vocab_size = tok.vocab_size();
+                Ok(ModelInit::Origin(Origin::Scratch {
+                    config,
+                    vocab: vocab.to_path_buf(),
+                    lowercase: true,
+                }))
+            }
+            _ => Err(Error::bad_input(
+                OP,
+                "init",
+                "give either --init DIR (a BERT folder or a checkpoint) or --preset NAME with --vocab FILE",
+            )),
+        }
+    }
+
+    /// The origin, read from the checkpoint's `origin.json` when starting from one.
+    pub fn origin(&self) -> Result<Origin> {
+        match self {
+            ModelInit::Origin(o) => Ok(o.clone()),
+            ModelInit::Checkpoint { dir } => read_origin(dir),
+        }
+    }
+
+    /// The checkpoint folder, if starting from one.
+    pub fn checkpoint(&self) -> Option<&Path> {
+        match self {
+            ModelInit::Checkpoint { dir } => Some(dir),
+            ModelInit::Origin(_) => None,
+        }
+    }
+}
+
+pub fn read_origin(dir: &Path) -> Result<Origin> {
+    let path = dir.join(ORIGIN);
+    let text = fs::read_to_string(&path)
+        .map_err(|e| Error::file(&path, format!("not a realm training checkpoint: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(&path, e))
+}
+
+/// The tokenizer files a model folder may hold.
+const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
+/// Writes the chain's tokenizer files into `dst` (from the checkpoint, the origin's folder, or
+/// the vocabulary of a from-scratch origin) and returns the tokenizer read from there, so every
+/// later checkpoint can carry the same files.
+pub fn stage_tokenizer(init: &ModelInit, dst: &Path) -> Result<BertTokenizer> {
+    fs::create_dir_all(dst).map_err(|e| Error::file(dst, e))?;
+    let copy = |from: PathBuf, name: &str| -> Result<()> {
+        let bytes = fs::read(&from).map_err(|e| Error::file(&from, e))?;
+        crate::io::write_atomic(dst.join(name), |w| w.write_all(&bytes))
+    };
+    let dir = match init {
+        ModelInit::Checkpoint { dir } | ModelInit::Origin(Origin::Bert { dir }) => Some(dir),
+        ModelInit::Origin(Origin::Scratch { .. }) => None,
+    };
+    match (dir, init.origin()?) {
+        (Some(dir), _) => {
+            for name in TOKENIZER_FILES {
+                if dir.join(name).exists() {
+                    copy(dir.join(name), name)?;
+                }
+            }
+        }
+        (
+            None,
+            Origin::Scratch {
+                vocab, lowercase, ..
+            },
+        ) => {
+            copy(vocab, "vocab.txt")?;
+            crate::io::write_json_atomic(
+                dst.join("tokenizer_config.json"),
+                &serde_json::json!({ "do_lower_case": lowercase }),
+            )?;
+        }
+        (None, Origin::Bert { .. }) => unreachable!("a BERT origin always has a folder"),
+    }
+    BertTokenizer::from_dir(dst)
+}
+
+/// Writes `origin.json` into a checkpoint folder being assembled.
+pub fn write_origin(origin: &Origin, dst: &Path) -> Result<()> {
+    crate::io::write_json_atomic(dst.join(ORIGIN), origin)
+}
+
+/// Copies the tokenizer files of `src` (a folder [`stage_tokenizer`] filled) into `dst`.
+pub fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
+    for name in TOKENIZER_FILES {
+        let from = src.join(name);
+        if from.exists() {
+            let bytes = fs::read(&from).map_err(|e| Error::file(&from, e))?;
+            crate::io::write_atomic(dst.join(name), |w| w.write_all(&bytes))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a checkpoint folder holds a knowledge-augmented encoder (a [`RealmModel`] folder).
+pub fn has_encoder(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("encoder_bert").is_some())
+}
+
+/// The retriever: the checkpoint's (an ICT or REALM checkpoint), or both towers from the
+/// origin's BERT with a projection drawn from `seed`.
+pub fn retriever(
+    init: &ModelInit,
+    cfg: &RetrieverConfig,
+    seed: u64,
+    dev: &Device,
+) -> Result<Retriever> {
+    match init {
+        ModelInit::Checkpoint { dir } => Retriever::load(dir, dev),
+        ModelInit::Origin(Origin::Bert { dir }) => Retriever::from_bert_dir(dir, cfg, seed, dev),
+        ModelInit::Origin(Origin::Scratch { config, .. }) => {
+            Retriever::new_random(config, cfg, seed, dev)
+        }
+    }
+}
+
+/// Retriever and knowledge-augmented encoder: the checkpoint's when it has an encoder; else the
+/// retriever as [`retriever`] gives it and the encoder from the origin's BERT (REALM starts the
+/// encoder from BERT, not from the ICT towers). `tokenizer_dir` holds the tokenizer files.
+pub fn realm_model(
+    init: &ModelInit,
+    retriever_cfg: &RetrieverConfig,
+    settings: &RealmSettings,
+    seed: u64,
+    dev: &Device,
+    tokenizer_dir: &Path,
+) -> Result<RealmModel> {
+    if let Some(dir) = init.checkpoint().filter(|d| has_encoder(d)) {
+        return RealmModel::load(dir, dev);
+    }
+    let r = retriever(init, retriever_cfg, seed, dev)?;
+    // Its own seed, so that a from-scratch encoder is not a copy of the towers' BERT.
+    let encoder_seed = seed ^ 0x656e_636f_6465_7201;
+    let e = match init.origin()? {
+        Origin::Bert { dir } => KnowledgeEncoder::from_bert_dir(dir, encoder_seed, dev)?,
+        Origin::Scratch { config, .. } => KnowledgeEncoder::new_random(&config, encoder_seed, dev)?,
+    };
+    RealmModel::from_parts(r, e, tokenizer_dir, settings)
+}
+
+/// The reader: the checkpoint's `reader/`; else BERT from the checkpoint's pre-trained encoder
+/// (REALM's fine-tuning start), else from the origin's BERT; the span scorer drawn from `seed`.
+/// `scratch` is a folder the encoder's BERT may be written to on the way.
+pub fn reader(
+    init: &ModelInit,
+    cfg: &ReaderConfig,
+    seed: u64,
+    dev: &Device,
+    scratch: &Path,
+) -> Result<Reader> {
+    if let Some(dir) = init.checkpoint() {
+        if dir.join(READER).exists() {
+            return Reader::load(dir.join(READER), dev);
+        }
+        if has_encoder(dir) {
+            let model = RealmModel::load(dir, dev)?;
+            model.encoder().save(scratch)?;
+            let reader = Reader::from_bert_dir(scratch, cfg, seed, dev);
+            let _ = fs::remove_dir_all(scratch);
+            return reader;
+        }
+    }
+    match init.origin()? {
+        Origin::Bert { dir } => Reader::from_bert_dir(dir, cfg, seed, dev),
+        Origin::Scratch { config, .. } => Reader::new_random(&config, cfg, seed, dev),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_arguments_are_checked() {
+        let none = ModelInit::from_args(None, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("--init"), "{none}");
+        let missing = ModelInit::from_args(Some(Path::new("/no/such/model")), None, None);
+        assert!(missing
+            .unwrap_err()
+            .to_string()
+            .contains("no such model folder"));
+        let both = ModelInit::from_args(Some(Path::new(".")), Some("tiny"), None);
+        assert!(both.is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! Retrieval during training: the corpus side ([`Knowledge`]: blocks, their documents, title
+//! wordpieces), the search itself (exact MIPS over the possibly stale index, the example's own
+//! source document excluded), and the asynchronous refresh of the index ([`Refresher`]).
+//!
+//! A refresh embeds the corpus with a snapshot of the document tower on a background thread,
+//! inside its own bounded rayon pool on the CPU so that training keeps the other cores, and is
+//! swapped in when ready ([`RefreshPolicy::swap_after`] = None) or, for bit-reproducible runs,
+//! exactly `swap_after` steps after it started (waiting then if it is late).
+
+use crate::data::Block;
+use crate::device::ComputeDevice;
+use crate::error::{Error, Result};
+use crate::index::build::{embed_blocks, EmbedOptions};
+use crate::index::{IndexSlot, Refresh};
+use crate::model::{BertTokenizer, Tower};
+use crate::ops::mips::{mips_top_k, MipsIndex};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const OP: &str = "retrieval";
+
+/// The retrievable blocks of a run, fixed while it trains.
+pub struct Knowledge {
+    pub blocks: Arc<Vec<Block>>,
+    /// Title wordpieces of each block.
+    pub titles: Vec<Vec<u32>>,
+    /// Index of each block's source document in `doc_ids` order.
+    pub block_doc: Vec<u32>,
+    /// Corpus document id → its index.
+    pub doc_index: HashMap<String, u32>,
+    /// The most blocks any document has (how many extra hits an exclusion can cost).
+    pub max_blocks_per_doc: usize,
+}
+
+impl Knowledge {
+    pub fn new(blocks: Vec<Block>, tokenizer: &BertTokenizer) -> Result<Self> {
+        if blocks.is_empty() {
+            return Err(Error::bad_input(OP, "corpus", "the corpus has no blocks"));
+        }
+        let titles: Vec<&str> = blocks.iter().map(|b| b.title.as_str()).collect();
+        let titles = tokenizer.wordpieces(&titles)?;
+        let mut doc_index = HashMap::new();
+        let mut counts: Vec<usize> = Vec::new();
+        let block_doc = blocks
+            .iter()
+            .map(|b| {
+                let next = doc_index.len() as u32;
+                let d = *doc_index.entry(b.doc_id.clone()).or_insert(next);
+                if d as usize == counts.len() {
+                    counts.push(0);
+                }
+                counts[d as usize] += 1;
+                d
+            })
+            .collect();
+        Ok(Knowledge {
+            blocks: Arc::new(blocks),
+            titles,
+            block_doc,
+            doc_index,
+            max_blocks_per_doc: counts.into_iter().max().unwrap_or(1),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// The document index of a corpus id, if the corpus has it.
+    pub fn doc(&self, doc_id: &str) -> Option<u32> {
+        self.doc_index.get(doc_id).copied()
+    }
+
+    /// An error unless `k` documents can be retrieved for every query, even one whose own
+    /// document (with all its blocks) is excluded.
+    pub fn check_k(&self, k: usize, excluding: bool) -> Result<()> {
+        let available = if excluding {
+            self.len().saturating_sub(self.max_blocks_per_doc)
+        } else {
+            self.len()
+        };
+        if k == 0 || k > available {
+            return Err(Error::bad_input(
+                OP,
+                "k",
+                format!(
+                    "{k} documents to retrieve per query, but the corpus has {} blocks{}",
+                    self.len(),
+                    if excluding {
+                        format!(
+                            " and a query's own document (up to {} blocks) is excluded",
+                            self.max_blocks_per_doc
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `k` best blocks of `index` for each query embedding (`[b, d]`, any float dtype; not
+    /// differentiated), best first, skipping every block of `exclude[i]`'s document for query i.
+    pub fn search(
+        &self,
+        queries: &Tensor,
+        index: &MipsIndex,
+        k: usize,
+        exclude: &[Option<u32>],
+    ) -> Result<Vec<Vec<u32>>> {
+        let b = queries.dim(0)?;
+        if exclude.len() != b {
+            return Err(Error::bad_input(
+                OP,
+                "exclude",
+                format!("{} exclusions for {b} queries", exclude.len()),
+            ));
+        }
+        if index.len() != self.len() {
+            return Err(Error::bad_input(
+                OP,
+                "index",
+                format!(
+                    "the index has {} rows but the corpus {} blocks",
+                    index.len(),
+                    self.len()
+                ),
+            ));
+        }
+        let excluding = exclude.iter().any(Option::is_some);
+        let extra = if excluding {
+            self.max_blocks_per_doc
+        } else {
+            0
+        };
+        let wanted = (k + extra).min(self.len());
+        let queries = queries.detach().to_device(index.device())?;
+        let (_, ids) = mips_top_k(&queries, index, wanted, None)?;
+        let ids = ids.to_device(&candle_core::Device::Cpu)?.to_vec2::<u32>()?;
+        Ok(ids
+            .into_iter()
+            .zip(exclude)
+            .map(|(row, ex)| {
+                row.into_iter()
+                    .filter(|&id| id != u32::MAX && Some(self.block_doc[id as usize]) != *ex)
+                    .take(k)
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// When the index is rebuilt and swapped in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshPolicy {
+    /// Start a refresh every this many steps (0: never; REALM: 500).
+    pub every: u64,
+    /// None: swap a refresh in as soon as it is ready (never waiting). Some(d): swap it in exactly
+    /// d steps after it started, waiting if it is not done, so that runs (and resumed runs)
+    /// are reproducible bit for bit.
+    pub swap_after: Option<u64>,
+    /// Threads of the refresh's rayon pool on the CPU.
+    pub threads: usize,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        RefreshPolicy {
+            every: 500,
+            swap_after: None,
+            threads: 1,
+        }
+    }
+}
+
+/// What a finished refresh reports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Swapped {
+    /// The step of the weights it was built from.
+    pub step: u64,
+    /// Its wall time, seconds.
+    pub seconds: f64,
+}
+
+/// Starts refreshes on schedule and swaps them into the slot.
+pub struct Refresher {
+    policy: RefreshPolicy,
+    pending: Option<Refresh<MipsIndex>>,
+    pending_step: u64,
+    pool: Arc<rayon::ThreadPool>,
+    tokenizer: Arc<BertTokenizer>,
+    blocks: Arc<Vec<Block>>,
+    options: EmbedOptions,
+    device: ComputeDevice,
+}
+
+impl Refresher {
+    pub fn new(
+        policy: RefreshPolicy,
+        tokenizer: Arc<BertTokenizer>,
+        knowledge: &Knowledge,
+        options: EmbedOptions,
+        device: &ComputeDevice,
+    ) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(policy.threads.max(1))
+            .thread_name(|i| format!("index-refresh-{i}"))
+            .build()
+            .map_err(|e| Error::Device(format!("index refresh thread pool: {e}")))?;
+        Ok(Refresher {
+            policy,
+            pending: None,
+            pending_step: 0,
+            pool: Arc::new(pool),
+            tokenizer,
+            blocks: knowledge.blocks.clone(),
+            options,
+            device: device.clone(),
+        })
+    }
+
+    /// Whether a refresh is running.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Starts a refresh from a snapshot of `tower` if one is due after `step` steps and none is
+    /// running.
+    pub fn maybe_start(&mut self, step: u64, tower: &Tower) -> Result<bool> {
+        let due = self.policy.every > 0 && step > 0 && step % self.policy.every == 0;
+        if !due || self.pending.is_some() {
+            return Ok(false);
+        }
+        self.start(step, tower)?;
+        Ok(true)
+    }
+
+    /// Starts a refresh from a snapshot of `tower` (the weights after `step` steps).
+    pub fn start(&mut self, step: u64, tower: &Tower) -> Result<()> {
+        let snapshot = tower.snapshot()?;
+        let (pool, tok, blocks) = (
+            self.pool.clone(),
+            self.tokenizer.clone(),
+            self.blocks.clone(),
+        );
+        let (options, device) = (self.options.clone(), self.device.clone());
+        self.pending = Some(Refresh::spawn(step, move || {
+            let _exec = device.enter()?;
+            pool.install(|| {
+                let emb = embed_blocks(&snapshot, &tok, &blocks, &options, &device.device)?;
+                MipsIndex::new(&emb.to_device(&device.device)?)
+            })
+        })?);
+        self.pending_step = step;
+        Ok(())
+    }
+
+    /// Swaps a finished refresh into `slot` before step `step` runs: without waiting, unless the
+    /// policy fixes the swap step and it has come.
+    pub fn poll(&mut self, step: u64, slot: &IndexSlot<MipsIndex>) -> Result<Option<Swapped>> {
+        let Some(refresh) = &mut self.pending else {
+            return Ok(None);
+        };
+        let done = match self.policy.swap_after {
+            None => refresh.try_finish(),
+            Some(d) if step >= self.pending_step + d => {
+                return self.finish(slot);
+            }
+            Some(_) => return Ok(None),
+        };
+        match done {
+            None => Ok(None),
+            Some(result) => {
+                self.pending = None;
+                let r = result?;
+                slot.swap(r.index, r.step);
+                Ok(Some(Swapped {
+                    step: r.step,
+                    seconds: r.build_time.as_secs_f64(),
+                }))
+            }
+        }
+    }
+
+    /// Waits for a running refresh and swaps it in (before a checkpoint, so that the saved index
+    /// is the one in use, and at the end of training).
+    pub fn finish(&mut self, slot: &IndexSlot<MipsIndex>) -> Result<Option<Swapped>> {
+        let Some(refresh) = self.pending.take() else {
+            return Ok(None);
+        };
+        let r = refresh.finish()?;
+        slot.swap(r.index, r.step);
+        Ok(Some(Swapped {
+            step: r.step,
+            seconds: r.build_time.as_secs_f64(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn block(doc: &str) -> Block {
+        Block {
+            doc_id: doc.into(),
+            title: String::new(),
+            tokens: vec![1],
+            sentences: vec![0..1],
+        }
+    }
+
+    fn knowledge(docs: &[&str]) -> Knowledge {
+        let blocks: Vec<Block> = docs.iter().map(|d| block(d)).collect();
+        let mut doc_index = HashMap::new();
+        let block_doc = docs
+            .iter()
+            .map(|d| {
+                let n = doc_index.len() as u32;
+                *doc_index.entry(d.to_string()).or_insert(n)
+            })
+            .collect();
+        Knowledge {
+            titles: vec![Vec::new(); blocks.len()],
+            blocks: Arc::new(blocks),
+            block_doc,
+            doc_index,
+            max_blocks_per_doc: 2,
+        }
+    }
+
+    #[test]
+    fn search_skips_every_block_of_the_excluded_document() {
+        // Blocks 0 and 1 belong to document "a"; the query points at them first.
+        let k = knowledge(&["a", "a", "b", "c"]);
+        let emb = Tensor::new(
+            &[[4f32, 0.0], [3.0, 0.0], [2.0, 0.0], [1.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let index = MipsIndex::new(&emb).unwrap();
+        let q = Tensor::new(&[[1f32, 0.0], [1.0, 0.0]], &Device::Cpu).unwrap();
+        let hits = k.search(&q, &index, 2, &[Some(0), None]).unwrap();
+        assert_eq!(hits, [vec![2, 3], vec![0, 1]]);
+        assert!(k.check_k(2, true).is_ok());
+        let msg = k.check_k(3, true).unwrap_err().to_string();
+        assert!(msg.contains("excluded"), "{msg}");
+        assert!(k.check_k(5, false).is_err());
+        assert!(k.search(&q, &index, 2, &[None]).is_err());
+    }
+}

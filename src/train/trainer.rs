@@ -1,0 +1,313 @@
+//! What every training loop shares: the optimizer and schedule, clipping, mixed-precision loss
+//! scaling, the step counter, checkpoints on schedule (and resuming from them), metrics and the
+//! progress bar. A stage supplies the forward pass and what goes into its checkpoint.
+//!
+//! The step is split so that nothing in it assumes one device: [`Trainer::backward`] gives the
+//! gradients of this replica's batch, [`Trainer::update`] applies them; a data-parallel run
+//! would all-reduce the `GradStore` in between.
+
+use super::optim::{clip_factor, global_grad_norm, AdamW, AdamWConfig, LinearSchedule};
+use super::run::{progress, Metric, MetricsLog, RunDir, Stage};
+use super::state::{load_trainer, save_checkpoint, TrainerState};
+use crate::device::ComputeDevice;
+use crate::error::{Error, Result};
+use crate::model::DynamicLossScaler;
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// The optimisation settings of a stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoopConfig {
+    /// Training steps in all.
+    pub steps: u64,
+    /// Examples per step.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warm-up steps (None: min(10000, max(100, steps / 10)), capped at `steps`).
+    pub warmup: Option<u64>,
+    pub adamw: AdamWConfig,
+    /// Global gradient-norm clip (≤ 0: none).
+    pub clip_norm: f64,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// A metrics line every this many steps.
+    pub log_every: u64,
+    pub seed: u64,
+    /// BERT's compute dtype: "f32", "bf16" or "f16" (None: f32 on the CPU, bf16 on a GPU). f16
+    /// trains with dynamic loss scaling.
+    pub dtype: Option<String>,
+}
+
+impl LoopConfig {
+    /// Small-scale CPU defaults for `steps` steps at peak rate `lr`.
+    pub fn new(steps: u64, batch: usize, lr: f64) -> Self {
+        LoopConfig {
+            steps,
+            batch,
+            lr,
+            warmup: None,
+            adamw: AdamWConfig::default(),
+            clip_norm: 1.0,
+            checkpoint_every: 0,
+            log_every: 10,
+            seed: 0,
+            dtype: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "training config";
+        if self.steps == 0 || self.batch == 0 {
+            return Err(Error::bad_input(
+                OP,
+                "steps",
+                format!(
+                    "steps = {} and batch = {} must be positive",
+                    self.steps, self.batch
+                ),
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::bad_input(
+                OP,
+                "lr",
+                format!("{} must be a positive number", self.lr),
+            ));
+        }
+        self.adamw.validate()?;
+        self.compute_dtype(false)?;
+        Ok(())
+    }
+
+    pub fn schedule(&self) -> LinearSchedule {
+        match self.warmup {
+            Some(w) => LinearSchedule::with_warmup(self.lr, w, self.steps),
+            None => LinearSchedule::new(self.lr, self.steps),
+        }
+    }
+
+    /// The compute dtype on a device (`cuda`: whether it is a GPU).
+    pub fn compute_dtype(&self, cuda: bool) -> Result<DType> {
+        Ok(match self.dtype.as_deref() {
+            None if cuda => DType::BF16,
+            None | Some("f32") => DType::F32,
+            Some("bf16") => DType::BF16,
+            Some("f16") => DType::F16,
+            Some(other) => {
+                return Err(Error::bad_input(
+                    "training config",
+                    "dtype",
+                    format!("`{other}`: use f32, bf16 or f16"),
+                ))
+            }
+        })
+    }
+}
+
+/// How one invocation runs, besides what the run's `config.json` records.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub device: ComputeDevice,
+    /// Continue the run directory's checkpoint.
+    pub resume: bool,
+    /// No progress bars.
+    pub quiet: bool,
+    /// Stop (without a checkpoint) once this many steps are done, as if killed there: for
+    /// resume tests.
+    pub stop_after: Option<u64>,
+}
+
+impl RunOptions {
+    pub fn new(device: ComputeDevice) -> Self {
+        RunOptions {
+            device,
+            resume: false,
+            quiet: false,
+            stop_after: None,
+        }
+    }
+}
+
+/// What [`Trainer::update`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Update {
+    pub lr: f64,
+    /// The global gradient norm before clipping (None when an f16 overflow skipped the update).
+    pub grad_norm: Option<f64>,
+}
+
+/// The loop state of one stage.
+pub struct Trainer {
+    stage: Stage,
+    pub state: TrainerState,
+    opt: AdamW,
+    vars: Vec<Var>,
+    schedule: LinearSchedule,
+    clip_norm: f64,
+    checkpoint_every: u64,
+    log_every: u64,
+    scaler: Option<DynamicLossScaler>,
+    log: MetricsLog,
+    bar: ProgressBar,
+    started: Instant,
+    stop_after: Option<u64>,
+}
+
+impl Trainer {
+    /// A trainer for `params`; with `opts.resume`, the step, optimizer moments and the rest of
+    /// the trainer state come from the run's checkpoint (whose stage must be `stage`).
+    pub fn new(
+        run: &RunDir,
+        stage: Stage,
+        params: Vec<(String, Var)>,
+        cfg: &LoopConfig,
+        opts: &RunOptions,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let vars = params.iter().map(|(_, v)| v.clone()).collect();
+        let mut opt = AdamW::new(params, cfg.adamw)?;
+        let schedule = cfg.schedule();
+        let f16 = cfg.compute_dtype(opts.device.is_cuda())? == DType::F16;
+        let mut state = TrainerState::new(stage.name(), cfg.seed, cfg.adamw, schedule);
+        let mut scaler = f16.then(DynamicLossScaler::default);
+        if opts.resume {
+            let ckpt = run.checkpoint();
+            let (saved, tensors) = load_trainer(&ckpt)?;
+            if saved.stage != stage.name() {
+                return Err(Error::file(
+                    &ckpt,
+                    format!(
+                        "is a checkpoint of stage `{}`, not `{}`",
+                        saved.stage,
+                        stage.name()
+                    ),
+                ));
+            }
+            opt.load_state(&ckpt, tensors, saved.optimizer_steps)?;
+            if let (Some(s), true) = (saved.loss_scale, f16) {
+                scaler = Some(DynamicLossScaler::new(s, 2000));
+            }
+            state = saved;
+        }
+        let log = run.metrics(stage, opts.resume.then_some(state.step))?;
+        let bar = progress(cfg.steps, stage.name(), opts.quiet);
+        bar.set_position(state.step);
+        Ok(Trainer {
+            stage,
+            state,
+            opt,
+            vars,
+            schedule,
+            clip_norm: cfg.clip_norm,
+            checkpoint_every: cfg.checkpoint_every,
+            log_every: cfg.log_every.max(1),
+            scaler,
+            log,
+            bar,
+            started: Instant::now(),
+            stop_after: opts.stop_after,
+        })
+    }
+
+    /// Steps done.
+    pub fn step(&self) -> u64 {
+        self.state.step
+    }
+
+    /// Whether the loop should stop: all steps done, or the `stop_after` of the options.
+    pub fn done(&self) -> bool {
+        self.state.step >= self.schedule.total
+            || self.stop_after.is_some_and(|s| self.state.step >= s)
+    }
+
+    /// Whether this invocation ended by `stop_after` before the run was complete.
+    pub fn interrupted(&self) -> bool {
+        self.state.step < self.schedule.total
+    }
+
+    /// Gradients of `loss` (scaled and unscaled again under f16; None when they overflowed).
+    pub fn backward(&mut self, loss: &Tensor) -> Result<Option<GradStore>> {
+        match &mut self.scaler {
+            None => Ok(Some(loss.backward()?)),
+            Some(scaler) => {
+                let mut grads = scaler.scale_loss(loss)?.backward()?;
+                let ok = scaler.unscale(&mut grads, &self.vars)?;
+                self.state.loss_scale = Some(scaler.scale());
+                Ok(ok.then_some(grads))
+            }
+        }
+    }
+
+    /// Clips and applies the gradients (None: skip the update) and counts the step.
+    pub fn update(&mut self, grads: Option<GradStore>) -> Result<Update> {
+        let lr = self.schedule.lr(self.state.step);
+        let grad_norm = match grads {
+            Some(grads) => {
+                let norm = global_grad_norm(&grads, &self.vars)?;
+                let factor = clip_factor(norm, self.clip_norm).map_err(|e| {
+                    Error::bad_input(
+                        "training",
+                        "loss",
+                        format!("{} step {}: {e}", self.stage.name(), self.state.step + 1),
+                    )
+                })?;
+                self.opt.step(&grads, lr, factor)?;
+                Some(norm)
+            }
+            None => None,
+        };
+        self.state.step += 1;
+        self.state.optimizer_steps = self.opt.steps();
+        self.bar.set_position(self.state.step);
+        Ok(Update { lr, grad_norm })
+    }
+
+    /// Seconds in this stage, across resumes.
+    pub fn time_s(&self) -> f64 {
+        self.state.elapsed_s + self.started.elapsed().as_secs_f64()
+    }
+
+    /// A metrics line for the current step.
+    pub fn metric(&self) -> Metric {
+        Metric::at(self.stage, self.state.step, self.time_s())
+    }
+
+    /// Whether a metrics line is due at the current step (and always at the last).
+    pub fn log_due(&self) -> bool {
+        self.state.step % self.log_every == 0 || self.state.step == self.schedule.total
+    }
+
+    pub fn log(&mut self, metric: &Metric) -> Result<()> {
+        if let Some(loss) = metric.loss {
+            self.bar.set_message(format!("loss {loss:.4}"));
+        }
+        self.log.log(metric)
+    }
+
+    /// Whether a checkpoint is due at the current step (on schedule, and at the end).
+    pub fn checkpoint_due(&self) -> bool {
+        let s = self.state.step;
+        s == self.schedule.total || (self.checkpoint_every > 0 && s % self.checkpoint_every == 0)
+    }
+
+    /// Writes the checkpoint: `write_files` puts the models (and index) into the folder.
+    pub fn save(
+        &mut self,
+        dir: &Path,
+        write_files: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        let mut state = self.state.clone();
+        state.elapsed_s = self.time_s();
+        save_checkpoint(dir, &state, &self.opt, write_files)
+    }
+
+    /// Clears the progress bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
