@@ -152,7 +152,7 @@ fn tick_label(v: f64, scale: f64) -> String {
     if v == 0.0 || v.abs() < scale * 1e-9 {
         return "0".to_string();
     }
-    if scale < 1e-3 || scale >= 1e6 {
+    if !(1e-3..1e6).contains(&scale) {
         let text = format!("{v:.2e}");
         let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
         return format!("{}e{exponent}", trim(mantissa));
