@@ -575,10 +575,10 @@ fn search(
             obj["query"] = query.into();
             println!("{obj}");
         } else {
-            let text = realm::index::search::detokenize(
+            let text = realm::model::reader::span_text(
                 &searcher.model.tokenizer,
                 &searcher.block(hit).tokens,
-            );
+            )?;
             let snippet: String = text.chars().take(100).collect();
             println!(
                 "{:>2}. {:>8.3}  [{}] {}: {snippet}...",

@@ -178,21 +178,3 @@ impl Searcher {
         &self.index.blocks[hit.block as usize]
     }
 }
-
-/// Wordpieces back to text: `##` continuations joined to the previous piece.
-pub fn detokenize(tok: &BertTokenizer, ids: &[u32]) -> String {
-    let mut text = String::new();
-    for &id in ids {
-        let piece = tok.id_to_token(id).unwrap_or_else(|| "[UNK]".into());
-        match piece.strip_prefix("##") {
-            Some(rest) => text.push_str(rest),
-            None => {
-                if !text.is_empty() {
-                    text.push(' ');
-                }
-                text.push_str(&piece);
-            }
-        }
-    }
-    text
-}
