@@ -165,15 +165,19 @@ fn the_vocabulary_loads_and_spells_every_answer() {
     }
     // The corpus itself: the vocabulary was trained on it, so every character is known.
     let docs = docs();
-    let texts: Vec<&str> = docs.values().map(|d| d.text.as_str()).collect();
+    let texts: Vec<&str> = docs
+        .values()
+        .flat_map(|d| [d.title.as_str(), d.text.as_str()])
+        .collect();
     let pieces = tok.wordpieces(&texts).unwrap();
     let total: usize = pieces.iter().map(Vec::len).sum();
     let unknown = pieces.iter().flatten().filter(|&&i| i == unk).count();
     let longest = pieces.iter().map(Vec::len).max().unwrap_or(0);
     eprintln!(
-        "{} documents: {total} wordpieces (mean {:.1}, longest {longest}), {unknown} [UNK]",
-        texts.len(),
-        total as f64 / texts.len() as f64
+        "{} documents, titles and texts: {total} wordpieces (mean {:.1}, longest {longest}), \
+         {unknown} [UNK]",
+        docs.len(),
+        total as f64 / docs.len() as f64
     );
     assert_eq!(unknown, 0, "{unknown} of {total} wordpieces are [UNK]");
 }
