@@ -50,31 +50,23 @@ fn rows(t: &Tensor) -> Vec<Vec<u32>> {
     t.to_vec2::<u32>().unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
+/// max |x| over a tensor.
+fn max_abs(x: &Tensor) -> f32 {
+    x.abs()
         .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
+        .max_all()
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    max_abs(&(a - b).unwrap())
+}
+
 /// max |a − b| / max |b|.
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    max_abs_diff(a, b) / scale.max(f32::MIN_POSITIVE)
+    max_abs_diff(a, b) / max_abs(b).max(f32::MIN_POSITIVE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,24 +293,28 @@ fn retriever_checkpoint_errors_are_clear() {
 // ---------------------------------------------------------------------------------------------
 // Hugging Face comparison (tests/fixtures/hf-realm)
 
-/// The fixture folder, or None after printing why the test is skipped.
-fn hf_fixture() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-realm");
-    let needed = [
-        "scorer/model.safetensors",
-        "encoder/model.safetensors",
-        "batch.json",
-        "inputs.safetensors",
-        "expected.safetensors",
-    ];
+/// `dir` when it holds every file of `needed`, else None after printing why the test is skipped.
+fn folder_with(dir: PathBuf, needed: &[&str], hint: &str) -> Option<PathBuf> {
     if let Some(missing) = needed.iter().find(|p| !dir.join(p).exists()) {
-        eprintln!(
-            "skipping: {} not found (make it with scripts/hf/realm_fixtures.py)",
-            dir.join(missing).display()
-        );
+        eprintln!("skipping: {} not found{hint}", dir.join(missing).display());
         return None;
     }
     Some(dir)
+}
+
+/// The HF fixture folder, or None after printing why the test is skipped.
+fn hf_fixture() -> Option<PathBuf> {
+    folder_with(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-realm"),
+        &[
+            "scorer/model.safetensors",
+            "encoder/model.safetensors",
+            "batch.json",
+            "inputs.safetensors",
+            "expected.safetensors",
+        ],
+        " (make it with scripts/hf/realm_fixtures.py)",
+    )
 }
 
 /// The fixture's batch, built with our input functions.
@@ -886,16 +882,14 @@ fn a_stored_decoder_must_repeat_the_word_embeddings() {
 
 /// `../shared` next to the crate with MiniLM and wiki-vital, or None after printing why not.
 fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    let needed = [
-        "models/all-minilm-l6-v2/model.safetensors",
-        "data/wiki-vital/docs.jsonl",
-    ];
-    if let Some(missing) = needed.iter().find(|p| !dir.join(p).exists()) {
-        eprintln!("skipping: {} not found", dir.join(missing).display());
-        return None;
-    }
-    Some(dir)
+    folder_with(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+        &[
+            "models/all-minilm-l6-v2/model.safetensors",
+            "data/wiki-vital/docs.jsonl",
+        ],
+        "",
+    )
 }
 
 #[test]
