@@ -382,10 +382,15 @@ impl Reader {
             .to_dtype(DType::F32)?
             .reshape((b * l, h))?;
         let projected = self.intermediate.forward(&hidden, train)?;
-        let starts = projected.index_select(&start_rows, 0)?.narrow(1, 0, span)?;
-        let ends = projected
-            .index_select(&end_rows, 0)?
-            .narrow(1, span, span)?;
+        // Split before gathering: a candidate needs half of each position's projection.
+        let half = |from: usize, rows: &Tensor| -> Result<Tensor> {
+            Ok(projected
+                .narrow(1, from, span)?
+                .contiguous()?
+                .index_select(rows, 0)?)
+        };
+        let starts = half(0, &start_rows)?;
+        let ends = half(span, &end_rows)?;
         let joint = self.norm.forward(&(starts + ends)?.relu()?, train)?;
         let scores = self.output.forward(&joint, train)?.reshape((b, c))?;
         Ok(SpanLogits {
