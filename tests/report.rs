@@ -171,6 +171,48 @@ fn only_metrics_with_data_are_plotted_and_optional_files_may_be_absent() {
 }
 
 #[test]
+fn stages_in_folders_of_their_own_are_read_in_stage_order() {
+    let dir = temp_dir("folders");
+    for (folder, stage, lr) in [
+        ("finetune", "finetune", 1e-5),
+        ("ict", "ict", 1e-4),
+        ("pretrain", "pretrain", 3e-4),
+    ] {
+        let sub = dir.join(folder);
+        std::fs::create_dir_all(&sub).unwrap();
+        let lines: String = (0..5)
+            .map(|step| {
+                format!(
+                    "{{\"stage\":\"{stage}\",\"step\":{step},\"time_s\":{},\"loss\":{}}}\n",
+                    step as f64,
+                    5.0 - step as f64 * 0.5
+                )
+            })
+            .collect();
+        std::fs::write(sub.join("metrics.jsonl"), lines).unwrap();
+        std::fs::write(
+            sub.join("config.json"),
+            format!("{{\"lr\":{lr},\"device\":\"cpu\"}}"),
+        )
+        .unwrap();
+    }
+    let report = write_report(&dir).unwrap();
+    assert_eq!(report.records, 15);
+    assert_eq!(report.images, [dir.join("report/loss.png")]);
+    let readme = std::fs::read_to_string(&report.readme).unwrap();
+    let at = |needle: &str| {
+        readme
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing from\n{readme}"))
+    };
+    assert!(at("| ict | 5 |") < at("| pretrain | 5 |"));
+    assert!(at("| pretrain | 5 |") < at("| finetune | 5 |"));
+    at("| ict.lr | 1.000e-4 |");
+    at("device: cpu");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn dense_noisy_lines_stay_inside_the_plot() {
     // Noise of a large amplitude at every step: wide polylines with sharp turns drew spikes far
     // outside the plot before lines were drawn as segments and dense ones as slice means.

@@ -2,8 +2,9 @@
 //! each stage in its own colour on one step axis) and a short Markdown summary, both written into
 //! `RUN_DIR/report/`.
 //!
-//! Reads `RUN_DIR/metrics.jsonl` (required; see [`metrics::Record`]), and `RUN_DIR/config.json`
-//! and `RUN_DIR/summary.json` when present.
+//! Reads `RUN_DIR/metrics.jsonl` (see [`metrics::Record`]), and `RUN_DIR/config.json` and
+//! `RUN_DIR/summary.json` when present. A run whose stages have folders of their own
+//! (`RUN_DIR/ict/metrics.jsonl`, `RUN_DIR/pretrain/...`) is read folder by folder, in stage order.
 
 pub mod metrics;
 pub mod plot;
@@ -101,8 +102,7 @@ pub fn write_report(run_dir: impl AsRef<Path>) -> Result<Report> {
     if !run_dir.is_dir() {
         return Err(Error::file(run_dir, "not a run directory"));
     }
-    let records = read_metrics(&run_dir.join("metrics.jsonl"))?;
-    let config = read_optional_json(&run_dir.join("config.json"))?;
+    let (records, config) = read_run(run_dir)?;
     let summary = read_optional_json(&run_dir.join("summary.json"))?;
     let out = run_dir.join("report");
     std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, e))?;
@@ -129,6 +129,60 @@ pub fn write_report(run_dir: impl AsRef<Path>) -> Result<Report> {
         images,
         records: records.len(),
     })
+}
+
+/// The records and configuration of a run: `RUN_DIR/metrics.jsonl` and `config.json`, or, when
+/// the stages ran in folders of their own (`RUN_DIR/ict/metrics.jsonl`, ...), every such folder's
+/// records in stage order, and their configurations under the folders' names.
+fn read_run(run_dir: &Path) -> Result<(Vec<Record>, Option<serde_json::Value>)> {
+    let top = run_dir.join("metrics.jsonl");
+    let top_config = read_optional_json(&run_dir.join("config.json"))?;
+    if top.exists() {
+        return Ok((read_metrics(&top)?, top_config));
+    }
+    let entries = std::fs::read_dir(run_dir).map_err(|e| Error::file(run_dir, e))?;
+    let mut stages = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::file(run_dir, e))?.path();
+        if path.join("metrics.jsonl").is_file() {
+            let records = read_metrics(&path.join("metrics.jsonl"))?;
+            let config = read_optional_json(&path.join("config.json"))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            stages.push((stage_rank(&records[0].stage), name, records, config));
+        }
+    }
+    if stages.is_empty() {
+        return Err(Error::file(
+            &top,
+            "no metrics here nor in RUN_DIR/*/metrics.jsonl: is this a run directory?",
+        ));
+    }
+    stages.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut config = match top_config {
+        Some(serde_json::Value::Object(map)) => map,
+        Some(other) => [("config".to_string(), other)].into_iter().collect(),
+        None => serde_json::Map::new(),
+    };
+    let mut records = Vec::new();
+    for (_, name, stage_records, stage_config) in stages {
+        records.extend(stage_records);
+        if let Some(c) = stage_config {
+            config.insert(name, c);
+        }
+    }
+    let config = (!config.is_empty()).then_some(serde_json::Value::Object(config));
+    Ok((records, config))
+}
+
+/// The order stages run in; unknown stages after them.
+fn stage_rank(stage: &str) -> usize {
+    ["ict", "pretrain", "finetune", "eval"]
+        .iter()
+        .position(|s| *s == stage)
+        .unwrap_or(4)
 }
 
 /// `None` when the file is absent; an error naming it when it is there but not JSON.
