@@ -8,6 +8,7 @@
 //!   `realm bench`.
 
 pub mod alloc;
+pub mod ask;
 pub mod bench;
 pub mod data;
 pub mod device;

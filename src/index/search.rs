@@ -109,6 +109,30 @@ impl Searcher {
                 ),
             ));
         }
+        Self::assemble(model, index, dev)
+    }
+
+    /// A training checkpoint folder and the index it holds (`index/`): the index in use when the
+    /// checkpoint was written, built by an earlier snapshot of the document tower (REALM searches
+    /// a stale index; fine-tuning keeps the document embeddings fixed), so its fingerprint is
+    /// not the current tower's and is not compared.
+    pub fn open_checkpoint(dir: &Path, dev: &Device) -> Result<Self> {
+        let model = RetrieverModel::load(dir, dev)?;
+        let index = StoredIndex::load(dir.join("index"), None)?;
+        let want = model.retriever.config().proj_size;
+        if index.manifest.dim != want {
+            return Err(Error::file(
+                dir.join("index"),
+                format!(
+                    "embeddings are {}-d; the checkpoint's retriever projects to {want}",
+                    index.manifest.dim
+                ),
+            ));
+        }
+        Self::assemble(model, index, dev)
+    }
+
+    fn assemble(model: RetrieverModel, index: StoredIndex, dev: &Device) -> Result<Self> {
         let mips = MipsIndex::new(&index.embeddings.to_device(dev)?)?;
         let query_max_len = model
             .retriever
