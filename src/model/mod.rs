@@ -32,5 +32,5 @@ pub use realm::{
     RealmSettings, RetrievalUtility, NULL_COLUMN,
 };
 pub use realm_inputs::{doc_inputs, joined_inputs, query_inputs};
-pub use retriever::{relevance, Retriever, RetrieverConfig, Tower};
+pub use retriever::{relevance, Retriever, RetrieverConfig, Tower, TowerPooling};
 pub use tokenizer::{Batch, BertTokenizer, Overflow};
