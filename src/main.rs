@@ -115,6 +115,27 @@ enum Command {
         json: bool,
         query: String,
     },
+    /// Answer questions with a fine-tuned run (its retriever, reader and index): the answer, its
+    /// score, and the top documents with p(z|x), title and the sentence holding the span. Without
+    /// a question, reads questions line by line from stdin.
+    Ask {
+        #[command(flatten)]
+        device: DeviceArg,
+        /// A run directory: a `realm demo` run or a `realm finetune` run.
+        #[arg(long)]
+        run: std::path::PathBuf,
+        /// An index built by the run's document tower (e.g. of an updated corpus) instead of the
+        /// run's own.
+        #[arg(long)]
+        index: Option<std::path::PathBuf>,
+        /// Blocks read per question.
+        #[arg(long, default_value_t = 5)]
+        beam: usize,
+        /// One JSON object per answer.
+        #[arg(long)]
+        json: bool,
+        question: Option<String>,
+    },
     /// Time one op: the median over repeated runs after warm-up.
     Bench {
         #[command(subcommand)]
@@ -316,6 +337,21 @@ fn main() -> Result<()> {
             k,
             json,
             &query,
+        ),
+        Command::Ask {
+            device,
+            run,
+            index,
+            beam,
+            json,
+            question,
+        } => ask(
+            &device.resolve()?,
+            &run,
+            index.as_deref(),
+            beam,
+            json,
+            question.as_deref(),
         ),
         Command::Bench { op } => bench(op),
         Command::Report { run_dir } => {
@@ -590,4 +626,51 @@ fn search(
         }
     }
     Ok(())
+}
+
+fn ask(
+    dev: &ComputeDevice,
+    run: &std::path::Path,
+    index: Option<&std::path::Path>,
+    beam: usize,
+    json: bool,
+    question: Option<&str>,
+) -> Result<()> {
+    use std::io::BufRead;
+    let _exec = dev.enter()?;
+    let checkpoint = realm::ask::find_checkpoint(run)?;
+    let mut asker = realm::ask::Asker::load(&checkpoint, index, &dev.device)
+        .with_context(|| format!("loading {}", checkpoint.display()))?;
+    if beam == 0 {
+        bail!("--beam must be at least 1");
+    }
+    asker.beam = beam;
+    let answer = |q: &str| -> Result<()> {
+        let a = asker.ask(q)?;
+        if json {
+            println!("{}", serde_json::to_string(&a)?);
+            return Ok(());
+        }
+        println!("{}  (score {:.2})", a.answer, a.score);
+        for (i, e) in a.evidence.iter().enumerate() {
+            let mark = if i == a.from { "*" } else { " " };
+            println!("  {mark} p={:.3}  {}: {}", e.p, e.title, e.sentence);
+        }
+        Ok(())
+    };
+    match question {
+        Some(q) => answer(q),
+        None => {
+            for line in std::io::stdin().lock().lines() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if let Err(e) = answer(&line) {
+                    eprintln!("error: {e:#}");
+                }
+            }
+            Ok(())
+        }
+    }
 }
