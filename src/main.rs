@@ -115,6 +115,38 @@ enum Command {
         json: bool,
         query: String,
     },
+    /// Evaluate a training checkpoint on questions: retrieval recall@1/@5/@k, the reader's exact
+    /// match, zero-shot cloze exact match with retrieval and with the null document only, and
+    /// retrieval utility. The report goes to stdout as JSON.
+    Eval {
+        #[command(flatten)]
+        device: DeviceArg,
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        /// NQ-open style .jsonl ({"question","answers"}) or SQuAD .json.
+        #[arg(long)]
+        questions: std::path::PathBuf,
+        /// Index built by the checkpoint's document tower (default: CHECKPOINT/index).
+        #[arg(long)]
+        index: Option<std::path::PathBuf>,
+        /// Corpus to index with the checkpoint when it has no index.
+        #[arg(long)]
+        corpus: Option<std::path::PathBuf>,
+        /// Blocks retrieved per question (recall@k, the cloze marginal).
+        #[arg(short, long, default_value_t = 5)]
+        k: usize,
+        /// Blocks the reader reads per question.
+        #[arg(long, default_value_t = 5)]
+        reader_beam: usize,
+        #[arg(long)]
+        max_questions: Option<usize>,
+        /// Run directory: append the metrics line to RUN/metrics.jsonl.
+        #[arg(long)]
+        run: Option<std::path::PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Answer questions with a fine-tuned run (its retriever, reader and index): the answer, its
     /// score, and the top documents with p(z|x), title and the sentence holding the span. Without
     /// a question, reads questions line by line from stdin.
@@ -338,6 +370,30 @@ fn main() -> Result<()> {
             json,
             &query,
         ),
+        Command::Eval {
+            device,
+            checkpoint,
+            questions,
+            index,
+            corpus,
+            k,
+            reader_beam,
+            max_questions,
+            run,
+            quiet,
+        } => {
+            use realm::train::eval;
+            let dev = device.resolve()?;
+            let mut cfg = eval::EvalConfig::new(checkpoint, questions);
+            (cfg.index, cfg.corpus, cfg.top_k) = (index, corpus, k);
+            (cfg.reader_beam, cfg.max_questions, cfg.quiet) = (reader_beam, max_questions, quiet);
+            let report = eval::evaluate(&cfg, &dev).context("eval")?;
+            if let Some(run) = run {
+                eval::log_metrics(&run, &report).context("writing the metrics line")?;
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::Ask {
             device,
             run,

@@ -227,7 +227,39 @@ impl KnowledgeEncoder {
         targets: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
-        let (r, m) = self.check_masks(input, positions, targets)?;
+        let (r, m) = self.check_masks(input, positions, Some(targets))?;
+        let logits = self.mask_logits(input, positions, r, mode)?;
+        // log softmax at the target only: logit_target − logsumexp(logits).
+        let gold = logits.gather(&targets.flatten_all()?.unsqueeze(1)?, 1)?;
+        Ok((gold - log_sum_exp(&logits)?)?.reshape((r, m))?)
+    }
+
+    /// The whole masked-LM distribution at the masked positions: log softmax over the
+    /// vocabulary, [r, m, vocab] f32, for `positions` [r, m] u32 as in
+    /// [`KnowledgeEncoder::masked_log_probs`] (which gathers one entry of it). For predicting a
+    /// masked token (argmax), where no target is known.
+    pub fn masked_log_softmax(
+        &self,
+        input: &BertInput,
+        positions: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (r, m) = self.check_masks(input, positions, None)?;
+        let logits = self.mask_logits(input, positions, r, mode)?;
+        let vocab = logits.dim(1)?;
+        Ok(logits
+            .broadcast_sub(&log_sum_exp(&logits)?)?
+            .reshape((r, m, vocab))?)
+    }
+
+    /// The head's logits [r·m, vocab] f32 at `positions` [r, m] (already checked).
+    fn mask_logits(
+        &self,
+        input: &BertInput,
+        positions: &Tensor,
+        r: usize,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let train = matches!(mode, Mode::Train { .. });
         let hidden = self.bert.forward(input, mode)?.last_hidden_state;
         let (_, l, h) = hidden.dims3()?;
@@ -248,27 +280,16 @@ impl KnowledgeEncoder {
         };
         let x = self.norm.forward(&x, train)?;
         let words = param(&word_embeddings(&self.bert)?, train);
-        let logits = x
-            .matmul(&words.t()?)?
-            .broadcast_add(&param(&self.bias, train))?;
-        // log softmax at the target only: logit_target − logsumexp(logits).
-        let max = logits.max_keepdim(D::Minus1)?.detach();
-        let lse = (logits
-            .broadcast_sub(&max)?
-            .exp()?
-            .sum_keepdim(D::Minus1)?
-            .log()?
-            + max)?;
-        let gold = logits.gather(&targets.flatten_all()?.unsqueeze(1)?, 1)?;
-        Ok((gold - lse)?.reshape((r, m))?)
+        Ok(x.matmul(&words.t()?)?
+            .broadcast_add(&param(&self.bias, train))?)
     }
 
-    /// Shapes, dtypes and ranges of the mask arguments; returns (r, m).
+    /// Shapes, dtypes and ranges of the mask arguments (`targets` when given); returns (r, m).
     fn check_masks(
         &self,
         input: &BertInput,
         positions: &Tensor,
-        targets: &Tensor,
+        targets: Option<&Tensor>,
     ) -> Result<(usize, usize)> {
         let r = input.input_ids.dim(0)?;
         let lens = input.lens.to_vec1::<u32>().map_err(|_| {
@@ -279,7 +300,8 @@ impl KnowledgeEncoder {
             )
         })?;
         let mut m = 0;
-        for (arg, t) in [("positions", positions), ("targets", targets)] {
+        for (arg, t) in [("positions", Some(positions)), ("targets", targets)] {
+            let Some(t) = t else { continue };
             match *t.dims() {
                 [rr, mm] if rr == r && mm > 0 && t.dtype() == DType::U32 => m = mm,
                 ref dims => {
@@ -290,17 +312,6 @@ impl KnowledgeEncoder {
                     ))
                 }
             }
-        }
-        if positions.dims() != targets.dims() {
-            return Err(Error::bad_input(
-                OP,
-                "targets",
-                format!(
-                    "shape {:?} differs from positions' {:?}",
-                    targets.dims(),
-                    positions.dims()
-                ),
-            ));
         }
         for (i, row) in positions.to_vec2::<u32>()?.iter().enumerate() {
             if let Some(&p) = row
@@ -314,6 +325,20 @@ impl KnowledgeEncoder {
                 ));
             }
         }
+        let Some(targets) = targets else {
+            return Ok((r, m));
+        };
+        if positions.dims() != targets.dims() {
+            return Err(Error::bad_input(
+                OP,
+                "targets",
+                format!(
+                    "shape {:?} differs from positions' {:?}",
+                    targets.dims(),
+                    positions.dims()
+                ),
+            ));
+        }
         let vocab = self.bert.config().vocab_size;
         let max = targets.flatten_all()?.max(0)?.to_scalar::<u32>()?;
         if max as usize >= vocab {
@@ -325,6 +350,17 @@ impl KnowledgeEncoder {
         }
         Ok((r, m))
     }
+}
+
+/// logsumexp over the last dimension of [n, v] logits, [n, 1], the max shifted out first.
+fn log_sum_exp(logits: &Tensor) -> Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    Ok((logits
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + max)?)
 }
 
 /// BERT's word-embedding matrix, which the head's decoder is tied to.

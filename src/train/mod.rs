@@ -3,6 +3,7 @@
 //! machinery every stage shares ([`trainer`]), where models come from ([`models`]), training
 //! examples ([`examples`]) and retrieval with the asynchronous index refresh ([`search`]).
 
+pub mod eval;
 pub mod examples;
 pub mod ict;
 pub mod models;
