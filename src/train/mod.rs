@@ -5,6 +5,7 @@
 
 pub mod eval;
 pub mod examples;
+pub mod finetune;
 pub mod ict;
 pub mod models;
 pub mod optim;
