@@ -331,3 +331,116 @@ fn without_an_index_the_corpus_is_indexed() {
     assert_eq!(report.recall_at_k, 1.0);
     assert_eq!(report.recall_at_5, None);
 }
+
+/// f64 log-softmax of a row.
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn argmax(x: &[f64]) -> usize {
+    (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best })
+}
+
+#[test]
+fn cloze_answers_and_utility_match_the_encoder_by_hand() {
+    let parts = Parts {
+        encoder: true,
+        reader: false,
+    };
+    let (dir, questions) = recall_fixture("cloze", parts);
+    let mut cfg = tiny_eval(&dir, &questions);
+    cfg.top_k = 2;
+    let report = run(&cfg);
+    assert_eq!(report.cloze_questions, 5);
+
+    // Every question's candidates: the null document, then blocks 0 and 1 (the index order).
+    let dev = Device::Cpu;
+    let model = RealmModel::load(&dir, &dev).unwrap();
+    let tok = model.tokenizer();
+    let index = StoredIndex::load(dir.join("index"), None).unwrap();
+    let candidates = [&index.blocks[0], &index.blocks[1]];
+    let vocab = tok.vocab_size();
+    let mask = tok.token_id("[MASK]").unwrap();
+    let (mut em_retrieval, mut em_null, mut utility) = (0, 0, 0.0);
+    for (i, (question, answer)) in QUESTIONS.iter().enumerate() {
+        let mut q = tok.wordpieces(&[question]).unwrap().remove(0);
+        let position = 1 + q.len() as u32;
+        q.push(mask);
+        let query = query_inputs(tok, &[&q], 32, &dev).unwrap();
+        let mut titles = vec![Vec::new()];
+        titles.extend(
+            candidates
+                .iter()
+                .map(|b| tok.wordpieces(&[b.title.as_str()]).unwrap().remove(0)),
+        );
+        let title_refs: Vec<&[u32]> = titles.iter().map(Vec::as_slice).collect();
+        let bodies = [&[][..], &candidates[0].tokens, &candidates[1].tokens];
+        let docs = doc_inputs(tok, &title_refs, &bodies, 128, &dev).unwrap();
+        let scores = model.retriever().score(&query, &docs, Mode::Eval).unwrap();
+        let log_pz = log_softmax(&scores.to_vec2::<f32>().unwrap()[0]);
+        let joined_bodies = [None, Some(&bodies[1][..]), Some(&bodies[2][..])];
+        let (joined, _) = joined_inputs(tok, &[&q], &joined_bodies, 96, &dev).unwrap();
+        // log p(v | z, x) for every vocabulary entry v ...
+        let encoder = model.encoder();
+        let at = Tensor::full(position, (3, 1), &dev).unwrap();
+        let lp: Vec<Vec<f64>> = encoder
+            .masked_log_softmax(&joined, &at, Mode::Eval)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|row| row.iter().map(|&v| v as f64).collect())
+            .collect();
+        // ... which is what the encoder's per-target log-probabilities give, at every 61st entry.
+        let some: Vec<u32> = (0..vocab as u32).step_by(61).collect();
+        let targets = Tensor::new(some.as_slice(), &dev)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap()
+            .repeat((3, 1))
+            .unwrap();
+        let positions = Tensor::full(position, (3, some.len()), &dev).unwrap();
+        let picked = encoder
+            .masked_log_probs(&joined, &positions, &targets, Mode::Eval)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for z in 0..3 {
+            for (j, &v) in some.iter().enumerate() {
+                let diff = (picked[z][j] as f64 - lp[z][v as usize]).abs();
+                assert!(diff < 1e-5, "row {z}, token {v}: {diff}");
+            }
+        }
+        let marginal: Vec<f64> = (0..vocab)
+            .map(|v| {
+                let terms: Vec<f64> = (0..3).map(|z| log_pz[z] + lp[z][v]).collect();
+                let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
+            })
+            .collect();
+        let with_retrieval = tok.id_to_token(argmax(&marginal) as u32).unwrap();
+        let null_doc = tok.id_to_token(argmax(&lp[0]) as u32).unwrap();
+        let example = &report.examples[i];
+        assert_eq!(example.prediction.as_deref(), Some(with_retrieval.as_str()));
+        assert_eq!(
+            example.prediction_null_doc.as_deref(),
+            Some(null_doc.as_str())
+        );
+        em_retrieval += usize::from(with_retrieval == *answer);
+        em_null += usize::from(null_doc == *answer);
+        let gold = tok.token_id(answer).unwrap() as usize;
+        utility += lp[1][gold] - lp[0][gold];
+    }
+    assert_eq!(report.em_cloze_retrieval, Some(em_retrieval as f64 / 5.0));
+    assert_eq!(report.em_cloze_null_doc, Some(em_null as f64 / 5.0));
+    let got = report.retrieval_utility.unwrap();
+    assert!(
+        (got - utility / 5.0).abs() < 1e-4,
+        "{got} vs {}",
+        utility / 5.0
+    );
+}
