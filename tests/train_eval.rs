@@ -444,3 +444,191 @@ fn cloze_answers_and_utility_match_the_encoder_by_hand() {
         utility / 5.0
     );
 }
+
+const COLOURS: [&str; 6] = ["red", "blue", "green", "black", "white", "yellow"];
+const FLAG: &str = "The colour of the flag is";
+
+/// The document about the flag: its colour, many times over, so that even a BERT that attends
+/// evenly across the row (as a random one does) carries it to the masked position, and the
+/// tiny model learns to read it in a few steps.
+fn flag_text(colour: &str) -> String {
+    format!("the flag is {}.", vec![colour; 24].join(" "))
+}
+
+/// Writes a one-document corpus and the question about it into `dir`.
+fn flag_case(dir: &Path, colour: &str, question: &str) -> (PathBuf, PathBuf) {
+    let corpus = dir.join(format!("corpus-{colour}.jsonl"));
+    let doc = serde_json::json!({"id": 0, "title": "Flag", "text": flag_text(colour)});
+    std::fs::write(&corpus, doc.to_string()).unwrap();
+    let qa = serde_json::json!({"question": question, "answers": [colour]});
+    let questions = dir.join(format!("questions-{colour}.jsonl"));
+    std::fs::write(&questions, qa.to_string()).unwrap();
+    (corpus, questions)
+}
+
+/// Pre-trains the checkpoint's retriever and encoder with REALM's marginal objective (the null
+/// document and the one document as candidates) on "The colour of the flag is [MASK]" with a
+/// random colour each time, the colour only in the document: the encoder must learn to read it
+/// there. Returns the last loss.
+fn train_to_read_the_document(dir: &Path, steps: usize, lr: f64) -> f32 {
+    use realm::train::{AdamW, AdamWConfig};
+    let dev = Device::Cpu;
+    let model = RealmModel::load(dir, &dev).unwrap();
+    let tok = model.tokenizer();
+    let mut opt = AdamW::new(model.vars(), AdamWConfig::default()).unwrap();
+    let mut q = tok.wordpieces(&[FLAG]).unwrap().remove(0);
+    let position = 1 + q.len() as u32;
+    q.push(tok.token_id("[MASK]").unwrap());
+    let title = tok.wordpieces(&["Flag"]).unwrap().remove(0);
+    let b = 12;
+    let mut loss = f32::INFINITY;
+    for step in 0..steps {
+        let colours: Vec<&str> = (0..b).map(|i| COLOURS[(i * 7 + step * 5) % 6]).collect();
+        let texts: Vec<String> = colours.iter().map(|c| flag_text(c)).collect();
+        let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let bodies = tok.wordpieces(&text_refs).unwrap();
+        let queries: Vec<&[u32]> = vec![&q; b];
+        let mut titles: Vec<&[u32]> = Vec::new();
+        let mut doc_bodies: Vec<&[u32]> = Vec::new();
+        let mut joined_bodies = Vec::new();
+        for body in &bodies {
+            titles.extend([&[][..], &title]);
+            doc_bodies.extend([&[][..], body]);
+            joined_bodies.extend([None, Some(body.as_slice())]);
+        }
+        let query_input = query_inputs(tok, &queries, 32, &dev).unwrap();
+        let docs = doc_inputs(tok, &titles, &doc_bodies, 128, &dev).unwrap();
+        let (joined, _) = joined_inputs(tok, &queries, &joined_bodies, 96, &dev).unwrap();
+        let gold: Vec<u32> = colours.iter().map(|c| tok.token_id(c).unwrap()).collect();
+        let positions = Tensor::full(position, (b, 1), &dev).unwrap();
+        let targets = Tensor::from_vec(gold, (b, 1), &dev).unwrap();
+        let token_mask = Tensor::ones((b, 1), candle_core::DType::F32, &dev).unwrap();
+        let batch = MlmBatch {
+            queries: &query_input,
+            docs: &docs,
+            joined: &joined,
+            positions: &positions,
+            targets: &targets,
+            token_mask: &token_mask,
+            candidate_mask: None,
+        };
+        let out = model
+            .mlm_forward(
+                &batch,
+                Mode::Train {
+                    seed: 1,
+                    step: step as u64,
+                },
+            )
+            .unwrap();
+        loss = out.loss.to_scalar::<f32>().unwrap();
+        if step % 50 == 0 {
+            eprintln!("step {step} loss {loss}");
+        }
+        let grads = out.loss.backward().unwrap();
+        opt.step(&grads, lr, 1.0).unwrap();
+    }
+    model.save(dir).unwrap();
+    loss
+}
+
+#[test]
+fn retrieval_beats_the_null_document_when_the_answer_is_only_in_the_document() {
+    let parts = Parts {
+        encoder: true,
+        reader: false,
+    };
+    let dir = tiny_checkpoint("flag", parts, 11);
+    let start = std::time::Instant::now();
+    let steps = std::env::var("STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    let lr = std::env::var("LR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2e-3);
+    let loss = train_to_read_the_document(&dir, steps, lr);
+    eprintln!(
+        "trained in {:.1} s, last loss {loss}",
+        start.elapsed().as_secs_f64()
+    );
+    let (mut with_retrieval, mut null_doc, mut utility) = (0.0, 0.0, 0.0);
+    for colour in &COLOURS[..4] {
+        let (corpus, questions) = flag_case(&dir, colour, FLAG);
+        let mut cfg = tiny_eval(&dir, &questions);
+        cfg.corpus = Some(corpus);
+        cfg.top_k = 1;
+        let report = run(&cfg);
+        eprintln!("{colour}: {:?}", report.examples[0]);
+        with_retrieval += report.em_cloze_retrieval.unwrap();
+        null_doc += report.em_cloze_null_doc.unwrap();
+        utility += report.retrieval_utility.unwrap();
+    }
+    // The null document sees the same question each time, so it gives one answer for all four.
+    assert_eq!(with_retrieval, 4.0);
+    assert!(null_doc <= 1.0, "{null_doc}");
+    assert!(utility / 4.0 > 1.0, "retrieval utility {}", utility / 4.0);
+}
+
+/// Trains the checkpoint's reader on one question and its document (ORQA's loss, the reader's
+/// parameters only) and saves it back.
+fn train_reader(dir: &Path, question: &str, text: &str, answer: &str, steps: usize) {
+    use realm::train::{AdamW, AdamWConfig};
+    let dev = Device::Cpu;
+    let tok = BertTokenizer::from_dir(dir).unwrap();
+    let reader = Reader::load(dir.join("reader"), &dev).unwrap();
+    let mut opt = AdamW::new(reader.vars().to_vec(), AdamWConfig::default()).unwrap();
+    let q = tok.wordpieces(&[question]).unwrap().remove(0);
+    let body = tok.wordpieces(&[text]).unwrap().remove(0);
+    let gold = tok.wordpieces(&[answer]).unwrap();
+    let spans = realm::data::answer_spans(&body, &gold, 10);
+    assert!(!spans.is_empty());
+    let (input, offsets) = joined_inputs(&tok, &[&q], &[Some(&body[..])], 96, &dev).unwrap();
+    let relevance = Tensor::zeros(1, candle_core::DType::F32, &dev).unwrap();
+    for step in 0..steps {
+        let logits = reader
+            .span_logits(
+                &input,
+                &offsets,
+                Mode::Train {
+                    seed: 3,
+                    step: step as u64,
+                },
+            )
+            .unwrap()
+            .plus_relevance(&relevance)
+            .unwrap();
+        let loss = qa_loss(&logits, &[spans.clone()], &relevance, &[true]).unwrap();
+        let grads = loss.loss.backward().unwrap();
+        opt.step(&grads, 1e-3, 1.0).unwrap();
+    }
+    reader.save(dir.join("reader")).unwrap();
+}
+
+#[test]
+fn a_reader_trained_on_a_question_answers_it() {
+    let parts = Parts {
+        encoder: false,
+        reader: true,
+    };
+    let dir = tiny_checkpoint("reader", parts, 13);
+    let text = "the flag of the island is red and its shield is blue.";
+    let corpus = dir.join("corpus.jsonl");
+    let doc = serde_json::json!({"id": 0, "title": "Island", "text": text});
+    std::fs::write(&corpus, doc.to_string()).unwrap();
+    let question = "what colour is the flag of the island?";
+    let questions = write_questions(&dir, &[(question, "red")]);
+    let mut cfg = tiny_eval(&dir, &questions);
+    cfg.corpus = Some(corpus);
+    cfg.top_k = 1;
+    cfg.reader_beam = 1;
+    let before = run(&cfg);
+    assert_eq!(before.cloze_questions, 0);
+    assert_eq!(before.em_reader, Some(0.0), "{:?}", before.examples);
+
+    train_reader(&dir, question, text, "red", 40);
+    let after = run(&cfg);
+    assert_eq!(after.em_reader, Some(1.0), "{:?}", after.examples);
+    assert_eq!(after.examples[0].prediction.as_deref(), Some("red"));
+}
