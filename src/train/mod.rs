@@ -3,12 +3,14 @@
 //! machinery every stage shares ([`trainer`]), where models come from ([`models`]), training
 //! examples ([`examples`]) and retrieval with the asynchronous index refresh ([`search`]).
 
+pub mod batch;
 pub mod eval;
 pub mod examples;
 pub mod finetune;
 pub mod ict;
 pub mod models;
 pub mod optim;
+pub mod pretrain;
 pub mod run;
 pub mod search;
 pub mod state;

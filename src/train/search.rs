@@ -10,8 +10,8 @@
 use crate::data::Block;
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::index::build::{embed_blocks, EmbedOptions};
-use crate::index::{IndexSlot, Refresh};
+use crate::index::build::{embed_blocks, weights_fingerprint, EmbedOptions};
+use crate::index::{IndexSlot, Refresh, StoredIndex};
 use crate::model::{BertTokenizer, Tower};
 use crate::ops::mips::{mips_top_k, MipsIndex};
 use candle_core::Tensor;
@@ -157,6 +157,46 @@ impl Knowledge {
     }
 }
 
+/// The index being searched: the embeddings, and the fingerprint of the document-tower weights
+/// that produced them (what a saved index's manifest records).
+pub struct LiveIndex {
+    pub mips: MipsIndex,
+    pub fingerprint: String,
+}
+
+impl LiveIndex {
+    /// Embeds every block with `tower` (in batches, longest first).
+    pub fn build(
+        tower: &Tower,
+        tok: &BertTokenizer,
+        blocks: &[Block],
+        options: &EmbedOptions,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let emb = embed_blocks(tower, tok, blocks, options, device)?;
+        Ok(LiveIndex {
+            mips: MipsIndex::new(&emb.to_device(device)?)?,
+            fingerprint: weights_fingerprint(tower.vars())?,
+        })
+    }
+
+    /// As a [`StoredIndex`] (on the CPU) built at `step`, for saving.
+    pub fn stored(
+        &self,
+        step: u64,
+        model_path: &str,
+        knowledge: &Knowledge,
+    ) -> Result<StoredIndex> {
+        StoredIndex::new(
+            &self.fingerprint,
+            model_path,
+            step,
+            knowledge.blocks.to_vec(),
+            self.mips.embeddings()?,
+        )
+    }
+}
+
 /// When the index is rebuilt and swapped in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshPolicy {
@@ -192,7 +232,7 @@ pub struct Swapped {
 /// Starts refreshes on schedule and swaps them into the slot.
 pub struct Refresher {
     policy: RefreshPolicy,
-    pending: Option<Refresh<MipsIndex>>,
+    pending: Option<Refresh<LiveIndex>>,
     pending_step: u64,
     pool: Arc<rayon::ThreadPool>,
     tokenizer: Arc<BertTokenizer>,
@@ -253,10 +293,7 @@ impl Refresher {
         let (options, device) = (self.options.clone(), self.device.clone());
         self.pending = Some(Refresh::spawn(step, move || {
             let _exec = device.enter()?;
-            pool.install(|| {
-                let emb = embed_blocks(&snapshot, &tok, &blocks, &options, &device.device)?;
-                MipsIndex::new(&emb.to_device(&device.device)?)
-            })
+            pool.install(|| LiveIndex::build(&snapshot, &tok, &blocks, &options, &device.device))
         })?);
         self.pending_step = step;
         Ok(())
@@ -264,7 +301,7 @@ impl Refresher {
 
     /// Swaps a finished refresh into `slot` before step `step` runs: without waiting, unless the
     /// policy fixes the swap step and it has come.
-    pub fn poll(&mut self, step: u64, slot: &IndexSlot<MipsIndex>) -> Result<Option<Swapped>> {
+    pub fn poll(&mut self, step: u64, slot: &IndexSlot<LiveIndex>) -> Result<Option<Swapped>> {
         let Some(refresh) = &mut self.pending else {
             return Ok(None);
         };
@@ -291,7 +328,7 @@ impl Refresher {
 
     /// Waits for a running refresh and swaps it in (before a checkpoint, so that the saved index
     /// is the one in use, and at the end of training).
-    pub fn finish(&mut self, slot: &IndexSlot<MipsIndex>) -> Result<Option<Swapped>> {
+    pub fn finish(&mut self, slot: &IndexSlot<LiveIndex>) -> Result<Option<Swapped>> {
         let Some(refresh) = self.pending.take() else {
             return Ok(None);
         };

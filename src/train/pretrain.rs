@@ -1,0 +1,509 @@
+//! `realm pretrain`: REALM pre-training (Guu et al. 2020, §3). Each step: salient-span-masked
+//! queries; their embeddings by the current query tower; exact MIPS over the (stale) index for the
+//! k − 1 best blocks, the query's own source document excluded; the null document added; the
+//! relevance of the k candidates recomputed with the current towers; the knowledge-augmented
+//! encoder over `[CLS] x [SEP] body [SEP]`; the per-token marginal masked-LM loss
+//! (`RealmModel::mlm_forward`); backward into the encoder and both towers; AdamW with warm-up and
+//! linear decay, global-norm clipping. Every `refresh.every` steps a snapshot of the document
+//! tower re-embeds the corpus in the background ([`Refresher`]) while training goes on.
+
+use super::batch::{MaskedQuery, MlmTensors};
+use super::examples::{span_examples, DataOrder, SpanExample};
+use super::models::{self, ModelInit};
+use super::run::{RunDir, Stage};
+use super::search::{Knowledge, LiveIndex, RefreshPolicy, Refresher};
+use super::state::{link_dir, step_rng, IndexVersion};
+use super::trainer::{LoopConfig, RunOptions, Trainer};
+use crate::data::{MaskConfig, RuleTagger};
+use crate::error::{Error, Result};
+use crate::index::build::{corpus_blocks, EmbedOptions};
+use crate::index::{IndexSlot, StoredIndex};
+use crate::model::{query_inputs, retrieval_utility, Mode, RealmModel, RealmSettings};
+use crate::model::{BertTokenizer, RetrieverConfig};
+use crate::ops::mips::MipsIndex;
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const OP: &str = "pretrain";
+const STREAM_ORDER: u64 = 0x9e7_0001;
+const STREAM_MASK: u64 = 0x9e7_0002;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    /// A BERT folder, a from-scratch size, or an ICT (or earlier pre-training) checkpoint.
+    pub init: ModelInit,
+    /// The knowledge corpus: the blocks that are retrieved.
+    pub corpus: PathBuf,
+    /// The texts that are masked (None: the corpus itself, as REALM pre-trains on Wikipedia with
+    /// Wikipedia as the knowledge).
+    pub examples: Option<PathBuf>,
+    /// A prebuilt index of the corpus (`realm index`) by the starting document tower; None:
+    /// built at the start.
+    pub index: Option<PathBuf>,
+    /// Used when the retriever starts from BERT rather than a checkpoint.
+    pub retriever: RetrieverConfig,
+    pub train: LoopConfig,
+    /// Candidates per query, the null document included (REALM: 8). 1: the null document alone
+    /// (no retrieval: the baseline).
+    pub top_k: usize,
+    /// `[CLS] x [SEP]` in wordpieces; examples are cut to fit.
+    pub query_len: usize,
+    /// `[CLS] title [SEP] body [SEP]` in wordpieces.
+    pub doc_len: usize,
+    /// Body wordpieces per block.
+    pub block_len: usize,
+    /// Masked wordpieces per example at most (REALM: 10).
+    pub max_masks: usize,
+    pub refresh: RefreshPolicy,
+    /// Blocks per document-tower batch when (re)building the index.
+    pub index_batch: usize,
+    /// Exclude every block of an example's own source document from its retrieval.
+    pub exclude_own_doc: bool,
+    pub skip_bad_lines: bool,
+}
+
+impl PretrainConfig {
+    /// Small-scale CPU defaults.
+    pub fn new(init: ModelInit, corpus: PathBuf) -> Self {
+        PretrainConfig {
+            init,
+            corpus,
+            examples: None,
+            index: None,
+            retriever: RetrieverConfig::default(),
+            train: LoopConfig::new(300, 8, 1e-4),
+            top_k: 8,
+            query_len: 64,
+            doc_len: 160,
+            block_len: 288,
+            max_masks: 10,
+            refresh: RefreshPolicy::default(),
+            index_batch: 64,
+            exclude_own_doc: true,
+            skip_bad_lines: false,
+        }
+    }
+
+    fn settings(&self) -> RealmSettings {
+        RealmSettings {
+            // The checkpoint records at least 2 (its loader's minimum); top_k = 1 is a training
+            // choice, the null-document baseline.
+            num_candidates: self.top_k.max(2),
+            query_seq_len: self.query_len,
+            candidate_seq_len: self.doc_len,
+            max_masks: self.max_masks,
+        }
+    }
+}
+
+/// What a run of the stage did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainReport {
+    pub steps: u64,
+    /// Mean loss of the first and the last logged window.
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    /// Mean retrieval utility (marginal) of the last logged window.
+    pub retrieval_utility: Option<f64>,
+    /// Refreshes swapped in, and their mean wall time.
+    pub refreshes: usize,
+    pub mean_refresh_s: Option<f64>,
+    pub max_staleness: u64,
+    pub seconds: f64,
+    pub interrupted: bool,
+}
+
+/// Everything the loop reads besides the model.
+pub struct PretrainData {
+    pub knowledge: Knowledge,
+    pub examples: Vec<SpanExample>,
+    /// The document index (in `knowledge`) of each example's source, when excluded.
+    pub exclude: Vec<Option<u32>>,
+}
+
+impl PretrainData {
+    pub fn load(cfg: &PretrainConfig, tok: &BertTokenizer) -> Result<Self> {
+        let cut = corpus_blocks(&cfg.corpus, tok, cfg.block_len, cfg.skip_bad_lines)?;
+        let knowledge = Knowledge::new(cut.blocks, tok)?;
+        if cfg.top_k > 1 {
+            knowledge.check_k(cfg.top_k - 1, cfg.exclude_own_doc)?;
+        } else if cfg.top_k == 0 {
+            return Err(Error::bad_input(
+                OP,
+                "top_k",
+                "must be at least 1 (the null document)",
+            ));
+        }
+        let tagger =
+            RuleTagger::new().with_gazetteer(knowledge.blocks.iter().map(|b| b.title.as_str()));
+        let source = cfg.examples.as_deref().unwrap_or(&cfg.corpus);
+        if cfg.query_len < 3 {
+            return Err(Error::bad_input(OP, "query_len", "must be at least 3"));
+        }
+        let examples = span_examples(source, tok, &tagger, cfg.query_len - 2, cfg.skip_bad_lines)?;
+        if examples.is_empty() {
+            return Err(Error::file(source, "no text to pre-train on"));
+        }
+        let exclude = examples
+            .iter()
+            .map(|e| {
+                cfg.exclude_own_doc
+                    .then(|| knowledge.doc(&e.doc_id))
+                    .flatten()
+            })
+            .collect();
+        Ok(PretrainData {
+            knowledge,
+            examples,
+            exclude,
+        })
+    }
+}
+
+/// Runs (or resumes) pre-training in `run_dir`; the checkpoint holds the `RealmModel`, the index
+/// in use and the trainer state.
+pub fn run_pretrain(
+    cfg: &PretrainConfig,
+    run_dir: &Path,
+    opts: &RunOptions,
+) -> Result<PretrainReport> {
+    let _exec = opts.device.enter()?;
+    let dev = opts.device.device.clone();
+    let run = RunDir::start(run_dir, cfg, opts.resume)?;
+    let init = if opts.resume {
+        ModelInit::Checkpoint {
+            dir: run.checkpoint(),
+        }
+    } else {
+        cfg.init.clone()
+    };
+    let origin = init.origin()?;
+    let tok_dir = run.root().join("tokenizer");
+    let tok = Arc::new(models::stage_tokenizer(&init, &tok_dir)?);
+    let mut model = models::realm_model(
+        &init,
+        &cfg.retriever,
+        &cfg.settings(),
+        cfg.train.seed,
+        &dev,
+        &tok_dir,
+    )?;
+    model.set_compute_dtype(cfg.train.compute_dtype(dev.is_cuda())?)?;
+    let data = PretrainData::load(cfg, &tok)?;
+
+    let mut trainer = Trainer::new(&run, Stage::Pretrain, model.vars(), &cfg.train, opts)?;
+    let embed = EmbedOptions {
+        batch: cfg.index_batch.max(1),
+        max_len: cfg.doc_len,
+        progress: (!opts.quiet).then(|| "index".to_string()),
+    };
+    let (live, version) = starting_index(
+        cfg,
+        &run,
+        &trainer,
+        &model,
+        &tok,
+        &data.knowledge,
+        &embed,
+        &dev,
+    )?;
+    let slot = IndexSlot::new(live, version);
+    trainer.state.index = Some(IndexVersion {
+        step: version,
+        fingerprint: slot.get().index.fingerprint.clone(),
+    });
+    let mut refresher = Refresher::new(
+        cfg.refresh,
+        tok.clone(),
+        &data.knowledge,
+        EmbedOptions {
+            progress: None,
+            ..embed
+        },
+        &opts.device,
+    )?;
+    let mask_cfg = MaskConfig {
+        max_masks: cfg.max_masks,
+        mask_id: tok
+            .token_id("[MASK]")
+            .ok_or_else(|| Error::bad_input(OP, "tokenizer", "the vocabulary has no [MASK]"))?,
+        ..MaskConfig::default()
+    };
+    if opts.resume {
+        refresher.maybe_start(trainer.step(), model.retriever().doc_tower())?;
+    }
+    let mut order = DataOrder::new(
+        data.examples.len(),
+        cfg.train.batch,
+        cfg.train.seed,
+        STREAM_ORDER,
+    )?;
+    let mut saved_index: Option<u64> = opts.resume.then_some(version);
+    let mut report = PretrainReport {
+        steps: 0,
+        first_loss: None,
+        last_loss: None,
+        retrieval_utility: None,
+        refreshes: 0,
+        mean_refresh_s: None,
+        max_staleness: 0,
+        seconds: 0.0,
+        interrupted: false,
+    };
+    let mut refresh_total = 0.0;
+    let mut window = Window::default();
+    while !trainer.done() {
+        let step = trainer.step();
+        let swapped = refresher.poll(step, &slot)?;
+        if let Some(s) = swapped {
+            report.refreshes += 1;
+            refresh_total += s.seconds;
+        }
+        let (ids, cursor) = order.batch(step);
+        let mut rng = step_rng(cfg.train.seed, STREAM_MASK, step);
+        let queries: Vec<MaskedQuery> = ids
+            .iter()
+            .map(|&i| data.examples[i].mask(mask_cfg, &mut rng).into())
+            .collect();
+        let exclude: Vec<Option<u32>> = ids.iter().map(|&i| data.exclude[i]).collect();
+        let index = slot.get();
+        let staleness = step.saturating_sub(index.step);
+        let retrieved = retrieve(
+            &model,
+            &tok,
+            &queries,
+            &exclude,
+            &index.index.mips,
+            &data.knowledge,
+            cfg,
+            &dev,
+        )?;
+        let tensors = MlmTensors::new(
+            &tok,
+            &queries,
+            &retrieved,
+            cfg.top_k,
+            &data.knowledge,
+            cfg.query_len,
+            cfg.doc_len,
+            &dev,
+        )?;
+        let out = model.mlm_forward(
+            &tensors.batch(),
+            Mode::Train {
+                seed: cfg.train.seed,
+                step,
+            },
+        )?;
+        let grads = trainer.backward(&out.loss)?;
+        let update = trainer.update(grads)?;
+        trainer.state.data = cursor;
+
+        window.loss += f64::from(out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        if tensors.k >= 2 {
+            let ru = retrieval_utility(&out.doc_scores, &out.cond_logprobs, &tensors.token_mask)?;
+            window.ru += ru.marginal;
+            window.ru_n += 1;
+        }
+        window.n += 1;
+        window.tokens += tensors.tokens;
+        report.max_staleness = report.max_staleness.max(staleness);
+        if trainer.log_due() {
+            let mut m = trainer.metric();
+            let loss = window.loss / window.n as f64;
+            report.first_loss.get_or_insert(loss);
+            report.last_loss = Some(loss);
+            m.loss = Some(loss);
+            m.lr = Some(update.lr);
+            if window.ru_n > 0 {
+                let ru = window.ru / window.ru_n as f64;
+                m.retrieval_utility = Some(ru);
+                report.retrieval_utility = Some(ru);
+            }
+            m.staleness = Some(staleness);
+            m.refresh_s = swapped.map(|s| s.seconds);
+            m.tokens_per_s = Some(window.tokens as f64 / window.started.elapsed().as_secs_f64());
+            trainer.log(&m)?;
+            window = Window::default();
+        } else if let Some(s) = swapped {
+            let mut m = trainer.metric();
+            m.staleness = Some(staleness);
+            m.refresh_s = Some(s.seconds);
+            trainer.log(&m)?;
+        }
+        if trainer.checkpoint_due() {
+            // The saved index must be the one in use: a running refresh is finished first (in
+            // every run alike, so resumed runs match uninterrupted ones).
+            if let Some(s) = refresher.finish(&slot)? {
+                report.refreshes += 1;
+                refresh_total += s.seconds;
+            }
+            let current = slot.get();
+            trainer.state.index = Some(IndexVersion {
+                step: current.step,
+                fingerprint: current.index.fingerprint.clone(),
+            });
+            let previous = run.checkpoint().join(models::INDEX);
+            let reuse = saved_index == Some(current.step) && previous.exists();
+            trainer.save(&run.checkpoint(), |d| {
+                model.save(d)?;
+                models::write_origin(&origin, d)?;
+                if reuse {
+                    link_dir(&previous, &d.join(models::INDEX))
+                } else {
+                    current
+                        .index
+                        .stored(current.step, "checkpoint", &data.knowledge)?
+                        .save(d.join(models::INDEX))
+                }
+            })?;
+            saved_index = Some(current.step);
+        }
+        // After the checkpoint, so that a run resumed from it starts the same refresh.
+        refresher.maybe_start(trainer.step(), model.retriever().doc_tower())?;
+    }
+    trainer.finish();
+    report.steps = trainer.step();
+    report.interrupted = trainer.interrupted();
+    report.seconds = trainer.time_s();
+    report.mean_refresh_s = (report.refreshes > 0).then(|| refresh_total / report.refreshes as f64);
+    Ok(report)
+}
+
+/// Loss, retrieval utility and throughput accumulated between two metrics lines.
+struct Window {
+    loss: f64,
+    ru: f64,
+    ru_n: usize,
+    n: usize,
+    tokens: usize,
+    started: std::time::Instant,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            loss: 0.0,
+            ru: 0.0,
+            ru_n: 0,
+            n: 0,
+            tokens: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// The k − 1 best blocks of each masked query by the current query tower over `index` (none
+/// when top_k = 1).
+#[allow(clippy::too_many_arguments)]
+pub fn retrieve(
+    model: &RealmModel,
+    tok: &BertTokenizer,
+    queries: &[MaskedQuery],
+    exclude: &[Option<u32>],
+    index: &MipsIndex,
+    knowledge: &Knowledge,
+    cfg: &PretrainConfig,
+    dev: &Device,
+) -> Result<Vec<Vec<u32>>> {
+    if cfg.top_k <= 1 {
+        return Ok(vec![Vec::new(); queries.len()]);
+    }
+    let ids: Vec<&[u32]> = queries.iter().map(|q| q.input_ids.as_slice()).collect();
+    let input = query_inputs(tok, &ids, cfg.query_len, dev)?;
+    let emb = model.retriever().query_tower().embed(&input, Mode::Eval)?;
+    knowledge.search(&emb, index, cfg.top_k - 1, exclude)
+}
+
+/// The index training starts with, and the step of the weights that built it: the checkpoint's
+/// when resuming; else a prebuilt one (which must come from the starting document tower and the
+/// same blocks), else built now. A fresh start also saves it as the run's `index/`.
+#[allow(clippy::too_many_arguments)]
+fn starting_index(
+    cfg: &PretrainConfig,
+    run: &RunDir,
+    trainer: &Trainer,
+    model: &RealmModel,
+    tok: &BertTokenizer,
+    knowledge: &Knowledge,
+    embed: &EmbedOptions,
+    dev: &Device,
+) -> Result<(LiveIndex, u64)> {
+    let from_stored = |stored: StoredIndex, dir: &Path| -> Result<(LiveIndex, u64)> {
+        check_blocks(&stored, knowledge, dir)?;
+        let step = stored.manifest.step;
+        Ok((
+            LiveIndex {
+                mips: MipsIndex::new(&stored.embeddings.to_device(dev)?)?,
+                fingerprint: stored.manifest.model_fingerprint,
+            },
+            step,
+        ))
+    };
+    if trainer.step() > 0 {
+        let dir = run.checkpoint().join(models::INDEX);
+        let stored = StoredIndex::load(&dir, None)?;
+        if let Some(v) = &trainer.state.index {
+            if v.fingerprint != stored.manifest.model_fingerprint || v.step != stored.manifest.step
+            {
+                return Err(Error::file(
+                    &dir,
+                    format!(
+                        "index of step {} does not match the trainer state (index of step {})",
+                        stored.manifest.step, v.step
+                    ),
+                ));
+            }
+        }
+        return from_stored(stored, &dir);
+    }
+    let fingerprint = crate::index::weights_fingerprint(model.retriever().doc_tower().vars())?;
+    let (live, step) = match &cfg.index {
+        Some(dir) => from_stored(StoredIndex::load(dir, Some(&fingerprint))?, dir)?,
+        None => (
+            LiveIndex::build(
+                model.retriever().doc_tower(),
+                tok,
+                &knowledge.blocks,
+                embed,
+                dev,
+            )?,
+            0,
+        ),
+    };
+    live.stored(step, &cfg.init_label(), knowledge)?
+        .save(run.index())?;
+    Ok((live, step))
+}
+
+impl PretrainConfig {
+    fn init_label(&self) -> String {
+        match &self.init {
+            ModelInit::Checkpoint { dir } => dir.display().to_string(),
+            ModelInit::Origin(o) => format!("{o:?}"),
+        }
+    }
+}
+
+/// An error unless a stored index holds exactly the corpus's blocks.
+fn check_blocks(stored: &StoredIndex, knowledge: &Knowledge, dir: &Path) -> Result<()> {
+    let same = stored.blocks.len() == knowledge.len()
+        && stored
+            .blocks
+            .iter()
+            .zip(knowledge.blocks.iter())
+            .all(|(a, b)| a.doc_id == b.doc_id && a.tokens == b.tokens);
+    if !same {
+        return Err(Error::file(
+            dir,
+            format!(
+                "the index holds {} blocks that are not the {} blocks of the corpus (another corpus, tokenizer or block length); rebuild it with `realm index`",
+                stored.blocks.len(),
+                knowledge.len()
+            ),
+        ));
+    }
+    Ok(())
+}
