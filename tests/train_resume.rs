@@ -1,0 +1,273 @@
+//! Kill-and-resume equality, the background index refresh, and clear errors for bad configs.
+
+use realm::data::Block;
+use realm::device::ComputeDevice;
+use realm::index::build::EmbedOptions;
+use realm::index::IndexSlot;
+use realm::model::{BertConfig, BertTokenizer, Retriever, RetrieverConfig};
+use realm::train::models::{ModelInit, Origin};
+use realm::train::pretrain::{run_pretrain, PretrainConfig};
+use realm::train::run::read_metrics;
+use realm::train::search::{Knowledge, LiveIndex, RefreshPolicy, Refresher};
+use realm::train::RunOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("realm-test-resume-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const PLACES: [&str; 8] = [
+    "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Cairo", "Lima",
+];
+const NAMES: [&str; 8] = [
+    "John", "Mary", "Peter", "Anna", "James", "Paul", "George", "William",
+];
+
+/// 32 one-sentence documents.
+fn corpus(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..32 {
+        let body = format!(
+            "{} Smith was born in {} in {}.",
+            NAMES[i % 8],
+            PLACES[i / 4],
+            1900 + i
+        );
+        text += &format!(
+            "{}\n",
+            serde_json::json!({"id": i, "title": NAMES[i % 8], "text": body})
+        );
+    }
+    let path = dir.join("docs.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tiny(seed: u64, corpus: PathBuf) -> PretrainConfig {
+    let mut bert = BertConfig::new(32, 1, 1);
+    bert.vocab_size = 8000;
+    bert.max_position_embeddings = 64;
+    let init = ModelInit::Origin(Origin::Scratch {
+        config: bert,
+        vocab: repo().join("data/demo/vocab.txt"),
+        lowercase: true,
+    });
+    let mut cfg = PretrainConfig::new(init, corpus);
+    cfg.retriever.proj_size = 16;
+    cfg.top_k = 3;
+    cfg.query_len = 24;
+    cfg.doc_len = 24;
+    cfg.block_len = 32;
+    cfg.train.steps = 12;
+    cfg.train.batch = 4;
+    cfg.train.lr = 1e-3;
+    cfg.train.log_every = 1;
+    cfg.train.checkpoint_every = 4;
+    cfg.train.seed = seed;
+    // Refreshes start every 3 steps and are swapped in 2 steps later: some are in flight at the
+    // checkpoints and at the kill.
+    cfg.refresh = RefreshPolicy {
+        every: 3,
+        swap_after: Some(2),
+        threads: 1,
+    };
+    cfg
+}
+
+fn quiet() -> RunOptions {
+    let mut opts = RunOptions::new(ComputeDevice::cpu());
+    opts.quiet = true;
+    opts
+}
+
+fn bytes(p: impl AsRef<Path>) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_result() {
+    let dir = temp("equal");
+    let cfg = tiny(5, corpus(&dir));
+    let whole = dir.join("whole");
+    let report = run_pretrain(&cfg, &whole, &quiet()).unwrap();
+    assert!(!report.interrupted && report.refreshes >= 3, "{report:?}");
+
+    // Killed after step 6: the checkpoint of step 4 survives, steps 5 and 6 are lost.
+    let killed = dir.join("killed");
+    let mut opts = quiet();
+    opts.stop_after = Some(6);
+    assert!(run_pretrain(&cfg, &killed, &opts).unwrap().interrupted);
+    let mut opts = quiet();
+    opts.resume = true;
+    let resumed = run_pretrain(&cfg, &killed, &opts).unwrap();
+    assert_eq!(resumed.steps, 12);
+
+    for file in [
+        "model.safetensors",
+        "trainer.safetensors",
+        "index/embeddings.safetensors",
+    ] {
+        assert!(
+            bytes(whole.join("checkpoint").join(file))
+                == bytes(killed.join("checkpoint").join(file)),
+            "{file} differs after resuming"
+        );
+    }
+    // The same losses at every step, each step logged once.
+    let losses = |run: &Path| -> Vec<(u64, Option<f64>)> {
+        read_metrics(run.join("metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .filter(|m| m.loss.is_some())
+            .map(|m| (m.step, m.loss))
+            .collect()
+    };
+    assert_eq!(losses(&whole), losses(&killed));
+    assert_eq!(losses(&whole).len(), 12);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_configs_are_clear_errors() {
+    let dir = temp("bad");
+    let docs = corpus(&dir);
+    let err = |cfg: &PretrainConfig, run: &str, opts: &RunOptions| {
+        run_pretrain(cfg, &dir.join(run), opts)
+            .unwrap_err()
+            .to_string()
+    };
+
+    let mut big_k = tiny(1, docs.clone());
+    big_k.top_k = 40;
+    let msg = err(&big_k, "k", &quiet());
+    assert!(
+        msg.contains("39 documents to retrieve") && msg.contains("32 blocks"),
+        "{msg}"
+    );
+
+    let missing = tiny(1, dir.join("nope.jsonl"));
+    let msg = err(&missing, "missing", &quiet());
+    assert!(msg.contains("nope.jsonl"), "{msg}");
+
+    // An index built by another model (seed 1) given to a run whose model is seed 2's.
+    let mut one = tiny(1, docs.clone());
+    one.train.steps = 1;
+    run_pretrain(&one, &dir.join("one"), &quiet()).unwrap();
+    let mut two = tiny(2, docs.clone());
+    two.index = Some(dir.join("one/index"));
+    let msg = err(&two, "two", &quiet());
+    assert!(msg.contains("index was built by model"), "{msg}");
+
+    // Resuming where there is nothing, or with another configuration.
+    let mut resume = quiet();
+    resume.resume = true;
+    let msg = err(&tiny(1, docs.clone()), "empty", &resume);
+    assert!(msg.contains("no checkpoint"), "{msg}");
+    let mut other = one.clone();
+    other.train.lr = 5e-4;
+    let msg = err(&other, "one", &resume);
+    assert!(
+        msg.contains("different configuration") && msg.contains("train.lr"),
+        "{msg}"
+    );
+    // Starting over a finished run.
+    let msg = err(&one, "one", &quiet());
+    assert!(msg.contains("--resume"), "{msg}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_refresh_runs_beside_training_and_swaps_whole() {
+    let dev = ComputeDevice::cpu();
+    let tok =
+        Arc::new(BertTokenizer::from_vocab(repo().join("data/demo/vocab.txt"), true).unwrap());
+    let mut bert = BertConfig::new(32, 1, 1);
+    bert.vocab_size = tok.vocab_size();
+    let rcfg = RetrieverConfig {
+        proj_size: 16,
+        ..RetrieverConfig::default()
+    };
+    let retriever = Retriever::new_random(&bert, &rcfg, 3, &dev.device).unwrap();
+    // Enough blocks that embedding them takes a while.
+    let blocks: Vec<Block> = (0..3000u32)
+        .map(|i| Block {
+            doc_id: i.to_string(),
+            title: String::new(),
+            tokens: (0..48).map(|t| 1000 + (i * 7 + t) % 5000).collect(),
+            sentences: vec![0..48],
+        })
+        .collect();
+    let knowledge = Knowledge::new(blocks, &tok).unwrap();
+    let opts = EmbedOptions {
+        batch: 64,
+        max_len: 64,
+        progress: None,
+    };
+    let slot = IndexSlot::new(
+        LiveIndex::build(
+            retriever.doc_tower(),
+            &tok,
+            &knowledge.blocks[..10],
+            &opts,
+            &dev.device,
+        )
+        .unwrap(),
+        0,
+    );
+    let policy = |swap_after| RefreshPolicy {
+        every: 5,
+        swap_after,
+        threads: 1,
+    };
+
+    // Swapped when ready: polling never waits.
+    let mut refresher =
+        Refresher::new(policy(None), tok.clone(), &knowledge, opts.clone(), &dev).unwrap();
+    assert!(!refresher.maybe_start(4, retriever.doc_tower()).unwrap());
+    assert!(refresher.maybe_start(5, retriever.doc_tower()).unwrap());
+    assert!(
+        !refresher.maybe_start(10, retriever.doc_tower()).unwrap(),
+        "one at a time"
+    );
+    let mut waited_polls = 0;
+    let swapped = loop {
+        let t = std::time::Instant::now();
+        let polled = refresher.poll(6 + waited_polls, &slot).unwrap();
+        assert!(
+            t.elapsed().as_millis() < 100,
+            "poll blocked for {:?}",
+            t.elapsed()
+        );
+        if let Some(s) = polled {
+            break s;
+        }
+        // The old index is still served, whole.
+        assert_eq!(slot.get().index.mips.len(), 10);
+        waited_polls += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(
+        waited_polls > 0,
+        "the refresh finished before training could go on"
+    );
+    assert_eq!(swapped.step, 5);
+    assert_eq!(slot.get().index.mips.len(), 3000);
+    assert_eq!(slot.staleness(9), 4);
+
+    // Swapped at a fixed step: not before it, then waited for.
+    let mut fixed = Refresher::new(policy(Some(3)), tok.clone(), &knowledge, opts, &dev).unwrap();
+    assert!(fixed.maybe_start(10, retriever.doc_tower()).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(fixed.poll(12, &slot).unwrap().is_none());
+    assert_eq!(slot.get().step, 5);
+    assert_eq!(fixed.poll(13, &slot).unwrap().map(|s| s.step), Some(10));
+    assert_eq!(slot.get().step, 10);
+}
