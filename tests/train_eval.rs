@@ -50,6 +50,23 @@ struct Parts {
     reader: bool,
 }
 
+const RETRIEVER: Parts = Parts {
+    encoder: false,
+    reader: false,
+};
+const WITH_ENCODER: Parts = Parts {
+    encoder: true,
+    reader: false,
+};
+const WITH_READER: Parts = Parts {
+    encoder: false,
+    reader: true,
+};
+const EVERYTHING: Parts = Parts {
+    encoder: true,
+    reader: true,
+};
+
 /// A checkpoint folder in the training layout (origin.json, tokenizer files, the retriever or
 /// retriever + encoder, reader/), random weights from `seed`; no index.
 fn tiny_checkpoint(name: &str, parts: Parts, seed: u64) -> PathBuf {
@@ -94,7 +111,7 @@ fn block(tok: &BertTokenizer, title: &str, text: &str) -> Block {
     Block {
         doc_id: title.to_lowercase(),
         title: title.into(),
-        sentences: vec![0..tokens.len()],
+        sentences: std::iter::once(0..tokens.len()).collect(),
         tokens,
     }
 }
@@ -194,10 +211,7 @@ fn eval_error(cfg: &EvalConfig) -> String {
 
 #[test]
 fn recall_on_an_index_with_a_known_ranking() {
-    let parts = Parts {
-        encoder: false,
-        reader: false,
-    };
+    let parts = RETRIEVER;
     let (dir, questions) = recall_fixture("recall", parts);
     let report = run(&tiny_eval(&dir, &questions));
     assert_eq!(report.questions, 5);
@@ -229,10 +243,7 @@ fn recall_on_an_index_with_a_known_ranking() {
 
 #[test]
 fn every_part_of_a_full_checkpoint_is_measured() {
-    let parts = Parts {
-        encoder: true,
-        reader: true,
-    };
+    let parts = EVERYTHING;
     let (dir, questions) = recall_fixture("full", parts);
     let report = run(&tiny_eval(&dir, &questions));
     assert_eq!(report.cloze_questions, 5);
@@ -268,10 +279,7 @@ fn cloze_statements_are_told_from_questions() {
 
 #[test]
 fn bad_inputs_are_clear_errors() {
-    let parts = Parts {
-        encoder: false,
-        reader: false,
-    };
+    let parts = RETRIEVER;
     let (dir, questions) = recall_fixture("errors", parts);
 
     let missing = eval_error(&tiny_eval(Path::new("/no/such/checkpoint"), &questions));
@@ -304,10 +312,7 @@ fn bad_inputs_are_clear_errors() {
 
 #[test]
 fn without_an_index_the_corpus_is_indexed() {
-    let parts = Parts {
-        encoder: false,
-        reader: false,
-    };
+    let parts = RETRIEVER;
     let dir = tiny_checkpoint("corpus", parts, 3);
     let corpus = dir.join("corpus.jsonl");
     let docs = [
@@ -345,10 +350,7 @@ fn argmax(x: &[f64]) -> usize {
 
 #[test]
 fn cloze_answers_and_utility_match_the_encoder_by_hand() {
-    let parts = Parts {
-        encoder: true,
-        reader: false,
-    };
+    let parts = WITH_ENCODER;
     let (dir, questions) = recall_fixture("cloze", parts);
     let mut cfg = tiny_eval(&dir, &questions);
     cfg.top_k = 2;
@@ -380,7 +382,7 @@ fn cloze_answers_and_utility_match_the_encoder_by_hand() {
         let docs = doc_inputs(tok, &title_refs, &bodies, 128, &dev).unwrap();
         let scores = model.retriever().score(&query, &docs, Mode::Eval).unwrap();
         let log_pz = log_softmax(&scores.to_vec2::<f32>().unwrap()[0]);
-        let joined_bodies = [None, Some(&bodies[1][..]), Some(&bodies[2][..])];
+        let joined_bodies = [None, Some(bodies[1]), Some(bodies[2])];
         let (joined, _) = joined_inputs(tok, &[&q], &joined_bodies, 96, &dev).unwrap();
         // log p(v | z, x) for every vocabulary entry v ...
         let encoder = model.encoder();
@@ -534,10 +536,7 @@ fn train_to_read_the_document(dir: &Path, steps: usize, lr: f64) -> f32 {
 
 #[test]
 fn retrieval_beats_the_null_document_when_the_answer_is_only_in_the_document() {
-    let parts = Parts {
-        encoder: true,
-        reader: false,
-    };
+    let parts = WITH_ENCODER;
     let dir = tiny_checkpoint("flag", parts, 11);
     let start = std::time::Instant::now();
     let steps = std::env::var("STEPS")
@@ -599,7 +598,7 @@ fn train_reader(dir: &Path, question: &str, text: &str, answer: &str, steps: usi
             .unwrap()
             .plus_relevance(&relevance)
             .unwrap();
-        let loss = qa_loss(&logits, &[spans.clone()], &relevance, &[true]).unwrap();
+        let loss = qa_loss(&logits, std::slice::from_ref(&spans), &relevance, &[true]).unwrap();
         let grads = loss.loss.backward().unwrap();
         opt.step(&grads, 1e-3, 1.0).unwrap();
     }
@@ -608,10 +607,7 @@ fn train_reader(dir: &Path, question: &str, text: &str, answer: &str, steps: usi
 
 #[test]
 fn a_reader_trained_on_a_question_answers_it() {
-    let parts = Parts {
-        encoder: false,
-        reader: true,
-    };
+    let parts = WITH_READER;
     let dir = tiny_checkpoint("reader", parts, 13);
     let text = "the flag of the island is red and its shield is blue.";
     let corpus = dir.join("corpus.jsonl");
