@@ -4,6 +4,8 @@
 //! examples ([`examples`]) and retrieval with the asynchronous index refresh ([`search`]).
 
 pub mod batch;
+pub mod bench;
+pub mod cli;
 pub mod eval;
 pub mod examples;
 pub mod finetune;

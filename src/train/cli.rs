@@ -1,0 +1,467 @@
+//! The command-line face of the training stages: `realm ict`, `realm pretrain`, `realm finetune`
+//! and `realm bench train-step`. Each stage takes a run directory, its settings as flags (or a
+//! JSON config file of the stage's config struct, `--config`), and `--resume`, which continues the
+//! run directory's checkpoint with the configuration saved there.
+
+use super::bench::{bench_train_step, TrainStepReport, TrainStepSpec};
+use super::finetune::{run_finetune, FinetuneConfig, FinetuneReport};
+use super::ict::{run_ict, IctConfig, IctReport};
+use super::models::ModelInit;
+use super::pretrain::{run_pretrain, PretrainConfig, PretrainReport};
+use super::run::RunDir;
+use super::trainer::{LoopConfig, RunOptions};
+use crate::device::{ComputeDevice, DeviceSpec};
+use crate::error::{Error, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Where and how a stage runs.
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    /// auto, cpu, emulate or cuda[:N].
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// The run directory: config.json, metrics.jsonl, checkpoint/, index/.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Continue the run directory's checkpoint with its saved configuration (other settings
+    /// are ignored).
+    #[arg(long)]
+    pub resume: bool,
+    /// The stage's configuration as JSON (the fields of its config struct, as the run directory's
+    /// config.json shows them), instead of the flags below.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    fn options(&self) -> Result<RunOptions> {
+        let spec: DeviceSpec = self.device.parse()?;
+        let device = ComputeDevice::resolve(spec)?;
+        eprintln!("device: {device}");
+        Ok(RunOptions {
+            device,
+            resume: self.resume,
+            quiet: self.quiet,
+            stop_after: None,
+        })
+    }
+
+    /// The configuration: the run's own when resuming, `--config` when given, else `flags()`.
+    fn config<C: serde::de::DeserializeOwned>(
+        &self,
+        flags: impl FnOnce() -> Result<C>,
+    ) -> Result<C> {
+        if self.resume {
+            return RunDir::open(&self.run)?.config();
+        }
+        match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+                serde_json::from_str(&text).map_err(|e| Error::file(path, e))
+            }
+            None => flags(),
+        }
+    }
+}
+
+/// Where the models start.
+#[derive(Args, Clone, Debug)]
+pub struct InitArgs {
+    /// A Hugging Face BERT folder, or the checkpoint of an earlier stage (RUN/checkpoint).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Random weights of a named size (tiny, mini, small, medium, base, large) instead ...
+    #[arg(long, requires = "vocab")]
+    pub preset: Option<String>,
+    /// ... with this vocab.txt (uncased WordPiece).
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+}
+
+impl InitArgs {
+    fn init(&self) -> Result<ModelInit> {
+        ModelInit::from_args(
+            self.init.as_deref(),
+            self.preset.as_deref(),
+            self.vocab.as_deref(),
+        )
+    }
+}
+
+/// The optimisation flags every stage has; unset ones keep the stage's default.
+#[derive(Args, Clone, Debug)]
+pub struct LoopArgs {
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Examples (queries, questions) per step.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Warm-up steps (default min(10000, max(100, steps/10)), capped at the steps).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clip (0: none).
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// A metrics line every N steps.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// BERT compute dtype: f32, bf16 or f16 (default: f32 on the CPU, bf16 on a GPU).
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+impl LoopArgs {
+    fn apply(&self, c: &mut LoopConfig) {
+        if let Some(v) = self.steps {
+            c.steps = v;
+        }
+        if let Some(v) = self.batch {
+            c.batch = v;
+        }
+        if let Some(v) = self.lr {
+            c.lr = v;
+        }
+        if self.warmup.is_some() {
+            c.warmup = self.warmup;
+        }
+        if let Some(v) = self.weight_decay {
+            c.adamw.weight_decay = v;
+        }
+        if let Some(v) = self.clip_norm {
+            c.clip_norm = v;
+        }
+        if let Some(v) = self.checkpoint_every {
+            c.checkpoint_every = v;
+        }
+        if let Some(v) = self.log_every {
+            c.log_every = v;
+        }
+        if let Some(v) = self.seed {
+            c.seed = v;
+        }
+        if self.dtype.is_some() {
+            c.dtype = self.dtype.clone();
+        }
+    }
+}
+
+/// Sets `$cfg.$field` from an `Option` flag when given.
+macro_rules! set {
+    ($cfg:expr, $args:expr, $($field:ident),+) => {
+        $(if let Some(v) = $args.$field.clone() { $cfg.$field = v; })+
+    };
+}
+
+/// `realm ict`.
+#[derive(Args, Clone, Debug)]
+pub struct IctArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub init: InitArgs,
+    #[command(flatten)]
+    pub train: LoopArgs,
+    /// Corpus: JSONL {"id","title","text"} or DPR TSV.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    #[arg(long)]
+    pub block_len: Option<usize>,
+    #[arg(long)]
+    pub query_len: Option<usize>,
+    #[arg(long)]
+    pub doc_len: Option<usize>,
+    /// Probability of removing the query sentence from its block (ORQA: 0.9).
+    #[arg(long)]
+    pub remove_prob: Option<f64>,
+    /// Blocks held out for recall@1/@5.
+    #[arg(long)]
+    pub heldout: Option<usize>,
+    /// Contexts the held-out queries retrieve among.
+    #[arg(long)]
+    pub eval_pool: Option<usize>,
+    /// Held-out recall every N steps (0: before and after only).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Retriever projection width (128).
+    #[arg(long)]
+    pub proj_size: Option<usize>,
+    /// Separate query and document towers (default: shared).
+    #[arg(long)]
+    pub separate_towers: bool,
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+}
+
+impl IctArgs {
+    pub fn config(&self) -> Result<IctConfig> {
+        self.run.config(|| {
+            let corpus = required(&self.corpus, "--corpus")?;
+            let mut c = IctConfig::new(self.init.init()?, corpus);
+            self.train.apply(&mut c.train);
+            set!(
+                c,
+                self,
+                block_len,
+                query_len,
+                doc_len,
+                remove_prob,
+                heldout,
+                eval_pool,
+                eval_every
+            );
+            if let Some(p) = self.proj_size {
+                c.retriever.proj_size = p;
+            }
+            c.retriever.shared_towers = !self.separate_towers;
+            c.skip_bad_lines = self.skip_bad_lines;
+            Ok(c)
+        })
+    }
+
+    pub fn execute(&self) -> Result<IctReport> {
+        let cfg = self.config()?;
+        run_ict(&cfg, &self.run.run, &self.run.options()?)
+    }
+}
+
+/// `realm pretrain`.
+#[derive(Args, Clone, Debug)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub init: InitArgs,
+    #[command(flatten)]
+    pub train: LoopArgs,
+    /// The knowledge corpus (retrieved blocks).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Texts to mask (default: the corpus).
+    #[arg(long)]
+    pub examples: Option<PathBuf>,
+    /// A prebuilt index of the corpus by the starting document tower (`realm index`).
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// Candidates per query, the null document included (REALM: 8; 1: null document only).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub query_len: Option<usize>,
+    #[arg(long)]
+    pub doc_len: Option<usize>,
+    #[arg(long)]
+    pub block_len: Option<usize>,
+    #[arg(long)]
+    pub max_masks: Option<usize>,
+    /// Refresh the index every N steps (0: never; REALM: 500).
+    #[arg(long)]
+    pub refresh_every: Option<u64>,
+    /// Swap a refresh in exactly N steps after it starts (reproducible runs) instead of as soon
+    /// as it is ready.
+    #[arg(long)]
+    pub refresh_swap_after: Option<u64>,
+    /// Threads of the refresh on the CPU.
+    #[arg(long)]
+    pub refresh_threads: Option<usize>,
+    #[arg(long)]
+    pub index_batch: Option<usize>,
+    /// Let an example retrieve blocks of its own source document.
+    #[arg(long)]
+    pub keep_own_doc: bool,
+    #[arg(long)]
+    pub proj_size: Option<usize>,
+    #[arg(long)]
+    pub separate_towers: bool,
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+}
+
+impl PretrainArgs {
+    pub fn config(&self) -> Result<PretrainConfig> {
+        self.run.config(|| {
+            let corpus = required(&self.corpus, "--corpus")?;
+            let mut c = PretrainConfig::new(self.init.init()?, corpus);
+            self.train.apply(&mut c.train);
+            c.examples = self.examples.clone();
+            c.index = self.index.clone();
+            set!(
+                c,
+                self,
+                top_k,
+                query_len,
+                doc_len,
+                block_len,
+                max_masks,
+                index_batch
+            );
+            if let Some(v) = self.refresh_every {
+                c.refresh.every = v;
+            }
+            if self.refresh_swap_after.is_some() {
+                c.refresh.swap_after = self.refresh_swap_after;
+            }
+            if let Some(v) = self.refresh_threads {
+                c.refresh.threads = v;
+            }
+            if let Some(p) = self.proj_size {
+                c.retriever.proj_size = p;
+            }
+            c.retriever.shared_towers = !self.separate_towers;
+            c.exclude_own_doc = !self.keep_own_doc;
+            c.skip_bad_lines = self.skip_bad_lines;
+            Ok(c)
+        })
+    }
+
+    pub fn execute(&self) -> Result<PretrainReport> {
+        let cfg = self.config()?;
+        run_pretrain(&cfg, &self.run.run, &self.run.options()?)
+    }
+}
+
+/// `realm finetune`.
+#[derive(Args, Clone, Debug)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub init: InitArgs,
+    #[command(flatten)]
+    pub train: LoopArgs,
+    /// Training questions: NQ-open JSONL or SQuAD JSON.
+    #[arg(long)]
+    pub questions: Option<PathBuf>,
+    /// The corpus, indexed at the start when the checkpoint has no index.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Blocks per question for the retriever's loss (ORQA: 5,000 on accelerators).
+    #[arg(long)]
+    pub retriever_beam: Option<usize>,
+    /// Blocks the reader reads per question (5).
+    #[arg(long)]
+    pub reader_beam: Option<usize>,
+    #[arg(long)]
+    pub query_len: Option<usize>,
+    #[arg(long)]
+    pub doc_len: Option<usize>,
+    #[arg(long)]
+    pub block_len: Option<usize>,
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+}
+
+impl FinetuneArgs {
+    pub fn config(&self) -> Result<FinetuneConfig> {
+        self.run.config(|| {
+            let questions = required(&self.questions, "--questions")?;
+            let mut c = FinetuneConfig::new(self.init.init()?, questions);
+            self.train.apply(&mut c.train);
+            c.corpus = self.corpus.clone();
+            set!(
+                c,
+                self,
+                retriever_beam,
+                reader_beam,
+                query_len,
+                doc_len,
+                block_len
+            );
+            c.skip_bad_lines = self.skip_bad_lines;
+            Ok(c)
+        })
+    }
+
+    pub fn execute(&self) -> Result<FinetuneReport> {
+        let cfg = self.config()?;
+        run_finetune(&cfg, &self.run.run, &self.run.options()?)
+    }
+}
+
+/// `realm bench train-step`.
+#[derive(Args, Clone, Debug)]
+pub struct TrainStepArgs {
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// A preset size (tiny, mini, small, medium, base, large) or a Hugging Face BERT folder.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Queries per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Candidates per query, the null document included.
+    #[arg(long, default_value_t = 8)]
+    pub docs: usize,
+    /// Joined encoder row length `[CLS] x [SEP] body [SEP]`.
+    #[arg(long, default_value_t = 288)]
+    pub len: usize,
+    #[arg(long, default_value_t = 64)]
+    pub query_len: usize,
+    #[arg(long, default_value_t = 10)]
+    pub masks: usize,
+    /// Blocks in the random index.
+    #[arg(long, default_value_t = 100_000)]
+    pub index_size: usize,
+    /// f32, bf16 or f16 (default: f32 on the CPU, bf16 on a GPU).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Measured steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// One JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TrainStepArgs {
+    pub fn execute(&self) -> Result<TrainStepReport> {
+        let device = ComputeDevice::resolve(self.device.parse()?)?;
+        eprintln!("device: {device}");
+        let loop_cfg = LoopConfig {
+            dtype: self.dtype.clone(),
+            ..LoopConfig::new(1, 1, 1e-5)
+        };
+        let spec = TrainStepSpec {
+            model: self.model.clone(),
+            batch: self.batch,
+            docs: self.docs,
+            len: self.len,
+            query_len: self.query_len,
+            masks: self.masks,
+            index_size: self.index_size,
+            dtype: loop_cfg.compute_dtype(device.is_cuda())?,
+            steps: self.steps,
+        };
+        bench_train_step(&device, &spec)
+    }
+}
+
+fn required(value: &Option<PathBuf>, flag: &'static str) -> Result<PathBuf> {
+    value.clone().ok_or_else(|| {
+        Error::bad_input(
+            "command line",
+            flag,
+            format!("{flag} FILE is required (or --config FILE, or --resume)"),
+        )
+    })
+}
+
+/// Prints a stage's report as pretty JSON on stdout.
+pub fn print_report<T: serde::Serialize>(report: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(report).map_err(|e| Error::file(Path::new("-"), e))?;
+    println!("{text}");
+    Ok(())
+}
