@@ -173,6 +173,14 @@ enum Command {
         #[command(subcommand)]
         op: BenchOp,
     },
+    /// ICT warm start of the retriever (ORQA's Inverse Cloze Task, in-batch negatives), with
+    /// held-out recall@1/@5. Prints the report as JSON.
+    Ict(realm::train::cli::IctArgs),
+    /// REALM pre-training: salient-span masking, retrieval over the asynchronously refreshed
+    /// index, the marginal masked-LM loss into the encoder and both towers.
+    Pretrain(realm::train::cli::PretrainArgs),
+    /// Open-QA fine-tuning (ORQA/REALM): the index fixed, the query tower and the reader trained.
+    Finetune(realm::train::cli::FinetuneArgs),
 }
 
 #[derive(Args, Clone)]
@@ -233,6 +241,8 @@ fn parse_dtype(dtype: &str) -> Result<candle_core::DType> {
 
 #[derive(Subcommand)]
 enum BenchOp {
+    /// One REALM pre-training step, phase by phase (retrieval, forward, backward, optimizer).
+    TrainStep(realm::train::cli::TrainStepArgs),
     /// Softmax over retrieved documents, or with --targets the marginal log-likelihood.
     DocSoftmax {
         #[command(flatten)]
@@ -410,6 +420,16 @@ fn main() -> Result<()> {
             question.as_deref(),
         ),
         Command::Bench { op } => bench(op),
+        Command::Ict(args) => realm::train::cli::print_report(&args.execute().context("ict")?)
+            .context("ict"),
+        Command::Pretrain(args) => {
+            realm::train::cli::print_report(&args.execute().context("pretrain")?)
+                .context("pretrain")
+        }
+        Command::Finetune(args) => {
+            realm::train::cli::print_report(&args.execute().context("finetune")?)
+                .context("finetune")
+        }
         Command::Report { run_dir } => {
             let report = realm::report::write_report(&run_dir).context("report")?;
             println!(
@@ -487,6 +507,15 @@ fn selftest(dev: &ComputeDevice, filter: Option<&str>) -> Result<()> {
 
 fn bench(op: BenchOp) -> Result<()> {
     let (report, json) = match op {
+        BenchOp::TrainStep(args) => {
+            let report = args.execute().context("bench train-step")?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            return Ok(());
+        }
         BenchOp::DocSoftmax {
             common,
             batch,
