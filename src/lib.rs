@@ -11,6 +11,7 @@ pub mod alloc;
 pub mod ask;
 pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod device;
 pub mod error;
 pub mod index;

@@ -147,6 +147,27 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// The whole REALM pipeline on the embedded demo data, from nothing: tokenizer, a small BERT
+    /// from scratch (or --init), ICT, index, pre-training with index refresh, open-QA
+    /// fine-tuning, evaluation with and without retrieval, answered questions, a knowledge update.
+    Demo {
+        #[command(flatten)]
+        device: DeviceArg,
+        /// Run directory (a previous demo's is reused: its outputs are replaced).
+        #[arg(long, default_value = "runs/demo")]
+        out: std::path::PathBuf,
+        /// Start from a Hugging Face BERT folder instead of a small BERT from scratch.
+        #[arg(long)]
+        init: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Multiply every stage's step count (1.0: sized for about 10 minutes on 2 CPU cores).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Answer questions with a fine-tuned run (its retriever, reader and index): the answer, its
     /// score, and the top documents with p(z|x), title and the sentence holding the span. Without
     /// a question, reads questions line by line from stdin.
@@ -402,6 +423,27 @@ fn main() -> Result<()> {
                 eval::log_metrics(&run, &report).context("writing the metrics line")?;
             }
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Demo {
+            device,
+            out,
+            init,
+            seed,
+            scale,
+            quiet,
+        } => {
+            let dev = device.resolve()?;
+            let cfg = realm::demo::DemoConfig {
+                out,
+                init,
+                seed,
+                scale,
+                quiet,
+            };
+            let summary = realm::demo::run_demo(&cfg, &dev).context("demo")?;
+            println!("{}", realm::demo::render(&summary));
+            eprintln!("summary: {}", cfg.out.join("summary.json").display());
             Ok(())
         }
         Command::Ask {
