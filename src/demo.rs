@@ -20,6 +20,7 @@ use crate::train::models::{ModelInit, Origin};
 use crate::train::pretrain::{run_pretrain, PretrainConfig};
 use crate::train::{LoopConfig, RunOptions};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -57,7 +58,10 @@ pub fn scratch_config(vocab_size: usize) -> BertConfig {
 /// One stage's wall time.
 #[derive(Clone, Debug, Serialize)]
 pub struct StageTime {
-    pub stage: String,
+    /// The stage's name in `metrics.jsonl` and `summary.json` (`ict`, `pretrain`, ...).
+    pub stage: &'static str,
+    /// What it does, for the printed table.
+    pub label: &'static str,
     pub seconds: f64,
 }
 
@@ -88,10 +92,23 @@ pub struct DemoSummary {
     pub em_reader: Option<f64>,
     pub recall_at_5: Option<f64>,
     pub retrieval_utility: Option<f64>,
-    pub seconds: Vec<StageTime>,
+    /// Seconds per stage, by stage name.
+    pub seconds: BTreeMap<&'static str, f64>,
+    /// The same, in the order the stages ran.
+    #[serde(skip)]
+    pub stages: Vec<StageTime>,
     pub total_seconds: f64,
     pub answers: Vec<Answer>,
     pub knowledge_update: Option<KnowledgeUpdate>,
+}
+
+/// A stage's loop: warm-up over the first tenth (the default's floor of 100 steps would be
+/// most of a demo stage).
+fn demo_loop(steps: u64, batch: usize, lr: f64, seed: u64) -> LoopConfig {
+    let mut l = LoopConfig::new(steps, batch, lr);
+    l.warmup = Some((steps / 10).max(1));
+    l.seed = seed;
+    l
 }
 
 fn steps(base: u64, scale: f64) -> u64 {
@@ -105,9 +122,10 @@ struct Clock {
 }
 
 impl Clock {
-    fn lap(&mut self, stage: &str) {
+    fn lap(&mut self, stage: &'static str, label: &'static str) {
         self.times.push(StageTime {
-            stage: stage.to_string(),
+            stage,
+            label,
             seconds: self.lap.elapsed().as_secs_f64(),
         });
         self.lap = Instant::now();
@@ -184,12 +202,11 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     };
     let mut opts = RunOptions::new(device.clone());
     opts.quiet = cfg.quiet;
-    clock.lap("data + tokenizer");
+    clock.lap("data", "data + tokenizer");
 
     let ict_dir = cfg.out.join("ict");
     let mut ict = IctConfig::new(init, files.docs.clone());
-    ict.train = LoopConfig::new(steps(400, cfg.scale), 64, 1e-3);
-    ict.train.seed = cfg.seed;
+    ict.train = demo_loop(steps(300, cfg.scale), 64, 1e-3, cfg.seed);
     if cfg.init.is_none() {
         // The untrained [CLS] pooler learns too slowly for a demo (docs/realm.md).
         ict.retriever.pooling = TowerPooling::Mean;
@@ -198,26 +215,24 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     ict.heldout = 200;
     ict.eval_pool = 2000;
     run_ict(&ict, &ict_dir, &opts)?;
-    clock.lap("ICT warm start");
+    clock.lap("ict", "ICT warm start");
 
     let pre_dir = cfg.out.join("pretrain");
     let mut pre = PretrainConfig::new(checkpoint_of(&ict_dir), files.docs.clone());
-    pre.train = LoopConfig::new(steps(100, cfg.scale), 16, 1e-3);
-    pre.train.seed = cfg.seed;
+    pre.train = demo_loop(steps(60, cfg.scale), 16, 1e-3, cfg.seed);
     (pre.block_len, pre.query_len, pre.doc_len) = (BLOCK_LEN, QUERY_LEN, DOC_LEN);
     pre.top_k = 8;
     pre.refresh.every = steps(50, cfg.scale);
     run_pretrain(&pre, &pre_dir, &opts)?;
-    clock.lap("index + pre-training");
+    clock.lap("pretrain", "index + pre-training (refreshes)");
 
     let ft_dir = cfg.out.join("finetune");
     let mut ft = FinetuneConfig::new(checkpoint_of(&pre_dir), files.train.clone());
-    ft.train = LoopConfig::new(steps(300, cfg.scale), 16, 3e-4);
-    ft.train.seed = cfg.seed;
-    (ft.block_len, ft.query_len, ft.doc_len) = (BLOCK_LEN, QUERY_LEN, BLOCK_LEN);
-    ft.retriever_beam = 50;
+    ft.train = demo_loop(steps(120, cfg.scale), 8, 3e-4, cfg.seed);
+    (ft.block_len, ft.query_len, ft.doc_len) = (BLOCK_LEN, QUERY_LEN, DOC_LEN);
+    (ft.retriever_beam, ft.reader_beam) = (50, 3);
     run_finetune(&ft, &ft_dir, &opts)?;
-    clock.lap("open-QA fine-tuning");
+    clock.lap("finetune", "open-QA fine-tuning");
 
     let checkpoint = ft_dir.join("checkpoint");
     let mut eval = EvalConfig::new(&checkpoint, &files.dev);
@@ -228,7 +243,7 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     let report = evaluate(&eval, device)?;
     crate::train::RunDir::start(cfg.out.join("eval"), &eval, false)?;
     crate::train::eval::log_metrics(&cfg.out.join("eval"), &report)?;
-    clock.lap("evaluation");
+    clock.lap("eval", "evaluation");
 
     let _exec = device.enter()?;
     let asker = Asker::load(&checkpoint, None, &device.device)?;
@@ -238,14 +253,15 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
         .take(3)
         .map(|q| asker.ask(&q.question))
         .collect::<Result<Vec<_>>>()?;
-    clock.lap("answering");
+    clock.lap("answering", "answering");
 
     let knowledge_update =
         knowledge_update(&asker, &checkpoint, &files, &dev_questions, cfg, device)?;
-    clock.lap("knowledge update");
+    clock.lap("update", "knowledge update");
 
     let summary = summarize(cfg, device, &report, clock, answers, knowledge_update);
     crate::io::write_json_atomic(cfg.out.join("summary.json"), &summary)?;
+    crate::report::write_report(&cfg.out)?;
     Ok(summary)
 }
 
@@ -278,7 +294,8 @@ fn summarize(
         recall_at_5: report.recall_at_5,
         retrieval_utility: report.retrieval_utility,
         total_seconds: clock.start.elapsed().as_secs_f64(),
-        seconds: clock.times,
+        seconds: clock.times.iter().map(|t| (t.stage, t.seconds)).collect(),
+        stages: clock.times,
         answers,
         knowledge_update,
     }
@@ -403,8 +420,8 @@ pub fn render(summary: &DemoSummary) -> String {
         pct(summary.em_reader)
     );
     s += "| stage | seconds |\n|---|---:|\n";
-    for t in &summary.seconds {
-        s += &format!("| {} | {:.1} |\n", t.stage, t.seconds);
+    for t in &summary.stages {
+        s += &format!("| {} | {:.1} |\n", t.label, t.seconds);
     }
     s += &format!("| total | {:.1} |\n", summary.total_seconds);
     for a in &summary.answers {
