@@ -462,8 +462,9 @@ fn main() -> Result<()> {
             question.as_deref(),
         ),
         Command::Bench { op } => bench(op),
-        Command::Ict(args) => realm::train::cli::print_report(&args.execute().context("ict")?)
-            .context("ict"),
+        Command::Ict(args) => {
+            realm::train::cli::print_report(&args.execute().context("ict")?).context("ict")
+        }
         Command::Pretrain(args) => {
             realm::train::cli::print_report(&args.execute().context("pretrain")?)
                 .context("pretrain")
