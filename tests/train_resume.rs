@@ -202,7 +202,7 @@ fn a_refresh_runs_beside_training_and_swaps_whole() {
             doc_id: i.to_string(),
             title: String::new(),
             tokens: (0..48).map(|t| 1000 + (i * 7 + t) % 5000).collect(),
-            sentences: vec![0..48],
+            sentences: std::iter::once(0..48).collect(),
         })
         .collect();
     let knowledge = Knowledge::new(blocks, &tok).unwrap();

@@ -159,10 +159,55 @@ impl LoopArgs {
     }
 }
 
+/// Text shapes every stage has; unset ones keep the stage's default.
+#[derive(Args, Clone, Debug)]
+pub struct ShapeArgs {
+    /// `[CLS] query [SEP]` in wordpieces.
+    #[arg(long)]
+    pub query_len: Option<usize>,
+    /// Document inputs in wordpieces (see the stage's config).
+    #[arg(long)]
+    pub doc_len: Option<usize>,
+    /// Body wordpieces per block when a corpus is cut into blocks.
+    #[arg(long)]
+    pub block_len: Option<usize>,
+    /// Skip (and count) malformed corpus lines instead of stopping.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+}
+
+/// The retriever's shape, when it starts from BERT rather than a checkpoint.
+#[derive(Args, Clone, Debug)]
+pub struct RetrieverArgs {
+    /// Projection width (128).
+    #[arg(long)]
+    pub proj_size: Option<usize>,
+    /// Separate query and document towers (default: shared).
+    #[arg(long)]
+    pub separate_towers: bool,
+}
+
+impl RetrieverArgs {
+    fn apply(&self, c: &mut crate::model::RetrieverConfig) {
+        if let Some(p) = self.proj_size {
+            c.proj_size = p;
+        }
+        c.shared_towers = !self.separate_towers;
+    }
+}
+
 /// Sets `$cfg.$field` from an `Option` flag when given.
 macro_rules! set {
     ($cfg:expr, $args:expr, $($field:ident),+) => {
         $(if let Some(v) = $args.$field.clone() { $cfg.$field = v; })+
+    };
+}
+
+/// Sets the text shapes of a stage config from [`ShapeArgs`].
+macro_rules! set_shape {
+    ($cfg:expr, $shape:expr) => {
+        set!($cfg, $shape, query_len, doc_len, block_len);
+        $cfg.skip_bad_lines = $shape.skip_bad_lines;
     };
 }
 
@@ -175,15 +220,13 @@ pub struct IctArgs {
     pub init: InitArgs,
     #[command(flatten)]
     pub train: LoopArgs,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub retriever: RetrieverArgs,
     /// Corpus: JSONL {"id","title","text"} or DPR TSV.
     #[arg(long)]
     pub corpus: Option<PathBuf>,
-    #[arg(long)]
-    pub block_len: Option<usize>,
-    #[arg(long)]
-    pub query_len: Option<usize>,
-    #[arg(long)]
-    pub doc_len: Option<usize>,
     /// Probability of removing the query sentence from its block (ORQA: 0.9).
     #[arg(long)]
     pub remove_prob: Option<f64>,
@@ -196,14 +239,6 @@ pub struct IctArgs {
     /// Held-out recall every N steps (0: before and after only).
     #[arg(long)]
     pub eval_every: Option<u64>,
-    /// Retriever projection width (128).
-    #[arg(long)]
-    pub proj_size: Option<usize>,
-    /// Separate query and document towers (default: shared).
-    #[arg(long)]
-    pub separate_towers: bool,
-    #[arg(long)]
-    pub skip_bad_lines: bool,
 }
 
 impl IctArgs {
@@ -212,22 +247,9 @@ impl IctArgs {
             let corpus = required(&self.corpus, "--corpus")?;
             let mut c = IctConfig::new(self.init.init()?, corpus);
             self.train.apply(&mut c.train);
-            set!(
-                c,
-                self,
-                block_len,
-                query_len,
-                doc_len,
-                remove_prob,
-                heldout,
-                eval_pool,
-                eval_every
-            );
-            if let Some(p) = self.proj_size {
-                c.retriever.proj_size = p;
-            }
-            c.retriever.shared_towers = !self.separate_towers;
-            c.skip_bad_lines = self.skip_bad_lines;
+            set!(c, self, remove_prob, heldout, eval_pool, eval_every);
+            set_shape!(c, self.shape);
+            self.retriever.apply(&mut c.retriever);
             Ok(c)
         })
     }
@@ -247,6 +269,10 @@ pub struct PretrainArgs {
     pub init: InitArgs,
     #[command(flatten)]
     pub train: LoopArgs,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub retriever: RetrieverArgs,
     /// The knowledge corpus (retrieved blocks).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
@@ -259,12 +285,6 @@ pub struct PretrainArgs {
     /// Candidates per query, the null document included (REALM: 8; 1: null document only).
     #[arg(long)]
     pub top_k: Option<usize>,
-    #[arg(long)]
-    pub query_len: Option<usize>,
-    #[arg(long)]
-    pub doc_len: Option<usize>,
-    #[arg(long)]
-    pub block_len: Option<usize>,
     #[arg(long)]
     pub max_masks: Option<usize>,
     /// Refresh the index every N steps (0: never; REALM: 500).
@@ -282,12 +302,6 @@ pub struct PretrainArgs {
     /// Let an example retrieve blocks of its own source document.
     #[arg(long)]
     pub keep_own_doc: bool,
-    #[arg(long)]
-    pub proj_size: Option<usize>,
-    #[arg(long)]
-    pub separate_towers: bool,
-    #[arg(long)]
-    pub skip_bad_lines: bool,
 }
 
 impl PretrainArgs {
@@ -298,16 +312,9 @@ impl PretrainArgs {
             self.train.apply(&mut c.train);
             c.examples = self.examples.clone();
             c.index = self.index.clone();
-            set!(
-                c,
-                self,
-                top_k,
-                query_len,
-                doc_len,
-                block_len,
-                max_masks,
-                index_batch
-            );
+            set!(c, self, top_k, max_masks, index_batch);
+            set_shape!(c, self.shape);
+            self.retriever.apply(&mut c.retriever);
             if let Some(v) = self.refresh_every {
                 c.refresh.every = v;
             }
@@ -317,12 +324,7 @@ impl PretrainArgs {
             if let Some(v) = self.refresh_threads {
                 c.refresh.threads = v;
             }
-            if let Some(p) = self.proj_size {
-                c.retriever.proj_size = p;
-            }
-            c.retriever.shared_towers = !self.separate_towers;
             c.exclude_own_doc = !self.keep_own_doc;
-            c.skip_bad_lines = self.skip_bad_lines;
             Ok(c)
         })
     }
@@ -342,6 +344,10 @@ pub struct FinetuneArgs {
     pub init: InitArgs,
     #[command(flatten)]
     pub train: LoopArgs,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub retriever: RetrieverArgs,
     /// Training questions: NQ-open JSONL or SQuAD JSON.
     #[arg(long)]
     pub questions: Option<PathBuf>,
@@ -354,14 +360,6 @@ pub struct FinetuneArgs {
     /// Blocks the reader reads per question (5).
     #[arg(long)]
     pub reader_beam: Option<usize>,
-    #[arg(long)]
-    pub query_len: Option<usize>,
-    #[arg(long)]
-    pub doc_len: Option<usize>,
-    #[arg(long)]
-    pub block_len: Option<usize>,
-    #[arg(long)]
-    pub skip_bad_lines: bool,
 }
 
 impl FinetuneArgs {
@@ -371,16 +369,9 @@ impl FinetuneArgs {
             let mut c = FinetuneConfig::new(self.init.init()?, questions);
             self.train.apply(&mut c.train);
             c.corpus = self.corpus.clone();
-            set!(
-                c,
-                self,
-                retriever_beam,
-                reader_beam,
-                query_len,
-                doc_len,
-                block_len
-            );
-            c.skip_bad_lines = self.skip_bad_lines;
+            set!(c, self, retriever_beam, reader_beam);
+            set_shape!(c, self.shape);
+            self.retriever.apply(&mut c.retriever);
             Ok(c)
         })
     }

@@ -46,6 +46,9 @@ impl SpanExample {
     }
 }
 
+/// A sentence's wordpieces and the wordpiece ranges of its salient spans.
+type TaggedSentence = (Vec<u32>, Vec<Range<usize>>);
+
 /// Documents read per tokenizer call.
 const DOCS_PER_CHUNK: usize = 256;
 
@@ -98,7 +101,7 @@ pub fn span_examples(
             tokenizer.wordpieces(&flat)?
         };
         let mut span_pieces = span_pieces.into_iter();
-        let mut current: Option<(usize, Vec<(Vec<u32>, Vec<Range<usize>>)>)> = None;
+        let mut current: Option<(usize, Vec<TaggedSentence>)> = None;
         for ((d, _), (sentence, spans)) in sents.iter().zip(pieces.into_iter().zip(&span_texts)) {
             let located = locate(&sentence, span_pieces.by_ref().take(spans.len()));
             match &mut current {
@@ -138,11 +141,7 @@ fn locate(sentence: &[u32], spans: impl Iterator<Item = Vec<u32>>) -> Vec<Range<
 }
 
 /// Packs the sentences of one document greedily into windows of at most `max_tokens`.
-fn pack(
-    doc_id: &str,
-    sentences: Vec<(Vec<u32>, Vec<Range<usize>>)>,
-    max_tokens: usize,
-) -> Vec<SpanExample> {
+fn pack(doc_id: &str, sentences: Vec<TaggedSentence>, max_tokens: usize) -> Vec<SpanExample> {
     let mut out = Vec::new();
     let empty = || SpanExample {
         doc_id: doc_id.to_string(),
@@ -242,6 +241,11 @@ mod tests {
     use super::*;
     use crate::rng::SplitMix64;
 
+    /// `a..b` (a function, so the tests' one-range lists are not mistaken for ranges of vectors).
+    fn r(a: usize, b: usize) -> Range<usize> {
+        a..b
+    }
+
     #[test]
     fn spans_are_located_in_wordpieces_and_windows_keep_them() {
         assert_eq!(
@@ -252,23 +256,21 @@ mod tests {
             [1..3, 3..5]
         );
         let sentences = vec![
-            (vec![10, 11, 12], vec![1..3]),
-            (vec![20, 21], vec![0..1]),
-            (vec![30, 31, 32, 33, 34, 35, 36], vec![1..2, 5..7]),
+            (vec![10, 11, 12], vec![r(1, 3)]),
+            (vec![20, 21], vec![r(0, 1)]),
+            (vec![30, 31, 32, 33, 34, 35, 36], vec![r(1, 2), r(5, 7)]),
         ];
         let windows = pack("d", sentences, 5);
-        let shapes: Vec<(Vec<u32>, Vec<Range<usize>>, Vec<Range<usize>>)> = windows
-            .iter()
-            .map(|w| (w.tokens.clone(), w.sentences.clone(), w.spans.clone()))
-            .collect();
+        let tokens: Vec<&[u32]> = windows.iter().map(|w| w.tokens.as_slice()).collect();
         assert_eq!(
-            shapes,
-            [
-                (vec![10, 11, 12, 20, 21], vec![0..3, 3..5], vec![1..3, 3..4]),
-                (vec![30, 31, 32, 33, 34], vec![0..5], vec![1..2]),
-                (vec![35, 36], vec![0..2], vec![0..2]),
-            ]
+            tokens,
+            [&[10, 11, 12, 20, 21][..], &[30, 31, 32, 33, 34], &[35, 36]]
         );
+        let sentences: Vec<&[Range<usize>]> =
+            windows.iter().map(|w| w.sentences.as_slice()).collect();
+        assert_eq!(sentences, [&[r(0, 3), r(3, 5)][..], &[r(0, 5)], &[r(0, 2)]]);
+        let spans: Vec<&[Range<usize>]> = windows.iter().map(|w| w.spans.as_slice()).collect();
+        assert_eq!(spans, [&[r(1, 3), r(3, 4)][..], &[r(1, 2)], &[r(0, 2)]]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use super::examples::DataOrder;
 use super::models::{self, ModelInit};
-use super::run::{RunDir, Stage};
+use super::run::Stage;
 use super::state::step_rng;
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::masking::shuffle;
@@ -105,17 +105,13 @@ pub fn run_ict(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<Ict
             format!("{} must be in [0, 1]", cfg.remove_prob),
         ));
     }
-    let run = RunDir::start(run_dir, cfg, opts.resume)?;
-    let init = if opts.resume {
-        ModelInit::Checkpoint {
-            dir: run.checkpoint(),
-        }
-    } else {
-        cfg.init.clone()
-    };
-    let origin = init.origin()?;
-    let tok_dir = run.root().join("tokenizer");
-    let tok = models::stage_tokenizer(&init, &tok_dir)?;
+    let models::StageStart {
+        run,
+        init,
+        origin,
+        tok_dir,
+        tokenizer: tok,
+    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
     let mut retriever = models::retriever(&init, &cfg.retriever, cfg.train.seed, &dev)?;
     tok.check_vocab(retriever.bert_config())?;
     retriever.set_compute_dtype(cfg.train.compute_dtype(dev.is_cuda())?)?;

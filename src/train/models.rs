@@ -119,6 +119,43 @@ pub fn read_origin(dir: &Path) -> Result<Origin> {
     serde_json::from_str(&text).map_err(|e| Error::file(&path, e))
 }
 
+/// How a stage starts: its run directory (started, or reopened to resume), where its models come
+/// from (the run's own checkpoint when resuming), their origin, and the tokenizer, whose files
+/// are copied into `RUN/tokenizer/` for every checkpoint to carry.
+pub struct StageStart {
+    pub run: super::run::RunDir,
+    pub init: ModelInit,
+    pub origin: Origin,
+    pub tok_dir: PathBuf,
+    pub tokenizer: BertTokenizer,
+}
+
+pub fn start_stage<C: Serialize>(
+    run_dir: &Path,
+    cfg: &C,
+    init: &ModelInit,
+    resume: bool,
+) -> Result<StageStart> {
+    let run = super::run::RunDir::start(run_dir, cfg, resume)?;
+    let init = if resume {
+        ModelInit::Checkpoint {
+            dir: run.checkpoint(),
+        }
+    } else {
+        init.clone()
+    };
+    let origin = init.origin()?;
+    let tok_dir = run.root().join("tokenizer");
+    let tokenizer = stage_tokenizer(&init, &tok_dir)?;
+    Ok(StageStart {
+        run,
+        init,
+        origin,
+        tok_dir,
+        tokenizer,
+    })
+}
+
 /// The tokenizer files a model folder may hold.
 const TOKENIZER_FILES: [&str; 4] = [
     "tokenizer.json",

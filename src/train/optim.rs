@@ -486,11 +486,22 @@ pub fn default_warmup(total: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn var(values: &[f32]) -> Var {
         Var::new(values, &Device::Cpu).unwrap()
+    }
+
+    /// The gradients of Σ v² (2v).
+    pub(crate) fn square_grads(v: &Var) -> GradStore {
+        v.as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
     }
 
     /// One parameter through two steps, checked against the formula evaluated by hand in f64.
@@ -608,22 +619,7 @@ mod tests {
         .unwrap();
         let p = std::path::Path::new("trainer.safetensors");
         again.load_state(p, state.clone(), opt.steps()).unwrap();
-        let g1 = used
-            .as_tensor()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = twin
-            .as_tensor()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let (g1, g2) = (square_grads(&used), square_grads(&twin));
         opt.step(&g1, 0.1, 1.0).unwrap();
         again.step(&g2, 0.1, 1.0).unwrap();
         assert_eq!(

@@ -171,17 +171,14 @@ pub fn run_pretrain(
 ) -> Result<PretrainReport> {
     let _exec = opts.device.enter()?;
     let dev = opts.device.device.clone();
-    let run = RunDir::start(run_dir, cfg, opts.resume)?;
-    let init = if opts.resume {
-        ModelInit::Checkpoint {
-            dir: run.checkpoint(),
-        }
-    } else {
-        cfg.init.clone()
-    };
-    let origin = init.origin()?;
-    let tok_dir = run.root().join("tokenizer");
-    let tok = Arc::new(models::stage_tokenizer(&init, &tok_dir)?);
+    let models::StageStart {
+        run,
+        init,
+        origin,
+        tok_dir,
+        tokenizer,
+    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
+    let tok = Arc::new(tokenizer);
     let mut model = models::realm_model(
         &init,
         &cfg.retriever,
@@ -231,7 +228,7 @@ pub fn run_pretrain(
             .ok_or_else(|| Error::bad_input(OP, "tokenizer", "the vocabulary has no [MASK]"))?,
         ..MaskConfig::default()
     };
-    if opts.resume {
+    if opts.resume && !trainer.done() {
         refresher.maybe_start(trainer.step(), model.retriever().doc_tower())?;
     }
     let mut order = DataOrder::new(
@@ -361,8 +358,11 @@ pub fn run_pretrain(
             })?;
             saved_index = Some(current.step);
         }
-        // After the checkpoint, so that a run resumed from it starts the same refresh.
-        refresher.maybe_start(trainer.step(), model.retriever().doc_tower())?;
+        // After the checkpoint, so that a run resumed from it starts the same refresh; none
+        // after the last step (it would outlive the run).
+        if !trainer.done() {
+            refresher.maybe_start(trainer.step(), model.retriever().doc_tower())?;
+        }
     }
     trainer.finish();
     report.steps = trainer.step();

@@ -274,7 +274,7 @@ impl Refresher {
     /// Starts a refresh from a snapshot of `tower` if one is due after `step` steps and none is
     /// running.
     pub fn maybe_start(&mut self, step: u64, tower: &Tower) -> Result<bool> {
-        let due = self.policy.every > 0 && step > 0 && step % self.policy.every == 0;
+        let due = self.policy.every > 0 && step > 0 && step.is_multiple_of(self.policy.every);
         if !due || self.pending.is_some() {
             return Ok(false);
         }
@@ -351,7 +351,7 @@ mod tests {
             doc_id: doc.into(),
             title: String::new(),
             tokens: vec![1],
-            sentences: vec![0..1],
+            sentences: std::iter::once(0..1).collect(),
         }
     }
 

@@ -242,15 +242,8 @@ mod tests {
     fn optimizer() -> (Var, AdamW) {
         let w = Var::new(&[1f32, 2.0, 3.0], &Device::Cpu).unwrap();
         let mut opt = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig::default()).unwrap();
-        let g = w
-            .as_tensor()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
+        opt.step(&super::super::optim::tests::square_grads(&w), 0.01, 1.0)
             .unwrap();
-        opt.step(&g, 0.01, 1.0).unwrap();
         (w, opt)
     }
 

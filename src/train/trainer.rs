@@ -279,7 +279,7 @@ impl Trainer {
 
     /// Whether a metrics line is due at the current step (and always at the last).
     pub fn log_due(&self) -> bool {
-        self.state.step % self.log_every == 0 || self.state.step == self.schedule.total
+        self.state.step.is_multiple_of(self.log_every) || self.state.step == self.schedule.total
     }
 
     pub fn log(&mut self, metric: &Metric) -> Result<()> {
@@ -292,7 +292,8 @@ impl Trainer {
     /// Whether a checkpoint is due at the current step (on schedule, and at the end).
     pub fn checkpoint_due(&self) -> bool {
         let s = self.state.step;
-        s == self.schedule.total || (self.checkpoint_every > 0 && s % self.checkpoint_every == 0)
+        s == self.schedule.total
+            || (self.checkpoint_every > 0 && s.is_multiple_of(self.checkpoint_every))
     }
 
     /// Writes the checkpoint: `write_files` puts the models (and index) into the folder.
