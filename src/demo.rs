@@ -343,8 +343,14 @@ fn knowledge_update(
         let mut changed_title = None;
         let updated: Vec<String> = docs
             .lines()
-            .map(|line| {
-                let mut doc: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            .enumerate()
+            .map(|(i, line)| {
+                let mut doc: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| Error::Parse {
+                        path: files.docs.clone(),
+                        line: i + 1,
+                        msg: e.to_string(),
+                    })?;
                 if doc["id"].as_u64() == Some(q.doc_id) {
                     if let Some(text) = doc["text"]
                         .as_str()
@@ -354,11 +360,11 @@ fn knowledge_update(
                         changed_title = Some(doc["title"].as_str().unwrap_or("").to_string());
                         doc["text"] = replaced.into();
                     }
-                    return doc.to_string();
+                    return Ok(doc.to_string());
                 }
-                line.to_string()
+                Ok(line.to_string())
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let Some(document) = changed_title else {
             continue;
         };
