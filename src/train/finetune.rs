@@ -9,7 +9,7 @@
 
 use super::examples::DataOrder;
 use super::models::{self, ModelInit, INDEX, READER};
-use super::run::{RunDir, Stage};
+use super::run::Stage;
 use super::state::step_rng;
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{answer_spans, read_qa};
@@ -111,17 +111,13 @@ pub fn run_finetune(
             ),
         ));
     }
-    let run = RunDir::start(run_dir, cfg, opts.resume)?;
-    let init = if opts.resume {
-        ModelInit::Checkpoint {
-            dir: run.checkpoint(),
-        }
-    } else {
-        cfg.init.clone()
-    };
-    let origin = init.origin()?;
-    let tok_dir = run.root().join("tokenizer");
-    let tok = models::stage_tokenizer(&init, &tok_dir)?;
+    let models::StageStart {
+        run,
+        init,
+        origin,
+        tok_dir,
+        tokenizer: tok,
+    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
     let settings = RealmSettings {
         query_seq_len: cfg.query_len,
         candidate_seq_len: cfg.doc_len,
