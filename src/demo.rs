@@ -228,7 +228,7 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
 
     let ft_dir = cfg.out.join("finetune");
     let mut ft = FinetuneConfig::new(checkpoint_of(&pre_dir), files.train.clone());
-    ft.train = demo_loop(steps(120, cfg.scale), 8, 3e-4, cfg.seed);
+    ft.train = demo_loop(steps(600, cfg.scale), 8, 3e-4, cfg.seed);
     (ft.block_len, ft.query_len, ft.doc_len) = (BLOCK_LEN, QUERY_LEN, DOC_LEN);
     (ft.retriever_beam, ft.reader_beam) = (50, 3);
     run_finetune(&ft, &ft_dir, &opts)?;

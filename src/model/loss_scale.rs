@@ -34,6 +34,24 @@ impl DynamicLossScaler {
         self.scale
     }
 
+    pub fn growth_interval(&self) -> u32 {
+        self.growth_interval
+    }
+
+    /// Good steps in a row since the scale last changed (a checkpoint keeps them, so that a
+    /// resumed run grows the scale when the uninterrupted one would).
+    pub fn good_steps(&self) -> u32 {
+        self.good_steps
+    }
+
+    /// A scaler resumed with `good_steps` already counted.
+    pub fn resumed(scale: f64, growth_interval: u32, good_steps: u32) -> Self {
+        DynamicLossScaler {
+            good_steps,
+            ..Self::new(scale, growth_interval)
+        }
+    }
+
     /// The loss to call `backward` on.
     pub fn scale_loss(&self, loss: &Tensor) -> Result<Tensor> {
         Ok(loss.affine(self.scale, 0.0)?)
@@ -101,5 +119,18 @@ mod tests {
             assert!(s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
         }
         assert_eq!(s.scale(), 8.0);
+        // A scaler resumed after one good step doubles after one more, as the original would.
+        let one_good = |s: &mut DynamicLossScaler| {
+            let loss = w.as_tensor().sum_all().unwrap();
+            let mut g = s.scale_loss(&loss).unwrap().backward().unwrap();
+            assert!(s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
+        };
+        one_good(&mut s);
+        let mut resumed =
+            DynamicLossScaler::resumed(s.scale(), s.growth_interval(), s.good_steps());
+        one_good(&mut s);
+        one_good(&mut resumed);
+        assert_eq!((resumed.scale(), resumed.good_steps()), (16.0, 0));
+        assert_eq!((s.scale(), s.good_steps()), (16.0, 0));
     }
 }

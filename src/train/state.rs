@@ -54,6 +54,9 @@ pub struct TrainerState {
     pub index: Option<IndexVersion>,
     /// The dynamic loss scale (f16 training only).
     pub loss_scale: Option<f64>,
+    /// The loss scaler's good steps in a row at this checkpoint.
+    #[serde(default)]
+    pub loss_scale_good_steps: u32,
     /// Wall seconds spent in the stage up to this checkpoint (metrics' `time_s` continues from
     /// it after a resume).
     #[serde(default)]
@@ -74,6 +77,7 @@ impl TrainerState {
             data: DataCursor::default(),
             index: None,
             loss_scale: None,
+            loss_scale_good_steps: 0,
             elapsed_s: 0.0,
         }
     }

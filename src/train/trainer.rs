@@ -175,6 +175,7 @@ impl Trainer {
         let f16 = cfg.compute_dtype(opts.device.is_cuda())? == DType::F16;
         let mut state = TrainerState::new(stage.name(), cfg.seed, cfg.adamw, schedule);
         let mut scaler = f16.then(DynamicLossScaler::default);
+        let growth = DynamicLossScaler::default().growth_interval();
         if opts.resume {
             let ckpt = run.checkpoint();
             let (saved, tensors) = load_trainer(&ckpt)?;
@@ -190,7 +191,11 @@ impl Trainer {
             }
             opt.load_state(&ckpt, tensors, saved.optimizer_steps)?;
             if let (Some(s), true) = (saved.loss_scale, f16) {
-                scaler = Some(DynamicLossScaler::new(s, 2000));
+                scaler = Some(DynamicLossScaler::resumed(
+                    s,
+                    growth,
+                    saved.loss_scale_good_steps,
+                ));
             }
             state = saved;
         }
@@ -238,6 +243,7 @@ impl Trainer {
                 let mut grads = scaler.scale_loss(loss)?.backward()?;
                 let ok = scaler.unscale(&mut grads, &self.vars)?;
                 self.state.loss_scale = Some(scaler.scale());
+                self.state.loss_scale_good_steps = scaler.good_steps();
                 Ok(ok.then_some(grads))
             }
         }
