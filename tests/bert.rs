@@ -6,6 +6,8 @@
 //! tensor (hidden states: real tokens only, since HF computes padding rows differently). Bounds:
 //! f32 1e-4, f16 compute 5e-3, bf16 compute 3e-2 (measured: 1.0e-6, 1.2e-3, 8.8e-3 at worst).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use realm::model::embed::{embed_file, EmbedOptions};
 use realm::model::*;
@@ -16,16 +18,10 @@ use std::path::{Path, PathBuf};
 
 /// `../shared` next to the crate, or None after printing why the test is skipped.
 fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    let needed = [
+    common::shared_with(&[
         "models/all-minilm-l6-v2/model.safetensors",
         "fixtures/minilm/reference.safetensors",
-    ];
-    if let Some(missing) = needed.iter().find(|p| !dir.join(p).exists()) {
-        eprintln!("skipping: {} not found", dir.join(missing).display());
-        return None;
-    }
-    Some(dir)
+    ])
 }
 
 /// The HF reference: sentences and output tensors.

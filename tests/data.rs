@@ -1,22 +1,13 @@
 //! Corpus and QA readers on the shared real data (skipped with a reason when ../shared is absent)
 //! and on malformed files.
 
+mod common;
+
 use realm::data::{read_qa, CorpusReader};
 use std::path::PathBuf;
 
 fn shared(rel: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipping: {} is absent (the shared data set is not next to this clone)",
-            p.display()
-        );
-        None
-    }
+    common::shared_with(&[rel]).map(|d| d.join(rel))
 }
 
 fn temp_file(name: &str, contents: &str) -> PathBuf {

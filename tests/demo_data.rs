@@ -3,6 +3,8 @@
 //! vocabulary that loads and spells every answer without [UNK]. Against ../shared (skipped with a
 //! reason when absent): each document is the start of its wiki-vital original.
 
+mod common;
+
 use realm::data::demo::{self, DemoQuestion};
 use realm::data::{contains_answer, read_qa, CorpusReader, Document};
 use realm::model::BertTokenizer;
@@ -184,11 +186,10 @@ fn the_vocabulary_loads_and_spells_every_answer() {
 
 #[test]
 fn documents_are_the_start_of_their_wiki_vital_originals() {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/wiki-vital/docs.jsonl");
-    if !source.exists() {
-        eprintln!("skipping: {} is absent", source.display());
+    let wiki = "data/wiki-vital/docs.jsonl";
+    let Some(source) = common::shared_with(&[wiki]).map(|d| d.join(wiki)) else {
         return;
-    }
+    };
     let demo = docs();
     let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut seen = 0;

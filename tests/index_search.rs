@@ -2,6 +2,8 @@
 //! search with the query tower, against a brute-force ranking by the same towers; the errors of
 //! each step; and, with ../shared, a real search over wiki-vital documents with MiniLM.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use realm::index::build::{corpus_blocks, embed_blocks, index_corpus, EmbedOptions, IndexCorpus};
 use realm::index::{RetrieverModel, Searcher, StoredIndex};
@@ -211,19 +213,15 @@ fn search_matches_a_brute_force_ranking_by_the_same_towers() {
 
 #[test]
 fn a_plain_bert_folder_indexes_and_searches_wiki_vital() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let Some(shared) =
+        common::shared_with(&["models/all-minilm-l6-v2", "data/wiki-vital/docs.jsonl"])
+    else {
+        return;
+    };
     let (model_dir, docs) = (
         shared.join("models/all-minilm-l6-v2"),
         shared.join("data/wiki-vital/docs.jsonl"),
     );
-    if !model_dir.exists() || !docs.exists() {
-        eprintln!(
-            "skipping: {} or {} not found",
-            model_dir.display(),
-            docs.display()
-        );
-        return;
-    }
     let dir = temp_dir("minilm");
     // The first 60 documents of wiki-vital.
     let text = std::fs::read_to_string(&docs).unwrap();

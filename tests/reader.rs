@@ -4,6 +4,8 @@
 //!
 //! Error metric: relative error = max |ours − reference| / max |reference| over a tensor.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use realm::data::{answer_spans, normalize_answer, sentences, CorpusReader};
 use realm::model::{
@@ -844,17 +846,11 @@ fn checkpoints_round_trip_and_misfits_are_named() {
 // Real data: ../shared.
 
 fn shared() -> Option<PathBuf> {
-    let dir = manifest().join("../shared");
-    let needed = [
+    common::shared_with(&[
         "models/all-minilm-l6-v2/model.safetensors",
         "data/wiki-vital/docs.jsonl",
         "data/qa/vital-facts.jsonl",
-    ];
-    if let Some(missing) = needed.iter().find(|p| !dir.join(p).exists()) {
-        eprintln!("skipping: {} not found", dir.join(missing).display());
-        return None;
-    }
-    Some(dir)
+    ])
 }
 
 /// Vital-facts questions whose source document contains the answer: the reader from the

@@ -4,6 +4,8 @@
 //! scripts/hf/realm_fixtures.py; skipped with a printed reason when absent), plus gradients,
 //! round trips, bad inputs and a sanity check on real documents with MiniLM (../shared).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use realm::model::*;
 use realm::Error;
@@ -293,18 +295,9 @@ fn retriever_checkpoint_errors_are_clear() {
 // ---------------------------------------------------------------------------------------------
 // Hugging Face comparison (tests/fixtures/hf-realm)
 
-/// `dir` when it holds every file of `needed`, else None after printing why the test is skipped.
-fn folder_with(dir: PathBuf, needed: &[&str], hint: &str) -> Option<PathBuf> {
-    if let Some(missing) = needed.iter().find(|p| !dir.join(p).exists()) {
-        eprintln!("skipping: {} not found{hint}", dir.join(missing).display());
-        return None;
-    }
-    Some(dir)
-}
-
 /// The HF fixture folder, or None after printing why the test is skipped.
 fn hf_fixture() -> Option<PathBuf> {
-    folder_with(
+    common::folder_with(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-realm"),
         &[
             "scorer/model.safetensors",
@@ -882,14 +875,10 @@ fn a_stored_decoder_must_repeat_the_word_embeddings() {
 
 /// `../shared` next to the crate with MiniLM and wiki-vital, or None after printing why not.
 fn shared() -> Option<PathBuf> {
-    folder_with(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
-        &[
-            "models/all-minilm-l6-v2/model.safetensors",
-            "data/wiki-vital/docs.jsonl",
-        ],
-        "",
-    )
+    common::shared_with(&[
+        "models/all-minilm-l6-v2/model.safetensors",
+        "data/wiki-vital/docs.jsonl",
+    ])
 }
 
 #[test]
