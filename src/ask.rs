@@ -52,14 +52,16 @@ pub fn find_checkpoint(run: &Path) -> Result<PathBuf> {
     if !run.is_dir() {
         return Err(Error::file(run, "no such run directory"));
     }
-    [run.join("checkpoint"), run.join("finetune/checkpoint")]
+    // A demo's last stage (cloze) keeps the fine-tuned reader beside its own encoder.
+    ["checkpoint", "cloze/checkpoint", "finetune/checkpoint"]
         .into_iter()
+        .map(|c| run.join(c))
         .find(|c| c.join(READER).is_dir())
         .ok_or_else(|| {
             Error::file(
                 run,
-                "holds no fine-tuned checkpoint (checkpoint/reader or finetune/checkpoint/reader); \
-                 run `realm finetune` or `realm demo` first",
+                "holds no fine-tuned checkpoint (checkpoint/, cloze/checkpoint/ or \
+                 finetune/checkpoint/ with reader/); run `realm finetune` or `realm demo` first",
             )
         })
 }

@@ -149,7 +149,8 @@ enum Command {
     },
     /// The whole REALM pipeline on the embedded demo data, from nothing: tokenizer, a small BERT
     /// from scratch (or --init), ICT, index, pre-training with index refresh, open-QA
-    /// fine-tuning, evaluation with and without retrieval, answered questions, a knowledge update.
+    /// fine-tuning, masked-LM training on the cloze questions, evaluation with and without
+    /// retrieval, answered questions, a knowledge update.
     Demo {
         #[command(flatten)]
         device: DeviceArg,

@@ -125,3 +125,92 @@ fn bad_beams_and_questions_are_clear_errors() {
     assert!(err.contains("corpus"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The demo's cloze stage: pre-training on the questions' cloze forms from a fine-tuned
+/// checkpoint with the retriever frozen trains the encoder alone, retrieves from the fine-tuned
+/// checkpoint's own index, keeps its reader, and logs the stage as `cloze`.
+#[test]
+fn a_cloze_stage_trains_the_encoder_alone_and_keeps_the_reader() {
+    use realm::model::RealmModel;
+    use realm::train::pretrain::{run_pretrain, PretrainConfig};
+    let dir = temp("cloze");
+    let ft = tiny(&dir);
+    let mut opts = RunOptions::new(ComputeDevice::cpu());
+    opts.quiet = true;
+    run_finetune(&ft, &dir.join("ft"), &opts).unwrap();
+    let ft_ckpt = find_checkpoint(&dir.join("ft")).unwrap();
+    let init = ModelInit::Checkpoint {
+        dir: ft_ckpt.clone(),
+    };
+    let mut cfg = PretrainConfig::new(init, ft.corpus.clone().unwrap());
+    cfg.cloze_questions = Some(ft.questions.clone());
+    cfg.freeze_retriever = true;
+    cfg.top_k = 3;
+    (cfg.query_len, cfg.doc_len, cfg.block_len) = (32, 160, 160);
+    (cfg.train.steps, cfg.train.batch, cfg.train.lr) = (30, 4, 2e-3);
+    cfg.train.warmup = Some(3);
+    cfg.train.log_every = 10;
+    let report = run_pretrain(&cfg, &dir.join("cloze"), &opts).unwrap();
+    let (first, last) = (report.first_loss.unwrap(), report.last_loss.unwrap());
+    assert!(last < first, "loss {first} -> {last}");
+    assert_eq!(report.refreshes, 0);
+    assert_eq!(report.max_staleness, 0);
+
+    let ckpt = find_checkpoint(&dir.join("cloze")).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let (before, after) = (
+        RealmModel::load(&ft_ckpt, &dev).unwrap(),
+        RealmModel::load(&ckpt, &dev).unwrap(),
+    );
+    let max_change = |prefix: &str| -> f32 {
+        let old = before.vars();
+        after
+            .vars()
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(n, v)| {
+                let o = &old.iter().find(|(m, _)| m == n).unwrap().1;
+                let d = (v.as_tensor() - o.as_tensor()).unwrap().abs().unwrap();
+                d.max_all().unwrap().to_scalar::<f32>().unwrap()
+            })
+            .fold(0.0, f32::max)
+    };
+    assert_eq!(max_change("embedder."), 0.0, "the retriever changed");
+    assert!(max_change("encoder.") > 0.0, "the encoder did not train");
+    // The fine-tuned index (its embeddings and blocks) and reader are the ones kept.
+    for file in [
+        "index/embeddings.safetensors",
+        "index/blocks.jsonl",
+        "reader/model.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(ft_ckpt.join(file)).unwrap(),
+            std::fs::read(ckpt.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let metrics = std::fs::read_to_string(dir.join("cloze/metrics.jsonl")).unwrap();
+    assert!(metrics.lines().all(|l| l.contains(r#""stage":"cloze""#)));
+    let asker = Asker::load(&ckpt, None, &dev).unwrap();
+    assert!(!asker
+        .ask("The capital of France is")
+        .unwrap()
+        .answer
+        .is_empty());
+
+    // A question without room for its answer is an error naming it.
+    let long = dir.join("long.jsonl");
+    let words = vec!["word"; 40].join(" ");
+    std::fs::write(
+        &long,
+        format!("{{\"question\":\"{words}\",\"answers\":[\"x\"]}}\n"),
+    )
+    .unwrap();
+    cfg.cloze_questions = Some(long);
+    let err = run_pretrain(&cfg, &dir.join("long"), &opts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("long.jsonl") && err.contains("fit"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

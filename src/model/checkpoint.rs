@@ -21,6 +21,8 @@ pub(crate) enum Init {
     Zeros,
     /// LayerNorm scales.
     Ones,
+    /// The identity matrix (square shapes): a projection that starts as a no-op.
+    Identity,
 }
 
 /// Supplies each parameter by HF name (without prefix) and shape, as an f32 tensor.
@@ -51,6 +53,12 @@ impl ParamSource for RandomInit {
         let data: Vec<f32> = match init {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
+            Init::Identity => {
+                let width = shape.last().copied().unwrap_or(1).max(1);
+                (0..n)
+                    .map(|i| f32::from(u8::from(i / width == i % width)))
+                    .collect()
+            }
             Init::Normal | Init::NormalPaddingRow(_) => {
                 let mut v: Vec<f32> = (0..n)
                     .map(|_| (self.rng.normal() * self.std) as f32)

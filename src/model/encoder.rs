@@ -10,6 +10,7 @@
 use super::bert::{BertInput, BertModel, Mode};
 use super::checkpoint::{self, Init, ParamSource, RandomInit};
 use super::config::{Activation, BertConfig};
+use super::copy_head::CopyHead;
 use super::fused;
 use super::heads::{param, take, Dense, Norm, Source, TensorFile};
 use super::retriever::{ConfigFile, RetrieverConfig};
@@ -26,7 +27,9 @@ pub struct KnowledgeEncoder {
     transform: Dense,
     norm: Norm,
     bias: Var,
-    /// Every parameter by HF name: `realm.*`, then `cls.predictions.*`.
+    /// The optional pointer over the row's block (`copy_head`).
+    copy: Option<CopyHead>,
+    /// Every parameter by HF name: `realm.*`, then `cls.predictions.*`, then `cls.copy.*`.
     params: Vec<(String, Var)>,
 }
 
@@ -174,14 +177,47 @@ impl KnowledgeEncoder {
             }
             Ok((transform, norm, bias))
         })?;
+        let stored_copy = matches!(&*src, Source::File(file, _) if CopyHead::in_file(file, root));
+        let copy = if stored_copy {
+            Some(CopyHead::build(src, root, h, &mut params)?)
+        } else {
+            None
+        };
         // `take` recorded the parameters in HF's order; the tied decoder is the word embeddings.
         Ok(KnowledgeEncoder {
             bert,
             transform,
             norm,
             bias,
+            copy,
             params,
         })
+    }
+
+    /// Whether the masked-LM head has the copy head (`copy_head`).
+    pub fn has_copy_head(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    /// Adds a copy head drawn from `seed` (no-op when there is one).
+    pub fn add_copy_head(&mut self, seed: u64) -> Result<()> {
+        if self.copy.is_some() {
+            return Ok(());
+        }
+        let config = self.bert.config();
+        let init = RandomInit::new(
+            seed ^ 0x636f_7079_0000_0000,
+            config.initializer_range,
+            self.bert.device(),
+        );
+        let hidden = config.hidden_size;
+        self.copy = Some(CopyHead::build(
+            &mut Source::Random(init),
+            "",
+            hidden,
+            &mut self.params,
+        )?);
+        Ok(())
     }
 
     /// Writes `config.json` and `model.safetensors` (RealmKnowledgeAugEncoder names) into `dir`,
@@ -252,7 +288,8 @@ impl KnowledgeEncoder {
             .reshape((r, m, vocab))?)
     }
 
-    /// The head's logits [r·m, vocab] f32 at `positions` [r, m] (already checked).
+    /// The head's logits [r·m, vocab] f32 at `positions` [r, m] (already checked), the copy
+    /// head's bias added when there is one.
     fn mask_logits(
         &self,
         input: &BertInput,
@@ -280,8 +317,17 @@ impl KnowledgeEncoder {
         };
         let x = self.norm.forward(&x, train)?;
         let words = param(&word_embeddings(&self.bert)?, train);
-        Ok(x.matmul(&words.t()?)?
-            .broadcast_add(&param(&self.bias, train))?)
+        let logits = x
+            .matmul(&words.t()?)?
+            .broadcast_add(&param(&self.bias, train))?;
+        match &self.copy {
+            None => Ok(logits),
+            Some(copy) => {
+                let vocab = logits.dim(1)?;
+                let hidden = hidden.to_dtype(DType::F32)?;
+                Ok((logits + copy.logit_bias(input, &hidden, &picked, vocab, train)?)?)
+            }
+        }
     }
 
     /// Shapes, dtypes and ranges of the mask arguments (`targets` when given); returns (r, m).

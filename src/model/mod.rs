@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bert;
 mod checkpoint;
 pub mod config;
+mod copy_head;
 mod dropout;
 pub mod embed;
 pub mod encoder;

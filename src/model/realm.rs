@@ -305,6 +305,9 @@ pub struct RealmModel {
     tokenizer: BertTokenizer,
     /// The tokenizer files' contents, written into every saved folder.
     tokenizer_files: Vec<NamedFile>,
+    /// Relevance scores are computed without dropout and without gradients (the retriever is
+    /// not being trained).
+    retriever_frozen: bool,
 }
 
 /// A file's name in the folder and its contents.
@@ -345,6 +348,7 @@ impl RealmModel {
             encoder,
             tokenizer,
             tokenizer_files,
+            retriever_frozen: false,
         })
     }
 
@@ -425,13 +429,28 @@ impl RealmModel {
     /// `encoder.*`.
     pub fn vars(&self) -> Vec<(String, Var)> {
         let mut vars = self.retriever.vars();
-        vars.extend(
-            self.encoder
-                .vars()
-                .iter()
-                .map(|(n, v)| (format!("encoder.{n}"), v.clone())),
-        );
+        vars.extend(self.encoder_vars());
         vars
+    }
+
+    /// Gives the encoder's masked-LM head a copy head (drawn from `seed`) if it has none.
+    pub fn add_copy_head(&mut self, seed: u64) -> Result<()> {
+        self.encoder.add_copy_head(seed)
+    }
+
+    /// With `true`, [`RealmModel::mlm_forward`] scores the candidates in eval mode and detached:
+    /// no retriever backward pass when only the encoder is trained.
+    pub fn freeze_retriever(&mut self, frozen: bool) {
+        self.retriever_frozen = frozen;
+    }
+
+    /// The knowledge-augmented encoder's parameters by checkpoint name (`encoder.*`).
+    pub fn encoder_vars(&self) -> Vec<(String, Var)> {
+        self.encoder
+            .vars()
+            .iter()
+            .map(|(n, v)| (format!("encoder.{n}"), v.clone()))
+            .collect()
     }
 
     /// The pre-training forward pass: relevance of every candidate with the current towers,
@@ -452,7 +471,13 @@ impl RealmModel {
             ));
         }
         let k = rows / b;
-        let mut scores = self.retriever.score(batch.queries, batch.docs, mode)?;
+        let mut scores = if self.retriever_frozen {
+            self.retriever
+                .score(batch.queries, batch.docs, Mode::Eval)?
+                .detach()
+        } else {
+            self.retriever.score(batch.queries, batch.docs, mode)?
+        };
         if let Some(present) = batch.candidate_mask {
             if present.dims() != [b, k] {
                 return Err(Error::bad_input(

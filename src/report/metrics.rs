@@ -8,7 +8,7 @@ use std::path::Path;
 /// One line of `metrics.jsonl`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct Record {
-    /// `ict`, `pretrain`, `finetune`, `eval` (other names are kept as they are).
+    /// `ict`, `pretrain`, `finetune`, `cloze`, `eval` (other names are kept as they are).
     pub stage: String,
     pub step: u64,
     pub time_s: f64,

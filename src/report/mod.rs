@@ -179,10 +179,10 @@ fn read_run(run_dir: &Path) -> Result<(Vec<Record>, Option<serde_json::Value>)> 
 
 /// The order stages run in; unknown stages after them.
 fn stage_rank(stage: &str) -> usize {
-    ["ict", "pretrain", "finetune", "eval"]
+    ["ict", "pretrain", "finetune", "cloze", "eval"]
         .iter()
         .position(|s| *s == stage)
-        .unwrap_or(4)
+        .unwrap_or(5)
 }
 
 /// `None` when the file is absent; an error naming it when it is there but not JSON.
@@ -203,7 +203,8 @@ fn stage_color(stage: &str, order: usize) -> plotters::style::RGBColor {
         "pretrain" => PALETTE[1],
         "finetune" => PALETTE[2],
         "eval" => PALETTE[3],
-        _ => PALETTE[4 + order % (PALETTE.len() - 4)],
+        "cloze" => PALETTE[4],
+        _ => PALETTE[5 + order % (PALETTE.len() - 5)],
     }
 }
 

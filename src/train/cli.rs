@@ -279,6 +279,9 @@ pub struct PretrainArgs {
     /// Texts to mask (default: the corpus).
     #[arg(long)]
     pub examples: Option<PathBuf>,
+    /// Pre-train on these questions' cloze forms (NQ-open JSONL or SQuAD), the answer masked.
+    #[arg(long)]
+    pub cloze_questions: Option<PathBuf>,
     /// A prebuilt index of the corpus by the starting document tower (`realm index`).
     #[arg(long)]
     pub index: Option<PathBuf>,
@@ -302,6 +305,12 @@ pub struct PretrainArgs {
     /// Let an example retrieve blocks of its own source document.
     #[arg(long)]
     pub keep_own_doc: bool,
+    /// Train only the knowledge-augmented encoder; the retriever and the index stay fixed.
+    #[arg(long)]
+    pub freeze_retriever: bool,
+    /// Add a copy head (a pointer over the retrieved block) to the masked-LM head.
+    #[arg(long)]
+    pub copy_head: bool,
 }
 
 impl PretrainArgs {
@@ -311,6 +320,7 @@ impl PretrainArgs {
             let mut c = PretrainConfig::new(self.init.init()?, corpus);
             self.train.apply(&mut c.train);
             c.examples = self.examples.clone();
+            c.cloze_questions = self.cloze_questions.clone();
             c.index = self.index.clone();
             set!(c, self, top_k, max_masks, index_batch);
             set_shape!(c, self.shape);
@@ -325,6 +335,8 @@ impl PretrainArgs {
                 c.refresh.threads = v;
             }
             c.exclude_own_doc = !self.keep_own_doc;
+            c.freeze_retriever = self.freeze_retriever;
+            c.copy_head = self.copy_head;
             Ok(c)
         })
     }

@@ -121,6 +121,53 @@ pub fn span_examples(
     Ok(out)
 }
 
+/// Cloze pre-training texts from questions (NQ-open JSONL or SQuAD): `question answer`, the first
+/// gold answer as the one salient span, so masking it gives the question's cloze form. Their
+/// source is no corpus document, so nothing is excluded from their retrieval. A question whose
+/// text and answer do not fit `max_tokens` wordpieces is an error naming it.
+pub fn cloze_examples(
+    path: &Path,
+    tokenizer: &BertTokenizer,
+    max_tokens: usize,
+) -> Result<Vec<SpanExample>> {
+    let questions = crate::data::read_qa(path)?;
+    let mut out = Vec::with_capacity(questions.len());
+    for q in questions {
+        let Some(answer) = q.answers.first() else {
+            return Err(Error::file(
+                path,
+                format!("question {} has no answer", q.id),
+            ));
+        };
+        let mut pieces = tokenizer.wordpieces(&[q.question.as_str(), answer.text.as_str()])?;
+        let answer = pieces.pop().unwrap_or_default();
+        let mut tokens = pieces.pop().unwrap_or_default();
+        let start = tokens.len();
+        if answer.is_empty() || start + answer.len() > max_tokens {
+            return Err(Error::file(
+                path,
+                format!(
+                    "question {}: {} question and {} answer wordpieces; the answer must be \
+                     non-empty and both must fit {max_tokens}",
+                    q.id,
+                    start,
+                    answer.len()
+                ),
+            ));
+        }
+        tokens.extend_from_slice(&answer);
+        let end = tokens.len();
+        // One sentence, one salient span: the answer.
+        out.push(SpanExample {
+            doc_id: String::new(),
+            sentences: std::iter::once(0..end).collect(),
+            spans: std::iter::once(start..end).collect(),
+            tokens,
+        });
+    }
+    Ok(out)
+}
+
 /// Wordpiece ranges of `spans` (each tokenized alone) inside `sentence`, in order, each found
 /// after the previous one; a span whose wordpieces do not occur is dropped.
 fn locate(sentence: &[u32], spans: impl Iterator<Item = Vec<u32>>) -> Vec<Range<usize>> {

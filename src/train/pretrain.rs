@@ -8,7 +8,7 @@
 //! tower re-embeds the corpus in the background ([`Refresher`]) while training goes on.
 
 use super::batch::{MaskedQuery, MlmTensors};
-use super::examples::{span_examples, DataOrder, SpanExample};
+use super::examples::{cloze_examples, span_examples, DataOrder, SpanExample};
 use super::models::{self, ModelInit};
 use super::run::{RunDir, Stage};
 use super::search::{Knowledge, LiveIndex, RefreshPolicy, Refresher};
@@ -39,6 +39,10 @@ pub struct PretrainConfig {
     /// The texts that are masked (None: the corpus itself, as REALM pre-trains on Wikipedia with
     /// Wikipedia as the knowledge).
     pub examples: Option<PathBuf>,
+    /// Questions (NQ-open JSONL or SQuAD) whose cloze forms, the answer masked, are the masked
+    /// texts instead of `examples`.
+    #[serde(default)]
+    pub cloze_questions: Option<PathBuf>,
     /// A prebuilt index of the corpus (`realm index`) by the starting document tower; None:
     /// built at the start.
     pub index: Option<PathBuf>,
@@ -61,6 +65,14 @@ pub struct PretrainConfig {
     pub index_batch: usize,
     /// Exclude every block of an example's own source document from its retrieval.
     pub exclude_own_doc: bool,
+    /// Train only the knowledge-augmented encoder: the retriever (and so the index) stays as it
+    /// starts, e.g. a fine-tuned retriever whose recall should not be traded away.
+    #[serde(default)]
+    pub freeze_retriever: bool,
+    /// Give the masked-LM head a copy head (a pointer over the retrieved block's wordpieces,
+    /// `model::copy_head`) when the starting encoder has none.
+    #[serde(default)]
+    pub copy_head: bool,
     pub skip_bad_lines: bool,
 }
 
@@ -71,6 +83,7 @@ impl PretrainConfig {
             init,
             corpus,
             examples: None,
+            cloze_questions: None,
             index: None,
             retriever: RetrieverConfig::default(),
             train: LoopConfig::new(300, 8, 1e-4),
@@ -82,6 +95,8 @@ impl PretrainConfig {
             refresh: RefreshPolicy::default(),
             index_batch: 64,
             exclude_own_doc: true,
+            freeze_retriever: false,
+            copy_head: false,
             skip_bad_lines: false,
         }
     }
@@ -142,7 +157,16 @@ impl PretrainData {
         if cfg.query_len < 3 {
             return Err(Error::bad_input(OP, "query_len", "must be at least 3"));
         }
-        let examples = span_examples(source, tok, &tagger, cfg.query_len - 2, cfg.skip_bad_lines)?;
+        let (source, examples) = match &cfg.cloze_questions {
+            Some(questions) => (
+                questions.as_path(),
+                cloze_examples(questions, tok, cfg.query_len - 2)?,
+            ),
+            None => (
+                source,
+                span_examples(source, tok, &tagger, cfg.query_len - 2, cfg.skip_bad_lines)?,
+            ),
+        };
         if examples.is_empty() {
             return Err(Error::file(source, "no text to pre-train on"));
         }
@@ -190,7 +214,20 @@ pub fn run_pretrain(
     model.set_compute_dtype(cfg.train.compute_dtype(dev.is_cuda())?)?;
     let data = PretrainData::load(cfg, &tok)?;
 
-    let mut trainer = Trainer::new(&run, Stage::Pretrain, model.vars(), &cfg.train, opts)?;
+    if cfg.copy_head {
+        model.add_copy_head(cfg.train.seed)?;
+    }
+    model.freeze_retriever(cfg.freeze_retriever);
+    let vars = if cfg.freeze_retriever {
+        model.encoder_vars()
+    } else {
+        model.vars()
+    };
+    let stage = match cfg.cloze_questions {
+        Some(_) => Stage::Cloze,
+        None => Stage::Pretrain,
+    };
+    let mut trainer = Trainer::new(&run, stage, vars, &cfg.train, opts)?;
     let embed = EmbedOptions {
         batch: cfg.index_batch.max(1),
         max_len: cfg.doc_len,
@@ -212,7 +249,15 @@ pub fn run_pretrain(
         fingerprint: slot.get().index.fingerprint.clone(),
     });
     let mut refresher = Refresher::new(
-        cfg.refresh,
+        if cfg.freeze_retriever {
+            // Nothing to refresh: the document tower does not change.
+            RefreshPolicy {
+                every: 0,
+                ..cfg.refresh
+            }
+        } else {
+            cfg.refresh
+        },
         tok.clone(),
         &data.knowledge,
         EmbedOptions {
@@ -238,6 +283,12 @@ pub fn run_pretrain(
         STREAM_ORDER,
     )?;
     let mut saved_index: Option<u64> = opts.resume.then_some(version);
+    // The starting checkpoint's fine-tuned reader still fits a frozen retriever: keep it, so
+    // that this checkpoint evaluates and answers like the one it started from.
+    let kept_reader = init
+        .checkpoint()
+        .map(|d| d.join(models::READER))
+        .filter(|d| cfg.freeze_retriever && d.is_dir());
     let mut report = PretrainReport {
         steps: 0,
         first_loss: None,
@@ -266,7 +317,11 @@ pub fn run_pretrain(
             .collect();
         let exclude: Vec<Option<u32>> = ids.iter().map(|&i| data.exclude[i]).collect();
         let index = slot.get();
-        let staleness = step.saturating_sub(index.step);
+        // A frozen retriever's index is never stale.
+        let staleness = match cfg.freeze_retriever {
+            true => 0,
+            false => step.saturating_sub(index.step),
+        };
         let retrieved = retrieve(
             &model,
             &tok,
@@ -347,6 +402,9 @@ pub fn run_pretrain(
             trainer.save(&run.checkpoint(), |d| {
                 model.save(d)?;
                 models::write_origin(&origin, d)?;
+                if let Some(reader) = &kept_reader {
+                    link_dir(reader, &d.join(models::READER))?;
+                }
                 if reuse {
                     link_dir(&previous, &d.join(models::INDEX))
                 } else {
@@ -460,9 +518,17 @@ fn starting_index(
         return from_stored(stored, &dir);
     }
     let fingerprint = crate::index::weights_fingerprint(model.retriever().doc_tower().vars())?;
-    let (live, step) = match &cfg.index {
-        Some(dir) => from_stored(StoredIndex::load(dir, Some(&fingerprint))?, dir)?,
-        None => (
+    // A frozen retriever retrieves as its checkpoint did: from the checkpoint's own index, which
+    // fine-tuning keeps fixed while it trains the query tower (so no fingerprint to match).
+    let own = cfg
+        .init
+        .checkpoint()
+        .map(|d| d.join(models::INDEX))
+        .filter(|d| cfg.freeze_retriever && d.join("manifest.json").exists());
+    let (live, step) = match (&cfg.index, own) {
+        (Some(dir), _) => from_stored(StoredIndex::load(dir, Some(&fingerprint))?, dir)?,
+        (None, Some(dir)) => from_stored(StoredIndex::load(&dir, None)?, &dir)?,
+        (None, None) => (
             LiveIndex::build(
                 model.retriever().doc_tower(),
                 tok,

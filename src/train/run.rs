@@ -29,6 +29,8 @@ pub enum Stage {
     Ict,
     Pretrain,
     Finetune,
+    /// Pre-training on questions' cloze forms (`pretrain --cloze-questions`).
+    Cloze,
     Eval,
 }
 
@@ -38,6 +40,7 @@ impl Stage {
             Stage::Ict => "ict",
             Stage::Pretrain => "pretrain",
             Stage::Finetune => "finetune",
+            Stage::Cloze => "cloze",
             Stage::Eval => "eval",
         }
     }
