@@ -374,16 +374,15 @@ fn knowledge_update(
             .unwrap_or("")
             .to_string()
     };
-    // (question, index of its document, changed fact) for each fact changed.
-    let mut changed: Vec<(&DemoQuestion, String, ChangedFact)> = Vec::new();
+    let mut changed: Vec<(&DemoQuestion, ChangedFact)> = Vec::new();
     for q in questions {
         if changed.len() == UPDATES {
             break;
         }
-        let doc_id = q.doc_id.to_string();
-        if changed.iter().any(|(_, d, _)| *d == doc_id) {
+        if changed.iter().any(|(c, _)| c.doc_id == q.doc_id) {
             continue;
         }
+        let doc_id = q.doc_id.to_string();
         let answer = asker.ask(&q.question)?;
         let golds: Vec<Gold> = q
             .answers
@@ -424,7 +423,6 @@ fn knowledge_update(
         docs[at]["text"] = body.into();
         changed.push((
             q,
-            doc_id,
             ChangedFact {
                 question: q.question.clone(),
                 document: docs[at]["title"].as_str().unwrap_or("").to_string(),
@@ -462,7 +460,7 @@ fn knowledge_update(
     let updated = Asker::load(checkpoint, Some(&dir.join("index")), &device.device)?;
     let mut facts = Vec::with_capacity(changed.len());
     let mut answered_new = 0;
-    for (q, _, mut fact) in changed {
+    for (q, mut fact) in changed {
         fact.answer_after = updated.ask(&q.question)?.answer;
         let new = Gold {
             text: fact.new_fact.clone(),

@@ -480,6 +480,7 @@ fn matches_hugging_face_realm() {
         targets: &batch.targets,
         token_mask: &batch.token_mask,
         candidate_mask: None,
+        doc_scores: None,
     };
     let out = model
         .mlm_forward(&mlm, Mode::Train { seed: 5, step: 0 })
@@ -600,6 +601,7 @@ fn batch_of<'a>(inputs: &'a [BertInput], slots: &'a [Tensor; 3]) -> MlmBatch<'a>
         targets: &slots[1],
         token_mask: &slots[2],
         candidate_mask: None,
+        doc_scores: None,
     }
 }
 
@@ -963,6 +965,7 @@ fn end_to_end_on_wiki_vital_with_minilm() {
         targets: &targets,
         token_mask: &token_mask,
         candidate_mask: None,
+        doc_scores: None,
     };
 
     let before = model.mlm_forward(&batch, Mode::Eval).unwrap();

@@ -513,6 +513,7 @@ fn train_to_read_the_document(dir: &Path, steps: usize, lr: f64) -> f32 {
             targets: &targets,
             token_mask: &token_mask,
             candidate_mask: None,
+            doc_scores: None,
         };
         let out = model
             .mlm_forward(

@@ -275,6 +275,10 @@ pub struct MlmBatch<'a> {
     /// [b, k] (any numeric dtype), 0 = absent candidate (a short retrieval), scored −inf; None =
     /// all present.
     pub candidate_mask: Option<&'a Tensor>,
+    /// [b, k] f32 relevance computed outside, used (detached) instead of the towers' scores: a
+    /// frozen retriever's, from the index's stored embeddings. None: the towers score `queries`
+    /// against `docs`.
+    pub doc_scores: Option<&'a Tensor>,
 }
 
 /// What one pre-training forward pass computes.
@@ -305,9 +309,6 @@ pub struct RealmModel {
     tokenizer: BertTokenizer,
     /// The tokenizer files' contents, written into every saved folder.
     tokenizer_files: Vec<NamedFile>,
-    /// Relevance scores are computed without dropout and without gradients (the retriever is
-    /// not being trained).
-    retriever_frozen: bool,
 }
 
 /// A file's name in the folder and its contents.
@@ -348,7 +349,6 @@ impl RealmModel {
             encoder,
             tokenizer,
             tokenizer_files,
-            retriever_frozen: false,
         })
     }
 
@@ -438,12 +438,6 @@ impl RealmModel {
         self.encoder.add_copy_head(seed)
     }
 
-    /// With `true`, [`RealmModel::mlm_forward`] scores the candidates in eval mode and detached:
-    /// no retriever backward pass when only the encoder is trained.
-    pub fn freeze_retriever(&mut self, frozen: bool) {
-        self.retriever_frozen = frozen;
-    }
-
     /// The knowledge-augmented encoder's parameters by checkpoint name (`encoder.*`).
     pub fn encoder_vars(&self) -> Vec<(String, Var)> {
         self.encoder
@@ -471,12 +465,16 @@ impl RealmModel {
             ));
         }
         let k = rows / b;
-        let mut scores = if self.retriever_frozen {
-            self.retriever
-                .score(batch.queries, batch.docs, Mode::Eval)?
-                .detach()
-        } else {
-            self.retriever.score(batch.queries, batch.docs, mode)?
+        let mut scores = match batch.doc_scores {
+            Some(s) if s.dims() == [b, k] => s.detach(),
+            Some(s) => {
+                return Err(Error::bad_input(
+                    OP,
+                    "doc_scores",
+                    format!("shape {:?} must be [{b}, {k}]", s.dims()),
+                ))
+            }
+            None => self.retriever.score(batch.queries, batch.docs, mode)?,
         };
         if let Some(present) = batch.candidate_mask {
             if present.dims() != [b, k] {

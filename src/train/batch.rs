@@ -171,6 +171,7 @@ impl MlmTensors {
             targets: &self.targets,
             token_mask: &self.token_mask,
             candidate_mask: self.candidate_mask.as_ref(),
+            doc_scores: None,
         }
     }
 }

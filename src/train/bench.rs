@@ -210,6 +210,7 @@ pub fn bench_train_step(dev: &ComputeDevice, spec: &TrainStepSpec) -> Result<Tra
         targets: &targets,
         token_mask: &token_mask,
         candidate_mask: None,
+        doc_scores: None,
     };
 
     let mut phases: Vec<[f64; 4]> = Vec::new();

@@ -18,10 +18,11 @@ use crate::data::{MaskConfig, RuleTagger};
 use crate::error::{Error, Result};
 use crate::index::build::{corpus_blocks, EmbedOptions};
 use crate::index::{IndexSlot, StoredIndex};
-use crate::model::{query_inputs, retrieval_utility, Mode, RealmModel, RealmSettings};
+use crate::model::RealmSettings;
+use crate::model::{doc_inputs, query_inputs, relevance, retrieval_utility, Mode, RealmModel};
 use crate::model::{BertTokenizer, RetrieverConfig};
 use crate::ops::mips::MipsIndex;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -217,7 +218,6 @@ pub fn run_pretrain(
     if cfg.copy_head {
         model.add_copy_head(cfg.train.seed)?;
     }
-    model.freeze_retriever(cfg.freeze_retriever);
     let vars = if cfg.freeze_retriever {
         model.encoder_vars()
     } else {
@@ -283,6 +283,15 @@ pub fn run_pretrain(
         STREAM_ORDER,
     )?;
     let mut saved_index: Option<u64> = opts.resume.then_some(version);
+    // A frozen retriever scores from the index's embeddings and the null document's, embedded
+    // once here: no tower pass over the candidates each step.
+    let null_doc = if cfg.freeze_retriever {
+        let input = doc_inputs(&tok, &[&[][..]], &[&[][..]], cfg.doc_len, &dev)?;
+        let tower = model.retriever().doc_tower();
+        Some(tower.embed(&input, Mode::Eval)?.to_dtype(DType::F32)?)
+    } else {
+        None
+    };
     // The starting checkpoint's fine-tuned reader still fits a frozen retriever: keep it, so
     // that this checkpoint evaluates and answers like the one it started from.
     let kept_reader = init
@@ -322,7 +331,7 @@ pub fn run_pretrain(
             true => 0,
             false => step.saturating_sub(index.step),
         };
-        let retrieved = retrieve(
+        let (retrieved, query_emb) = retrieve(
             &model,
             &tok,
             &queries,
@@ -342,8 +351,22 @@ pub fn run_pretrain(
             cfg.doc_len,
             &dev,
         )?;
+        let scores = match (&null_doc, &query_emb) {
+            (Some(null), Some(q)) => Some(frozen_scores(
+                q,
+                null,
+                &retrieved,
+                cfg.top_k,
+                &index.index.mips,
+            )?),
+            // The null document alone: its probability is 1 whatever its score.
+            (Some(_), None) => Some(Tensor::zeros((queries.len(), 1), DType::F32, &dev)?),
+            (None, _) => None,
+        };
+        let mut batch = tensors.batch();
+        batch.doc_scores = scores.as_ref();
         let out = model.mlm_forward(
-            &tensors.batch(),
+            &batch,
             Mode::Train {
                 seed: cfg.train.seed,
                 step,
@@ -453,8 +476,8 @@ impl Default for Window {
     }
 }
 
-/// The k − 1 best blocks of each masked query by the current query tower over `index` (none
-/// when top_k = 1).
+/// The k − 1 best blocks of each masked query by the current query tower over `index`, and the
+/// query embeddings (none when top_k = 1).
 #[allow(clippy::too_many_arguments)]
 pub fn retrieve(
     model: &RealmModel,
@@ -465,14 +488,41 @@ pub fn retrieve(
     knowledge: &Knowledge,
     cfg: &PretrainConfig,
     dev: &Device,
-) -> Result<Vec<Vec<u32>>> {
+) -> Result<(Vec<Vec<u32>>, Option<Tensor>)> {
     if cfg.top_k <= 1 {
-        return Ok(vec![Vec::new(); queries.len()]);
+        return Ok((vec![Vec::new(); queries.len()], None));
     }
     let ids: Vec<&[u32]> = queries.iter().map(|q| q.input_ids.as_slice()).collect();
     let input = query_inputs(tok, &ids, cfg.query_len, dev)?;
     let emb = model.retriever().query_tower().embed(&input, Mode::Eval)?;
-    knowledge.search(&emb, index, cfg.top_k - 1, exclude)
+    let found = knowledge.search(&emb, index, cfg.top_k - 1, exclude)?;
+    Ok((found, Some(emb)))
+}
+
+/// A frozen retriever's relevance [b, k] of each query's candidates (the null document, then its
+/// retrieved blocks; an absent block, masked later, is scored as block 0): the query embeddings
+/// against the null document's and the index's stored ones, as fine-tuning scores its beam.
+fn frozen_scores(
+    queries: &Tensor,
+    null_doc: &Tensor,
+    retrieved: &[Vec<u32>],
+    k: usize,
+    index: &MipsIndex,
+) -> Result<Tensor> {
+    let (b, d) = (retrieved.len(), null_doc.dim(1)?);
+    let ids: Vec<u32> = retrieved
+        .iter()
+        .flat_map(|r| (0..k - 1).map(|z| r.get(z).copied().unwrap_or(0)))
+        .collect();
+    let ids = Tensor::from_vec(ids, b * (k - 1), index.device())?;
+    let blocks = index
+        .embeddings()?
+        .index_select(&ids, 0)?
+        .to_dtype(DType::F32)?
+        .reshape((b, k - 1, d))?;
+    let null = null_doc.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+    let docs = Tensor::cat(&[&null, &blocks], 1)?;
+    relevance(&queries.to_dtype(DType::F32)?, &docs)
 }
 
 /// The index training starts with, and the step of the weights that built it: the checkpoint's
