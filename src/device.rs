@@ -100,6 +100,16 @@ impl ComputeDevice {
     pub fn is_cuda(&self) -> bool {
         self.device.is_cuda()
     }
+
+    /// The device as a user reads it at start: `cuda:0`, or `cpu`/`emulate` with the native CPU
+    /// kernels' instruction set (`REALM_CPU_SIMD` can force the portable one).
+    pub fn description(&self) -> String {
+        if self.is_cuda() {
+            self.to_string()
+        } else {
+            format!("{self} (CPU kernels: {})", crate::ops::cpu_kernels())
+        }
+    }
 }
 
 impl fmt::Display for ComputeDevice {

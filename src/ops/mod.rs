@@ -17,6 +17,7 @@ pub use mips::{mips_top_k, MipsIndex, ShardedIndex};
 
 use crate::error::{Error, Result};
 use std::cell::Cell;
+use std::sync::OnceLock;
 
 /// How an op runs on tensors that live on the CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,4 +65,56 @@ pub fn set_cpu_exec(exec: CpuExec) -> Result<CpuExecGuard> {
 /// Shorthand for `set_cpu_exec(CpuExec::Emulator)`.
 pub fn use_emulator() -> Result<CpuExecGuard> {
     set_cpu_exec(CpuExec::Emulator)
+}
+
+/// Which instruction sets the native CPU kernels (attention tiles, MIPS scans) may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuSimd {
+    /// The best this CPU has (AVX2 + FMA, with F16C for MIPS), detected at run time.
+    #[default]
+    Auto,
+    /// Plain Rust only, whatever the CPU: the summation order and rounding of a machine without
+    /// AVX2, so that a test can check that its outcome does not depend on the kernel path.
+    Portable,
+}
+
+/// The environment variable that chooses [`CpuSimd`]: `auto` (or unset) or `portable`.
+pub const CPU_SIMD_ENV: &str = "REALM_CPU_SIMD";
+
+/// The process's [`CpuSimd`], from [`CPU_SIMD_ENV`] (read once): `Auto` when it is unset, or when
+/// its value is not understood (which [`check_cpu_simd_env`] reports).
+pub fn cpu_simd() -> CpuSimd {
+    cpu_simd_env().unwrap_or_default()
+}
+
+/// The native CPU kernels' instruction set as a user would name it: `avx2` or `portable`.
+pub fn cpu_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_simd() == CpuSimd::Auto
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+    {
+        return "avx2";
+    }
+    "portable"
+}
+
+/// An error naming [`CPU_SIMD_ENV`] when it is set to something other than `auto` or `portable`
+/// (the binary checks this at start, so that a typo is not silently the default).
+pub fn check_cpu_simd_env() -> Result<CpuSimd> {
+    cpu_simd_env()
+}
+
+fn cpu_simd_env() -> Result<CpuSimd> {
+    static CHOICE: OnceLock<std::result::Result<CpuSimd, String>> = OnceLock::new();
+    CHOICE
+        .get_or_init(|| match std::env::var(CPU_SIMD_ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(CpuSimd::Auto),
+            Ok(v) if v == "auto" || v.is_empty() => Ok(CpuSimd::Auto),
+            Ok(v) if v == "portable" => Ok(CpuSimd::Portable),
+            Ok(v) => Err(format!("{CPU_SIMD_ENV}={v:?}: use `auto` or `portable`")),
+            Err(e) => Err(format!("{CPU_SIMD_ENV}: {e}")),
+        })
+        .clone()
+        .map_err(Error::Device)
 }
