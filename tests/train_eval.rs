@@ -13,6 +13,9 @@ use realm::train::models::{write_origin, Origin};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod common;
+use common::outcome::{seeds, summarise};
+
 /// A scratch folder unique to this call (tests run in parallel), emptied first.
 fn scratch(name: &str) -> PathBuf {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -472,7 +475,7 @@ fn flag_case(dir: &Path, colour: &str, question: &str) -> (PathBuf, PathBuf) {
 /// document and the one document as candidates) on "The colour of the flag is [MASK]" with a
 /// random colour each time, the colour only in the document: the encoder must learn to read it
 /// there. Returns the last loss.
-fn train_to_read_the_document(dir: &Path, steps: usize, lr: f64) -> f32 {
+fn train_to_read_the_document(dir: &Path, steps: usize, lr: f64, seed: u64) -> f32 {
     use realm::train::{AdamW, AdamWConfig};
     let dev = Device::Cpu;
     let model = RealmModel::load(dir, &dev).unwrap();
@@ -519,7 +522,7 @@ fn train_to_read_the_document(dir: &Path, steps: usize, lr: f64) -> f32 {
             .mlm_forward(
                 &batch,
                 Mode::Train {
-                    seed: 1,
+                    seed,
                     step: step as u64,
                 },
             )
@@ -535,24 +538,12 @@ fn train_to_read_the_document(dir: &Path, steps: usize, lr: f64) -> f32 {
     loss
 }
 
-#[test]
-fn retrieval_beats_the_null_document_when_the_answer_is_only_in_the_document() {
-    let parts = WITH_ENCODER;
-    let dir = tiny_checkpoint("flag", parts, 11);
-    let start = std::time::Instant::now();
-    let steps = std::env::var("STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150);
-    let lr = std::env::var("LR")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2e-3);
-    let loss = train_to_read_the_document(&dir, steps, lr);
-    eprintln!(
-        "trained in {:.1} s, last loss {loss}",
-        start.elapsed().as_secs_f64()
-    );
+/// Exact matches with retrieval and with the null document, and the mean retrieval utility, over
+/// four flag colours after training one seed's tiny model to read the document.
+fn flag_outcome(seed: u64) -> (f64, f64, f64) {
+    let dir = tiny_checkpoint(&format!("flag-{seed}"), WITH_ENCODER, 11 + seed);
+    let loss = train_to_read_the_document(&dir, 150, 2e-3, 1 + seed);
+    eprintln!("seed {seed}: last training loss {loss}");
     let (mut with_retrieval, mut null_doc, mut utility) = (0.0, 0.0, 0.0);
     for colour in &COLOURS[..4] {
         let (corpus, questions) = flag_case(&dir, colour, FLAG);
@@ -560,20 +551,43 @@ fn retrieval_beats_the_null_document_when_the_answer_is_only_in_the_document() {
         cfg.corpus = Some(corpus);
         cfg.top_k = 1;
         let report = run(&cfg);
-        eprintln!("{colour}: {:?}", report.examples[0]);
+        eprintln!("seed {seed}: {colour}: {:?}", report.examples[0]);
         with_retrieval += report.em_cloze_retrieval.unwrap();
         null_doc += report.em_cloze_null_doc.unwrap();
         utility += report.retrieval_utility.unwrap();
     }
+    (with_retrieval, null_doc, utility / 4.0)
+}
+
+#[test]
+fn retrieval_beats_the_null_document_when_the_answer_is_only_in_the_document() {
+    let seeds = seeds(&[0, 1, 2]);
+    let runs: Vec<(f64, f64, f64)> = seeds.iter().map(|&s| flag_outcome(s)).collect();
+    let with = summarise(
+        "colours answered with retrieval (of 4)",
+        &seeds,
+        &runs.iter().map(|r| r.0).collect::<Vec<_>>(),
+    );
+    let null = summarise(
+        "colours answered with the null document (of 4)",
+        &seeds,
+        &runs.iter().map(|r| r.1).collect::<Vec<_>>(),
+    );
+    let utility = summarise(
+        "retrieval utility",
+        &seeds,
+        &runs.iter().map(|r| r.2).collect::<Vec<_>>(),
+    );
     // The null document sees the same question each time, so it gives one answer for all four.
-    assert_eq!(with_retrieval, 4.0);
-    assert!(null_doc <= 1.0, "{null_doc}");
-    assert!(utility / 4.0 > 1.0, "retrieval utility {}", utility / 4.0);
+    assert!(runs.iter().all(|r| r.1 <= 1.0), "{runs:?}");
+    assert_eq!(with, 4.0);
+    assert!(null <= 1.0, "{null}");
+    assert!(utility > 1.0, "median retrieval utility {utility}");
 }
 
 /// Trains the checkpoint's reader on one question and its document (ORQA's loss, the reader's
 /// parameters only) and saves it back.
-fn train_reader(dir: &Path, question: &str, text: &str, answer: &str, steps: usize) {
+fn train_reader(dir: &Path, question: &str, text: &str, answer: &str, steps: usize, seed: u64) {
     use realm::train::{AdamW, AdamWConfig};
     let dev = Device::Cpu;
     let tok = BertTokenizer::from_dir(dir).unwrap();
@@ -592,7 +606,7 @@ fn train_reader(dir: &Path, question: &str, text: &str, answer: &str, steps: usi
                 &input,
                 &offsets,
                 Mode::Train {
-                    seed: 3,
+                    seed,
                     step: step as u64,
                 },
             )
@@ -608,24 +622,32 @@ fn train_reader(dir: &Path, question: &str, text: &str, answer: &str, steps: usi
 
 #[test]
 fn a_reader_trained_on_a_question_answers_it() {
-    let parts = WITH_READER;
-    let dir = tiny_checkpoint("reader", parts, 13);
-    let text = "the flag of the island is red and its shield is blue.";
-    let corpus = dir.join("corpus.jsonl");
-    let doc = serde_json::json!({"id": 0, "title": "Island", "text": text});
-    std::fs::write(&corpus, doc.to_string()).unwrap();
-    let question = "what colour is the flag of the island?";
-    let questions = write_questions(&dir, &[(question, "red")]);
-    let mut cfg = tiny_eval(&dir, &questions);
-    cfg.corpus = Some(corpus);
-    cfg.top_k = 1;
-    cfg.reader_beam = 1;
-    let before = run(&cfg);
-    assert_eq!(before.cloze_questions, 0);
-    assert_eq!(before.em_reader, Some(0.0), "{:?}", before.examples);
+    let seeds = seeds(&[0, 1, 2]);
+    let mut answered = Vec::new();
+    for &seed in &seeds {
+        let dir = tiny_checkpoint(&format!("reader-{seed}"), WITH_READER, 13 + seed);
+        let text = "the flag of the island is red and its shield is blue.";
+        let corpus = dir.join("corpus.jsonl");
+        let doc = serde_json::json!({"id": 0, "title": "Island", "text": text});
+        std::fs::write(&corpus, doc.to_string()).unwrap();
+        let question = "what colour is the flag of the island?";
+        let questions = write_questions(&dir, &[(question, "red")]);
+        let mut cfg = tiny_eval(&dir, &questions);
+        cfg.corpus = Some(corpus);
+        cfg.top_k = 1;
+        cfg.reader_beam = 1;
+        let before = run(&cfg);
+        assert_eq!(before.cloze_questions, 0);
+        assert_eq!(before.em_reader, Some(0.0), "{:?}", before.examples);
 
-    train_reader(&dir, question, text, "red", 40);
-    let after = run(&cfg);
-    assert_eq!(after.em_reader, Some(1.0), "{:?}", after.examples);
-    assert_eq!(after.examples[0].prediction.as_deref(), Some("red"));
+        train_reader(&dir, question, text, "red", 40, 3 + seed);
+        let after = run(&cfg);
+        eprintln!("seed {seed}: {:?}", after.examples[0]);
+        answered.push(after.em_reader.unwrap());
+        if after.em_reader == Some(1.0) {
+            assert_eq!(after.examples[0].prediction.as_deref(), Some("red"));
+        }
+    }
+    let em = summarise("reader exact match after training", &seeds, &answered);
+    assert_eq!(em, 1.0);
 }

@@ -1,4 +1,8 @@
-//! What several integration tests share: finding optional data, or saying why a test skips.
+//! What several integration tests share: finding optional data, or saying why a test skips, and
+//! training outcomes over seeds ([`outcome`]). Each test binary uses a part of it.
+#![allow(dead_code)]
+
+pub mod outcome;
 
 use std::path::{Path, PathBuf};
 
