@@ -1,9 +1,10 @@
-//! The fused ops, as candle custom ops. Each has a CPU implementation (the fallback), an emulator
-//! path (the CUDA kernel run on the CPU, feature `emulate`) and a CUDA path (feature `cuda`).
+//! The fused ops, as candle custom ops. Each has a CPU implementation (the fallback, `cpu.rs`)
+//! and the CUDA kernels, described once per launch in its `launch.rs` and run through the
+//! [`crate::kernels::Backend`] seam on a GPU or, for CPU tensors, on the emulator.
 //!
-//! Which path a CPU tensor takes is chosen per thread with [`CpuExec`]: the default is the native
-//! Rust implementation; [`use_emulator`] switches the calling thread to the emulated kernels (the
-//! op remembers the choice, so its backward runs the same way).
+//! Which a CPU tensor takes is the execution mode of the thread that builds the op
+//! ([`crate::device::Exec::current`]); the op keeps it, so its backward runs the same way on
+//! whatever thread autograd uses.
 
 pub mod attention;
 pub mod doc_softmax;
@@ -11,57 +12,16 @@ pub(crate) mod elem;
 pub(crate) mod math;
 pub mod mips;
 
+pub use crate::device::{CpuExec, Exec, ExecGuard};
 pub use attention::{attention, Dropout};
 pub use doc_softmax::{doc_softmax, marginal_log_likelihood};
 pub use mips::{mips_top_k, MipsIndex, ShardedIndex};
 
-use crate::error::{Error, Result};
-use std::cell::Cell;
+use crate::error::Result;
 
-/// How an op runs on tensors that live on the CPU.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CpuExec {
-    /// The Rust implementation (multi-threaded, vectorised): the CPU fallback.
-    #[default]
-    Native,
-    /// The CUDA kernels of `kernels/`, executed by the emulator.
-    Emulator,
-}
-
-thread_local! {
-    static CPU_EXEC: Cell<CpuExec> = const { Cell::new(CpuExec::Native) };
-}
-
-/// The calling thread's current choice.
-pub fn cpu_exec() -> CpuExec {
-    CPU_EXEC.with(|c| c.get())
-}
-
-/// Restores the previous [`CpuExec`] when dropped.
-#[must_use = "the choice lasts as long as the guard"]
-pub struct CpuExecGuard {
-    previous: CpuExec,
-}
-
-impl Drop for CpuExecGuard {
-    fn drop(&mut self) {
-        CPU_EXEC.with(|c| c.set(self.previous));
-    }
-}
-
-/// Sets the calling thread's [`CpuExec`] until the guard is dropped. Choosing the emulator in a
-/// build without feature `emulate` is an error.
-pub fn set_cpu_exec(exec: CpuExec) -> Result<CpuExecGuard> {
-    if exec == CpuExec::Emulator && !cfg!(feature = "emulate") {
-        return Err(Error::Device(
-            "the kernel emulator is not in this build (rebuild with `--features emulate`)".into(),
-        ));
-    }
-    let previous = CPU_EXEC.with(|c| c.replace(exec));
-    Ok(CpuExecGuard { previous })
-}
-
-/// Shorthand for `set_cpu_exec(CpuExec::Emulator)`.
-pub fn use_emulator() -> Result<CpuExecGuard> {
-    set_cpu_exec(CpuExec::Emulator)
+/// Makes the calling thread run the ops of CPU tensors on the emulated kernels (fresh counters)
+/// until the guard is dropped: shorthand for `Exec::emulator()?.enter()`. An error in a build
+/// without the emulator.
+pub fn use_emulator() -> Result<ExecGuard> {
+    Ok(Exec::emulator()?.enter())
 }
