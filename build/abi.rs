@@ -280,9 +280,12 @@ fn dtype_of(k: &KernelDecl) -> Option<(Dtype, String)> {
     })
 }
 
+/// Kernels with equal parameters: (fields, dtype-generic, [(name, stem, dtype)]).
+type Group = (Vec<Field>, bool, Vec<(String, String, Option<Dtype>)>);
+
 fn families(m: &Module) -> Result<Vec<Family>, String> {
     // Group by parameters (element type abstracted), in declaration order.
-    let mut groups: Vec<(Vec<Field>, bool, Vec<(String, String, Option<Dtype>)>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     for k in &m.kernels {
         let (dtype, stem) = match dtype_of(k) {
             Some((d, s)) => (Some(d), s),
@@ -592,30 +595,34 @@ fn gen_family(
         f.base,
         if f.generic { "Some(T::DTYPE)" } else { "None" }
     );
-    let scrutinee = match (has_variants, f.generic) {
-        (true, true) => "(variant, T::DTYPE)",
-        (true, false) => "variant",
-        (false, true) => "{ let () = variant; T::DTYPE }",
-        (false, false) => "{ let () = variant; () }",
-    };
-    let _ = writeln!(rust, "        match {scrutinee} {{");
-    for x in &f.members {
-        let v = x.variant.as_ref().map(|v| format!("Variant::{}", camel(v)));
-        let d = x.dtype.map(Dtype::candle);
-        let pat = match (v, d) {
-            (Some(v), Some(d)) => format!("({v}, {d})"),
-            (Some(v), None) => v,
-            (None, Some(d)) => d.to_string(),
-            (None, None) => "()".to_string(),
-        };
-        let _ = writeln!(
-            rust,
-            "            {pat} => Some(&KERNELS[{}]),",
-            table.len()
-        );
-        table.push(x.name.clone());
+    if !has_variants {
+        rust.push_str("        let () = variant;\n");
     }
-    rust.push_str("            _ => None,\n        }\n    }\n}\n");
+    if !has_variants && !f.generic {
+        // One kernel (a second one would have been reported as declared twice).
+        let _ = writeln!(rust, "        Some(&KERNELS[{}])\n    }}\n}}", table.len());
+        table.push(f.members[0].name.clone());
+    } else {
+        let scrutinee = match (has_variants, f.generic) {
+            (true, true) => "(variant, T::DTYPE)",
+            (true, false) => "variant",
+            _ => "T::DTYPE",
+        };
+        let _ = writeln!(rust, "        match {scrutinee} {{");
+        for x in &f.members {
+            let v = x.variant.as_ref().map(|v| format!("Variant::{}", camel(v)));
+            let d = x.dtype.map(Dtype::candle);
+            let pat = match (v, d) {
+                (Some(v), Some(d)) => format!("({v}, {d})"),
+                (Some(v), None) => v,
+                (None, Some(d)) => d.to_string(),
+                (None, None) => "()".to_string(),
+            };
+            let _ = writeln!(rust, "            {pat} => Some(&KERNELS[{}]),", table.len());
+            table.push(x.name.clone());
+        }
+        rust.push_str("            _ => None,\n        }\n    }\n}\n");
+    }
 
     // C++: the struct template (or struct), one alias per kernel and its argument list.
     let _ = write!(

@@ -64,7 +64,7 @@ impl Parser<'_> {
     }
 
     fn binary(&mut self, min: u8, stop_at_gt: bool) -> Result<Expr, String> {
-        let mut lhs = self.unary(stop_at_gt)?;
+        let mut lhs = self.unary()?;
         while let Some(op) = self.peek().map(str::to_string) {
             if stop_at_gt && (op == ">" || op == ">>") {
                 break;
@@ -79,7 +79,7 @@ impl Parser<'_> {
         Ok(lhs)
     }
 
-    fn unary(&mut self, stop_at_gt: bool) -> Result<Expr, String> {
+    fn unary(&mut self) -> Result<Expr, String> {
         let tok = self
             .toks
             .get(self.pos)
@@ -110,7 +110,7 @@ impl Parser<'_> {
                 Ok(e)
             }
             Tok::Punct(p) if p == "-" || p == "!" => {
-                Ok(Expr::Unary(p, Box::new(self.unary(stop_at_gt)?)))
+                Ok(Expr::Unary(p, Box::new(self.unary()?)))
             }
             other => Err(format!("unexpected `{}`", other.text())),
         }
