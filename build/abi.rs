@@ -227,12 +227,8 @@ fn rust_field(name: &str) -> String {
     }
 }
 
-fn parse_field(kernel: &str, p: &Param, dtype: Option<Dtype>) -> Result<Field, String> {
+fn parse_field(kernel: &str, p: &Param) -> Result<Field, String> {
     let t = &p.ty;
-    let abstract_t = |s: Scalar| match dtype {
-        Some(d) if d.scalar() == s => Scalar::T,
-        _ => s,
-    };
     let kind = if t.first().map(String::as_str) == Some("gptr")
         && t.get(1).map(String::as_str) == Some("<")
         && t.last().map(String::as_str) == Some(">")
@@ -242,12 +238,9 @@ fn parse_field(kernel: &str, p: &Param, dtype: Option<Dtype>) -> Result<Field, S
             Some((c, rest)) if c == "const" => (false, rest),
             _ => (true, inner),
         };
-        Scalar::parse(base).map(|s| Kind::Ptr {
-            mutable,
-            elem: abstract_t(s),
-        })
+        Scalar::parse(base).map(|elem| Kind::Ptr { mutable, elem })
     } else {
-        Scalar::parse(t).map(|s| Kind::Value(abstract_t(s)))
+        Scalar::parse(t).map(Kind::Value)
     };
     if p.name.starts_with("realm_") {
         return Err(format!(
@@ -268,6 +261,30 @@ fn parse_field(kernel: &str, p: &Param, dtype: Option<Dtype>) -> Result<Field, S
     })
 }
 
+impl Field {
+    fn scalar(&self) -> Scalar {
+        match self.kind {
+            Kind::Ptr { elem, .. } => elem,
+            Kind::Value(s) => s,
+        }
+    }
+
+    /// The same field with its scalar type replaced by the element type `T`.
+    fn as_t(&self) -> Field {
+        let kind = match self.kind {
+            Kind::Ptr { mutable, .. } => Kind::Ptr {
+                mutable,
+                elem: Scalar::T,
+            },
+            Kind::Value(_) => Kind::Value(Scalar::T),
+        };
+        Field {
+            name: self.name.clone(),
+            kind,
+        }
+    }
+}
+
 /// The element type a kernel is instantiated for: its dtype suffix, when its parameters use it.
 fn dtype_of(k: &KernelDecl) -> Option<(Dtype, String)> {
     Dtype::ALL.into_iter().find_map(|d| {
@@ -284,8 +301,8 @@ fn dtype_of(k: &KernelDecl) -> Option<(Dtype, String)> {
 type Group = (Vec<Field>, bool, Vec<(String, String, Option<Dtype>)>);
 
 fn families(m: &Module) -> Result<Vec<Family>, String> {
-    // Group by parameters (element type abstracted), in declaration order.
-    let mut groups: Vec<Group> = Vec::new();
+    // Each kernel's parameters as declared, its stem and dtype.
+    let mut kernels = Vec::new();
     for k in &m.kernels {
         let (dtype, stem) = match dtype_of(k) {
             Some((d, s)) => (Some(d), s),
@@ -294,7 +311,7 @@ fn families(m: &Module) -> Result<Vec<Family>, String> {
         let fields = k
             .params
             .iter()
-            .map(|p| parse_field(&k.name, p, dtype))
+            .map(|p| parse_field(&k.name, p))
             .collect::<Result<Vec<_>, _>>()?;
         if !fields.iter().any(|f| matches!(f.kind, Kind::Ptr { .. })) {
             return Err(format!(
@@ -302,13 +319,55 @@ fn families(m: &Module) -> Result<Vec<Family>, String> {
                 k.name
             ));
         }
+        kernels.push((k.name.clone(), stem, dtype, fields));
+    }
+    // A parameter is the element type `T` when, in every dtype instance of the kernel's stem, it
+    // has that instance's type (so `float alpha` stays f32 beside the f16 and bf16 kernels).
+    let mut abstracted = Vec::new();
+    for (name, stem, dtype, fields) in &kernels {
+        let siblings: Vec<&(String, String, Option<Dtype>, Vec<Field>)> = kernels
+            .iter()
+            .filter(|(_, s, d, _)| s == stem && d.is_some() == dtype.is_some())
+            .collect();
+        let differ = |other: &str| {
+            format!(
+                "{}: kernels `{name}` and `{other}` are instances of `{stem}` but their parameters differ beyond the element type",
+                m.path
+            )
+        };
+        let mut out = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            let is_t = siblings.iter().all(|(_, _, d, of)| {
+                d.zip(of.get(i))
+                    .is_some_and(|(d, o)| o.scalar() == d.scalar())
+            });
+            for (other, _, _, of) in &siblings {
+                let Some(o) = of.get(i).filter(|_| of.len() == fields.len()) else {
+                    return Err(differ(other));
+                };
+                let same_kind = match (o.kind, f.kind) {
+                    (Kind::Ptr { mutable: a, .. }, Kind::Ptr { mutable: b, .. }) => a == b,
+                    (Kind::Value(_), Kind::Value(_)) => true,
+                    _ => false,
+                };
+                if o.name != f.name || !same_kind || (!is_t && o.scalar() != f.scalar()) {
+                    return Err(differ(other));
+                }
+            }
+            out.push(if is_t { f.as_t() } else { f.clone() });
+        }
+        abstracted.push((name.clone(), stem.clone(), *dtype, out));
+    }
+    // Group by parameters (element type abstracted), in declaration order.
+    let mut groups: Vec<Group> = Vec::new();
+    for (name, stem, dtype, fields) in abstracted {
         let generic = dtype.is_some();
         match groups
             .iter_mut()
             .find(|(f, g, _)| *f == fields && *g == generic)
         {
-            Some((_, _, members)) => members.push((k.name.clone(), stem, dtype)),
-            None => groups.push((fields, generic, vec![(k.name.clone(), stem, dtype)])),
+            Some((_, _, members)) => members.push((name, stem, dtype)),
+            None => groups.push((fields, generic, vec![(name, stem, dtype)])),
         }
     }
     let mut out = Vec::new();
@@ -618,7 +677,11 @@ fn gen_family(
                 (None, Some(d)) => d.to_string(),
                 (None, None) => "()".to_string(),
             };
-            let _ = writeln!(rust, "            {pat} => Some(&KERNELS[{}]),", table.len());
+            let _ = writeln!(
+                rust,
+                "            {pat} => Some(&KERNELS[{}]),",
+                table.len()
+            );
             table.push(x.name.clone());
         }
         rust.push_str("            _ => None,\n        }\n    }\n}\n");

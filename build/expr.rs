@@ -109,9 +109,7 @@ impl Parser<'_> {
                 self.expect(")")?;
                 Ok(e)
             }
-            Tok::Punct(p) if p == "-" || p == "!" => {
-                Ok(Expr::Unary(p, Box::new(self.unary()?)))
-            }
+            Tok::Punct(p) if p == "-" || p == "!" => Ok(Expr::Unary(p, Box::new(self.unary()?))),
             other => Err(format!("unexpected `{}`", other.text())),
         }
     }

@@ -255,3 +255,22 @@ REALM_KERNEL(conformance_indices, 64, (gptr<const unsigned> input, gptr<unsigned
          gridDim.z << 28;
   o[3] = __shfl_xor_sync(REALM_FULL_MASK, t + input[0], 9);
 }
+
+// y[i] = fma(alpha, x[i], y[i]) computed in f32 and rounded to T, for i < n (a grid-stride loop):
+// FMA's single rounding and the conversions to f16/bf16, on every element type.
+template <typename T>
+REALM_DEVICE void axpy(gptr<const T> x, gptr<T> y, float alpha, unsigned n) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    y[i] = from_f32<T>(fmaf(alpha, to_f32(x[i]), to_f32(y[i])));
+  }
+}
+
+#define REALM_CONFORMANCE_AXPY(T, SUFFIX)                                                  \
+  REALM_KERNEL(conformance_axpy_##SUFFIX, 256,                                              \
+               (gptr<const T> x, gptr<T> y, float alpha, unsigned n)) {                     \
+    axpy<T>(x, y, alpha, n);                                                                \
+  }
+
+REALM_CONFORMANCE_AXPY(float, f32)
+REALM_CONFORMANCE_AXPY(__half, f16)
+REALM_CONFORMANCE_AXPY(__nv_bfloat16, bf16)

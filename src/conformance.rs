@@ -10,8 +10,9 @@
 //! [`Backend`]: the emulator, or a GPU.
 
 use crate::error::Result;
-use crate::kernels::abi::conformance::{Conformance, Variant};
-use crate::kernels::{Backend, Launch};
+use crate::kernels::abi::conformance::{Conformance, ConformanceAxpy, Variant};
+use crate::kernels::{Backend, Element, Launch};
+use crate::ops::elem::Elem;
 use half::{bf16, f16};
 
 /// The result of one conformance check.
@@ -564,9 +565,52 @@ pub fn indices<B: Backend>(be: &B) -> Result<CheckOutcome> {
     Ok(compare("indices", &got, &want, |_| Word::U32))
 }
 
+/// `y = fma(alpha, x, y)` rounded to `T`, launched over a grid smaller than `n` (a grid-stride
+/// loop), as the GPU computes it: one rounding of the exact a·x + y to f32, then to `T`.
+fn axpy_of<B: Backend, T: Element + Elem + bytemuck::Pod>(
+    be: &B,
+    word: Word,
+) -> Result<CheckOutcome> {
+    let n = 1000;
+    let alpha = 0.1f32;
+    let x: Vec<T> = (0..n).map(|i| T::from_f32(i as f32 / 7.0 - 50.0)).collect();
+    let y0: Vec<T> = (0..n)
+        .map(|i| T::from_f32(3.0 - (i % 13) as f32 / 3.0))
+        .collect();
+    let xb = be.upload(&x, "axpy x")?;
+    let mut yb = be.upload(&y0, "axpy y")?;
+    let mut b = be.binder();
+    let params = ConformanceAxpy {
+        x: B::read_buf(&mut b, &xb),
+        y: B::write(&mut b, &mut yb),
+        alpha,
+        n: n as u32,
+    };
+    be.launch(b, (), Launch::linear(3, 128), params)?;
+    let got = be.download(&yb, "axpy y")?;
+    let want: Vec<T> = x
+        .iter()
+        .zip(&y0)
+        .map(|(&xi, &yi)| T::from_f32(alpha.mul_add(xi.to_f32(), yi.to_f32())))
+        .collect();
+    let words = |v: &[T]| bytemuck::cast_slice::<T, u32>(v).to_vec();
+    Ok(compare("axpy", &words(&got), &words(&want), |_| word))
+}
+
+/// axpy on f32, f16 and bf16 (see `axpy_of`); the first that differs is reported.
+pub fn axpy<B: Backend>(be: &B) -> Result<CheckOutcome> {
+    let outcomes = [
+        axpy_of::<B, f32>(be, Word::F32)?,
+        axpy_of::<B, f16>(be, Word::F16x2)?,
+        axpy_of::<B, bf16>(be, Word::Bf16x2)?,
+    ];
+    let failed = outcomes.iter().find(|o| !o.passed).cloned();
+    Ok(failed.unwrap_or_else(|| outcomes[0].clone()))
+}
+
 /// Every conformance check, in order.
 pub fn all<B: Backend>(be: &B) -> Vec<Result<CheckOutcome>> {
-    let checks: [fn(&B) -> Result<CheckOutcome>; 12] = [
+    let checks: [fn(&B) -> Result<CheckOutcome>; 13] = [
         shuffle,
         vote,
         reduce,
@@ -579,6 +623,7 @@ pub fn all<B: Backend>(be: &B) -> Vec<Result<CheckOutcome>> {
         mma_f16,
         mma_bf16,
         indices,
+        axpy,
     ];
     checks.iter().map(|check| check(be)).collect()
 }

@@ -63,11 +63,12 @@ conformance_tests!(
     mma_f16,
     mma_bf16,
     indices,
+    axpy,
 );
 
 test_exec!(kernels fn all_runs_every_check(dev) {
     let outcomes = on_kernels!(dev, conformance::all);
-    assert_eq!(outcomes.len(), 12);
+    assert_eq!(outcomes.len(), 13);
     outcomes.into_iter().for_each(assert_passes);
 });
 
