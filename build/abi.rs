@@ -469,6 +469,10 @@ pub fn generate(modules: &[Module], fatbins: Option<&str>) -> Result<Generated, 
         }
     };
 
+    rust.push_str(
+        "/// `realm_emu_launch_<name>(config, params)`: runs the grid; 0, or non-zero with a message.\n\
+         pub type EmuEntry = unsafe extern \"C\" fn(*const EmuLaunch, *const std::ffi::c_void) -> i32;\n\n",
+    );
     // The module table.
     rust.push_str("/// A kernel module: one `kernels/<name>.cu`, one fatbin on the GPU.\n");
     rust.push_str("#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]\npub enum Module {\n");

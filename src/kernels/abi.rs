@@ -15,7 +15,7 @@
 
 use candle_core::DType;
 use half::{bf16, f16};
-use std::ffi::{c_char, c_void};
+use std::ffi::c_char;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -207,9 +207,6 @@ pub struct EmuLaunch {
     pub err: *mut c_char,
     pub err_len: usize,
 }
-
-/// `realm_emu_launch_<name>(config, params)`: runs the grid; 0, or non-zero with a message.
-pub type EmuEntry = unsafe extern "C" fn(*const EmuLaunch, *const c_void) -> i32;
 
 /// One kernel: its symbol in its module, and its launcher under the emulator.
 pub struct Kernel {
