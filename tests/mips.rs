@@ -205,13 +205,10 @@ test_exec!(fn small_integer_vectors_and_duplicates_match_the_reference(dev) {
     }
 });
 
-test_exec!(fn near_ties_below_f32_resolution_follow_the_f64_scores(dev) {
-    // A common O(1) vector plus a few tiny (subnormal f16) entries in varying coordinates: the
-    // documents' f64 scores differ by less than the f32 rounding of their ~10-sized sums, and at
-    // different points of the summation, so f32 orders them arbitrarily. The op must still return
-    // the f64 reference's order.
-    let d = 128;
-    let mut rng = SplitMix64::new(16);
+/// `n` documents: a common O(1) vector of `d` dimensions plus, in 4 random coordinates of every
+/// 4th, tiny entries ±m · 2^-24 (subnormal f16) with m < `max_m`; then `q` normal queries.
+fn near_tie_index(seed: u64, n: usize, d: usize, max_m: u64, q: usize) -> (Vec<f16>, Vec<f32>) {
+    let mut rng = SplitMix64::new(seed);
     let tiny: Vec<usize> = (0..d).filter(|c| c % 4 == 1).collect();
     let base: Vec<f16> = (0..d)
         .map(|c| {
@@ -223,47 +220,34 @@ test_exec!(fn near_ties_below_f32_resolution_follow_the_f64_scores(dev) {
         })
         .collect();
     let mut index = Vec::new();
-    for _ in 0..4000 {
+    for _ in 0..n {
         let mut row = base.clone();
         for _ in 0..4 {
             let c = tiny[rng.below(tiny.len() as u64) as usize];
-            // ±m · 2^-24, m < 64: subnormal f16.
-            let m = rng.below(64) as u16 | if rng.below(2) == 0 { 0 } else { 0x8000 };
+            let m = rng.below(max_m) as u16 | if rng.below(2) == 0 { 0 } else { 0x8000 };
             row[c] = f16::from_bits(m);
         }
         index.extend(row);
     }
-    let queries: Vec<f32> = (0..3 * d).map(|_| rng.normal() as f32).collect();
+    let queries = (0..q * d).map(|_| rng.normal() as f32).collect();
+    (index, queries)
+}
+
+test_exec!(fn near_ties_below_f32_resolution_follow_the_f64_scores(dev) {
+    // The documents' f64 scores differ by less than the f32 rounding of their ~10-sized sums, and
+    // at different points of the summation, so f32 orders them arbitrarily. The op must still
+    // return the f64 reference's order.
+    let d = 128;
+    let (index, queries) = near_tie_index(16, 4000, d, 64, 3);
     for k in [1, 10, 500] {
         assert_matches_reference(dev, &queries, &index, d, k, None);
         assert_matches_reference(dev, &queries[..d], &index, d, k, None);
     }
     // 64 dimensions, a few f32 ulps of the ~8-sized sums apart.
     let d = 64;
-    let mut rng = SplitMix64::new(15);
-    let tiny: Vec<usize> = (0..d).filter(|c| c % 4 == 1).collect();
-    let base: Vec<f16> = (0..d)
-        .map(|c| {
-            if tiny.contains(&c) {
-                f16::ZERO
-            } else {
-                f16::from_f64(rng.normal())
-            }
-        })
-        .collect();
-    let mut index = Vec::new();
-    for _ in 0..2000 {
-        let mut row = base.clone();
-        for _ in 0..4 {
-            let c = tiny[rng.below(tiny.len() as u64) as usize];
-            let m = rng.below(8) as u16 | if rng.below(2) == 0 { 0 } else { 0x8000 };
-            row[c] = f16::from_bits(m);
-        }
-        index.extend(row);
-    }
-    let qs: Vec<f32> = (0..4 * d).map(|_| rng.normal() as f32).collect();
+    let (index, queries) = near_tie_index(15, 2000, d, 8, 4);
     for k in [1, 10, 100] {
-        assert_matches_reference(dev, &qs, &index, d, k, None);
+        assert_matches_reference(dev, &queries, &index, d, k, None);
     }
 });
 
