@@ -49,17 +49,31 @@ REALM_DEVICE void row_of_thread(unsigned& row, unsigned& rank, unsigned& stride)
 // exp(v - max) that is 0 for v = -inf, also when max is -inf.
 REALM_DEVICE float exp_shifted(float v, float max) { return v == -INFINITY ? 0.0f : expf(v - max); }
 
-// log-sum-exp of x[0..k) over the row group: every thread of the group gets it.
+// A row's log-sum-exp kept as its two parts, so that log-probabilities come out as
+// (x - max) - log_sum: x - (max + log_sum) would round at the scale of the logits (about 2.4e-4
+// at 3000) where the plain f32 composition (log_softmax, then logsumexp) does not.
+struct RowLse {
+  float max;      // -inf for a row with no finite value
+  float sum;      // sum_z exp(x_z - max)
+  float log_sum;  // its log
+};
+
+// log x_z - logsumexp(x): -inf for an absent candidate and for every entry of an empty row.
+REALM_DEVICE float log_prob(float v, RowLse lse) {
+  return (v == -INFINITY || lse.max == -INFINITY) ? -INFINITY : (v - lse.max) - lse.log_sum;
+}
+
+// The log-sum-exp of x[0..k) over the row group: every thread of the group gets it.
 template <int ROW_THREADS, typename T>
-REALM_DEVICE float row_logsumexp(gptr<const T> x, unsigned k, unsigned rank, unsigned stride,
-                                 sptr<float> scratch) {
+REALM_DEVICE RowLse row_logsumexp(gptr<const T> x, unsigned k, unsigned rank, unsigned stride,
+                                  sptr<float> scratch) {
   float m = -INFINITY;
   for (unsigned z = rank; z < k; z += stride) m = fmaxf(m, to_f32(x[z]));
   m = row_max<ROW_THREADS>(m, scratch);
   float s = 0.0f;
   for (unsigned z = rank; z < k; z += stride) s += exp_shifted(to_f32(x[z]), m);
   s = row_sum<ROW_THREADS>(s, scratch);
-  return m == -INFINITY ? -INFINITY : m + logf(s);
+  return RowLse{m, s, m == -INFINITY ? 0.0f : logf(s)};
 }
 
 template <int ROW_THREADS, typename T>
@@ -70,9 +84,11 @@ REALM_DEVICE void doc_softmax_fwd(gptr<const T> x, gptr<T> p, unsigned rows, uns
   if (row >= rows) return;
   gptr<const T> xr = x + static_cast<size_t>(row) * k;
   gptr<T> pr = p + static_cast<size_t>(row) * k;
-  const float lse = row_logsumexp<ROW_THREADS>(xr, k, rank, stride, scratch);
+  const RowLse lse = row_logsumexp<ROW_THREADS>(xr, k, rank, stride, scratch);
+  // exp(x - max) times 1 / sum, as the CPU computes it.
+  const float inv = lse.max == -INFINITY ? 0.0f : 1.0f / lse.sum;
   for (unsigned z = rank; z < k; z += stride) {
-    pr[z] = from_f32<T>(exp_shifted(to_f32(xr[z]), lse));
+    pr[z] = from_f32<T>(exp_shifted(to_f32(xr[z]), lse.max) * inv);
   }
 }
 
@@ -94,7 +110,8 @@ REALM_DEVICE void doc_softmax_bwd(gptr<const T> p, gptr<const T> g, gptr<T> dx, 
   }
 }
 
-// out[r, j] = logsumexp_z(x[r, z] + c[r, z, j]) - logsumexp_z(x[r, z]); rows = b * m row pairs.
+// out[r, j] = logsumexp_z(log_softmax(x[r, :])_z + c[r, z, j]); rows = b * m row pairs. The
+// log-prior is formed first, as the composition does, so large logits cancel exactly.
 template <int ROW_THREADS, typename T>
 REALM_DEVICE void mll_fwd(gptr<const T> x, gptr<const T> c, gptr<T> out, unsigned b, unsigned k,
                           unsigned m) {
@@ -105,21 +122,18 @@ REALM_DEVICE void mll_fwd(gptr<const T> x, gptr<const T> c, gptr<T> out, unsigne
   const unsigned r = pair / m, j = pair % m;
   gptr<const T> xr = x + static_cast<size_t>(r) * k;
   gptr<const T> cr = c + static_cast<size_t>(r) * k * m + j;
-  const float lse_prior = row_logsumexp<ROW_THREADS>(xr, k, rank, stride, scratch);
+  const RowLse prior = row_logsumexp<ROW_THREADS>(xr, k, rank, stride, scratch);
   float mx = -INFINITY;
   for (unsigned z = rank; z < k; z += stride) {
-    mx = fmaxf(mx, to_f32(xr[z]) + to_f32(cr[static_cast<size_t>(z) * m]));
+    mx = fmaxf(mx, log_prob(to_f32(xr[z]), prior) + to_f32(cr[static_cast<size_t>(z) * m]));
   }
   mx = row_max<ROW_THREADS>(mx, scratch);
   float s = 0.0f;
   for (unsigned z = rank; z < k; z += stride) {
-    s += exp_shifted(to_f32(xr[z]) + to_f32(cr[static_cast<size_t>(z) * m]), mx);
+    s += exp_shifted(log_prob(to_f32(xr[z]), prior) + to_f32(cr[static_cast<size_t>(z) * m]), mx);
   }
   s = row_sum<ROW_THREADS>(s, scratch);
-  if (rank == 0) {
-    const bool absent = mx == -INFINITY || lse_prior == -INFINITY;
-    out[pair] = from_f32<T>(absent ? -INFINITY : mx + logf(s) - lse_prior);
-  }
+  if (rank == 0) out[pair] = from_f32<T>(mx == -INFINITY ? -INFINITY : mx + logf(s));
 }
 
 // Gradients of mll for one row r, given og[r, j] = (out[r, j], g[r, j]) interleaved (the forward
@@ -135,11 +149,10 @@ REALM_DEVICE void mll_bwd(gptr<const T> x, gptr<const T> c, gptr<const T> og, gp
   row_of_thread<ROW_THREADS>(r, rank, stride);
   if (r >= b) return;
   gptr<const T> xr = x + static_cast<size_t>(r) * k;
-  const float lse_prior = row_logsumexp<ROW_THREADS>(xr, k, rank, stride, scratch);
+  const RowLse lse = row_logsumexp<ROW_THREADS>(xr, k, rank, stride, scratch);
   for (unsigned z = rank; z < k; z += stride) {
-    const float xz = to_f32(xr[z]);
-    const bool present = xz != -INFINITY && lse_prior != -INFINITY;
-    const float log_prior = present ? xz - lse_prior : -INFINITY;
+    const float log_prior = log_prob(to_f32(xr[z]), lse);
+    const bool present = log_prior != -INFINITY;
     const float prior = present ? expf(log_prior) : 0.0f;
     const size_t cz = (static_cast<size_t>(r) * k + z) * m;
     const size_t gz = (static_cast<size_t>(r) * k + z) * (m + 1);

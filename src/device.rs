@@ -56,35 +56,56 @@ pub enum CpuExec {
     Emulator,
 }
 
-/// Which vector instructions the native CPU kernels may use.
+/// Which instruction sets the native CPU kernels (attention tiles, MIPS scans) may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CpuSimd {
-    /// The best the CPU offers (AVX2 + FMA where present).
+    /// The best this CPU has (AVX2 + FMA, with F16C for MIPS), detected at run time.
     #[default]
-    Best,
-    /// The portable code path only, as on a CPU without AVX2: to reproduce another machine's
-    /// arithmetic.
+    Auto,
+    /// Plain Rust only, whatever the CPU: the summation order and rounding of a machine without
+    /// AVX2, so that a test can check that its outcome does not depend on the kernel path.
     Portable,
 }
 
-impl CpuSimd {
-    /// The environment variable that chooses it: `portable`, or `best` (the default when unset).
-    pub const ENV: &'static str = "REALM_CPU_SIMD";
+/// The environment variable that chooses [`CpuSimd`]: `auto` (or unset) or `portable`.
+pub const CPU_SIMD_ENV: &str = "REALM_CPU_SIMD";
 
-    /// The choice of [`CpuSimd::ENV`]; an unknown value is an error naming it.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var(Self::ENV) {
-            Err(_) => Ok(CpuSimd::Best),
-            Ok(v) => match v.as_str() {
-                "" | "best" => Ok(CpuSimd::Best),
-                "portable" => Ok(CpuSimd::Portable),
-                other => Err(Error::Device(format!(
-                    "{}={other}: use `portable` or `best`",
-                    Self::ENV
-                ))),
-            },
+impl CpuSimd {
+    /// The native CPU kernels' instruction set under this choice, as a user would name it:
+    /// `avx2` or `portable`.
+    pub fn kernels(self) -> &'static str {
+        #[cfg(target_arch = "x86_64")]
+        if self == CpuSimd::Auto
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            return "avx2";
         }
+        "portable"
     }
+}
+
+/// The process's [`CpuSimd`], from [`CPU_SIMD_ENV`] (read once): `Auto` when it is unset, or when
+/// its value is not understood (which [`check_cpu_simd_env`] reports).
+pub fn cpu_simd() -> CpuSimd {
+    check_cpu_simd_env().unwrap_or_default()
+}
+
+/// An error naming [`CPU_SIMD_ENV`] when it is set to something other than `auto` or `portable`
+/// (the binary checks this at start, and resolving a device does, so that a typo is not silently
+/// the default).
+pub fn check_cpu_simd_env() -> Result<CpuSimd> {
+    static CHOICE: OnceLock<std::result::Result<CpuSimd, String>> = OnceLock::new();
+    CHOICE
+        .get_or_init(|| match std::env::var(CPU_SIMD_ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(CpuSimd::Auto),
+            Ok(v) if v == "auto" || v.is_empty() => Ok(CpuSimd::Auto),
+            Ok(v) if v == "portable" => Ok(CpuSimd::Portable),
+            Ok(v) => Err(format!("{CPU_SIMD_ENV}={v:?}: use `auto` or `portable`")),
+            Err(e) => Err(format!("{CPU_SIMD_ENV}: {e}")),
+        })
+        .clone()
+        .map_err(Error::Device)
 }
 
 /// What computations in one execution mode have done, shared by its clones.
@@ -100,7 +121,8 @@ struct Counters {
 pub struct Exec {
     /// How ops run on CPU tensors.
     pub cpu: CpuExec,
-    /// The vector instructions the native CPU kernels may use.
+    /// The instruction sets the native CPU kernels may use: the process's `REALM_CPU_SIMD` in
+    /// every mode today (the kernels read [`cpu_simd`]); carried here so that a mode can choose.
     pub simd: CpuSimd,
     /// Fill kernel outputs with NaN-like bytes before each launch, so that an element a kernel
     /// leaves unwritten fails its check instead of passing on leftover memory. Free on the
@@ -118,7 +140,7 @@ thread_local! {
 fn process_default() -> &'static Exec {
     static DEFAULT: OnceLock<Exec> = OnceLock::new();
     // An invalid REALM_CPU_SIMD is reported when a device is resolved.
-    DEFAULT.get_or_init(|| Exec::new(CpuExec::Native, CpuSimd::from_env().unwrap_or_default()))
+    DEFAULT.get_or_init(|| Exec::new(CpuExec::Native, cpu_simd()))
 }
 
 impl Exec {
@@ -131,9 +153,10 @@ impl Exec {
         }
     }
 
-    /// The native CPU implementation, with fresh counters; SIMD as `REALM_CPU_SIMD` says.
+    /// The native CPU implementation, with fresh counters; SIMD as `REALM_CPU_SIMD` says (an
+    /// invalid value is an error).
     pub fn native() -> Result<Self> {
-        Ok(Exec::new(CpuExec::Native, CpuSimd::from_env()?))
+        Ok(Exec::new(CpuExec::Native, check_cpu_simd_env()?))
     }
 
     /// The CUDA kernels on the emulator, outputs poisoned, with fresh counters. An error in a
@@ -145,7 +168,7 @@ impl Exec {
                     .into(),
             ));
         }
-        Ok(Exec::new(CpuExec::Emulator, CpuSimd::from_env()?))
+        Ok(Exec::new(CpuExec::Emulator, check_cpu_simd_env()?))
     }
 
     /// The calling thread's mode: the one it entered last, else native.
@@ -220,7 +243,7 @@ impl ComputeDevice {
     pub fn cpu() -> Self {
         ComputeDevice {
             device: candle_core::Device::Cpu,
-            exec: Exec::new(CpuExec::Native, CpuSimd::from_env().unwrap_or_default()),
+            exec: Exec::new(CpuExec::Native, cpu_simd()),
         }
     }
 
@@ -304,6 +327,16 @@ impl ComputeDevice {
     /// Whether ops on this device run the CUDA kernels (on a GPU or the emulator).
     pub fn runs_kernels(&self) -> bool {
         self.is_cuda() || self.exec.cpu == CpuExec::Emulator
+    }
+
+    /// The device as a user reads it at start: `cuda:0`, or `cpu`/`emulate` with the native CPU
+    /// kernels' instruction set (`REALM_CPU_SIMD` can force the portable one).
+    pub fn description(&self) -> String {
+        if self.is_cuda() {
+            self.to_string()
+        } else {
+            format!("{self} (CPU kernels: {})", self.exec.simd.kernels())
+        }
     }
 }
 

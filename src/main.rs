@@ -216,7 +216,7 @@ impl DeviceArg {
     fn resolve(&self) -> Result<ComputeDevice> {
         let spec: DeviceSpec = self.device.parse()?;
         let dev = ComputeDevice::resolve(spec)?;
-        eprintln!("device: {dev}");
+        eprintln!("device: {}", dev.description());
         Ok(dev)
     }
 }
@@ -342,6 +342,7 @@ enum BenchOp {
 fn main() -> Result<()> {
     realm::alloc::tune_for_tensors();
     let cli = Cli::parse();
+    realm::ops::check_cpu_simd_env()?;
     match cli.command {
         Command::Selftest { device, filter } => selftest(&device.resolve()?, filter.as_deref()),
         Command::Embed {

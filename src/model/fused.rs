@@ -12,8 +12,10 @@ use rayon::prelude::*;
 
 /// Elements per parallel task of the GELU kernels.
 const CHUNK: usize = 1 << 14;
-/// Rows per parallel task of the LayerNorm kernels.
+/// Rows per parallel task of the LayerNorm kernels (at least).
 const ROWS: usize = 32;
+/// The most tasks LayerNorm's backward splits its rows into (each keeps partial sums of dw, db).
+const MAX_PARTIALS: usize = 256;
 
 /// `x · Φ(x)` (HF's "gelu"), differentiable.
 pub(crate) fn gelu_erf(x: &Tensor) -> Result<Tensor> {
@@ -259,9 +261,13 @@ impl CustomOp3 for LayerNormGrad {
             let rows = x.len() / h;
             let mut out = vec![0f32; (rows + 2) * h];
             let (dx, _) = out.split_at_mut(rows * h);
-            let (dw, db) = dx
-                .par_chunks_mut(h * ROWS)
-                .zip(x.par_chunks(h * ROWS).zip(dy.par_chunks(h * ROWS)))
+            // dw and db are sums over rows: each task's partial sums are added in task order, and
+            // the tasks depend on the shape alone, so the result does not depend on the thread
+            // count or on rayon's scheduling (a rayon `reduce` would).
+            let task = h * ROWS.max(rows.div_ceil(MAX_PARTIALS));
+            let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+                .par_chunks_mut(task)
+                .zip(x.par_chunks(task).zip(dy.par_chunks(task)))
                 .map(|(dx, (x, dy))| {
                     let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
                     let (mut xh, mut g) = (vec![0f32; h], vec![0f32; h]);
@@ -285,14 +291,12 @@ impl CustomOp3 for LayerNormGrad {
                     }
                     (dw, db)
                 })
-                .reduce(
-                    || (vec![0f32; h], vec![0f32; h]),
-                    |(mut w1, mut b1), (w2, b2)| {
-                        w1.iter_mut().zip(&w2).for_each(|(a, b)| *a += b);
-                        b1.iter_mut().zip(&b2).for_each(|(a, b)| *a += b);
-                        (w1, b1)
-                    },
-                );
+                .collect();
+            let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
+            for (pw, pb) in &partials {
+                dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+                db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+            }
             out[rows * h..(rows + 1) * h].copy_from_slice(&dw);
             out[(rows + 1) * h..].copy_from_slice(&db);
             Ok((CpuStorage::F32(out), Shape::from((rows + 2, h))))

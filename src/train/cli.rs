@@ -41,7 +41,7 @@ impl RunArgs {
     fn options(&self) -> Result<RunOptions> {
         let spec: DeviceSpec = self.device.parse()?;
         let device = ComputeDevice::resolve(spec)?;
-        eprintln!("device: {device}");
+        eprintln!("device: {}", device.description());
         Ok(RunOptions {
             device,
             resume: self.resume,
@@ -432,7 +432,7 @@ pub struct TrainStepArgs {
 impl TrainStepArgs {
     pub fn execute(&self) -> Result<TrainStepReport> {
         let device = ComputeDevice::resolve(self.device.parse()?)?;
-        eprintln!("device: {device}");
+        eprintln!("device: {}", device.description());
         let loop_cfg = LoopConfig {
             dtype: self.dtype.clone(),
             ..LoopConfig::new(1, 1, 1e-5)

@@ -280,6 +280,9 @@ struct HeadIn<'a, T> {
     grad: &'a [T],
 }
 
+/// Parallel tasks the backward aims for (enough for the cores of a large CPU).
+const BWD_TASKS: usize = 64;
+
 /// The gradients `[3, b, h, l, dh]` (dq, dk, dv) from `[q, k, v, out, grad]` and the forward's
 /// log-sum-exp.
 pub(super) fn backward<T: Elem>(p: &Params, inputs: [&[T]; 5], lse: &[f32]) -> Vec<T> {
@@ -288,12 +291,11 @@ pub(super) fn backward<T: Elem>(p: &Params, inputs: [&[T]; 5], lse: &[f32]) -> V
     let mut grads = vec![T::from_f32(0.0); 3 * n];
     let (dq, rest) = grads.split_at_mut(n);
     let (dk, dv) = rest.split_at_mut(n);
-    // Split a head's key blocks into groups only when there are too few heads to keep every
-    // thread busy; each group then has its own dq, summed afterwards.
+    // Split a head's key blocks into groups only when there are too few heads for the parallel
+    // tasks wanted; each group then has its own dq, summed afterwards in group order. The split
+    // depends on the shape alone, not on the thread count, so neither does the result.
     let key_blocks = p.l.div_ceil(BK);
-    let groups = (4 * rayon::current_num_threads())
-        .div_ceil(p.b * p.h)
-        .clamp(1, key_blocks);
+    let groups = BWD_TASKS.div_ceil(p.b * p.h).clamp(1, key_blocks);
     let blocks_per_group = key_blocks.div_ceil(groups);
     let isa = Isa::detect();
     let [q, k, v, o, g] = inputs;

@@ -192,10 +192,13 @@ pub(super) enum Isa {
 }
 
 impl Isa {
+    /// The best this CPU has, unless `REALM_CPU_SIMD=portable` ([`crate::ops::cpu_simd`]).
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if let Some(k) = Avx2::detect() {
-            return Isa::Avx2(k);
+        if crate::ops::cpu_simd() == crate::ops::CpuSimd::Auto {
+            if let Some(k) = Avx2::detect() {
+                return Isa::Avx2(k);
+            }
         }
         Isa::Portable
     }

@@ -143,6 +143,72 @@ fn check_mll(
     })
 }
 
+/// The marginal at large logits (rows around ±3000 and 0, a row with no candidate, absent
+/// candidates and impossible targets), f32, against float64: the fused op must be at least as
+/// accurate as the plain f32 composition it replaces (log_softmax, then logsumexp), which keeps
+/// log-probabilities exact where `x − (max + log Σ)` would round at the logits' scale. The
+/// tolerance is the composition's own error (times 2, and at least a few f32 ulp at 1).
+fn check_mll_large_logits(dev: &ComputeDevice, seed: u64) -> Result<Outcome> {
+    let _exec = dev.enter()?;
+    let (b, k, m) = (5, 37, 3);
+    let mut rng = SplitMix64::new(seed);
+    let offsets = [3000.0, -3000.0, 1500.0, 0.0];
+    let mut x = rng.normal_vec(b * k, 3.0);
+    for (r, row) in x.chunks_mut(k).enumerate() {
+        match offsets.get(r) {
+            Some(o) => row.iter_mut().for_each(|v| *v += o),
+            None => row.fill(f64::NEG_INFINITY),
+        }
+        row[(r * 7) % k] = f64::NEG_INFINITY;
+    }
+    let mut cond: Vec<f64> = rng
+        .normal_vec(b * k * m, 2.0)
+        .into_iter()
+        .map(|v| -v.abs())
+        .collect();
+    for i in (0..cond.len()).step_by(11) {
+        cond[i] = f64::NEG_INFINITY;
+    }
+    let (xd, x64) = input(x, &[b, k], DType::F32, &dev.device)?;
+    let (cd, c64) = input(cond, &[b, k, m], DType::F32, &dev.device)?;
+    let (gd, g64) = input(rng.normal_vec(b * m, 1.0), &[b, m], DType::F32, &dev.device)?;
+
+    // Output, d/dx and d/dc of Σ g ⊙ f(x, c), each as f64 on the host.
+    let run = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+               x: &Tensor,
+               c: &Tensor,
+               g: &Tensor|
+     -> Result<[Vec<f64>; 3]> {
+        let (xv, cv) = (Var::from_tensor(x)?, Var::from_tensor(c)?);
+        let out = f(xv.as_tensor(), cv.as_tensor())?;
+        let grads = (&out * g)?.sum_all()?.backward()?;
+        let grad = |v: &Var| match grads.get(v) {
+            Some(d) => host_f64(d),
+            None => host_f64(&v.zeros_like()?),
+        };
+        Ok([host_f64(&out)?, grad(&xv)?, grad(&cv)?])
+    };
+    let fused = run(&|x, c| super::marginal_log_likelihood(x, c), &xd, &cd, &gd)?;
+    let reference = run(&mll_composition, &x64, &c64, &g64)?;
+    let cpu = |t: &Tensor| t.to_device(&Device::Cpu);
+    let composed = run(&mll_composition, &cpu(&xd)?, &cpu(&cd)?, &cpu(&gd)?)?;
+    // Where the f64 composition is NaN (the row with no candidate) the op's own rule applies
+    // (−inf, zero gradients), tested elsewhere; compare everything else.
+    let err = |a: &[f64], r: &[f64]| {
+        let (a, r): (Vec<f64>, Vec<f64>) = a.iter().zip(r).filter(|(_, r)| !r.is_nan()).unzip();
+        max_rel_err(&a, &r)
+    };
+    let (mut fused_err, mut composed_err) = (0.0f64, 0.0f64);
+    for ((f, c), r) in fused.iter().zip(&composed).zip(&reference) {
+        fused_err = fused_err.max(err(f, r));
+        composed_err = composed_err.max(err(c, r));
+    }
+    Ok(Outcome {
+        max_rel_err: fused_err,
+        tolerance: (2.0 * composed_err).max(4.0 * f64::from(f32::EPSILON)),
+    })
+}
+
 /// Shapes chosen to cover both kernel variants and their edges: 1, odd sizes, rows that do not
 /// fill a block, k at and just past the warp limit, the largest beams.
 pub fn selftest_cases() -> Vec<Case> {
@@ -174,6 +240,13 @@ pub fn selftest_cases() -> Vec<Case> {
                 run: Box::new(move |dev| check_mll(dev, b, k, m, dtype, 200 + i as u64)),
             });
         }
+    }
+    for seed in [300, 301] {
+        cases.push(Case {
+            op: "marginal_log_likelihood",
+            name: format!("b=5 k=37 m=3 F32 logits ±3000 vs the f32 composition (seed {seed})"),
+            run: Box::new(move |dev| check_mll_large_logits(dev, seed)),
+        });
     }
     cases
 }

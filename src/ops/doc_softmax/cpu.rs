@@ -63,16 +63,19 @@ pub(super) fn softmax_bwd<T: Elem>(p: &[T], g: &[T], k: usize) -> Vec<T> {
     dx
 }
 
-/// log-softmax of a row in place (−inf where absent, and everywhere for a row with none).
+/// log-softmax of a row in place (−inf where absent, and everywhere for a row with none), as
+/// `(x − max) − log Σ`: `x − (max + log Σ)` would round at the scale of the logits (2.4e-4 at
+/// 3000), which the plain f32 composition (log_softmax, then logsumexp) does not.
 fn log_softmax_in_place(xs: &mut [f32], scratch: &mut Vec<f32>) {
     scratch.clear();
     scratch.extend_from_slice(xs);
-    let lse = logsumexp_in_place(scratch);
+    let (max, sum) = exp_shifted_in_place(scratch);
+    let log_sum = sum.ln();
     for v in xs.iter_mut() {
-        *v = if lse == f32::NEG_INFINITY {
+        *v = if max == f32::NEG_INFINITY {
             f32::NEG_INFINITY
         } else {
-            *v - lse
+            (*v - max) - log_sum
         };
     }
 }

@@ -75,9 +75,11 @@ struct Kernels {
 }
 
 impl Kernels {
+    /// The best this CPU has, unless `REALM_CPU_SIMD=portable` ([`crate::ops::cpu_simd`]).
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2")
+        if crate::ops::cpu_simd() == crate::ops::CpuSimd::Auto
+            && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
         {
