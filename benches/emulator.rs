@@ -4,7 +4,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
-use realm::conformance::{self, Backend};
+use realm::conformance;
+use realm::device::Exec;
+use realm::kernels::Emulator;
 use realm::ops::doc_softmax::random_logits;
 use realm::ops::{doc_softmax, use_emulator};
 use realm::rng::SplitMix64;
@@ -17,7 +19,8 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(300));
     group.bench_function("barrier_64x256_20_syncs", |b| {
-        b.iter(|| conformance::barrier(&Backend::Emulator).expect("barrier kernel"))
+        let emu = Emulator::new(Exec::emulator().expect("emulator"));
+        b.iter(|| conformance::barrier(&emu).expect("barrier kernel"))
     });
     let mut rng = SplitMix64::new(1);
     let x = Tensor::from_vec(

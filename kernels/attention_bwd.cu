@@ -36,16 +36,19 @@ REALM_DEVICE void attention_bwd_dot(gptr<const T> out, gptr<const T> grad,
 
 // ---- dk, dv ----
 
-constexpr int kBwdWarps = 4;
-constexpr int kBwdKeys = 16 * kBwdWarps;
+// Warps per block of dk/dv and dq, and keys per dk/dv block (grid.y tiles the keys by it).
+REALM_EXPORT constexpr int kBwdWarps = 4;
+REALM_EXPORT constexpr int kBwdKeys = 16 * kBwdWarps;
 // Queries per streamed tile.
 template <int D>
 constexpr int kBwdQueries = D == 128 ? 32 : 64;
 
-// The dynamic shared memory of attention_bwd_dkdv (src/ops/attention/cuda.rs computes the same):
-// K and V tiles, two buffers each of q and dout tiles, two buffers each of lse and delta.
+// The dynamic shared memory of attention_bwd_dkdv: K and V tiles, two buffers each of q and dout
+// tiles (16-bit elements), then two buffers each of lse and delta (f32).
 template <int D>
 constexpr int kDkdvTileElems = (2 * kBwdKeys + 4 * kBwdQueries<D>)*kPaddedRow<D>;
+template <int D>
+REALM_EXPORT constexpr int kDkdvSmemBytes = kDkdvTileElems<D> * 2 + 4 * kBwdQueries<D> * 4;
 
 template <typename T, int D>
 REALM_DEVICE void attention_bwd_dkdv(gptr<const T> q, gptr<const T> k, gptr<const T> v,
@@ -188,7 +191,10 @@ REALM_DEVICE void attention_bwd_dkdv(gptr<const T> q, gptr<const T> k, gptr<cons
 
 // ---- dq ----
 
-constexpr int kDqRows = 16 * kBwdWarps;
+// Query rows per dq block (grid.y tiles the rows by it).
+REALM_EXPORT constexpr int kDqRows = 16 * kBwdWarps;
+// Threads per block of attention_bwd_dot: a warp per row.
+REALM_EXPORT constexpr int kDotThreads = 256;
 
 template <typename T, int D>
 REALM_DEVICE void attention_bwd_dq(gptr<const T> q, gptr<const T> k, gptr<const T> v,
@@ -312,29 +318,24 @@ REALM_DEVICE void attention_bwd_dq(gptr<const T> q, gptr<const T> k, gptr<const 
 }
 
 #define REALM_ATTENTION_BWD_GRADS(T, SUFFIX, D)                                                  \
-  REALM_KERNEL(attention_bwd_dkdv_d##D##_##SUFFIX, 128,                                          \
+  REALM_KERNEL(attention_bwd_dkdv_d##D##_##SUFFIX, kBwdWarps * REALM_WARP,                       \
                (gptr<const T> q, gptr<const T> k, gptr<const T> v, gptr<const T> grad,           \
                 gptr<const unsigned> lens, gptr<const float> lse, gptr<const float> delta,       \
-                gptr<T> dk, gptr<T> dv, REALM_ATTENTION_SCALARS),                                \
-               (q, k, v, grad, lens, lse, delta, dk, dv, heads, l, scale, seed_lo, seed_hi,      \
-                offset_lo, offset_hi, threshold, keep_scale)) {                                  \
+                gptr<T> dk, gptr<T> dv, REALM_ATTENTION_SCALARS)) {                              \
     attention_bwd_dkdv<T, D>(q, k, v, grad, lens, lse, delta, dk, dv,                           \
                              REALM_ATTENTION_SCALAR_ARGS);                                       \
   }                                                                                              \
-  REALM_KERNEL(attention_bwd_dq_d##D##_##SUFFIX, 128,                                            \
+  REALM_KERNEL(attention_bwd_dq_d##D##_##SUFFIX, kBwdWarps * REALM_WARP,                         \
                (gptr<const T> q, gptr<const T> k, gptr<const T> v, gptr<const T> grad,           \
                 gptr<const unsigned> lens, gptr<const float> lse, gptr<const float> delta,       \
-                gptr<T> dq, REALM_ATTENTION_SCALARS),                                            \
-               (q, k, v, grad, lens, lse, delta, dq, heads, l, scale, seed_lo, seed_hi,          \
-                offset_lo, offset_hi, threshold, keep_scale)) {                                  \
+                gptr<T> dq, REALM_ATTENTION_SCALARS)) {                                          \
     attention_bwd_dq<T, D>(q, k, v, grad, lens, lse, delta, dq, REALM_ATTENTION_SCALAR_ARGS);   \
   }
 
 #define REALM_ATTENTION_BWD(T, SUFFIX)                                                           \
-  REALM_KERNEL(attention_bwd_dot_##SUFFIX, 256,                                                  \
+  REALM_KERNEL(attention_bwd_dot_##SUFFIX, kDotThreads,                                          \
                (gptr<const T> out, gptr<const T> grad, gptr<const unsigned> lens,                \
-                gptr<float> delta, unsigned heads, unsigned l, unsigned dh, unsigned rows),      \
-               (out, grad, lens, delta, heads, l, dh, rows)) {                                   \
+                gptr<float> delta, unsigned heads, unsigned l, unsigned dh, unsigned rows)) {    \
     attention_bwd_dot<T>(out, grad, lens, delta, heads, l, dh, rows);                           \
   }                                                                                              \
   REALM_ATTENTION_BWD_GRADS(T, SUFFIX, 32)                                                       \

@@ -11,8 +11,9 @@
 // visited; the last one's columns past len get probability 0.
 #include "attention_common.cuh"
 
-constexpr int kFwdWarps = 4;
-constexpr int kFwdRows = 16 * kFwdWarps;
+// Warps per block, and query rows per block (grid.y tiles the rows by it).
+REALM_EXPORT constexpr int kFwdWarps = 4;
+REALM_EXPORT constexpr int kFwdRows = 16 * kFwdWarps;
 
 // Keys per tile: 64, or 32 for D = 128 (registers and the 48 KB of static shared memory).
 template <int D>
@@ -166,11 +167,9 @@ REALM_DEVICE void attention_fwd(gptr<const T> q, gptr<const T> k, gptr<const T> 
 }
 
 #define REALM_ATTENTION_FWD(T, SUFFIX, D)                                                        \
-  REALM_KERNEL(attention_fwd_d##D##_##SUFFIX, 128,                                               \
+  REALM_KERNEL(attention_fwd_d##D##_##SUFFIX, kFwdWarps * REALM_WARP,                            \
                (gptr<const T> q, gptr<const T> k, gptr<const T> v, gptr<const unsigned> lens,    \
-                gptr<T> out, gptr<float> lse, REALM_ATTENTION_SCALARS),                          \
-               (q, k, v, lens, out, lse, heads, l, scale, seed_lo, seed_hi, offset_lo,           \
-                offset_hi, threshold, keep_scale)) {                                             \
+                gptr<T> out, gptr<float> lse, REALM_ATTENTION_SCALARS)) {                        \
     attention_fwd<T, D>(q, k, v, lens, out, lse, REALM_ATTENTION_SCALAR_ARGS);                  \
   }
 

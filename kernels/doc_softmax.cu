@@ -172,26 +172,26 @@ REALM_DEVICE void mll_bwd(gptr<const T> x, gptr<const T> c, gptr<const T> og, gp
   }
 }
 
+// Threads per block of every kernel here (src/ops/doc_softmax launches with it).
+REALM_EXPORT constexpr int kDocSoftmaxThreads = 256;
+
 #define REALM_DOC_SOFTMAX_KERNELS(T, SUFFIX, RT, VARIANT)                                         \
-  REALM_KERNEL(doc_softmax_fwd_##VARIANT##_##SUFFIX, 256,                                        \
-               (gptr<const T> x, gptr<T> p, unsigned rows, unsigned k), (x, p, rows, k)) {        \
+  REALM_KERNEL(doc_softmax_fwd_##VARIANT##_##SUFFIX, kDocSoftmaxThreads,                         \
+               (gptr<const T> x, gptr<T> p, unsigned rows, unsigned k)) {                         \
     doc_softmax_fwd<RT, T>(x, p, rows, k);                                                        \
   }                                                                                               \
-  REALM_KERNEL(doc_softmax_bwd_##VARIANT##_##SUFFIX, 256,                                        \
-               (gptr<const T> p, gptr<const T> g, gptr<T> dx, unsigned rows, unsigned k),         \
-               (p, g, dx, rows, k)) {                                                             \
+  REALM_KERNEL(doc_softmax_bwd_##VARIANT##_##SUFFIX, kDocSoftmaxThreads,                         \
+               (gptr<const T> p, gptr<const T> g, gptr<T> dx, unsigned rows, unsigned k)) {       \
     doc_softmax_bwd<RT, T>(p, g, dx, rows, k);                                                    \
   }                                                                                               \
-  REALM_KERNEL(mll_fwd_##VARIANT##_##SUFFIX, 256,                                                \
+  REALM_KERNEL(mll_fwd_##VARIANT##_##SUFFIX, kDocSoftmaxThreads,                                 \
                (gptr<const T> x, gptr<const T> c, gptr<T> out, unsigned b, unsigned k,            \
-                unsigned m),                                                                      \
-               (x, c, out, b, k, m)) {                                                            \
+                unsigned m)) {                                                                    \
     mll_fwd<RT, T>(x, c, out, b, k, m);                                                           \
   }                                                                                               \
-  REALM_KERNEL(mll_bwd_##VARIANT##_##SUFFIX, 256,                                                \
+  REALM_KERNEL(mll_bwd_##VARIANT##_##SUFFIX, kDocSoftmaxThreads,                                 \
                (gptr<const T> x, gptr<const T> c, gptr<const T> og, gptr<T> grad, unsigned b,     \
-                unsigned k, unsigned m),                                                          \
-               (x, c, og, grad, b, k, m)) {                                                       \
+                unsigned k, unsigned m)) {                                                        \
     mll_bwd<RT, T>(x, c, og, grad, b, k, m);                                                      \
   }
 

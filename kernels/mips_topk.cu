@@ -34,9 +34,15 @@
 #include "realm.cuh"
 
 #define MIPS_NO_ID 0xffffffffu
-// Queries per warp (the mma M dimension).
-#define MIPS_WARP_QUERIES 16
-#define MIPS_MAX_WARPS 4
+// Queries per warp (the mma M dimension), and at most this many warps per scan block.
+REALM_EXPORT constexpr int kMipsWarpQueries = 16;
+REALM_EXPORT constexpr int kMipsMaxWarps = 4;
+// Documents per tile of the scan for a (padded) dimension of at most D: 64, or 32 for D = 256
+// (registers and shared memory).
+template <int D>
+REALM_EXPORT constexpr int kMipsScanTile = D <= 128 ? 64 : 32;
+// Threads per block of the merge.
+REALM_EXPORT constexpr int kMipsMergeThreads = 256;
 
 // ---- order-preserving keys ----
 
@@ -278,7 +284,7 @@ REALM_DEVICE void scan_slice(gptr<const __half> index, unsigned n, unsigned d,
                             gptr<int> theta_g) {
   constexpr unsigned DS = KS * 16;      // shared row stride in halves (a multiple of 64)
   constexpr unsigned CHUNKS = DS / 8;   // 16-byte chunks per shared row
-  constexpr unsigned BATCH = MIPS_WARP_QUERIES * MIPS_MAX_WARPS;
+  constexpr unsigned BATCH = kMipsWarpQueries * kMipsMaxWarps;
   REALM_SHARED(__half, tiles, 2 * NT * DS);
   REALM_SHARED(float, theta, BATCH);
   REALM_SHARED(float, marg, BATCH);
@@ -288,7 +294,7 @@ REALM_DEVICE void scan_slice(gptr<const __half> index, unsigned n, unsigned d,
   REALM_SHARED(unsigned, ctl, 4);
   REALM_SHARED(unsigned, scratch, 32);
 
-  const unsigned warps = blockDim.x / REALM_WARP, qb = MIPS_WARP_QUERIES * warps;
+  const unsigned warps = blockDim.x / REALM_WARP, qb = kMipsWarpQueries * warps;
   const unsigned warp = warp_id(), lane = lane_id(), g = lane / 4, t4 = lane % 4;
   const Lists lists{cand_ids, cand_s32, cand_s64, gridDim.y, blockIdx.y, cap, blockIdx.x * qb};
   const unsigned begin = min(n, blockIdx.y * slice_len), end = min(n, begin + slice_len);
@@ -319,7 +325,7 @@ REALM_DEVICE void scan_slice(gptr<const __half> index, unsigned n, unsigned d,
   for (int s = 0; s < KS; ++s) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
-      const unsigned q = lists.q0 + warp * MIPS_WARP_QUERIES + g + (r & 1) * 8;
+      const unsigned q = lists.q0 + warp * kMipsWarpQueries + g + (r & 1) * 8;
       const unsigned col = s * 16 + t4 * 2 + (r >> 1) * 8;
       a[s][r] = (q < nq && col < d)
                     ? static_cast<uint32_t>(
@@ -383,7 +389,7 @@ REALM_DEVICE void scan_slice(gptr<const __half> index, unsigned n, unsigned d,
     for (int j = 0; j < NT / 8; ++j) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const unsigned i = warp * MIPS_WARP_QUERIES + g + (r >> 1) * 8;
+        const unsigned i = warp * kMipsWarpQueries + g + (r >> 1) * 8;
         const unsigned doc = row0 + j * 8 + t4 * 2 + (r & 1);
         const float sc = acc[j][r];
         if (doc < end && sc >= static_cast<float>(theta[i]) &&
@@ -524,31 +530,30 @@ REALM_DEVICE void merge_query(gptr<const __half> index, unsigned n, unsigned d,
   }
 }
 
-#define MIPS_SCAN_KERNEL(NAME, KS, NT)                                                        \
-  REALM_KERNEL(NAME, MIPS_MAX_WARPS * REALM_WARP,                                            \
+// The scan for a padded dimension of at most D: D / 16 mma k-steps, kMipsScanTile<D> documents
+// per tile.
+#define MIPS_SCAN_KERNEL(D)                                                                    \
+  REALM_KERNEL(mips_scan_d##D, kMipsMaxWarps * REALM_WARP,                                   \
                (gptr<const __half> index, unsigned n, unsigned d, gptr<const __half> queries, \
                 unsigned nq, gptr<const float> margin, gptr<const unsigned> exclude,          \
                 unsigned k, unsigned slice_len, unsigned cap, gptr<unsigned> cand_ids,        \
                 gptr<float> cand_s32, gptr<double> cand_s64, gptr<unsigned> cand_count,       \
-                gptr<int> theta_g),                                                           \
-               (index, n, d, queries, nq, margin, exclude, k, slice_len, cap, cand_ids,       \
-                cand_s32, cand_s64, cand_count, theta_g)) {                                   \
-    scan_slice<KS, NT>(index, n, d, queries, nq, margin, exclude, k, slice_len, cap, cand_ids, \
-                       cand_s32, cand_s64, cand_count, theta_g);                              \
+                gptr<int> theta_g)) {                                                         \
+    scan_slice<D / 16, kMipsScanTile<D>>(index, n, d, queries, nq, margin, exclude, k,       \
+                                          slice_len, cap, cand_ids, cand_s32, cand_s64,       \
+                                          cand_count, theta_g);                              \
   }
 
-MIPS_SCAN_KERNEL(mips_scan_d128, 8, 64)
-MIPS_SCAN_KERNEL(mips_scan_d256, 16, 32)
+MIPS_SCAN_KERNEL(128)
+MIPS_SCAN_KERNEL(256)
 
-REALM_KERNEL(mips_merge, 256,
+REALM_KERNEL(mips_merge, kMipsMergeThreads,
              (gptr<const __half> index, unsigned n, unsigned d, gptr<const __half> queries,
               gptr<const unsigned> exclude, unsigned k, unsigned slices, unsigned cap,
               gptr<const unsigned> cand_ids, gptr<const float> cand_s32, gptr<double> cand_s64,
               gptr<const unsigned> cand_count, gptr<const int> theta_g, unsigned p2,
               gptr<double> sort_s, gptr<unsigned> sort_id, gptr<double> out_s,
-              gptr<unsigned> out_id),
-             (index, n, d, queries, exclude, k, slices, cap, cand_ids, cand_s32, cand_s64,
-              cand_count, theta_g, p2, sort_s, sort_id, out_s, out_id)) {
+              gptr<unsigned> out_id)) {
   merge_query(index, n, d, queries, exclude, k, slices, cap, cand_ids, cand_s32, cand_s64,
              cand_count, theta_g, p2, sort_s, sort_id, out_s, out_id);
 }

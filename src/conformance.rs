@@ -4,19 +4,16 @@
 //! conversions). Inputs are integers or otherwise exactly representable, so every result is exact
 //! and the emulator and the hardware must agree to the bit.
 //!
-//! Every conformance kernel takes `(const unsigned* in, unsigned* out)`; the output buffer starts
-//! as the check's initial words (0xffffffff where the kernel must write).
+//! Every conformance kernel takes `(const unsigned* input, unsigned* out)` (one family,
+//! [`Conformance`], the kernel chosen by its [`Variant`]); the output buffer starts as the check's
+//! initial words (0xffffffff where the kernel must write). The checks run on any
+//! [`Backend`]: the emulator, or a GPU.
 
 use crate::error::Result;
+use crate::kernels::abi::conformance::{Conformance, ConformanceAxpy, Variant};
+use crate::kernels::{Backend, Element, Launch};
+use crate::ops::elem::Elem;
 use half::{bf16, f16};
-
-/// Where the conformance kernels run.
-pub enum Backend {
-    #[cfg(feature = "emulate")]
-    Emulator,
-    #[cfg(feature = "cuda")]
-    Cuda(candle_core::CudaDevice),
-}
 
 /// The result of one conformance check.
 #[derive(Clone, Debug)]
@@ -29,133 +26,24 @@ pub struct CheckOutcome {
     pub detail: String,
 }
 
-/// Launch geometry of one check.
-struct Shape {
-    grid: [u32; 3],
-    block: [u32; 3],
-    smem: u32,
-}
-
-fn linear(blocks: u32, threads: u32, smem: u32) -> Shape {
-    Shape {
-        grid: [blocks, 1, 1],
-        block: [threads, 1, 1],
-        smem,
-    }
-}
-
-/// A kernel of kernels/conformance.cu: its name on a GPU, its launcher under the emulator.
-struct Kernel {
-    #[cfg(feature = "cuda")]
-    name: &'static str,
-    #[cfg(feature = "emulate")]
-    emu: unsafe extern "C" fn(
-        *const crate::emulator::EmuLaunch,
-        crate::emulator::EmuPtr<'_, u32>,
-        crate::emulator::EmuPtr<'_, u32>,
-    ) -> i32,
-}
-
-macro_rules! conformance_kernels {
-    ($($name:ident),* $(,)?) => {
-        #[cfg(feature = "emulate")]
-        mod launchers {
-            use crate::emulator::{EmuLaunch, EmuPtr};
-            extern "C" {
-                $(
-                    #[link_name = concat!("realm_emu_launch_", stringify!($name))]
-                    pub fn $name(cfg: *const EmuLaunch, input: EmuPtr<'_, u32>, out: EmuPtr<'_, u32>) -> i32;
-                )*
-            }
-        }
-
-        #[allow(non_upper_case_globals)]
-        mod kernel {
-            use super::Kernel;
-            $(
-                pub const $name: Kernel = Kernel {
-                    #[cfg(feature = "cuda")]
-                    name: stringify!($name),
-                    #[cfg(feature = "emulate")]
-                    emu: super::launchers::$name,
-                };
-            )*
-        }
-    };
-}
-
-conformance_kernels!(
-    conf_shuffle,
-    conf_vote,
-    conf_reduce,
-    conf_barrier,
-    conf_dynamic_smem,
-    conf_atomics,
-    conf_convert,
-    conf_cp_async,
-    conf_ldmatrix,
-    conf_mma_f16,
-    conf_mma_bf16,
-    conf_indices,
-);
-
-/// Runs `kernel` on `input` with the output buffer initialised to `init`; returns the output.
-fn run(
-    backend: &Backend,
-    kernel: &Kernel,
-    shape: &Shape,
+/// Runs kernel `variant` on `input` with the output buffer initialised to `init`; returns the
+/// output.
+fn run<B: Backend>(
+    be: &B,
+    variant: Variant,
+    shape: Launch,
     input: &[u32],
     init: Vec<u32>,
 ) -> Result<Vec<u32>> {
-    match backend {
-        #[cfg(feature = "emulate")]
-        Backend::Emulator => {
-            use crate::emulator::{launch, EmuPtr, LaunchShape};
-            let mut out = init;
-            let launcher = kernel.emu;
-            let emu_shape = LaunchShape {
-                grid: shape.grid,
-                block: shape.block,
-                dyn_smem: shape.smem,
-            };
-            // SAFETY: the kernel reaches the buffers only through their bounds-checked pointers.
-            launch(emu_shape, |cfg| unsafe {
-                launcher(cfg, EmuPtr::new(input), EmuPtr::new_mut(&mut out))
-            })?;
-            Ok(out)
-        }
-        #[cfg(feature = "cuda")]
-        Backend::Cuda(dev) => run_cuda(dev, kernel.name, shape, input, &init),
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn run_cuda(
-    dev: &candle_core::CudaDevice,
-    name: &str,
-    shape: &Shape,
-    input: &[u32],
-    init: &[u32],
-) -> Result<Vec<u32>> {
-    use cudarc::driver::{DriverError, LaunchConfig, PushKernelArg};
-    let fail = |e: DriverError| crate::Error::Device(format!("conformance kernel `{name}`: {e}"));
-    let kernel = crate::kernels::function(dev, crate::kernels::Family::Conformance, name)?;
-    let stream = &kernel.stream;
-    let input = stream.clone_htod(input).map_err(fail)?;
-    let mut out = stream.clone_htod(init).map_err(fail)?;
-    {
-        let mut args = stream.launch_builder(&kernel.function);
-        args.arg(&input);
-        args.arg(&mut out);
-        let cfg = LaunchConfig {
-            grid_dim: (shape.grid[0], shape.grid[1], shape.grid[2]),
-            block_dim: (shape.block[0], shape.block[1], shape.block[2]),
-            shared_mem_bytes: shape.smem,
-        };
-        // SAFETY: every conformance kernel takes (const unsigned* in, unsigned* out).
-        unsafe { args.launch(cfg) }.map_err(fail)?;
-    }
-    stream.clone_dtoh(&out).map_err(fail)
+    let input = be.upload(input, "conformance input")?;
+    let mut out = be.upload(&init, "conformance output")?;
+    let mut b = be.binder();
+    let params = Conformance {
+        input: B::read_buf(&mut b, &input),
+        out: B::write(&mut b, &mut out),
+    };
+    be.launch(b, variant, shape, params)?;
+    be.download(&out, "conformance output")
 }
 
 /// How an output word is read when measuring the size of a mismatch.
@@ -268,12 +156,12 @@ fn shfl_source(mode: Shfl, lane: i64, b: i64, width: i64) -> usize {
 
 /// Every shuffle flavour on two warps, widths 32, 16 and 8, out-of-segment sources, a float and
 /// an unsigned operand, and a partial mask.
-pub fn shuffle(backend: &Backend) -> Result<CheckOutcome> {
+pub fn shuffle<B: Backend>(be: &B) -> Result<CheckOutcome> {
     let input: Vec<u32> = (0..64).map(|t| t * 37 + 1000).collect();
     let got = run(
-        backend,
-        &kernel::conf_shuffle,
-        &linear(1, 64, 0),
+        be,
+        Variant::Shuffle,
+        Launch::linear(1, 64),
         &input,
         poisoned(64 * 12),
     )?;
@@ -310,12 +198,12 @@ pub fn shuffle(backend: &Backend) -> Result<CheckOutcome> {
 }
 
 /// Ballot, any and all with the full mask, and a ballot with a partial mask.
-pub fn vote(backend: &Backend) -> Result<CheckOutcome> {
+pub fn vote<B: Backend>(be: &B) -> Result<CheckOutcome> {
     let input: Vec<u32> = (0..64).map(|t| (t * 7) % 64).collect();
     let got = run(
-        backend,
-        &kernel::conf_vote,
-        &linear(1, 64, 0),
+        be,
+        Variant::Vote,
+        Launch::linear(1, 64),
         &input,
         poisoned(64 * 6),
     )?;
@@ -343,13 +231,13 @@ pub fn vote(backend: &Backend) -> Result<CheckOutcome> {
 }
 
 /// warp_reduce_{sum,max} and block_reduce_{sum,max} (collectives.cuh) on small integers.
-pub fn reduce(backend: &Backend) -> Result<CheckOutcome> {
+pub fn reduce<B: Backend>(be: &B) -> Result<CheckOutcome> {
     let values: Vec<f32> = (0..512).map(|i| ((i * 37) % 201) as f32 - 100.0).collect();
     let input: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
     let got = run(
-        backend,
-        &kernel::conf_reduce,
-        &linear(2, 256, 0),
+        be,
+        Variant::Reduce,
+        Launch::linear(2, 256),
         &input,
         poisoned(36 + 1024),
     )?;
@@ -373,14 +261,14 @@ pub fn reduce(backend: &Backend) -> Result<CheckOutcome> {
 }
 
 /// 64 blocks of 256 threads exchanging values through shared memory across 20 barriers.
-pub fn barrier(backend: &Backend) -> Result<CheckOutcome> {
+pub fn barrier<B: Backend>(be: &B) -> Result<CheckOutcome> {
     let input: Vec<u32> = (0..64 * 256u32)
         .map(|i| i.wrapping_mul(2_654_435_761))
         .collect();
     let got = run(
-        backend,
-        &kernel::conf_barrier,
-        &linear(64, 256, 0),
+        be,
+        Variant::Barrier,
+        Launch::linear(64, 256),
         &input,
         poisoned(64 * 256),
     )?;
@@ -402,16 +290,16 @@ pub fn barrier(backend: &Backend) -> Result<CheckOutcome> {
 }
 
 /// Dynamic shared memory (300 words) beside a static shared counter, with a shared atomic sum.
-pub fn dynamic_smem(backend: &Backend) -> Result<CheckOutcome> {
+pub fn dynamic_smem<B: Backend>(be: &B) -> Result<CheckOutcome> {
     const N: usize = 300;
     let values: Vec<u32> = (0..N as u32).map(|i| i * 7 + 3).collect();
     let mut input = vec![N as u32];
     input.extend(&values);
-    let shape = linear(3, 96, (N * 4) as u32);
+    let shape = Launch::linear(3, 96).with_dyn_smem((N * 4) as u32);
     let got = run(
-        backend,
-        &kernel::conf_dynamic_smem,
-        &shape,
+        be,
+        Variant::DynamicSmem,
+        shape,
         &input,
         poisoned(3 * (N + 1)),
     )?;
@@ -430,18 +318,12 @@ pub fn dynamic_smem(backend: &Backend) -> Result<CheckOutcome> {
 
 /// Global and shared atomics: int sum and max, float sum, unsigned tickets (each thread must get
 /// a distinct one, in any order).
-pub fn atomics(backend: &Backend) -> Result<CheckOutcome> {
+pub fn atomics<B: Backend>(be: &B) -> Result<CheckOutcome> {
     let values: Vec<i32> = (0..512).map(|i| (i * 97) % 1001 - 500).collect();
     let input: Vec<u32> = values.iter().map(|&v| v as u32).collect();
     let mut init = poisoned(12 + 512);
     init[..4].copy_from_slice(&[0, i32::MIN as u32, 0f32.to_bits(), 0]);
-    let mut got = run(
-        backend,
-        &kernel::conf_atomics,
-        &linear(4, 128, 0),
-        &input,
-        init,
-    )?;
+    let mut got = run(be, Variant::Atomics, Launch::linear(4, 128), &input, init)?;
     got[12..].sort_unstable();
     let mut want = vec![
         values.iter().fold(0i32, |s, &v| s.wrapping_add(v)) as u32,
@@ -515,13 +397,13 @@ fn conversion_inputs() -> Vec<f32> {
 }
 
 /// f32 to f16 and bf16 (round to nearest even) through 16-bit global views, and back to f32.
-pub fn convert(backend: &Backend) -> Result<CheckOutcome> {
+pub fn convert<B: Backend>(be: &B) -> Result<CheckOutcome> {
     let values = conversion_inputs();
     let input: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
     let got = run(
-        backend,
-        &kernel::conf_convert,
-        &linear(1, 64, 0),
+        be,
+        Variant::Convert,
+        Launch::linear(1, 64),
         &input,
         poisoned(192),
     )?;
@@ -551,12 +433,12 @@ pub fn convert(backend: &Backend) -> Result<CheckOutcome> {
 }
 
 /// Two groups of 16-byte cp.async copies, awaited one group at a time.
-pub fn cp_async(backend: &Backend) -> Result<CheckOutcome> {
+pub fn cp_async<B: Backend>(be: &B) -> Result<CheckOutcome> {
     let input: Vec<u32> = (0..512).map(|i| i * 3 + 7).collect();
     let got = run(
-        backend,
-        &kernel::conf_cp_async,
-        &linear(1, 64, 0),
+        be,
+        Variant::CpAsync,
+        Launch::linear(1, 64),
         &input,
         poisoned(128),
     )?;
@@ -579,16 +461,16 @@ fn ldmatrix_word(m: &[[u16; 8]; 8], lane: usize, trans: bool) -> u32 {
 }
 
 /// Every ldmatrix form on four 8x8 matrices whose rows the lanes supply out of memory order.
-pub fn ldmatrix(backend: &Backend) -> Result<CheckOutcome> {
+pub fn ldmatrix<B: Backend>(be: &B) -> Result<CheckOutcome> {
     let elems: Vec<u16> = (0..256u16).map(|k| 0x1000 + k * 3).collect();
     let input: Vec<u32> = elems
         .chunks(2)
         .map(|p| u32::from(p[0]) | u32::from(p[1]) << 16)
         .collect();
     let got = run(
-        backend,
-        &kernel::conf_ldmatrix,
-        &linear(1, 32, 0),
+        be,
+        Variant::Ldmatrix,
+        Launch::linear(1, 32),
         &input,
         poisoned(32 * 14),
     )?;
@@ -613,7 +495,7 @@ pub fn ldmatrix(backend: &Backend) -> Result<CheckOutcome> {
 
 /// D = A B + C by mma.m16n8k16 (A 16x16 row-major, B 16x8, C and D 16x8 f32) on small integers,
 /// with fragments built per the PTX layout and again loaded with ldmatrix.
-fn mma(backend: &Backend, bf: bool) -> Result<CheckOutcome> {
+fn mma<B: Backend>(be: &B, bf: bool) -> Result<CheckOutcome> {
     let a = |m: usize, k: usize| ((m * 7 + k * 3 + m * k) % 7) as f32 - 3.0;
     let b = |k: usize, n: usize| ((k * 5 + n * 3 + 1) % 7) as f32 - 3.0;
     let c = |m: usize, n: usize| ((m * 8 + n) % 11) as f32 - 5.0;
@@ -632,11 +514,11 @@ fn mma(backend: &Backend, bf: bool) -> Result<CheckOutcome> {
         .collect();
     input.extend((0..128).map(|i| c(i / 8, i % 8).to_bits()));
     let (name, k) = if bf {
-        ("mma_bf16", &kernel::conf_mma_bf16)
+        ("mma_bf16", Variant::MmaBf16)
     } else {
-        ("mma_f16", &kernel::conf_mma_f16)
+        ("mma_f16", Variant::MmaF16)
     };
-    let got = run(backend, k, &linear(1, 32, 0), &input, poisoned(256))?;
+    let got = run(be, k, Launch::linear(1, 32), &input, poisoned(256))?;
     let d: Vec<u32> = (0..128)
         .map(|i| {
             let (m, n) = (i / 8, i % 8);
@@ -647,29 +529,23 @@ fn mma(backend: &Backend, bf: bool) -> Result<CheckOutcome> {
     Ok(compare(name, &got, &want, |_| Word::F32))
 }
 
-pub fn mma_f16(backend: &Backend) -> Result<CheckOutcome> {
-    mma(backend, false)
+pub fn mma_f16<B: Backend>(be: &B) -> Result<CheckOutcome> {
+    mma(be, false)
 }
 
-pub fn mma_bf16(backend: &Backend) -> Result<CheckOutcome> {
-    mma(backend, true)
+pub fn mma_bf16<B: Backend>(be: &B) -> Result<CheckOutcome> {
+    mma(be, true)
 }
 
 /// threadIdx, blockIdx, blockDim and gridDim on a 3-d grid of 3-d blocks, and a shuffle across
 /// the rows of a block (warps follow the linear thread index).
-pub fn indices(backend: &Backend) -> Result<CheckOutcome> {
-    let shape = Shape {
+pub fn indices<B: Backend>(be: &B) -> Result<CheckOutcome> {
+    let shape = Launch {
         grid: [2, 3, 2],
         block: [8, 4, 2],
-        smem: 0,
+        dyn_smem: 0,
     };
-    let got = run(
-        backend,
-        &kernel::conf_indices,
-        &shape,
-        &[1000],
-        poisoned(12 * 64 * 4),
-    )?;
+    let got = run(be, Variant::Indices, shape, &[1000], poisoned(12 * 64 * 4))?;
     let mut want = Vec::with_capacity(12 * 64 * 4);
     for (bz, by, bx) in
         (0..2).flat_map(|z| (0..3).flat_map(move |y| (0..2).map(move |x| (z, y, x))))
@@ -689,9 +565,52 @@ pub fn indices(backend: &Backend) -> Result<CheckOutcome> {
     Ok(compare("indices", &got, &want, |_| Word::U32))
 }
 
+/// `y = fma(alpha, x, y)` rounded to `T`, launched over a grid smaller than `n` (a grid-stride
+/// loop), as the GPU computes it: one rounding of the exact a·x + y to f32, then to `T`.
+fn axpy_of<B: Backend, T: Element + Elem + bytemuck::Pod>(
+    be: &B,
+    word: Word,
+) -> Result<CheckOutcome> {
+    let n = 1000;
+    let alpha = 0.1f32;
+    let x: Vec<T> = (0..n).map(|i| T::from_f32(i as f32 / 7.0 - 50.0)).collect();
+    let y0: Vec<T> = (0..n)
+        .map(|i| T::from_f32(3.0 - (i % 13) as f32 / 3.0))
+        .collect();
+    let xb = be.upload(&x, "axpy x")?;
+    let mut yb = be.upload(&y0, "axpy y")?;
+    let mut b = be.binder();
+    let params = ConformanceAxpy {
+        x: B::read_buf(&mut b, &xb),
+        y: B::write(&mut b, &mut yb),
+        alpha,
+        n: n as u32,
+    };
+    be.launch(b, (), Launch::linear(3, 128), params)?;
+    let got = be.download(&yb, "axpy y")?;
+    let want: Vec<T> = x
+        .iter()
+        .zip(&y0)
+        .map(|(&xi, &yi)| T::from_f32(alpha.mul_add(xi.to_f32(), yi.to_f32())))
+        .collect();
+    let words = |v: &[T]| bytemuck::cast_slice::<T, u32>(v).to_vec();
+    Ok(compare("axpy", &words(&got), &words(&want), |_| word))
+}
+
+/// axpy on f32, f16 and bf16 (see `axpy_of`); the first that differs is reported.
+pub fn axpy<B: Backend>(be: &B) -> Result<CheckOutcome> {
+    let outcomes = [
+        axpy_of::<B, f32>(be, Word::F32)?,
+        axpy_of::<B, f16>(be, Word::F16x2)?,
+        axpy_of::<B, bf16>(be, Word::Bf16x2)?,
+    ];
+    let failed = outcomes.iter().find(|o| !o.passed).cloned();
+    Ok(failed.unwrap_or_else(|| outcomes[0].clone()))
+}
+
 /// Every conformance check, in order.
-pub fn all(backend: &Backend) -> Vec<Result<CheckOutcome>> {
-    let checks: [fn(&Backend) -> Result<CheckOutcome>; 12] = [
+pub fn all<B: Backend>(be: &B) -> Vec<Result<CheckOutcome>> {
+    let checks: [fn(&B) -> Result<CheckOutcome>; 13] = [
         shuffle,
         vote,
         reduce,
@@ -704,6 +623,7 @@ pub fn all(backend: &Backend) -> Vec<Result<CheckOutcome>> {
         mma_f16,
         mma_bf16,
         indices,
+        axpy,
     ];
-    checks.iter().map(|check| check(backend)).collect()
+    checks.iter().map(|check| check(be)).collect()
 }

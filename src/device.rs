@@ -1,10 +1,21 @@
-//! Where to compute: `auto`, `cpu`, `emulate` (CPU tensors, CUDA kernels run by the emulator) or
-//! `cuda[:N]`, as accepted by every subcommand's `--device`.
+//! Where and how to compute: `--device auto|cpu|emulate|cuda[:N]` resolves to a [`ComputeDevice`],
+//! the candle device tensors live on plus the execution mode ([`Exec`]) as an explicit value.
+//!
+//! The execution mode says which implementation the fused ops run on CPU tensors (the native
+//! Rust code or the CUDA kernels on the emulator), which vector instructions the native code may
+//! use, whether kernel outputs are poisoned before a launch, and it counts kernel launches and
+//! device→host reads. An op takes the mode of the thread that builds it ([`Exec::current`]) and
+//! keeps it for its backward. A thread computes in a device's mode once it has entered it
+//! ([`ComputeDevice::enter`]); threads a computation starts get it explicitly:
+//! [`ComputeDevice::thread_pool`] builds a rayon pool whose every worker runs in the mode, and a
+//! spawned thread enters it first. A thread that entered nothing computes natively.
 
 use crate::error::{Error, Result};
-use crate::ops::{set_cpu_exec, CpuExec, CpuExecGuard};
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// A `--device` value, before it is resolved against this build and machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,25 +46,214 @@ impl FromStr for DeviceSpec {
     }
 }
 
-/// A resolved device: the candle device tensors live on, and how CPU ops execute.
+/// Which implementation computes the fused ops on tensors that live on the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuExec {
+    /// The Rust implementation (multi-threaded, vectorised): the CPU fallback.
+    #[default]
+    Native,
+    /// The CUDA kernels of `kernels/`, executed by the emulator.
+    Emulator,
+}
+
+/// Which instruction sets the native CPU kernels (attention tiles, MIPS scans) may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuSimd {
+    /// The best this CPU has (AVX2 + FMA, with F16C for MIPS), detected at run time.
+    #[default]
+    Auto,
+    /// Plain Rust only, whatever the CPU: the summation order and rounding of a machine without
+    /// AVX2, so that a test can check that its outcome does not depend on the kernel path.
+    Portable,
+}
+
+/// The environment variable that chooses [`CpuSimd`]: `auto` (or unset) or `portable`.
+pub const CPU_SIMD_ENV: &str = "REALM_CPU_SIMD";
+
+impl CpuSimd {
+    /// The native CPU kernels' instruction set under this choice, as a user would name it:
+    /// `avx2` or `portable`.
+    pub fn kernels(self) -> &'static str {
+        #[cfg(target_arch = "x86_64")]
+        if self == CpuSimd::Auto
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            return "avx2";
+        }
+        "portable"
+    }
+}
+
+/// The process's [`CpuSimd`], from [`CPU_SIMD_ENV`] (read once): `Auto` when it is unset, or when
+/// its value is not understood (which [`check_cpu_simd_env`] reports).
+pub fn cpu_simd() -> CpuSimd {
+    check_cpu_simd_env().unwrap_or_default()
+}
+
+/// An error naming [`CPU_SIMD_ENV`] when it is set to something other than `auto` or `portable`
+/// (the binary checks this at start, and resolving a device does, so that a typo is not silently
+/// the default).
+pub fn check_cpu_simd_env() -> Result<CpuSimd> {
+    static CHOICE: OnceLock<std::result::Result<CpuSimd, String>> = OnceLock::new();
+    CHOICE
+        .get_or_init(|| match std::env::var(CPU_SIMD_ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(CpuSimd::Auto),
+            Ok(v) if v == "auto" || v.is_empty() => Ok(CpuSimd::Auto),
+            Ok(v) if v == "portable" => Ok(CpuSimd::Portable),
+            Ok(v) => Err(format!("{CPU_SIMD_ENV}={v:?}: use `auto` or `portable`")),
+            Err(e) => Err(format!("{CPU_SIMD_ENV}: {e}")),
+        })
+        .clone()
+        .map_err(Error::Device)
+}
+
+/// What computations in one execution mode have done, shared by its clones.
+#[derive(Debug, Default)]
+struct Counters {
+    launches: AtomicU64,
+    host_reads: AtomicU64,
+}
+
+/// The execution mode: an explicit value, owned by a [`ComputeDevice`] and carried into every
+/// thread that computes (see the module documentation).
+#[derive(Clone, Debug)]
+pub struct Exec {
+    /// How ops run on CPU tensors.
+    pub cpu: CpuExec,
+    /// The instruction sets the native CPU kernels may use: the process's `REALM_CPU_SIMD` in
+    /// every mode today (the kernels read [`cpu_simd`]); carried here so that a mode can choose.
+    pub simd: CpuSimd,
+    /// Fill kernel outputs with NaN-like bytes before each launch, so that an element a kernel
+    /// leaves unwritten fails its check instead of passing on leftover memory. Free on the
+    /// emulator (on by default there), a memset per output on a GPU (`realm selftest` turns it
+    /// on there).
+    pub poison_outputs: bool,
+    counters: Arc<Counters>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Exec>> = const { RefCell::new(None) };
+}
+
+/// The mode of threads that entered none: native, with the process's own counters.
+fn process_default() -> &'static Exec {
+    static DEFAULT: OnceLock<Exec> = OnceLock::new();
+    // An invalid REALM_CPU_SIMD is reported when a device is resolved.
+    DEFAULT.get_or_init(|| Exec::new(CpuExec::Native, cpu_simd()))
+}
+
+impl Exec {
+    fn new(cpu: CpuExec, simd: CpuSimd) -> Self {
+        Exec {
+            cpu,
+            simd,
+            poison_outputs: cpu == CpuExec::Emulator,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The native CPU implementation, with fresh counters; SIMD as `REALM_CPU_SIMD` says (an
+    /// invalid value is an error).
+    pub fn native() -> Result<Self> {
+        Ok(Exec::new(CpuExec::Native, check_cpu_simd_env()?))
+    }
+
+    /// The CUDA kernels on the emulator, outputs poisoned, with fresh counters. An error in a
+    /// build without the emulator.
+    pub fn emulator() -> Result<Self> {
+        if !cfg!(feature = "emulate") {
+            return Err(Error::Device(
+                "the kernel emulator is not in this build (rebuild with `--features emulate`)"
+                    .into(),
+            ));
+        }
+        Ok(Exec::new(CpuExec::Emulator, check_cpu_simd_env()?))
+    }
+
+    /// The calling thread's mode: the one it entered last, else native.
+    pub fn current() -> Exec {
+        CURRENT
+            .with(|c| c.borrow().clone())
+            .unwrap_or_else(|| process_default().clone())
+    }
+
+    /// Makes this the calling thread's mode until the guard is dropped.
+    pub fn enter(&self) -> ExecGuard {
+        let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
+        ExecGuard { previous }
+    }
+
+    /// Makes this the calling thread's mode for the rest of its life (a pool's worker).
+    fn adopt(&self) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+    }
+
+    /// The same mode with output poisoning on or off (sharing the counters).
+    pub fn with_poison_outputs(&self, on: bool) -> Exec {
+        Exec {
+            poison_outputs: on,
+            ..self.clone()
+        }
+    }
+
+    /// Kernel launches made in this mode (by every clone, on every thread), on the emulator or
+    /// a GPU.
+    pub fn launches(&self) -> u64 {
+        self.counters.launches.load(Ordering::Relaxed)
+    }
+
+    /// Reads of device memory by the host (each a synchronisation point on a GPU).
+    pub fn host_reads(&self) -> u64 {
+        self.counters.host_reads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_launch(&self) {
+        self.counters.launches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_host_read(&self) {
+        self.counters.host_reads.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Restores the thread's previous mode when dropped.
+#[must_use = "the mode lasts as long as the guard"]
+pub struct ExecGuard {
+    previous: Option<Exec>,
+}
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// A resolved device: the candle device tensors live on, and the execution mode.
 #[derive(Clone, Debug)]
 pub struct ComputeDevice {
     pub device: candle_core::Device,
-    pub exec: CpuExec,
+    pub exec: Exec,
 }
 
 impl ComputeDevice {
+    /// The CPU with the native implementation and fresh counters. An invalid `REALM_CPU_SIMD`
+    /// falls back to the default here ([`ComputeDevice::resolve`] reports it).
     pub fn cpu() -> Self {
         ComputeDevice {
             device: candle_core::Device::Cpu,
-            exec: CpuExec::Native,
+            exec: Exec::new(CpuExec::Native, cpu_simd()),
         }
     }
 
     /// Resolves a spec; an unavailable device is an error that says why.
     pub fn resolve(spec: DeviceSpec) -> Result<Self> {
         match spec {
-            DeviceSpec::Cpu => Ok(Self::cpu()),
+            DeviceSpec::Cpu => Ok(ComputeDevice {
+                device: candle_core::Device::Cpu,
+                exec: Exec::native()?,
+            }),
             DeviceSpec::Emulate => {
                 if !cfg!(feature = "emulate") {
                     return Err(Error::Device(
@@ -62,11 +262,14 @@ impl ComputeDevice {
                 }
                 Ok(ComputeDevice {
                     device: candle_core::Device::Cpu,
-                    exec: CpuExec::Emulator,
+                    exec: Exec::emulator()?,
                 })
             }
             DeviceSpec::Cuda(n) => Self::cuda(n),
-            DeviceSpec::Auto => Ok(Self::cuda(0).unwrap_or_else(|_| Self::cpu())),
+            DeviceSpec::Auto => match Self::cuda(0) {
+                Ok(d) => Ok(d),
+                Err(_) => Self::resolve(DeviceSpec::Cpu),
+            },
         }
     }
 
@@ -76,7 +279,7 @@ impl ComputeDevice {
             .map_err(|e| Error::Device(format!("cuda:{ordinal} is not usable: {e}")))?;
         Ok(ComputeDevice {
             device,
-            exec: CpuExec::Native,
+            exec: Exec::native()?,
         })
     }
 
@@ -87,9 +290,24 @@ impl ComputeDevice {
         )))
     }
 
-    /// Makes the calling thread's CPU ops follow this device's execution choice.
-    pub fn enter(&self) -> Result<CpuExecGuard> {
-        set_cpu_exec(self.exec)
+    /// Makes the calling thread compute in this device's mode until the guard is dropped. (The
+    /// mode was validated when the device was resolved; the `Result` lets callers write `?`
+    /// whatever a device may need to become current.)
+    pub fn enter(&self) -> Result<ExecGuard> {
+        Ok(self.exec.enter())
+    }
+
+    /// A rayon pool of `threads` workers named `name-<i>`, each computing in this device's mode
+    /// for its whole life (a pool's workers never entered the mode of the thread that uses it).
+    pub fn thread_pool(&self, threads: usize, name: &str) -> Result<rayon::ThreadPool> {
+        let exec = self.exec.clone();
+        let prefix = name.to_string();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(move |i| format!("{prefix}-{i}"))
+            .start_handler(move |_| exec.adopt())
+            .build()
+            .map_err(|e| Error::Device(format!("{name} thread pool: {e}")))
     }
 
     /// Waits for queued GPU work (a no-op on the CPU), so timings cover the work itself.
@@ -101,20 +319,30 @@ impl ComputeDevice {
         self.device.is_cuda()
     }
 
+    /// Whether CPU tensors run the CUDA kernels on the emulator.
+    pub fn is_emulated(&self) -> bool {
+        !self.is_cuda() && self.exec.cpu == CpuExec::Emulator
+    }
+
+    /// Whether ops on this device run the CUDA kernels (on a GPU or the emulator).
+    pub fn runs_kernels(&self) -> bool {
+        self.is_cuda() || self.exec.cpu == CpuExec::Emulator
+    }
+
     /// The device as a user reads it at start: `cuda:0`, or `cpu`/`emulate` with the native CPU
     /// kernels' instruction set (`REALM_CPU_SIMD` can force the portable one).
     pub fn description(&self) -> String {
         if self.is_cuda() {
             self.to_string()
         } else {
-            format!("{self} (CPU kernels: {})", crate::ops::cpu_kernels())
+            format!("{self} (CPU kernels: {})", self.exec.simd.kernels())
         }
     }
 }
 
 impl fmt::Display for ComputeDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.device, self.exec) {
+        match (&self.device, self.exec.cpu) {
             (candle_core::Device::Cuda(_), _) => match self.device.location() {
                 candle_core::DeviceLocation::Cuda { gpu_id } => write!(f, "cuda:{gpu_id}"),
                 _ => write!(f, "cuda"),

@@ -3,13 +3,17 @@
 //!
 //! - [`ops`]: the fused ops (softmax over retrieved documents and the marginal likelihood; more
 //!   to come), each with a CPU implementation, an emulator path and a CUDA path.
-//! - [`device`]: choosing where to compute (`auto`, `cpu`, `emulate`, `cuda[:N]`).
+//! - [`device`]: choosing where to compute (`auto`, `cpu`, `emulate`, `cuda[:N]`) and the
+//!   execution mode, an explicit value.
+//! - [`kernels`]: the Rust↔kernel ABI generated from `kernels/*.cu`, and the launch seam over
+//!   the emulator and CUDA.
 //! - [`selftest`] and [`bench`]: the checks and measurements behind `realm selftest` and
 //!   `realm bench`.
 
 pub mod alloc;
 pub mod ask;
 pub mod bench;
+pub mod conformance;
 pub mod data;
 pub mod demo;
 pub mod device;
@@ -23,10 +27,5 @@ pub mod report;
 pub mod rng;
 pub mod selftest;
 pub mod train;
-
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-pub mod conformance;
-#[cfg(feature = "emulate")]
-pub mod emulator;
 
 pub use error::{Error, Result};

@@ -51,16 +51,27 @@ pub fn cases() -> Vec<Case> {
 
 /// The portability layer's conformance kernels, on the emulator or a GPU (they have no native
 /// CPU form). One case runs the whole suite; a failure names the kernels that disagreed.
-#[cfg(any(feature = "emulate", feature = "cuda"))]
 fn conformance_cases() -> Vec<Case> {
-    use crate::conformance;
     vec![Case {
         op: "conformance",
         name: "portability layer (exact)".to_string(),
         run: Box::new(|dev: &ComputeDevice| {
-            let backend = conformance_backend(dev)?;
+            let outcomes = match &dev.device {
+                #[cfg(feature = "cuda")]
+                candle_core::Device::Cuda(d) => {
+                    crate::conformance::all(&crate::kernels::Cuda::new(d, dev.exec.clone()))
+                }
+                _ if dev.is_emulated() => {
+                    crate::conformance::all(&crate::kernels::Emulator::new(dev.exec.clone()))
+                }
+                _ => {
+                    return Err(crate::Error::Device(format!(
+                        "the conformance kernels run on the emulator or a GPU, not on {dev}"
+                    )))
+                }
+            };
             let mut failed = Vec::new();
-            for outcome in conformance::all(&backend) {
+            for outcome in outcomes {
                 let outcome = outcome?;
                 if !outcome.passed {
                     failed.push(format!("{}: {}", outcome.name, outcome.detail));
@@ -77,44 +88,25 @@ fn conformance_cases() -> Vec<Case> {
     }]
 }
 
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-fn conformance_backend(dev: &ComputeDevice) -> Result<crate::conformance::Backend> {
-    #[cfg(feature = "cuda")]
-    if let candle_core::Device::Cuda(d) = &dev.device {
-        return Ok(crate::conformance::Backend::Cuda(d.clone()));
-    }
-    #[cfg(feature = "emulate")]
-    if dev.exec == crate::ops::CpuExec::Emulator {
-        return Ok(crate::conformance::Backend::Emulator);
-    }
-    Err(crate::Error::Device(format!(
-        "the conformance kernels run on the emulator or a GPU, not on {dev}"
-    )))
-}
-
-#[cfg(not(any(feature = "emulate", feature = "cuda")))]
-fn conformance_cases() -> Vec<Case> {
-    Vec::new()
-}
-
-/// Runs the cases whose `op/name` contains `filter` (all when `None`), in order.
+/// Runs the cases whose `op/name` contains `filter` (all when `None`), in order, with kernel
+/// outputs poisoned before each launch (so that an element a kernel leaves unwritten fails its
+/// check; free on the emulator, a memset per output on a GPU). Only this call's device is
+/// affected: the poisoning travels in its execution mode.
 pub fn run(dev: &ComputeDevice, filter: Option<&str>) -> Vec<Row> {
-    // The emulator poisons outputs itself; on a GPU ask the launch code to.
-    crate::kernels::set_poison_outputs(dev.is_cuda());
-    let rows = cases()
+    let dev = ComputeDevice {
+        exec: dev.exec.with_poison_outputs(true),
+        ..dev.clone()
+    };
+    cases()
         .into_iter()
         .filter(|c| filter.is_none_or(|f| format!("{}/{}", c.op, c.name).contains(f)))
-        .filter(|c| {
-            c.op != "conformance" || dev.is_cuda() || dev.exec == crate::ops::CpuExec::Emulator
-        })
+        .filter(|c| c.op != "conformance" || dev.runs_kernels())
         .map(|c| Row {
             op: c.op,
-            outcome: (c.run)(dev),
+            outcome: (c.run)(&dev),
             name: c.name,
         })
-        .collect();
-    crate::kernels::set_poison_outputs(false);
-    rows
+        .collect()
 }
 
 /// The values of `t` as f64, on the host.

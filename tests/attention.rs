@@ -1,6 +1,10 @@
-//! Fused attention on the CPU: outputs and all three gradients against the plain composition in
-//! f64 (within twice the error of the same composition in the inputs' precision), padding by
-//! length, the dropout mask, determinism, and bad input.
+//! Fused attention on every execution mode (native CPU, the CUDA kernels on the emulator and on
+//! a GPU): outputs and all three gradients against the plain composition in f64 (within twice the
+//! error of the same composition in the inputs' precision) for every head dimension, odd lengths
+//! and lengths 0/1/l, padding by length, the dropout mask, determinism; the kernels' refusal of
+//! f32; and bad input.
+
+mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use realm::device::ComputeDevice;
@@ -13,9 +17,19 @@ use realm::Error;
 
 type Lens = Option<Vec<u32>>;
 
+/// The dtypes a mode computes attention in: the kernels take f16 and bf16, the CPU also f32.
+fn dtypes(dev: &ComputeDevice) -> &'static [DType] {
+    if dev.runs_kernels() {
+        &[DType::F16, DType::BF16]
+    } else {
+        &[DType::F32, DType::F16, DType::BF16]
+    }
+}
+
 /// Ours and the same-precision composition against the f64 composition: each of out, dq, dk, dv
 /// must be within twice the composition's error.
 fn check_against_composition(
+    dev: &ComputeDevice,
     shape: (usize, usize, usize, usize),
     lens: Lens,
     sharpness: f64,
@@ -31,42 +45,43 @@ fn check_against_composition(
         dtype,
         seed,
     };
-    let acc = accuracy(&Device::Cpu, &spec).unwrap();
-    assert!(acc.passed(), "{spec:?}: {acc:?}");
+    let acc = accuracy(&dev.device, &spec).unwrap();
+    assert!(acc.passed(), "{dev} {spec:?}: {acc:?}");
 }
 
-#[test]
-fn every_head_dim_dtype_and_length_matches_the_f64_composition() {
+test_exec!(fn every_head_dim_dtype_and_length_matches_the_f64_composition(dev) {
     let cases = [
         ((1, 1, 1, 32), None::<Vec<u32>>, 1.0),
         ((2, 3, 37, 32), Some(vec![37, 1]), 1.0),
+        ((2, 2, 37, 32), Some(vec![37, 5]), 1.5),
         ((3, 2, 53, 64), Some(vec![0, 53, 29]), 3.0),
+        ((2, 1, 70, 64), Some(vec![0, 70]), 1.5),
         ((2, 2, 97, 128), Some(vec![97, 48]), 1.0),
+        ((2, 1, 45, 128), Some(vec![45, 1]), 1.5),
         ((2, 4, 64, 64), None, 1.0),
         // One head, many key blocks: the backward splits keys into groups with their own dq.
         ((1, 1, 200, 64), Some(vec![199]), 2.0),
         ((1, 2, 130, 32), Some(vec![130]), 1.0),
+        // Several key and query tiles per head: the kernels' double buffers are refilled.
+        ((1, 2, 150, 64), Some(vec![150]), 1.5),
     ];
-    for dtype in [DType::F32, DType::F16, DType::BF16] {
+    for &dtype in dtypes(dev) {
         for (i, (shape, lens, sharpness)) in cases.iter().enumerate() {
-            check_against_composition(*shape, lens.clone(), *sharpness, None, dtype, i as u64);
+            check_against_composition(dev, *shape, lens.clone(), *sharpness, None, dtype, i as u64);
         }
     }
-}
+});
 
-#[test]
-fn dropout_matches_the_composition_with_the_same_mask() {
-    for (i, dtype) in [DType::F32, DType::F16, DType::BF16]
-        .into_iter()
-        .enumerate()
-    {
+test_exec!(fn dropout_matches_the_composition_with_the_same_mask(dev) {
+    for (i, &dtype) in dtypes(dev).iter().enumerate() {
         let d = Dropout {
             p: 0.1,
             seed: 42 + i as u64,
             offset: 7,
         };
-        check_against_composition((2, 3, 45, 64), Some(vec![45, 22]), 1.0, Some(d), dtype, 9);
+        check_against_composition(dev, (2, 3, 45, 64), Some(vec![45, 22]), 1.0, Some(d), dtype, 9);
         check_against_composition(
+            dev,
             (1, 2, 70, 32),
             None,
             2.0,
@@ -74,47 +89,64 @@ fn dropout_matches_the_composition_with_the_same_mask() {
             dtype,
             10,
         );
+        let d = Dropout {
+            p: 0.2,
+            seed: 9,
+            offset: 3,
+        };
+        check_against_composition(dev, (2, 1, 40, 64), Some(vec![40, 23]), 1.5, Some(d), dtype, 70);
     }
-}
+});
 
-/// With q = 0 every probability is 1/len, and with v = identity the output is the mask itself:
-/// out[i, d] = m[i, d] / len.
-#[test]
-fn the_forward_applies_exactly_the_documented_mask() {
+// With q = 0 every probability is 1/len, and with v = identity the output is the mask itself:
+// out[i, d] = m[i, d] / len, the mask the host draws (so CPU, emulator and GPU draw the same).
+test_exec!(fn the_forward_applies_exactly_the_documented_mask(dev) {
     let (b, h, l) = (2, 2, 32);
     let d = Dropout {
         p: 0.3,
         seed: 5,
         offset: 1 << 40,
     };
-    let q = Tensor::zeros((b, h, l, l), DType::F32, &Device::Cpu).unwrap();
-    let eye = Tensor::eye(l, DType::F32, &Device::Cpu).unwrap();
+    // The kernels compute in f16: the multipliers 1/(1-p) and the 1/l are rounded there.
+    let (dtype, tol) = if dev.runs_kernels() {
+        (DType::F16, 1e-2)
+    } else {
+        (DType::F32, 1e-5)
+    };
+    let q = Tensor::zeros((b, h, l, l), dtype, &dev.device).unwrap();
+    let eye = Tensor::eye(l, dtype, &dev.device).unwrap();
     let v = eye
         .broadcast_as((b, h, l, l))
         .unwrap()
         .contiguous()
         .unwrap();
     let out = attn::attention(&q, &q, &v, None, 1.0, Some(d)).unwrap();
-    let got: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+    let got: Vec<f32> = out
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let want = dropout_multipliers(b, h, l, d).unwrap();
     for (g, w) in got.iter().zip(&want) {
-        assert!((g * l as f32 - w).abs() < 1e-5, "{g} · {l} vs {w}");
+        assert!((g * l as f32 - w).abs() < tol, "{g} · {l} vs {w}");
     }
     assert!(want.contains(&0.0) && want.iter().any(|&x| x > 1.0));
-}
+});
 
-#[test]
-fn padding_is_never_read_and_its_rows_are_zero() {
-    for dtype in [DType::F32, DType::BF16] {
-        check_padding((3, 2, 40, 32), &[25, 0, 40], dtype, &Device::Cpu).unwrap();
+test_exec!(fn padding_is_never_read_and_its_rows_are_zero(dev) {
+    for &dtype in dtypes(dev).iter().filter(|&&d| d != DType::F16 || dev.runs_kernels()) {
+        check_padding((3, 2, 40, 32), &[25, 0, 40], dtype, &dev.device).unwrap();
+        check_padding((3, 1, 80, 64), &[70, 0, 80], dtype, &dev.device).unwrap();
     }
-}
+});
 
-#[test]
-fn the_backward_is_deterministic() {
+test_exec!(fn the_backward_is_deterministic(dev) {
     // One head with many key blocks takes the grouped backward (per-group dq summed in order).
+    let dtype = dtypes(dev)[0];
     for shape in [(1, 1, 300, 64), (2, 4, 100, 32)] {
-        let inputs = random_qkv(8, shape, DType::F32, &Device::Cpu).unwrap();
+        let inputs = random_qkv(8, shape, dtype, &dev.device).unwrap();
         let d = Some(Dropout {
             p: 0.2,
             seed: 1,
@@ -123,11 +155,10 @@ fn the_backward_is_deterministic() {
         let run = || forward_backward(|q, k, v| attn::attention(q, k, v, None, 0.1, d), &inputs);
         assert_eq!(run().unwrap(), run().unwrap());
     }
-}
+});
 
-#[test]
-fn every_registered_cpu_check_passes() {
-    let rows = realm::selftest::run(&ComputeDevice::cpu(), Some("attention/"));
+test_exec!(fn every_registered_check_passes(dev) {
+    let rows = realm::selftest::run(dev, Some("attention/"));
     assert!(
         rows.len() >= 15,
         "expected the registered cases, got {}",
@@ -145,7 +176,15 @@ fn every_registered_cpu_check_passes() {
             Err(e) => panic!("{}: {e}", row.name),
         }
     }
-}
+});
+
+test_exec!(kernels fn the_kernels_refuse_f32(dev) {
+    let q = Tensor::zeros((1, 1, 8, 32), DType::F32, &dev.device).unwrap();
+    match attn::attention(&q, &q, &q, None, 1.0, None) {
+        Err(Error::BadInput { arg: "q", .. }) => {}
+        other => panic!("expected a BadInput error for q, got {other:?}"),
+    }
+});
 
 /// The argument an error names, or a panic when it is not `BadInput`.
 fn bad_arg(r: realm::Result<Tensor>) -> &'static str {

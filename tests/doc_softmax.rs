@@ -1,18 +1,29 @@
-//! doc_softmax and the marginal log-likelihood on the CPU: against the candle composition in f64,
-//! at extreme magnitudes, with absent candidates, by finite differences, and on bad input.
+//! doc_softmax and the marginal log-likelihood on every execution mode (native CPU, the CUDA
+//! kernels on the emulator and on a GPU): against the candle composition in f64, at extreme
+//! magnitudes, with absent candidates, by finite differences, long beams; the kernels (both
+//! variants, every dtype) against the CPU implementation; and bad input.
+
+mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use realm::device::ComputeDevice;
-use realm::ops::doc_softmax::{mll_composition, softmax_composition};
+use realm::ops::doc_softmax::{mll_composition, random_logits, softmax_composition};
 use realm::ops::{doc_softmax, marginal_log_likelihood};
 use realm::rng::SplitMix64;
-use realm::selftest::max_rel_err;
+use realm::selftest::{max_rel_err, tolerance};
 
-fn t(values: Vec<f64>, shape: &[usize], dtype: DType) -> Tensor {
+/// A tensor of `dtype` on `dev` from f64 values.
+fn on(dev: &Device, values: Vec<f64>, shape: &[usize], dtype: DType) -> Tensor {
     Tensor::from_vec(values, shape, &Device::Cpu)
         .unwrap()
         .to_dtype(dtype)
         .unwrap()
+        .to_device(dev)
+        .unwrap()
+}
+
+fn t(values: Vec<f64>, shape: &[usize], dtype: DType) -> Tensor {
+    on(&Device::Cpu, values, shape, dtype)
 }
 
 fn f64s(x: &Tensor) -> Vec<f64> {
@@ -24,14 +35,10 @@ fn f64s(x: &Tensor) -> Vec<f64> {
         .unwrap()
 }
 
-#[test]
-fn every_registered_cpu_check_passes() {
-    let rows = realm::selftest::run(&ComputeDevice::cpu(), Some("doc_softmax"))
+test_exec!(fn every_registered_check_passes(dev) {
+    let rows = realm::selftest::run(dev, Some("doc_softmax"))
         .into_iter()
-        .chain(realm::selftest::run(
-            &ComputeDevice::cpu(),
-            Some("marginal_log_likelihood"),
-        ))
+        .chain(realm::selftest::run(dev, Some("marginal_log_likelihood")))
         .collect::<Vec<_>>();
     assert!(
         rows.len() >= 30,
@@ -51,10 +58,9 @@ fn every_registered_cpu_check_passes() {
             Err(e) => panic!("{}/{}: {e}", row.op, row.name),
         }
     }
-}
+});
 
-#[test]
-fn large_magnitudes_match_the_f64_composition() {
+test_exec!(fn large_magnitudes_match_the_f64_composition(dev) {
     let mut rng = SplitMix64::new(1);
     let (b, k, m) = (6, 40, 3);
     let x: Vec<f64> = rng.normal_vec(b * k, 1.0).iter().map(|v| v * 1e4).collect();
@@ -63,11 +69,11 @@ fn large_magnitudes_match_the_f64_composition() {
         .iter()
         .map(|v| -v.abs() * 1e4)
         .collect();
-    let x32 = t(x.clone(), &[b, k], DType::F32);
-    let c32 = t(c.clone(), &[b, k, m], DType::F32);
+    let x32 = on(&dev.device, x.clone(), &[b, k], DType::F32);
+    let c32 = on(&dev.device, c.clone(), &[b, k, m], DType::F32);
     // The reference sees the same f32-rounded inputs.
-    let x64 = x32.to_dtype(DType::F64).unwrap();
-    let c64 = c32.to_dtype(DType::F64).unwrap();
+    let x64 = x32.to_dtype(DType::F64).unwrap().to_device(&Device::Cpu).unwrap();
+    let c64 = c32.to_dtype(DType::F64).unwrap().to_device(&Device::Cpu).unwrap();
 
     let p = doc_softmax(&x32).unwrap();
     let p_ref = softmax_composition(&x64).unwrap();
@@ -77,10 +83,9 @@ fn large_magnitudes_match_the_f64_composition() {
     let out_ref = mll_composition(&x64, &c64).unwrap();
     assert_eq!(out.dims(), &[b, m]);
     assert!(max_rel_err(&f64s(&out), &f64s(&out_ref)) < 1e-5);
-}
+});
 
-#[test]
-fn absent_candidates_give_minus_inf_and_zero_gradients_never_nan() {
+test_exec!(fn absent_candidates_give_minus_inf_and_zero_gradients_never_nan(dev) {
     let inf = f64::NEG_INFINITY;
     // Row 0: no candidate at all. Row 1: one candidate. Row 2: candidates whose conditionals are
     // all impossible for target 0 but not for target 1.
@@ -90,8 +95,8 @@ fn absent_candidates_give_minus_inf_and_zero_gradients_never_nan() {
         -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, //
         inf, -1.0, inf, -2.0, inf, -3.0,
     ];
-    let xv = Var::from_tensor(&t(x, &[3, 3], DType::F32)).unwrap();
-    let cv = Var::from_tensor(&t(c, &[3, 3, 2], DType::F32)).unwrap();
+    let xv = Var::from_tensor(&on(&dev.device, x, &[3, 3], DType::F32)).unwrap();
+    let cv = Var::from_tensor(&on(&dev.device, c, &[3, 3, 2], DType::F32)).unwrap();
 
     let p = f64s(&doc_softmax(xv.as_tensor()).unwrap());
     assert_eq!(&p[..3], &[0.0, 0.0, 0.0]);
@@ -109,7 +114,7 @@ fn absent_candidates_give_minus_inf_and_zero_gradients_never_nan() {
 
     // Only finite outputs feed the loss (as a training loop masks them), but the gradient of
     // every entry must be a number.
-    let finite = Tensor::new(&[[0u8, 0], [1, 1], [0, 1]], &Device::Cpu).unwrap();
+    let finite = Tensor::new(&[[0u8, 0], [1, 1], [0, 1]], &dev.device).unwrap();
     let loss = finite
         .where_cond(&out, &out.zeros_like().unwrap())
         .unwrap()
@@ -129,12 +134,11 @@ fn absent_candidates_give_minus_inf_and_zero_gradients_never_nan() {
         &[0.0, 0.0, 0.0],
         "row without candidates has zero gradient"
     );
-}
+});
 
-/// Central finite differences of the op itself (f64 arithmetic on f32 inputs would be too noisy:
-/// use inputs whose f32 rounding is exact and a step of 1/64).
-#[test]
-fn gradients_match_finite_differences() {
+// Central finite differences of the op itself (f64 arithmetic on f32 inputs would be too noisy:
+// use inputs whose f32 rounding is exact and a step of 1/64).
+test_exec!(fn gradients_match_finite_differences(dev) {
     let (b, k, m) = (2, 5, 2);
     let mut rng = SplitMix64::new(3);
     let q = |v: f64| (v * 64.0).round() / 64.0;
@@ -146,8 +150,8 @@ fn gradients_match_finite_differences() {
         .collect();
     let loss = |x: &[f64], c: &[f64]| -> f64 {
         let out = marginal_log_likelihood(
-            &t(x.to_vec(), &[b, k], DType::F32),
-            &t(c.to_vec(), &[b, k, m], DType::F32),
+            &on(&dev.device, x.to_vec(), &[b, k], DType::F32),
+            &on(&dev.device, c.to_vec(), &[b, k, m], DType::F32),
         )
         .unwrap();
         // A weighted sum so that each output has its own incoming gradient.
@@ -157,9 +161,9 @@ fn gradients_match_finite_differences() {
             .map(|(i, v)| v * (1.0 + i as f64))
             .sum()
     };
-    let xv = Var::from_tensor(&t(x.clone(), &[b, k], DType::F32)).unwrap();
-    let cv = Var::from_tensor(&t(c.clone(), &[b, k, m], DType::F32)).unwrap();
-    let w = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+    let xv = Var::from_tensor(&on(&dev.device, x.clone(), &[b, k], DType::F32)).unwrap();
+    let cv = Var::from_tensor(&on(&dev.device, c.clone(), &[b, k, m], DType::F32)).unwrap();
+    let w = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &dev.device).unwrap();
     let grads = (marginal_log_likelihood(xv.as_tensor(), cv.as_tensor()).unwrap() * w)
         .unwrap()
         .sum_all()
@@ -191,13 +195,16 @@ fn gradients_match_finite_differences() {
             gc[i]
         );
     }
-}
+});
 
-#[test]
-fn two_dimensional_conditionals_give_one_value_per_example() {
+test_exec!(fn two_dimensional_conditionals_give_one_value_per_example(dev) {
     let x = t(vec![0.0, 1.0, 2.0, 3.0], &[2, 2], DType::F32);
     let c = t(vec![-1.0, -2.0, -3.0, -4.0], &[2, 2], DType::F32);
-    let out = marginal_log_likelihood(&x, &c).unwrap();
+    let out = marginal_log_likelihood(
+        &x.to_device(&dev.device).unwrap(),
+        &c.to_device(&dev.device).unwrap(),
+    )
+    .unwrap();
     assert_eq!(out.dims(), &[2]);
     let reference = mll_composition(
         &x.to_dtype(DType::F64).unwrap(),
@@ -205,7 +212,75 @@ fn two_dimensional_conditionals_give_one_value_per_example() {
     )
     .unwrap();
     assert!(max_rel_err(&f64s(&out), &f64s(&reference)) < 1e-6);
+});
+
+/// Outputs and gradients of doc_softmax and the marginal for one input, in the calling thread's
+/// execution mode; `gp` and `g` weight the two outputs so that each gets its own incoming
+/// gradient.
+fn run_all(x: &Tensor, c: &Tensor, gp: &Tensor, g: &Tensor) -> Vec<Vec<f64>> {
+    let xv = Var::from_tensor(x).unwrap();
+    let cv = Var::from_tensor(c).unwrap();
+    let p = doc_softmax(xv.as_tensor()).unwrap();
+    let out = marginal_log_likelihood(xv.as_tensor(), cv.as_tensor()).unwrap();
+    let weighted = |t: &Tensor, w: &Tensor| {
+        (t.to_dtype(DType::F32).unwrap() * w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let loss = (weighted(&p, gp) + weighted(&out, g)).unwrap();
+    let grads = loss.backward().unwrap();
+    vec![
+        f64s(&p),
+        f64s(&out),
+        f64s(grads.get(&xv).unwrap()),
+        f64s(grads.get(&cv).unwrap()),
+    ]
 }
+
+// The kernels against the native CPU implementation: k = 1, odd, at the warp limit (256), just
+// past it (block variant), and a long beam, in every dtype.
+test_exec!(kernels fn kernels_match_the_cpu_implementation(dev) {
+    let shapes = [
+        (1, 1, 1),
+        (3, 7, 2),
+        (9, 33, 1),
+        (4, 256, 3),
+        (3, 257, 2),
+        (2, 1200, 2),
+    ];
+    let cpu = ComputeDevice::cpu();
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (i, &(b, k, m)) in shapes.iter().enumerate() {
+            let mut rng = SplitMix64::new(40 + i as u64);
+            let x = t(random_logits(&mut rng, b, k, 3.0), &[b, k], dtype);
+            let cond: Vec<f64> = rng
+                .normal_vec(b * k * m, 2.0)
+                .into_iter()
+                .map(|v| -v.abs())
+                .collect();
+            let c = t(cond, &[b, k, m], dtype);
+            let g = t(rng.normal_vec(b * m, 1.0), &[b, m], DType::F32);
+            let gp = t(rng.normal_vec(b * k, 1.0), &[b, k], DType::F32);
+            let native = {
+                let _cpu = cpu.enter().unwrap();
+                run_all(&x, &c, &gp, &g)
+            };
+            let [x, c, gp, g] = [&x, &c, &gp, &g].map(|t| t.to_device(&dev.device).unwrap());
+            let kernels = run_all(&x, &c, &gp, &g);
+            for (what, (n, e)) in ["p", "marginal", "d/dx", "d/dc"]
+                .iter()
+                .zip(native.iter().zip(&kernels))
+            {
+                let err = max_rel_err(e, n);
+                assert!(
+                    err <= tolerance(dtype),
+                    "{dtype:?} b={b} k={k} m={m} {what}: {dev} vs cpu error {err:e}"
+                );
+            }
+        }
+    }
+});
 
 #[test]
 fn bad_input_is_a_clear_error() {
@@ -238,14 +313,13 @@ fn bad_input_is_a_clear_error() {
     assert!(err(marginal_log_likelihood(&x, &nan_c)).contains("`cond_logprob`: contains NaN"));
 }
 
-#[test]
-fn large_beams_up_to_16384_candidates() {
+test_exec!(fn large_beams_up_to_16384_candidates(dev) {
     let mut rng = SplitMix64::new(9);
     let k = 16384;
-    let x = t(rng.normal_vec(2 * k, 5.0), &[2, k], DType::F32);
+    let x = on(&dev.device, rng.normal_vec(2 * k, 5.0), &[2, k], DType::F32);
     let p = f64s(&doc_softmax(&x).unwrap());
     for row in p.chunks(k) {
         let total: f64 = row.iter().sum();
         assert!((total - 1.0).abs() < 1e-4, "row sums to {total}");
     }
-}
+});

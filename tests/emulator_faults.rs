@@ -2,43 +2,26 @@
 //! fail with a message naming the kernel, the block, the thread and the fault, never crash or hang.
 #![cfg(feature = "emulate")]
 
-use realm::conformance::{self, Backend};
-use realm::emulator::{launch, EmuLaunch, EmuPtr, LaunchShape};
+use realm::conformance;
+use realm::device::Exec;
+use realm::kernels::abi::faults::{Fault, Variant};
+use realm::kernels::{Backend, Emulator, Launch};
 
-type Launcher = unsafe extern "C" fn(*const EmuLaunch, EmuPtr<'_, u32>, EmuPtr<'_, u32>) -> i32;
-
-macro_rules! fault_kernels {
-    ($($name:ident),* $(,)?) => {
-        extern "C" {
-            $(
-                fn $name(cfg: *const EmuLaunch, input: EmuPtr<'_, u32>, out: EmuPtr<'_, u32>) -> i32;
-            )*
-        }
-    };
+fn emulator() -> Emulator {
+    Emulator::new(Exec::emulator().unwrap())
 }
 
-fault_kernels!(
-    realm_emu_launch_fault_oob_write,
-    realm_emu_launch_fault_oob_read,
-    realm_emu_launch_fault_missing_sync,
-    realm_emu_launch_fault_divergent_barrier,
-    realm_emu_launch_fault_barrier_sites,
-    realm_emu_launch_fault_shfl_exited,
-    realm_emu_launch_fault_shfl_outside_mask,
-    realm_emu_launch_fault_mismatched_collective,
-    realm_emu_launch_fault_shared_oob,
-    realm_emu_launch_fault_cp_async_no_wait,
-);
-
 /// Launches `kernel` on 256 input words and `out_len` output words; returns its fault message.
-fn fault(kernel: Launcher, shape: LaunchShape, out_len: usize) -> String {
+fn fault(kernel: Variant, shape: Launch, out_len: usize) -> String {
+    let emu = emulator();
     let input: Vec<u32> = (0..256).collect();
     let mut out = vec![0u32; out_len];
-    // SAFETY: the kernel reaches the buffers only through their bounds-checked pointers.
-    let result = launch(shape, |cfg| unsafe {
-        kernel(cfg, EmuPtr::new(&input), EmuPtr::new_mut(&mut out))
-    });
-    match result {
+    let mut b = emu.binder();
+    let params = Fault {
+        input: Emulator::read_buf(&mut b, &input),
+        out: Emulator::write(&mut b, &mut out),
+    };
+    match emu.launch(b, kernel, shape, params) {
         Err(realm::Error::Emulator(msg)) => msg,
         Err(other) => panic!("unexpected error: {other}"),
         Ok(()) => panic!("the broken kernel ran without a fault"),
@@ -51,17 +34,13 @@ fn assert_mentions(msg: &str, parts: &[&str]) {
     }
 }
 
-fn block_of_64() -> LaunchShape {
-    LaunchShape::linear(1, 64, 0)
+fn block_of_64() -> Launch {
+    Launch::linear(1, 64)
 }
 
 #[test]
 fn out_of_bounds_global_write() {
-    let msg = fault(
-        realm_emu_launch_fault_oob_write,
-        LaunchShape::linear(2, 32, 0),
-        48,
-    );
+    let msg = fault(Variant::OobWrite, Launch::linear(2, 32), 48);
     assert_mentions(
         &msg,
         &[
@@ -77,7 +56,7 @@ fn out_of_bounds_global_write() {
 
 #[test]
 fn out_of_bounds_global_read_before_the_buffer() {
-    let msg = fault(realm_emu_launch_fault_oob_read, block_of_64(), 64);
+    let msg = fault(Variant::OobRead, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -92,7 +71,7 @@ fn out_of_bounds_global_read_before_the_buffer() {
 
 #[test]
 fn missing_syncthreads_reads_uninitialised_shared_memory() {
-    let msg = fault(realm_emu_launch_fault_missing_sync, block_of_64(), 64);
+    let msg = fault(Variant::MissingSync, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -107,7 +86,7 @@ fn missing_syncthreads_reads_uninitialised_shared_memory() {
 
 #[test]
 fn divergent_barrier_is_reported_not_hung() {
-    let msg = fault(realm_emu_launch_fault_divergent_barrier, block_of_64(), 64);
+    let msg = fault(Variant::DivergentBarrier, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -123,7 +102,7 @@ fn divergent_barrier_is_reported_not_hung() {
 
 #[test]
 fn threads_at_different_barriers() {
-    let msg = fault(realm_emu_launch_fault_barrier_sites, block_of_64(), 64);
+    let msg = fault(Variant::BarrierSites, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -137,7 +116,7 @@ fn threads_at_different_barriers() {
 
 #[test]
 fn full_mask_shuffle_after_half_the_warp_exited() {
-    let msg = fault(realm_emu_launch_fault_shfl_exited, block_of_64(), 64);
+    let msg = fault(Variant::ShflExited, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -154,7 +133,7 @@ fn full_mask_shuffle_after_half_the_warp_exited() {
 
 #[test]
 fn partial_mask_shuffle_reading_outside_its_mask() {
-    let msg = fault(realm_emu_launch_fault_shfl_outside_mask, block_of_64(), 64);
+    let msg = fault(Variant::ShflOutsideMask, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -168,11 +147,7 @@ fn partial_mask_shuffle_reading_outside_its_mask() {
 
 #[test]
 fn lanes_at_different_collectives() {
-    let msg = fault(
-        realm_emu_launch_fault_mismatched_collective,
-        block_of_64(),
-        64,
-    );
+    let msg = fault(Variant::MismatchedCollective, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -187,7 +162,7 @@ fn lanes_at_different_collectives() {
 
 #[test]
 fn out_of_bounds_shared_write() {
-    let msg = fault(realm_emu_launch_fault_shared_oob, block_of_64(), 64);
+    let msg = fault(Variant::SharedOob, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -202,7 +177,7 @@ fn out_of_bounds_shared_write() {
 
 #[test]
 fn cp_async_destination_read_before_its_wait() {
-    let msg = fault(realm_emu_launch_fault_cp_async_no_wait, block_of_64(), 64);
+    let msg = fault(Variant::CpAsyncNoWait, block_of_64(), 64);
     assert_mentions(
         &msg,
         &[
@@ -217,21 +192,18 @@ fn cp_async_destination_read_before_its_wait() {
 
 #[test]
 fn invalid_launch_configurations() {
-    let kernel: Launcher = realm_emu_launch_fault_oob_write;
+    let kernel = Variant::OobWrite;
     let cases = [
+        (Launch::linear(1, 2048), "2048 threads (at most 1024)"),
         (
-            LaunchShape::linear(1, 2048, 0),
-            "2048 threads (at most 1024)",
-        ),
-        (
-            LaunchShape::linear(1, 128, 0),
+            Launch::linear(1, 128),
             "exceeds the kernel's __launch_bounds__(64)",
         ),
         (
-            LaunchShape::linear(1, 32, 300 * 1024),
+            Launch::linear(1, 32).with_dyn_smem(300 * 1024),
             "dynamic shared memory (at most 227 KiB",
         ),
-        (LaunchShape::linear(0, 32, 0), "no zero dimension"),
+        (Launch::linear(0, 32), "no zero dimension"),
     ];
     for (shape, what) in cases {
         let msg = fault(kernel, shape, 64);
@@ -242,14 +214,10 @@ fn invalid_launch_configurations() {
 #[test]
 fn faults_leave_nothing_behind() {
     for _ in 0..50 {
-        fault(realm_emu_launch_fault_shfl_exited, block_of_64(), 64);
-        fault(realm_emu_launch_fault_divergent_barrier, block_of_64(), 64);
-        fault(
-            realm_emu_launch_fault_oob_write,
-            LaunchShape::linear(2, 32, 0),
-            48,
-        );
+        fault(Variant::ShflExited, block_of_64(), 64);
+        fault(Variant::DivergentBarrier, block_of_64(), 64);
+        fault(Variant::OobWrite, Launch::linear(2, 32), 48);
     }
-    let outcome = conformance::reduce(&Backend::Emulator).unwrap();
+    let outcome = conformance::reduce(&emulator()).unwrap();
     assert!(outcome.passed, "{}", outcome.detail);
 }

@@ -1,6 +1,10 @@
-//! mips_top_k on the CPU: against the float64 brute-force reference (ids equal, scores
-//! bit-identical) at large k, with exact ties and near-ties, exclusions at every rank, adversarial
-//! document orders, sharded indexes, and every bad input.
+//! mips_top_k on every execution mode (native CPU, the CUDA kernels on the emulator and on a GPU)
+//! against the float64 brute-force reference (ids equal, scores bit-identical): large k, exact
+//! ties and near-ties, exclusions at every rank, adversarial document orders, shapes that reach
+//! every path of the kernels (partial tiles, slices, warps and query batches, compactions, the
+//! exact near-tie fallback, padding), sharded indexes; and every bad input.
+
+mod common;
 
 use candle_core::{DType, Device, Tensor};
 use half::f16;
@@ -10,12 +14,20 @@ use realm::ops::{mips_top_k, MipsIndex, ShardedIndex};
 use realm::rng::SplitMix64;
 use realm::Error;
 
+fn index_on(dev: &Device, x: &[f16], d: usize) -> MipsIndex {
+    MipsIndex::new(&Tensor::from_vec(x.to_vec(), (x.len() / d, d), dev).unwrap()).unwrap()
+}
+
 fn index_of(x: &[f16], d: usize) -> MipsIndex {
-    MipsIndex::new(&Tensor::from_vec(x.to_vec(), (x.len() / d, d), &Device::Cpu).unwrap()).unwrap()
+    index_on(&Device::Cpu, x, d)
+}
+
+fn queries_on(dev: &Device, v: &[f32], d: usize) -> Tensor {
+    Tensor::from_vec(v.to_vec(), (v.len() / d, d), dev).unwrap()
 }
 
 fn queries_of(v: &[f32], d: usize) -> Tensor {
-    Tensor::from_vec(v.to_vec(), (v.len() / d, d), &Device::Cpu).unwrap()
+    queries_on(&Device::Cpu, v, d)
 }
 
 fn random_queries(seed: u64, q: usize, d: usize) -> Vec<f32> {
@@ -26,14 +38,17 @@ fn random_queries(seed: u64, q: usize, d: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The op on `dev`: scores and ids, flattened.
 fn run(
+    dev: &ComputeDevice,
     queries: &[f32],
     index: &[f16],
     d: usize,
     k: usize,
     exclude: Option<&[u32]>,
 ) -> (Vec<f32>, Vec<u32>) {
-    let (s, i) = mips_top_k(&queries_of(queries, d), &index_of(index, d), k, exclude).unwrap();
+    let idx = index_on(&dev.device, index, d);
+    let (s, i) = mips_top_k(&queries_on(&dev.device, queries, d), &idx, k, exclude).unwrap();
     assert_eq!(s.dims(), &[queries.len() / d, k]);
     assert_eq!(s.dtype(), DType::F32);
     assert_eq!(i.dtype(), DType::U32);
@@ -43,23 +58,24 @@ fn run(
     )
 }
 
-/// The op and the reference agree exactly.
+/// The op on `dev` and the reference agree exactly.
 fn assert_matches_reference(
+    dev: &ComputeDevice,
     queries: &[f32],
     index: &[f16],
     d: usize,
     k: usize,
     exclude: Option<&[u32]>,
 ) {
-    let got = run(queries, index, d, k, exclude);
+    let got = run(dev, queries, index, d, k, exclude);
     let want = reference_top_k(queries, index, d, k, exclude);
-    assert!(got.1 == want.1, "ids differ from the f64 reference");
+    assert!(got.1 == want.1, "{dev}: ids differ from the f64 reference");
     assert!(
         got.0
             .iter()
             .zip(&want.0)
             .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "scores differ from the f64 reference"
+        "{dev}: scores differ from the f64 reference"
     );
 }
 
@@ -70,9 +86,8 @@ fn bad_input_arg(e: Error) -> &'static str {
     }
 }
 
-#[test]
-fn every_registered_cpu_check_passes() {
-    let rows = realm::selftest::run(&ComputeDevice::cpu(), Some("mips_top_k"));
+test_exec!(fn every_registered_check_passes(dev) {
+    let rows = realm::selftest::run(dev, Some("mips_top_k"));
     assert!(
         rows.len() >= 9,
         "expected the registered cases, got {}",
@@ -84,41 +99,53 @@ fn every_registered_cpu_check_passes() {
             Err(e) => panic!("{}: {e}", row.name),
         }
     }
-}
+});
 
-#[test]
-fn many_tiles_and_query_blocks_match_the_reference() {
+test_exec!(fn many_tiles_and_query_blocks_match_the_reference(dev) {
     let (n, d) = (10_007, 128);
     let index = random_index(11, n, d);
     // 1 and 2 queries take the dot kernel, more the lanes kernel (37: a partial lane block).
     for q in [1, 2, 37] {
-        assert_matches_reference(&random_queries(q as u64, q, d), &index, d, 100, None);
+        assert_matches_reference(dev, &random_queries(q as u64, q, d), &index, d, 100, None);
     }
-}
+});
 
-#[test]
-fn k_8192_matches_the_reference() {
+test_exec!(fn k_8192_matches_the_reference(dev) {
     let (n, d) = (20_000, 32);
     let index = random_index(12, n, d);
     for q in [1, 5] {
         let queries = random_queries(40 + q as u64, q, d);
         let exclude: Vec<u32> = (0..q as u32).map(|i| i * 997).collect();
-        assert_matches_reference(&queries, &index, d, 8192, Some(&exclude));
+        assert_matches_reference(dev, &queries, &index, d, 8192, Some(&exclude));
     }
-}
+});
 
-#[test]
-fn k_equal_to_n_and_n_minus_one_with_an_exclusion() {
+test_exec!(fn k_equal_to_n_and_n_minus_one_with_an_exclusion(dev) {
     let (n, d) = (300, 10);
     let index = random_index(13, n, d);
     let queries = random_queries(14, 4, d);
-    assert_matches_reference(&queries, &index, d, n, None);
+    assert_matches_reference(dev, &queries, &index, d, n, None);
     let exclude = [0, 299, 150, u32::MAX];
-    assert_matches_reference(&queries, &index, d, n - 1, Some(&exclude));
-}
+    assert_matches_reference(dev, &queries, &index, d, n - 1, Some(&exclude));
+    // A dimension that is a multiple of 8 (no padding); a shard smaller than k: the kernels' merge
+    // pads its results with (−inf, u32::MAX), the sharded merge skips them.
+    let (n, d) = (90, 8);
+    let index = random_index(11, n, d);
+    let qs = random_queries(12, 3, d);
+    assert_matches_reference(dev, &qs, &index, d, n, None);
+    assert_matches_reference(dev, &qs, &index, d, n - 1, Some(&[5, 89, 0]));
+    let shard = |a: usize, b: usize| index_on(&dev.device, &index[a * d..b * d], d);
+    let sharded = ShardedIndex::new(vec![shard(0, 10), shard(10, n)]).unwrap();
+    let exclude = [3, 50, u32::MAX];
+    let (s, i) = sharded
+        .search(&queries_on(&dev.device, &qs, d), 40, Some(&exclude))
+        .unwrap();
+    let want = reference_top_k(&qs, &index, d, 40, Some(&exclude));
+    assert_eq!(i.flatten_all().unwrap().to_vec1::<u32>().unwrap(), want.1);
+    assert_eq!(s.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.0);
+});
 
-#[test]
-fn exact_ties_go_to_the_lower_id() {
+test_exec!(fn exact_ties_go_to_the_lower_id(dev) {
     // Every document identical: every score ties, so the results are ids 0, 1, 2, ... skipping the
     // excluded one.
     let (n, d, k) = (1000, 8, 20);
@@ -126,7 +153,7 @@ fn exact_ties_go_to_the_lower_id() {
     let index: Vec<f16> = row.iter().copied().cycle().take(n * d).collect();
     let queries: Vec<f32> = (0..3 * d).map(|i| (i % 5) as f32 - 1.0).collect();
     let exclude = [5, u32::MAX, 0];
-    let (scores, ids) = run(&queries, &index, d, k, Some(&exclude));
+    let (scores, ids) = run(dev, &queries, &index, d, k, Some(&exclude));
     let want0: Vec<u32> = (0..=k as u32).filter(|&i| i != 5).collect();
     let want1: Vec<u32> = (0..k as u32).collect();
     let want2: Vec<u32> = (1..=k as u32).collect();
@@ -142,11 +169,10 @@ fn exact_ties_go_to_the_lower_id() {
             "query {qi}: {chunk:?} vs {expect}"
         );
     }
-    assert_matches_reference(&queries, &index, d, k, Some(&exclude));
-}
+    assert_matches_reference(dev, &queries, &index, d, k, Some(&exclude));
+});
 
-#[test]
-fn small_integer_vectors_with_many_ties_match_the_reference() {
+test_exec!(fn small_integer_vectors_and_duplicates_match_the_reference(dev) {
     let mut rng = SplitMix64::new(15);
     let d = 6;
     let index: Vec<f16> = (0..3000 * d)
@@ -156,19 +182,33 @@ fn small_integer_vectors_with_many_ties_match_the_reference() {
         let queries: Vec<f32> = (0..q * d).map(|_| rng.below(5) as f32 - 2.0).collect();
         let exclude: Vec<u32> = (0..q).map(|_| rng.below(3000) as u32).collect();
         for k in [1, 7, 64, 1000] {
-            assert_matches_reference(&queries, &index, d, k, Some(&exclude));
+            assert_matches_reference(dev, &queries, &index, d, k, Some(&exclude));
         }
     }
-}
+    // Five distinct small-integer rows repeated: hundreds of exact duplicates per score, far
+    // more than a candidate list holds, so the kernels' scan must cut them with the exact
+    // (f64, id) selection.
+    let mut rng = SplitMix64::new(9);
+    let d = 16;
+    let pool: Vec<f16> = (0..5 * d)
+        .map(|_| f16::from_f32(rng.below(5) as f32 - 2.0))
+        .collect();
+    let index: Vec<f16> = (0..1500)
+        .flat_map(|_| {
+            let r = rng.below(5) as usize;
+            pool[r * d..(r + 1) * d].to_vec()
+        })
+        .collect();
+    let qs: Vec<f32> = (0..6 * d).map(|_| rng.below(7) as f32 - 3.0).collect();
+    for k in [1, 5, 100] {
+        assert_matches_reference(dev, &qs, &index, d, k, Some(&[3, u32::MAX, 0, 1499, 700, 5]));
+    }
+});
 
-#[test]
-fn near_ties_below_f32_resolution_follow_the_f64_scores() {
-    // A common O(1) vector plus a few tiny (subnormal f16) entries in varying coordinates: the
-    // documents' f64 scores differ by less than the f32 rounding of their ~10-sized sums, and at
-    // different points of the summation, so f32 orders them arbitrarily. The op must still return
-    // the f64 reference's order.
-    let d = 128;
-    let mut rng = SplitMix64::new(16);
+/// `n` documents: a common O(1) vector of `d` dimensions plus, in 4 random coordinates of every
+/// 4th, tiny entries ±m · 2^-24 (subnormal f16) with m < `max_m`; then `q` normal queries.
+fn near_tie_index(seed: u64, n: usize, d: usize, max_m: u64, q: usize) -> (Vec<f16>, Vec<f32>) {
+    let mut rng = SplitMix64::new(seed);
     let tiny: Vec<usize> = (0..d).filter(|c| c % 4 == 1).collect();
     let base: Vec<f16> = (0..d)
         .map(|c| {
@@ -180,25 +220,38 @@ fn near_ties_below_f32_resolution_follow_the_f64_scores() {
         })
         .collect();
     let mut index = Vec::new();
-    for _ in 0..4000 {
+    for _ in 0..n {
         let mut row = base.clone();
         for _ in 0..4 {
             let c = tiny[rng.below(tiny.len() as u64) as usize];
-            // ±m · 2^-24, m < 64: subnormal f16.
-            let m = rng.below(64) as u16 | if rng.below(2) == 0 { 0 } else { 0x8000 };
+            let m = rng.below(max_m) as u16 | if rng.below(2) == 0 { 0 } else { 0x8000 };
             row[c] = f16::from_bits(m);
         }
         index.extend(row);
     }
-    let queries: Vec<f32> = (0..3 * d).map(|_| rng.normal() as f32).collect();
-    for k in [1, 10, 500] {
-        assert_matches_reference(&queries, &index, d, k, None);
-        assert_matches_reference(&queries[..d], &index, d, k, None);
-    }
+    let queries = (0..q * d).map(|_| rng.normal() as f32).collect();
+    (index, queries)
 }
 
-#[test]
-fn exclusion_at_every_rank() {
+test_exec!(fn near_ties_below_f32_resolution_follow_the_f64_scores(dev) {
+    // The documents' f64 scores differ by less than the f32 rounding of their ~10-sized sums, and
+    // at different points of the summation, so f32 orders them arbitrarily. The op must still
+    // return the f64 reference's order.
+    let d = 128;
+    let (index, queries) = near_tie_index(16, 4000, d, 64, 3);
+    for k in [1, 10, 500] {
+        assert_matches_reference(dev, &queries, &index, d, k, None);
+        assert_matches_reference(dev, &queries[..d], &index, d, k, None);
+    }
+    // 64 dimensions, a few f32 ulps of the ~8-sized sums apart.
+    let d = 64;
+    let (index, queries) = near_tie_index(15, 2000, d, 8, 4);
+    for k in [1, 10, 100] {
+        assert_matches_reference(dev, &queries, &index, d, k, None);
+    }
+});
+
+test_exec!(fn exclusion_at_every_rank(dev) {
     let (n, d, k) = (2000, 16, 12);
     let index = random_index(17, n, d);
     for q in [1, 20] {
@@ -206,7 +259,7 @@ fn exclusion_at_every_rank() {
         let (_, top) = reference_top_k(&queries, &index, d, k + 1, None);
         for rank in 0..=k {
             let exclude: Vec<u32> = (0..q).map(|i| top[i * (k + 1) + rank]).collect();
-            let (_, ids) = run(&queries, &index, d, k, Some(&exclude));
+            let (_, ids) = run(dev, &queries, &index, d, k, Some(&exclude));
             for i in 0..q {
                 let want: Vec<u32> = top[i * (k + 1)..(i + 1) * (k + 1)]
                     .iter()
@@ -221,10 +274,16 @@ fn exclusion_at_every_rank() {
             }
         }
     }
-}
+    // In one batch: one query repeated k + 1 times, query i excluding the document at rank i.
+    let (n, d, k) = (400, 24, 12);
+    let index = random_index(7, n, d);
+    let one = random_queries(8, 1, d);
+    let (_, top) = reference_top_k(&one, &index, d, k + 1, None);
+    let qs: Vec<f32> = one.iter().copied().cycle().take((k + 1) * d).collect();
+    assert_matches_reference(dev, &qs, &index, d, k, Some(&top));
+});
 
-#[test]
-fn adversarial_orders_keep_the_candidate_buffers_bounded_and_exact() {
+test_exec!(fn adversarial_orders_keep_the_candidate_buffers_bounded_and_exact(dev) {
     let d = 16;
     let mut rng = SplitMix64::new(19);
     let dir: Vec<f64> = (0..d).map(|_| rng.normal()).collect();
@@ -247,22 +306,31 @@ fn adversarial_orders_keep_the_candidate_buffers_bounded_and_exact() {
         .collect();
     for index in [&rising, &dupes] {
         for k in [3, 100] {
-            assert_matches_reference(&queries, index, d, k, Some(&[0, 3, u32::MAX, 5999]));
-            assert_matches_reference(&queries[..d], index, d, k, Some(&[3]));
+            assert_matches_reference(dev, &queries, index, d, k, Some(&[0, 3, u32::MAX, 5999]));
+            assert_matches_reference(dev, &queries[..d], index, d, k, Some(&[3]));
         }
     }
-}
+    // Rising scores excluding the best document.
+    let dir: Vec<f64> = SplitMix64::new(10).normal_vec(d, 1.0);
+    let rising: Vec<f16> = (0..900)
+        .flat_map(|j| {
+            dir.iter()
+                .map(move |&v| f16::from_f64(v * (1.0 + j as f64 / 90.0)))
+        })
+        .collect();
+    let qs: Vec<f32> = dir.iter().map(|&v| v as f32).collect();
+    assert_matches_reference(dev, &qs, &rising, d, 20, Some(&[899]));
+});
 
-#[test]
-fn f32_and_bf16_inputs_are_rounded_to_f16() {
+test_exec!(fn f32_and_bf16_inputs_are_rounded_to_f16(dev) {
     let (n, d) = (500, 20);
     let index = random_index(21, n, d);
     let index32: Vec<f32> = index.iter().map(|v| v.to_f32()).collect();
-    let idx32 = MipsIndex::new(&Tensor::from_vec(index32, (n, d), &Device::Cpu).unwrap()).unwrap();
+    let idx32 = MipsIndex::new(&Tensor::from_vec(index32, (n, d), &dev.device).unwrap()).unwrap();
     let queries = random_queries(22, 6, d);
-    let q32 = queries_of(&queries, d);
+    let q32 = queries_on(&dev.device, &queries, d);
     let from_f32 = mips_top_k(&q32, &idx32, 9, None).unwrap();
-    let from_f16 = mips_top_k(&q32, &index_of(&index, d), 9, None).unwrap();
+    let from_f16 = mips_top_k(&q32, &index_on(&dev.device, &index, d), 9, None).unwrap();
     assert_eq!(
         from_f32.1.to_vec2::<u32>().unwrap(),
         from_f16.1.to_vec2::<u32>().unwrap()
@@ -282,32 +350,30 @@ fn f32_and_bf16_inputs_are_rounded_to_f16() {
         got.1.flatten_all().unwrap().to_vec1::<u32>().unwrap(),
         want.1
     );
-}
+});
 
-#[test]
-fn an_empty_batch_gives_empty_results() {
-    let index = index_of(&random_index(23, 10, 4), 4);
-    let q = Tensor::zeros((0, 4), DType::F32, &Device::Cpu).unwrap();
+test_exec!(fn an_empty_batch_gives_empty_results(dev) {
+    let index = index_on(&dev.device, &random_index(23, 10, 4), 4);
+    let q = Tensor::zeros((0, 4), DType::F32, &dev.device).unwrap();
     let (s, i) = mips_top_k(&q, &index, 3, None).unwrap();
     assert_eq!(s.dims(), &[0, 3]);
     assert_eq!(i.dims(), &[0, 3]);
-}
+});
 
-#[test]
-fn sharded_search_equals_the_unsharded_one() {
+test_exec!(fn sharded_search_equals_the_unsharded_one(dev) {
     let (n, d, k) = (3001, 24, 40);
     let index = random_index(24, n, d);
     // Uneven shards, one smaller than k.
     let bounds = [0, 1000, 1030, 2200, n];
     let shards: Vec<MipsIndex> = bounds
         .windows(2)
-        .map(|w| index_of(&index[w[0] * d..w[1] * d], d))
+        .map(|w| index_on(&dev.device, &index[w[0] * d..w[1] * d], d))
         .collect();
     let sharded = ShardedIndex::new(shards).unwrap();
     assert_eq!(sharded.len(), n);
-    let whole = index_of(&index, d);
+    let whole = index_on(&dev.device, &index, d);
     for q in [1, 9] {
-        let queries = queries_of(&random_queries(25 + q as u64, q, d), d);
+        let queries = queries_on(&dev.device, &random_queries(25 + q as u64, q, d), d);
         // Exclusions inside the small shard, at shard edges and none.
         let exclude: Vec<u32> = [1010, 999, 1000, 2200, u32::MAX, 0, 3000, 1029, 5]
             .into_iter()
@@ -321,11 +387,68 @@ fn sharded_search_equals_the_unsharded_one() {
         }
     }
     // k up to the whole index, across shards.
-    let queries = queries_of(&random_queries(26, 2, d), d);
+    let queries = queries_on(&dev.device, &random_queries(26, 2, d), d);
     let a = sharded.search(&queries, n - 1, Some(&[7, 2500])).unwrap();
     let b = mips_top_k(&queries, &whole, n - 1, Some(&[7, 2500])).unwrap();
     assert_eq!(a.1.to_vec2::<u32>().unwrap(), b.1.to_vec2::<u32>().unwrap());
-}
+});
+
+test_exec!(fn partial_tiles_slices_warps_and_batches(dev) {
+    // n not a multiple of the kernels' tile (64 or 32 documents); d padded to 8 (20), not a
+    // multiple of 16 (40), and above 128 (136: the d256 scan); 1, 17 and 70 queries (a partial
+    // warp, a partial second warp, two batches).
+    for (n, d, q, k) in [
+        (131, 20, 1, 5),
+        (200, 40, 17, 30),
+        (97, 136, 3, 7),
+        (150, 16, 70, 9),
+    ] {
+        let index = random_index(n as u64, n, d);
+        assert_matches_reference(dev, &random_queries(d as u64, q, d), &index, d, k, None);
+    }
+});
+
+test_exec!(fn k_above_the_tile_with_compactions(dev) {
+    // Slices of 256 documents with k = 70 > 64: the kernels' lists fill past 2k + 64 and are
+    // compacted.
+    let (n, d) = (1200, 32);
+    let index = random_index(5, n, d);
+    let qs = random_queries(6, 5, d);
+    assert_matches_reference(dev, &qs, &index, d, 70, None);
+    assert_matches_reference(dev, &qs, &index, d, 3, Some(&[0, 1, 2, 3, 4]));
+});
+
+test_exec!(fn near_duplicates_beyond_a_list_take_the_f64_fallback(dev) {
+    // 3000 copies of one vector whose last coordinate grows with the id by subnormal steps: all
+    // within the f32 error bound of each other, the best ones last in every slice. Only the exact
+    // (f64, id) cut keeps the kernels' lists bounded without losing them.
+    let d = 16;
+    let n = 3000;
+    let base: Vec<f16> = (0..d)
+        .map(|c| f16::from_f32((c % 5) as f32 - 2.0))
+        .collect();
+    let index: Vec<f16> = (0..n)
+        .flat_map(|j| {
+            let mut row = base.clone();
+            row[d - 1] = f16::from_bits((j * 64 / n) as u16);
+            row
+        })
+        .collect();
+    let qs: Vec<f32> = (0..2 * d).map(|i| 1.0 + (i % 3) as f32).collect();
+    for k in [1, 5, 60] {
+        assert_matches_reference(dev, &qs, &index, d, k, Some(&[n as u32 - 1, 7]));
+    }
+});
+
+test_exec!(kernels fn dimensions_beyond_the_kernels_are_an_error(dev) {
+    let d = 264;
+    let index = index_on(&dev.device, &random_index(13, 10, d), d);
+    let q = queries_on(&dev.device, &random_queries(14, 1, d), d);
+    match mips_top_k(&q, &index, 1, None).unwrap_err() {
+        Error::BadInput { arg, .. } => assert_eq!(arg, "index"),
+        other => panic!("expected BadInput, got {other}"),
+    }
+});
 
 #[test]
 fn merge_is_exact_on_f64_scores_and_skips_padding() {

@@ -7,9 +7,16 @@
 // memory and reports barriers or warp collectives that not every thread reaches.
 //
 // The contract, identical on both sides:
-//   REALM_KERNEL(name, max_threads, (params...), (args...)) { body }
-//       an extern "C" kernel with __launch_bounds__(max_threads); under the emulator it also
-//       defines `extern "C" int realm_emu_launch_<name>(const RealmEmuLaunch*, params...)`.
+//   REALM_KERNEL(name, max_threads, (params...)) { body }
+//       an extern "C" kernel with __launch_bounds__(max_threads) whose body sees `params` as
+//       named parameters. The kernel itself takes one argument, its family's parameter struct
+//       `realm_abi::<name>`, which build.rs generates from this declaration into realm_abi.h
+//       together with the Rust mirror (docs/architecture.md). Under the emulator the launcher is
+//       `extern "C" int realm_emu_launch_<name>(const RealmEmuLaunch*, const realm_abi::<name>*)`.
+//       Parameters are gptr<[const] X> or scalars X (unsigned, int, float, double, __half, ...).
+//   REALM_EXPORT constexpr int kName = <integer expression>;
+//       (or `template <int P> REALM_EXPORT constexpr int kName = ...;`) a constant the Rust
+//       side gets as `NAME` (or `const fn name(p)`) in kernels::abi::<module>.
 //   gptr<T>                       global-memory pointer: p[i], p + i, *p, gptr_cast<U>(p)
 //   sptr<T>                       shared-memory pointer: the same operations, sptr_cast<U>(p)
 //   REALM_SHARED(T, name, N)      a static shared array of N elements, visible as sptr<T> name
@@ -35,5 +42,9 @@
 #error "realm.cuh: compile with nvcc, or as host C++ with -DREALM_EMULATE"
 #endif
 
+// Marks a constexpr integer that build.rs exports to Rust (see above).
+#define REALM_EXPORT
+
+#include "realm_abi.h"
 #include "realm/collectives.cuh"
 #include "realm/convert.cuh"

@@ -3,7 +3,8 @@
 //! source document excluded), and the asynchronous refresh of the index ([`Refresher`]).
 //!
 //! A refresh embeds the corpus with a snapshot of the document tower on a background thread,
-//! inside its own bounded rayon pool on the CPU so that training keeps the other cores, and is
+//! inside its own bounded rayon pool on the CPU so that training keeps the other cores (both in
+//! the device's execution mode: on `emulate`, the emulated kernels), and is
 //! swapped in when ready ([`RefreshPolicy::swap_after`] = None) or, for bit-reproducible runs,
 //! exactly `swap_after` steps after it started (waiting then if it is late).
 
@@ -249,11 +250,9 @@ impl Refresher {
         options: EmbedOptions,
         device: &ComputeDevice,
     ) -> Result<Self> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(policy.threads.max(1))
-            .thread_name(|i| format!("index-refresh-{i}"))
-            .build()
-            .map_err(|e| Error::Device(format!("index refresh thread pool: {e}")))?;
+        // Its workers compute in the device's execution mode (a rayon worker never entered the
+        // mode of the thread that installs work on it).
+        let pool = device.thread_pool(policy.threads, "index-refresh")?;
         Ok(Refresher {
             policy,
             pending: None,
@@ -392,5 +391,91 @@ mod tests {
         assert!(msg.contains("excluded"), "{msg}");
         assert!(k.check_k(5, false).is_err());
         assert!(k.search(&q, &index, 2, &[None]).is_err());
+    }
+
+    /// The background refresh on an `emulate` device computes what the foreground does there:
+    /// every attention of the document tower on the emulated kernels (counted by the launch
+    /// seam in the device's execution mode), and the same embeddings bit for bit.
+    #[cfg(feature = "emulate")]
+    #[test]
+    fn a_refresh_on_the_emulator_runs_the_emulated_kernels() {
+        use crate::device::{ComputeDevice, DeviceSpec};
+        use crate::model::{BertConfig, Retriever, RetrieverConfig};
+        use candle_core::DType;
+
+        let tok = Arc::new(
+            BertTokenizer::from_vocab(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt"),
+                true,
+            )
+            .unwrap(),
+        );
+        let mut bert = BertConfig::new(32, 2, 1);
+        bert.vocab_size = tok.vocab_size();
+        let rcfg = RetrieverConfig {
+            proj_size: 16,
+            ..RetrieverConfig::default()
+        };
+        let mut retriever = Retriever::new_random(&bert, &rcfg, 3, &Device::Cpu).unwrap();
+        // The kernels take f16 or bf16.
+        retriever.set_compute_dtype(DType::F16).unwrap();
+        let blocks: Vec<Block> = (0..10u32)
+            .map(|i| Block {
+                doc_id: i.to_string(),
+                title: String::new(),
+                tokens: (0..12).map(|t| 1000 + (i * 7 + t) % 500).collect(),
+                sentences: std::iter::once(0..12).collect(),
+            })
+            .collect();
+        let knowledge = Knowledge::new(blocks, &tok).unwrap();
+        let options = EmbedOptions {
+            batch: 4,
+            max_len: 32,
+            progress: None,
+        };
+        let tower = retriever.doc_tower();
+
+        // The foreground: the calling thread in the device's mode.
+        let foreground = ComputeDevice::resolve(DeviceSpec::Emulate).unwrap();
+        let want = {
+            let _mode = foreground.enter().unwrap();
+            LiveIndex::build(tower, &tok, &knowledge.blocks, &options, &Device::Cpu).unwrap()
+        };
+        let launches = foreground.exec.launches();
+        // 3 batches of up to 4 blocks, one attention launch per layer.
+        assert_eq!(launches, 3 * 2);
+
+        let device = ComputeDevice::resolve(DeviceSpec::Emulate).unwrap();
+        let policy = RefreshPolicy {
+            every: 1,
+            swap_after: None,
+            threads: 2,
+        };
+        let mut refresher =
+            Refresher::new(policy, tok.clone(), &knowledge, options, &device).unwrap();
+        let bits = |index: &LiveIndex| -> Vec<u16> {
+            let emb = index.mips.embeddings().unwrap().flatten_all().unwrap();
+            emb.to_vec1::<half::f16>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let want_bits = bits(&want);
+        let slot = IndexSlot::new(want, 0);
+        refresher.start(1, tower).unwrap();
+        refresher.finish(&slot).unwrap();
+        assert_eq!(
+            device.exec.launches(),
+            launches,
+            "the refresh's attention did not all run on the emulated kernels"
+        );
+        let got = slot.get();
+        assert_eq!(got.step, 1);
+        assert_eq!(
+            bits(&got.index),
+            want_bits,
+            "the refresh computed other embeddings"
+        );
     }
 }

@@ -337,17 +337,18 @@ sptr<U> sptr_cast(sptr<T> p) {
 }
 
 // ---- kernels and launchers ----
-#define REALM_EMU_UNPAREN(...) __VA_ARGS__
-
-// Declares the kernel, defines its launcher (which runs the grid), then opens the definition.
-#define REALM_KERNEL(name, max_threads, params, args)                                        \
-  static void name params;                                                                  \
+// Declares the kernel's body, defines its launcher (which takes the family's parameter struct of
+// realm_abi.h and runs the grid, calling the body with the struct's fields), then opens the
+// body's definition.
+#define REALM_KERNEL(name, max_threads, params)                                               \
+  static void name##_body params;                                                           \
   extern "C" int realm_emu_launch_##name(const RealmEmuLaunch* realm_cfg,                   \
-                                         REALM_EMU_UNPAREN params) {                        \
-    auto realm_body = [&] { name args; };                                                   \
+                                         const realm_abi::name* realm_params) {             \
+    const realm_abi::name realm_p = *realm_params;                                          \
+    auto realm_body = [&] { name##_body(REALM_ABI_ARGS_##name(realm_p)); };                 \
     return ::realm_emu::launch(realm_cfg, #name, max_threads, ::realm_emu::erase(realm_body)); \
   }                                                                                         \
-  static void name params
+  static void name##_body params
 
 // A per-block shared array, keyed by its call site (a function-local static's address).
 #define REALM_SHARED(T, name, N)  \

@@ -264,7 +264,7 @@ pub fn accuracy(dev: &Device, spec: &CheckSpec) -> Result<Accuracy> {
 /// The selftest check of one spec on `dev`.
 fn check(dev: &ComputeDevice, spec: &CheckSpec) -> Result<Outcome> {
     let _exec = dev.enter()?;
-    let kernels = dev.is_cuda() || dev.exec == crate::ops::CpuExec::Emulator;
+    let kernels = dev.runs_kernels();
     if kernels && spec.dtype == DType::F32 {
         return refuses_f32(&random_qkv(spec.seed, spec.shape, spec.dtype, &dev.device)?);
     }

@@ -15,11 +15,8 @@
 
 mod check;
 mod cpu;
-#[cfg(feature = "cuda")]
-mod cuda;
 mod dropout;
-#[cfg(feature = "emulate")]
-mod emulated;
+mod launch;
 mod tile;
 
 pub use check::{
@@ -29,8 +26,9 @@ pub use check::{
 pub use dropout::{dropout_multipliers, Dropout};
 
 use super::elem::{check_float, contiguous_range, cpu_data, with_float_elem, Elem};
-use super::{cpu_exec, CpuExec};
+use crate::device::{CpuExec, Exec};
 use crate::error::{Error, Result};
+use crate::kernels::Emulator;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor};
 use dropout::Mask;
@@ -79,7 +77,7 @@ struct Params {
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     lens_on_device: Option<Tensor>,
     mask: Option<Mask>,
-    exec: CpuExec,
+    exec: Exec,
 }
 
 impl Params {
@@ -118,8 +116,8 @@ impl Params {
             }
         }
         check_float(OP, "q", q.dtype())?;
-        let exec = cpu_exec();
-        let kernels = q.device().is_cuda() || exec == CpuExec::Emulator;
+        let exec = Exec::current();
+        let kernels = q.device().is_cuda() || exec.cpu == CpuExec::Emulator;
         if kernels && q.dtype() == DType::F32 {
             return Err(Error::bad_input(
                 OP,
@@ -216,67 +214,17 @@ impl Params {
     }
 }
 
-/// Query rows (forward, dq) or keys (dk, dv) per block of the CUDA kernels: 4 warps × 16 rows.
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-const KERNEL_ROWS: usize = 64;
-/// Threads per block of the forward, dq and dk/dv kernels, and of the delta kernel.
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-const KERNEL_THREADS: u32 = 128;
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-const DOT_THREADS: u32 = 256;
-
-/// Dynamic shared memory of `attention_bwd_dkdv` (`kDkdvTileElems` in attention_bwd.cu, in 16-bit
-/// elements, then the lse and delta of two query tiles in f32).
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-fn dkdv_smem_bytes(dh: usize) -> u32 {
-    let queries = if dh == 128 { 32 } else { 64 };
-    ((2 * KERNEL_ROWS + 4 * queries) * (dh + 8) * 2 + 4 * queries * 4) as u32
-}
-
-/// The scalar arguments the forward, dq and dk/dv kernels take after their tensors.
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-#[derive(Clone, Copy)]
-struct KernelScalars {
-    heads: u32,
-    l: u32,
-    scale: f32,
-    seed: [u32; 2],
-    offset: [u32; 2],
-    threshold: u32,
-    keep_scale: f32,
-}
-
-#[cfg(any(feature = "emulate", feature = "cuda"))]
 impl Params {
-    fn kernel_scalars(&self) -> KernelScalars {
-        let (words, threshold, keep_scale) = match &self.mask {
-            Some(m) => (m.kernel_words(), m.threshold, m.scale),
-            None => ([0; 4], 0, 1.0),
-        };
-        KernelScalars {
-            heads: self.h as u32,
-            l: self.l as u32,
-            scale: self.scale,
-            seed: [words[0], words[1]],
-            offset: [words[2], words[3]],
-            threshold,
-            keep_scale,
+    /// `(seed, offset, threshold, keep scale)` of the dropout as the kernels take them (threshold
+    /// 0: no dropout).
+    fn dropout_words(&self) -> ([u32; 2], [u32; 2], u32, f32) {
+        match &self.mask {
+            Some(m) => {
+                let w = m.kernel_words();
+                ([w[0], w[1]], [w[2], w[3]], m.threshold, m.scale)
+            }
+            None => ([0; 2], [0; 2], 0, 1.0),
         }
-    }
-
-    /// Blocks of the row-tiled kernels: (batch·head, tile of [`KERNEL_ROWS`]).
-    fn kernel_grid(&self) -> [u32; 3] {
-        [
-            (self.b * self.h) as u32,
-            self.l.div_ceil(KERNEL_ROWS) as u32,
-            1,
-        ]
-    }
-
-    /// Index of the head dimension among [`HEAD_DIMS`] (the kernel variant).
-    #[cfg(feature = "emulate")]
-    fn dh_variant(&self) -> usize {
-        HEAD_DIMS.iter().position(|&d| d == self.dh).unwrap_or(0)
     }
 }
 
@@ -309,10 +257,22 @@ fn held_cuda<'a>(arg: &'static str, storage: &'a Storage) -> Result<&'a candle_c
     }
 }
 
-/// An error for the emulator in a build without it (`set_cpu_exec` refuses it there already).
-#[cfg(not(feature = "emulate"))]
-fn no_emulator<R>() -> Result<R> {
-    Err(Error::Device("this build has no kernel emulator".into()))
+/// The lengths as the GPU kernels read them.
+#[cfg(feature = "cuda")]
+fn lens_on_gpu(p: &Params) -> Result<Tensor> {
+    p.lens_on_device
+        .clone()
+        .ok_or_else(|| Error::Device(format!("{OP}: the lengths are not on the GPU")))
+}
+
+/// The contiguous elements of a GPU argument.
+#[cfg(feature = "cuda")]
+fn gpu_view<'a, T: candle_core::cuda_backend::CudaDType>(
+    arg: &'static str,
+    s: &'a candle_core::CudaStorage,
+    l: &Layout,
+) -> Result<cudarc::driver::CudaView<'a, T>> {
+    super::elem::cuda_data::<T>(OP, arg, s, l)
 }
 
 /// The forward; it keeps the per-row log-sum-exp for its backward.
@@ -350,12 +310,12 @@ impl CustomOp3 for Attention {
             let q = cpu_data::<T>(OP, "q", qs, ql)?;
             let k = cpu_data::<T>(OP, "k", ks, kl)?;
             let v = cpu_data::<T>(OP, "v", vs, vl)?;
-            let (out, lse) = match p.exec {
+            let (out, lse) = match p.exec.cpu {
                 CpuExec::Native => cpu::forward(p, q, k, v),
-                #[cfg(feature = "emulate")]
-                CpuExec::Emulator => emulated::forward(p, q, k, v)?,
-                #[cfg(not(feature = "emulate"))]
-                CpuExec::Emulator => no_emulator()?,
+                CpuExec::Emulator => {
+                    let emu = Emulator::new(p.exec.clone());
+                    launch::forward(&emu, p, [&q, &k, &v], &&*p.lens)?
+                }
             };
             Ok::<_, Error>((T::into_cpu_storage(out), lse))
         })?;
@@ -373,10 +333,22 @@ impl CustomOp3 for Attention {
         vs: &candle_core::CudaStorage,
         vl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::CudaStorage;
         let p = &self.params;
-        let (out, lse) = cuda::forward(p, (qs, ql), (ks, kl), (vs, vl))?;
+        let dev = &qs.device;
+        let be = crate::kernels::Cuda::new(dev, p.exec.clone());
+        let lens = lens_on_gpu(p)?;
+        let (ls, ll) = lens.storage_and_layout();
+        let lens = gpu_view::<u32>("key_lens", held_cuda("key_lens", &ls)?, ll)?;
+        // (f32 never gets here: `Params::new` refuses it on a GPU.)
+        let (out, lse) = with_float_elem!(qs.dtype(), T => {
+            let [q, k, v] = [("q", qs, ql), ("k", ks, kl), ("v", vs, vl)]
+                .map(|(a, s, l)| gpu_view::<T>(a, s, l));
+            let (out, lse) = launch::forward(&be, p, [&q?, &k?, &v?], &lens)?;
+            Ok::<_, Error>((CudaStorage::wrap_cuda_slice(out, dev.clone()), lse))
+        })?;
         let lse = Tensor::from_storage(
-            Storage::Cuda(lse),
+            Storage::Cuda(CudaStorage::wrap_cuda_slice(lse, dev.clone())),
             (p.b, p.h, p.l),
             candle_core::op::BackpropOp::none(),
             false,
@@ -455,12 +427,12 @@ impl CustomOp3 for AttentionBwd {
             let v = cpu_data::<T>(OP, "v", vs, vl)?;
             let o = held_cpu::<T>("out", &os, ol)?;
             let g = held_cpu::<T>("grad", &gs, gl)?;
-            let grads = match p.exec {
+            let grads = match p.exec.cpu {
                 CpuExec::Native => cpu::backward(p, [q, k, v, o, g], lse),
-                #[cfg(feature = "emulate")]
-                CpuExec::Emulator => emulated::backward(p, [q, k, v, o, g], lse)?,
-                #[cfg(not(feature = "emulate"))]
-                CpuExec::Emulator => no_emulator()?,
+                CpuExec::Emulator => {
+                    let emu = Emulator::new(p.exec.clone());
+                    launch::backward(&emu, p, [&q, &k, &v, &o, &g], &lse, &&*p.lens)?
+                }
             };
             Ok::<_, Error>(T::into_cpu_storage(grads))
         })?;
@@ -477,19 +449,30 @@ impl CustomOp3 for AttentionBwd {
         vs: &candle_core::CudaStorage,
         vl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::CudaStorage;
+        let p = &self.params;
+        let dev = &qs.device;
+        let be = crate::kernels::Cuda::new(dev, p.exec.clone());
         let (os, ol) = self.out.storage_and_layout();
         let (gs, gl) = self.grad.storage_and_layout();
         let (ls, ll) = self.lse.storage_and_layout();
-        let (o, g, lse) = (
-            held_cuda("out", &os)?,
-            held_cuda("grad", &gs)?,
-            held_cuda("lse", &ls)?,
-        );
-        let grads = cuda::backward(
-            &self.params,
-            [(qs, ql), (ks, kl), (vs, vl), (o, ol), (g, gl)],
-            (lse, ll),
-        )?;
+        let lens = lens_on_gpu(p)?;
+        let (ns, nl) = lens.storage_and_layout();
+        let (o, g) = (held_cuda("out", &os)?, held_cuda("grad", &gs)?);
+        let lse = gpu_view::<f32>("lse", held_cuda("lse", &ls)?, ll)?;
+        let lens = gpu_view::<u32>("key_lens", held_cuda("key_lens", &ns)?, nl)?;
+        let args = [
+            ("q", qs, ql),
+            ("k", ks, kl),
+            ("v", vs, vl),
+            ("out", o, ol),
+            ("grad", g, gl),
+        ];
+        let grads = with_float_elem!(qs.dtype(), T => {
+            let [q, k, v, o, g] = args.map(|(a, s, l)| gpu_view::<T>(a, s, l));
+            let grads = launch::backward(&be, p, [&q?, &k?, &v?, &o?, &g?], &lse, &lens)?;
+            Ok::<_, Error>(CudaStorage::wrap_cuda_slice(grads, dev.clone()))
+        })?;
         Ok((grads, self.grads_shape()))
     }
 }

@@ -13,18 +13,16 @@
 
 mod check;
 mod cpu;
-#[cfg(feature = "cuda")]
-mod cuda;
-#[cfg(feature = "emulate")]
-mod emulated;
+mod launch;
 
 pub use check::{
     bench, mll_composition, random_logits, selftest_cases, softmax_composition, BenchSpec,
 };
 
 use super::elem::{check_float, cpu_data, with_float_elem, Elem};
-use super::{cpu_exec, CpuExec};
+use crate::device::{CpuExec, Exec};
 use crate::error::{Error, Result};
+use crate::kernels::Emulator;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
@@ -32,10 +30,8 @@ const OP_SOFTMAX: &str = "doc_softmax";
 const OP_MLL: &str = "marginal_log_likelihood";
 
 /// Rows with at most this many candidates are handled by one warp each on the GPU (and in the
-/// emulator); longer rows get a whole block of `BLOCK_THREADS` threads.
+/// emulator); longer rows get a whole block.
 pub const WARP_MAX_K: usize = 256;
-/// Threads per block of every doc_softmax kernel.
-pub const BLOCK_THREADS: u32 = 256;
 /// The largest k accepted (rows are indexed with 32-bit integers in the kernels).
 pub const MAX_K: usize = 1 << 24;
 
@@ -47,7 +43,9 @@ pub fn doc_softmax(logits: &Tensor) -> Result<Tensor> {
     check_float(OP_SOFTMAX, "logits", logits.dtype())?;
     check_k(OP_SOFTMAX, "logits", k)?;
     contiguous(OP_SOFTMAX, "logits", logits)?;
-    Ok(logits.apply_op1(DocSoftmax { exec: cpu_exec() })?)
+    Ok(logits.apply_op1(DocSoftmax {
+        exec: Exec::current(),
+    })?)
 }
 
 /// `logsumexp_z(log_softmax(doc_logits)_z + cond_logprob_z)`: the log-likelihood of the target
@@ -88,7 +86,12 @@ pub fn marginal_log_likelihood(doc_logits: &Tensor, cond_logprob: &Tensor) -> Re
     } else {
         cond_logprob.unsqueeze(2)?
     };
-    let out = doc_logits.apply_op2(&cond3, Mll { exec: cpu_exec() })?;
+    let out = doc_logits.apply_op2(
+        &cond3,
+        Mll {
+            exec: Exec::current(),
+        },
+    )?;
     Ok(if per_target { out } else { out.squeeze(1)? })
 }
 
@@ -123,55 +126,44 @@ fn contiguous(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
     }
 }
 
-/// `(kernel variant, blocks)` for `rows` row groups of `k` candidates: a warp per row for short
-/// rows, a block per row for long ones.
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-fn launch_geometry(rows: usize, k: usize) -> (&'static str, u32) {
-    if k <= WARP_MAX_K {
-        let rows_per_block = (BLOCK_THREADS / 32) as usize;
-        ("warp", rows.div_ceil(rows_per_block) as u32)
-    } else {
-        ("block", rows as u32)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // CPU dispatch: the native implementation or the emulated kernels.
 
 /// Runs `native` or, on the emulator, `emulated`; both produce the output's elements.
 fn on_cpu<T: Elem>(
-    exec: CpuExec,
+    exec: &Exec,
     native: impl FnOnce() -> Result<Vec<T>>,
-    emulated: impl FnOnce() -> Result<Vec<T>>,
+    emulated: impl FnOnce(&Emulator) -> Result<Vec<T>>,
 ) -> candle_core::Result<CpuStorage> {
-    let out = match exec {
+    let out = match exec.cpu {
         CpuExec::Native => native()?,
-        CpuExec::Emulator => emulated()?,
+        CpuExec::Emulator => emulated(&Emulator::new(exec.clone()))?,
     };
     Ok(T::into_cpu_storage(out))
 }
 
-/// A call into the emulated kernels; an error in a build without them (unreachable in practice:
-/// `set_cpu_exec` refuses the emulator there).
-#[cfg(feature = "emulate")]
-macro_rules! emulated_call {
-    ($f:ident($($a:expr),*)) => {
-        emulated::$f($($a),*)
-    };
+/// The kernels on the tensors' GPU, in `exec`.
+#[cfg(feature = "cuda")]
+fn on_gpu(dev: &candle_core::CudaDevice, exec: &Exec) -> crate::kernels::Cuda {
+    crate::kernels::Cuda::new(dev, exec.clone())
 }
-#[cfg(not(feature = "emulate"))]
-macro_rules! emulated_call {
-    ($f:ident($($a:expr),*)) => {{
-        $(let _ = &$a;)*
-        Err(Error::Device("this build has no kernel emulator".into()))
-    }};
+
+/// The contiguous elements of a GPU argument.
+#[cfg(feature = "cuda")]
+fn gpu_data<'a, T: candle_core::cuda_backend::CudaDType>(
+    op: &'static str,
+    arg: &'static str,
+    s: &'a candle_core::CudaStorage,
+    l: &Layout,
+) -> Result<cudarc::driver::CudaView<'a, T>> {
+    super::elem::cuda_data::<T>(op, arg, s, l)
 }
 
 // ---------------------------------------------------------------------------------------------
 // The candle ops.
 
 struct DocSoftmax {
-    exec: CpuExec,
+    exec: Exec,
 }
 
 impl CustomOp1 for DocSoftmax {
@@ -184,9 +176,9 @@ impl CustomOp1 for DocSoftmax {
         let out = with_float_elem!(s.dtype(), T => {
             let x = cpu_data::<T>(OP_SOFTMAX, "logits", s, l)?;
             on_cpu::<T>(
-                self.exec,
+                &self.exec,
                 || cpu::softmax(OP_SOFTMAX, x, k),
-                || emulated_call!(softmax(x, k)),
+                |emu| launch::softmax(emu, &x, x.len() / k, k),
             )
         })?;
         Ok((out, l.shape().clone()))
@@ -198,21 +190,31 @@ impl CustomOp1 for DocSoftmax {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        Ok((cuda::softmax(s, l, l.dims()[1])?, l.shape().clone()))
+        let k = l.dims()[1];
+        let rows = l.shape().elem_count() / k;
+        let be = on_gpu(&s.device, &self.exec);
+        let out = with_float_elem!(s.dtype(), T => {
+            let x = gpu_data::<T>(OP_SOFTMAX, "logits", s, l)?;
+            let p = launch::softmax(&be, &x, rows, k)?;
+            Ok::<_, Error>(candle_core::CudaStorage::wrap_cuda_slice(p, s.device.clone()))
+        })?;
+        Ok((out, l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let g = g.contiguous()?;
         Ok(Some(p.apply_op2_no_bwd(
             &g,
-            &DocSoftmaxBwd { exec: self.exec },
+            &DocSoftmaxBwd {
+                exec: self.exec.clone(),
+            },
         )?))
     }
 }
 
 /// dx = p ⊙ (g − Σ p g), from the forward's output p and the incoming gradient g.
 struct DocSoftmaxBwd {
-    exec: CpuExec,
+    exec: Exec,
 }
 
 impl CustomOp2 for DocSoftmaxBwd {
@@ -232,9 +234,9 @@ impl CustomOp2 for DocSoftmaxBwd {
             let p = cpu_data::<T>(OP_SOFTMAX, "p", ps, pl)?;
             let g = cpu_data::<T>(OP_SOFTMAX, "grad", gs, gl)?;
             on_cpu::<T>(
-                self.exec,
+                &self.exec,
                 || Ok(cpu::softmax_bwd(p, g, k)),
-                || emulated_call!(softmax_bwd(p, g, k)),
+                |emu| launch::softmax_bwd(emu, &p, &g, p.len() / k, k),
             )
         })?;
         Ok((out, pl.shape().clone()))
@@ -248,16 +250,22 @@ impl CustomOp2 for DocSoftmaxBwd {
         gs: &candle_core::CudaStorage,
         gl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        Ok((
-            cuda::softmax_bwd((ps, pl), (gs, gl), pl.dims()[1])?,
-            pl.shape().clone(),
-        ))
+        let k = pl.dims()[1];
+        let rows = pl.shape().elem_count() / k;
+        let be = on_gpu(&ps.device, &self.exec);
+        let out = with_float_elem!(ps.dtype(), T => {
+            let p = gpu_data::<T>(OP_SOFTMAX, "p", ps, pl)?;
+            let g = gpu_data::<T>(OP_SOFTMAX, "grad", gs, gl)?;
+            let dx = launch::softmax_bwd(&be, &p, &g, rows, k)?;
+            Ok::<_, Error>(candle_core::CudaStorage::wrap_cuda_slice(dx, ps.device.clone()))
+        })?;
+        Ok((out, pl.shape().clone()))
     }
 }
 
 /// The marginal over `[b, k]` logits and `[b, k, m]` conditionals, giving `[b, m]`.
 struct Mll {
-    exec: CpuExec,
+    exec: Exec,
 }
 
 impl CustomOp2 for Mll {
@@ -277,9 +285,9 @@ impl CustomOp2 for Mll {
             let x = cpu_data::<T>(OP_MLL, "doc_logits", xs, xl)?;
             let c = cpu_data::<T>(OP_MLL, "cond_logprob", cs, cl)?;
             on_cpu::<T>(
-                self.exec,
+                &self.exec,
                 || cpu::mll(OP_MLL, x, c, k, m),
-                || emulated_call!(mll(x, c, k, m)),
+                |emu| launch::mll(emu, &x, &c, (b, k, m)),
             )
         })?;
         Ok((out, Shape::from((b, m))))
@@ -294,7 +302,14 @@ impl CustomOp2 for Mll {
         cl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (b, k, m) = cl.shape().dims3()?;
-        Ok((cuda::mll((xs, xl), (cs, cl), k, m)?, Shape::from((b, m))))
+        let be = on_gpu(&xs.device, &self.exec);
+        let out = with_float_elem!(xs.dtype(), T => {
+            let x = gpu_data::<T>(OP_MLL, "doc_logits", xs, xl)?;
+            let c = gpu_data::<T>(OP_MLL, "cond_logprob", cs, cl)?;
+            let out = launch::mll(&be, &x, &c, (b, k, m))?;
+            Ok::<_, Error>(candle_core::CudaStorage::wrap_cuda_slice(out, xs.device.clone()))
+        })?;
+        Ok((out, Shape::from((b, m))))
     }
 
     fn bwd(
@@ -307,7 +322,10 @@ impl CustomOp2 for Mll {
         let m = c.dim(2)?;
         // One backward launch computes both gradients, packed along the last axis.
         let og = Tensor::stack(&[out, &g.contiguous()?], 2)?;
-        let grad = x.apply_op3_no_bwd(c, &og, &MllBwd { exec: self.exec })?;
+        let bwd = MllBwd {
+            exec: self.exec.clone(),
+        };
+        let grad = x.apply_op3_no_bwd(c, &og, &bwd)?;
         let d_x = grad.narrow(2, m, 1)?.squeeze(2)?;
         let d_c = grad.narrow(2, 0, m)?;
         Ok((Some(d_x), Some(d_c)))
@@ -316,7 +334,7 @@ impl CustomOp2 for Mll {
 
 /// Both gradients of the marginal, `[b, k, m + 1]` (d/dc, then d/dx in the last slot).
 struct MllBwd {
-    exec: CpuExec,
+    exec: Exec,
 }
 
 impl CustomOp3 for MllBwd {
@@ -339,9 +357,9 @@ impl CustomOp3 for MllBwd {
             let c = cpu_data::<T>(OP_MLL, "cond_logprob", cs, cl)?;
             let og = cpu_data::<T>(OP_MLL, "grad", os, ol)?;
             on_cpu::<T>(
-                self.exec,
+                &self.exec,
                 || cpu::mll_bwd(OP_MLL, x, c, og, k, m),
-                || emulated_call!(mll_bwd(x, c, og, k, m)),
+                |emu| launch::mll_bwd(emu, &x, &c, &og, (b, k, m)),
             )
         })?;
         Ok((out, Shape::from((b, k, m + 1))))
@@ -358,7 +376,14 @@ impl CustomOp3 for MllBwd {
         ol: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (b, k, m) = cl.shape().dims3()?;
-        let grad = cuda::mll_bwd((xs, xl), (cs, cl), (os, ol), k, m)?;
+        let be = on_gpu(&xs.device, &self.exec);
+        let grad = with_float_elem!(xs.dtype(), T => {
+            let x = gpu_data::<T>(OP_MLL, "doc_logits", xs, xl)?;
+            let c = gpu_data::<T>(OP_MLL, "cond_logprob", cs, cl)?;
+            let og = gpu_data::<T>(OP_MLL, "grad", os, ol)?;
+            let grad = launch::mll_bwd(&be, &x, &c, &og, (b, k, m))?;
+            Ok::<_, Error>(candle_core::CudaStorage::wrap_cuda_slice(grad, xs.device.clone()))
+        })?;
         Ok((grad, Shape::from((b, k, m + 1))))
     }
 }

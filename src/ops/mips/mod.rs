@@ -27,21 +27,21 @@
 
 mod check;
 mod cpu;
-#[cfg(feature = "cuda")]
-mod cuda;
-#[cfg(feature = "emulate")]
-mod emulated;
+mod launch;
 mod sharded;
 
 pub use check::{bench, random_index, reference_top_k, selftest_cases, BenchSpec};
 pub use sharded::{merge_top_k, ShardHits, ShardedIndex};
 
 use super::elem::check_float;
-use super::{cpu_exec, CpuExec};
+use crate::device::{CpuExec, Exec};
 use crate::error::{Error, Result};
+use crate::kernels::Emulator;
 use candle_core::{DType, Device, Tensor};
 use half::f16;
+use launch::KernelPlan;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 const OP: &str = "mips_top_k";
 const OP_INDEX: &str = "MipsIndex::new";
@@ -190,88 +190,6 @@ fn pad_dims(x: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// How the kernels of `kernels/mips_topk.cu` split one search.
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct KernelPlan {
-    /// The scan kernel for the (padded) dimension.
-    pub scan: &'static str,
-    /// Threads per scan block: a warp per 16 queries, at most 4 warps.
-    pub threads: u32,
-    /// Query batches (grid.x of the scan) and index slices (grid.y).
-    pub batches: u32,
-    pub slices: u32,
-    pub slice_len: u32,
-    /// Candidate list capacity per (query, slice): k + the next tile always fit after a compaction.
-    pub cap: u32,
-    /// The merge's sort size: the next power of two ≥ k.
-    pub p2: u32,
-}
-
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-impl KernelPlan {
-    /// A plan for `q` queries of padded dimension `dp` over `n` documents. `slices` is the
-    /// caller's wish (enough blocks to fill the device), reduced so that the candidate lists (16
-    /// bytes an entry) stay within `list_budget` bytes.
-    pub fn new(
-        n: usize,
-        dp: usize,
-        q: usize,
-        k: usize,
-        slices: usize,
-        list_budget: usize,
-    ) -> Result<Self> {
-        let (scan, tile) = match dp {
-            0..=128 => ("mips_scan_d128", 64),
-            129..=256 => ("mips_scan_d256", 32),
-            _ => {
-                return Err(Error::bad_input(
-                    OP,
-                    "index",
-                    format!("dimension {dp}: the kernels handle at most 256 (the CPU path any)"),
-                ))
-            }
-        };
-        let warps = q.div_ceil(16).clamp(1, 4);
-        let cap = 2 * k + 2 * tile;
-        let per_slice = q.max(1) * cap * 16;
-        // grid.y is at most 65535.
-        let slices = slices
-            .min(list_budget / per_slice)
-            .min(n.div_ceil(tile))
-            .clamp(1, 65535);
-        let slice_len = n.div_ceil(slices).next_multiple_of(tile);
-        let too_big = |what: &str| {
-            Error::bad_input(OP, "k", format!("k = {k}: the kernels' {what} exceeds u32"))
-        };
-        Ok(KernelPlan {
-            scan,
-            threads: 32 * warps as u32,
-            batches: q.div_ceil(16 * warps) as u32,
-            slices: n.div_ceil(slice_len) as u32,
-            slice_len: u32::try_from(slice_len).map_err(|_| too_big("slice"))?,
-            cap: u32::try_from(cap).map_err(|_| too_big("list capacity"))?,
-            p2: u32::try_from(k.next_power_of_two()).map_err(|_| too_big("sort size"))?,
-        })
-    }
-
-    /// Entries of each candidate array (`[q, slices, cap]`).
-    pub fn list_len(&self, q: usize) -> usize {
-        q * self.slices as usize * self.cap as usize
-    }
-}
-
-/// The shared thresholds' starting value: −inf as the kernels' ordered int.
-#[cfg(any(feature = "emulate", feature = "cuda"))]
-pub(crate) fn theta_start() -> i32 {
-    let i = f32::NEG_INFINITY.to_bits() as i32;
-    if i >= 0 {
-        i
-    } else {
-        i ^ 0x7fff_ffff
-    }
-}
-
 /// A batch of queries after validation: rounded to f16, with each one's error bound and excluded
 /// document.
 pub(crate) struct Queries {
@@ -400,7 +318,6 @@ impl Queries {
     }
 
     /// The rows as f16 `[q, dp]`, for the kernels (exact: the values are f16 already).
-    #[cfg(any(feature = "emulate", feature = "cuda"))]
     pub(crate) fn rows_f16(&self) -> Vec<f16> {
         self.rows.iter().map(|&v| f16::from_f32(v)).collect()
     }
@@ -497,19 +414,19 @@ pub fn mips_top_k(
 /// The search behind [`mips_top_k`] for any `1 ≤ k ≤ n`, scores in f64: a query with fewer than k
 /// documents left (one excluded) gets score −inf and id u32::MAX in the places it cannot fill.
 pub(crate) fn search(index: &MipsIndex, queries: &Queries, k: usize) -> Result<(Tensor, Tensor)> {
-    let dev = index.device();
-    match dev {
+    let exec = Exec::current();
+    match index.device() {
         Device::Cpu => {
             let (storage, layout) = index.data.storage_and_layout();
             let x = cpu_f16(&storage, layout, OP, "index")?;
-            let hits = match cpu_exec() {
+            let hits = match exec.cpu {
                 CpuExec::Native => cpu::search(x, index.n, index.d, queries, k),
-                CpuExec::Emulator => emulated_search(x, index, queries, k)?,
+                CpuExec::Emulator => emulated_search(&Emulator::new(exec), x, index, queries, k)?,
             };
             hits.into_tensors(queries.q)
         }
         #[cfg(feature = "cuda")]
-        Device::Cuda(_) => cuda::search(index, queries, k),
+        Device::Cuda(dev) => gpu_search(dev, exec, index, queries, k),
         other => Err(Error::Device(format!(
             "{OP}: device {:?} is not supported",
             other.location()
@@ -517,15 +434,90 @@ pub(crate) fn search(index: &MipsIndex, queries: &Queries, k: usize) -> Result<(
     }
 }
 
-#[cfg(feature = "emulate")]
-fn emulated_search(x: &[f16], index: &MipsIndex, queries: &Queries, k: usize) -> Result<Hits> {
-    emulated::search(x, index.n, index.d, queries, k)
+/// Index slices the emulator asks for: enough for several per query at test shapes, so that the
+/// cross-slice thresholds and the merge are exercised.
+const EMULATOR_SLICES: usize = 4;
+
+/// The kernels on the emulator; `x` is the `[n, d]` index.
+fn emulated_search(
+    emu: &Emulator,
+    x: &[f16],
+    index: &MipsIndex,
+    queries: &Queries,
+    k: usize,
+) -> Result<Hits> {
+    let (q, n, d, dp) = (queries.q, index.n, index.d, queries.dp);
+    if q == 0 {
+        return Ok(Hits {
+            k,
+            scores: Vec::new(),
+            ids: Vec::new(),
+        });
+    }
+    let plan = KernelPlan::new(n, dp, q, k, EMULATOR_SLICES, usize::MAX)?;
+    // The kernels read rows of dp values (16-byte aligned chunks).
+    let padded: Cow<[f16]> = if dp == d {
+        Cow::Borrowed(x)
+    } else {
+        let mut padded = vec![f16::ZERO; n * dp];
+        for (dst, src) in padded.chunks_exact_mut(dp).zip(x.chunks_exact(d)) {
+            dst[..d].copy_from_slice(src);
+        }
+        Cow::Owned(padded)
+    };
+    let (scores, ids) = launch::search(emu, &&*padded, n, queries, k, &plan)?;
+    Ok(Hits { k, scores, ids })
 }
 
-/// Unreachable in practice: `set_cpu_exec` refuses the emulator in a build without it.
-#[cfg(not(feature = "emulate"))]
-fn emulated_search(_: &[f16], _: &MipsIndex, _: &Queries, _: usize) -> Result<Hits> {
-    Err(Error::Device("this build has no kernel emulator".into()))
+/// Bytes the candidate lists of one search may take on a GPU: beyond it, fewer slices (less
+/// parallelism).
+#[cfg(feature = "cuda")]
+const GPU_LIST_BUDGET: usize = 512 << 20;
+
+/// The kernels on the index's GPU (its rows are padded to a multiple of 8 dimensions).
+#[cfg(feature = "cuda")]
+fn gpu_search(
+    dev: &candle_core::CudaDevice,
+    exec: Exec,
+    index: &MipsIndex,
+    queries: &Queries,
+    k: usize,
+) -> Result<(Tensor, Tensor)> {
+    use candle_core::cuda_backend::CudaStorage;
+    use candle_core::op::BackpropOp;
+    use candle_core::Storage;
+    use cudarc::driver::sys::CUdevice_attribute;
+    let (q, n, dp) = (queries.q, index.n, queries.dp);
+    if q == 0 {
+        return Ok((
+            Tensor::zeros((0, k), DType::F64, index.device())?,
+            Tensor::zeros((0, k), DType::U32, index.device())?,
+        ));
+    }
+    let (storage, layout) = index.data.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else {
+        return Err(Error::Device(format!(
+            "{OP}: the index is not on a CUDA device"
+        )));
+    };
+    let x = super::elem::cuda_data::<f16>(OP, "index", cs, layout)?;
+    let sms = dev
+        .cuda_stream()
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| Error::Device(format!("{OP}: reading the SM count: {e}")))?
+        as usize;
+    // Two blocks per SM over all query batches (of up to 64 queries).
+    let wish = (2 * sms).div_ceil(q.div_ceil(64));
+    let plan = KernelPlan::new(n, dp, q, k, wish, GPU_LIST_BUDGET)?;
+    let be = crate::kernels::Cuda::new(dev, exec);
+    let (scores, ids) = launch::search(&be, &x, n, queries, k, &plan)?;
+    let tensor =
+        |s: CudaStorage| Tensor::from_storage(Storage::Cuda(s), (q, k), BackpropOp::none(), false);
+    Ok((
+        tensor(CudaStorage::wrap_cuda_slice(scores, dev.clone())),
+        tensor(CudaStorage::wrap_cuda_slice(ids, dev.clone())),
+    ))
 }
 
 /// Results on the host: `[q, k]` f64 scores and u32 ids, padded with (−inf, u32::MAX).
