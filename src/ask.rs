@@ -95,13 +95,14 @@ impl Asker {
         let question = question.trim();
         let hits = self.searcher.search(&[question], self.beam)?.remove(0);
         let tok = &self.searcher.model.tokenizer;
-        let q = tok.wordpieces(&[question])?.remove(0);
-        let q = &q[..q.len().min(self.max_len / 2)];
+        let q = tok
+            .wordpieces_prefix(&[question], self.max_len / 2)?
+            .remove(0);
         let blocks: Vec<_> = hits.iter().map(|h| self.searcher.block(h)).collect();
         let bodies: Vec<Option<&[u32]>> =
             blocks.iter().map(|b| Some(b.tokens.as_slice())).collect();
         let device = self.reader.device();
-        let (input, offsets) = joined_inputs(tok, &[q], &bodies, self.max_len, device)?;
+        let (input, offsets) = joined_inputs(tok, &[q.as_slice()], &bodies, self.max_len, device)?;
         let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
         let relevance = Tensor::new(scores.as_slice(), device)?;
         let spans = self

@@ -94,7 +94,11 @@ fn inspect(dir: &Path) -> Result<Found> {
             ),
         ));
     }
-    if let Some(odd) = marker.created.iter().find(|c| !ENTRIES.contains(&c.as_str())) {
+    if let Some(odd) = marker
+        .created
+        .iter()
+        .find(|c| !ENTRIES.contains(&c.as_str()))
+    {
         return Err(Error::file(
             &path,
             format!("lists {odd:?}, which the demo never writes: not a demo's marker"),
@@ -114,7 +118,8 @@ fn inspect(dir: &Path) -> Result<Found> {
         }
     }
     for entry in ENTRIES {
-        if !marker.created.iter().any(|c| c == entry) && fs::symlink_metadata(dir.join(entry)).is_ok()
+        if !marker.created.iter().any(|c| c == entry)
+            && fs::symlink_metadata(dir.join(entry)).is_ok()
         {
             return Err(Error::file(
                 dir.join(entry),

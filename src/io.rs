@@ -81,7 +81,7 @@ fn check_writable_parent(path: &Path, flag: &str) -> Result<()> {
     let parent = parent_of(path);
     let named = |msg: String| Error::file(parent, format!("{flag}: {msg}"));
     fs::create_dir_all(parent).map_err(|e| named(format!("cannot create this folder: {e}")))?;
-    let probe = sibling(path, &format!("probe-{}", std::process::id()))?;
+    let probe = parent.join(format!(".realm-probe-{}", std::process::id()));
     File::create(&probe).map_err(|e| named(format!("cannot write in this folder: {e}")))?;
     let _ = fs::remove_file(&probe);
     Ok(())

@@ -46,11 +46,6 @@ impl<R: BufRead> Lines<R> {
         self.bytes
     }
 
-    /// The reader.
-    pub fn get_ref(&self) -> &R {
-        &self.reader
-    }
-
     /// The source, as errors name it.
     pub fn origin(&self) -> &Path {
         &self.origin
@@ -121,7 +116,11 @@ pub fn read_text(path: &Path) -> Result<String> {
         Err(e) => {
             let before = &body[..e.valid_up_to()];
             let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-            let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = before.len()
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
             Err(Error::Parse {
                 path: path.to_path_buf(),
                 line,

@@ -99,9 +99,10 @@ enum Command {
         corpus: std::path::PathBuf,
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Body wordpieces per block (REALM: 288).
-        #[arg(long, default_value_t = 288)]
-        block_tokens: usize,
+        /// Body wordpieces per block (default: REALM's 288, or as many as the model's positions
+        /// hold beside [CLS] and two [SEP]).
+        #[arg(long)]
+        block_tokens: Option<usize>,
         #[arg(long, default_value_t = 32)]
         batch: usize,
         /// Skip (and count) malformed corpus lines instead of stopping at the first.
@@ -557,7 +558,10 @@ fn selftest(dev: &ComputeDevice, filter: Option<&str>) -> Result<()> {
     }
     out!(
         "{:<26} {:<34} {:>12} {:>10}  result",
-        "op", "case", "max rel err", "bound"
+        "op",
+        "case",
+        "max rel err",
+        "bound"
     );
     let mut failures = 0;
     for row in &rows {
@@ -578,7 +582,10 @@ fn selftest(dev: &ComputeDevice, filter: Option<&str>) -> Result<()> {
         }
         out!(
             "{:<26} {:<34} {:>12} {:>10}  {verdict}",
-            row.op, row.name, err, bound
+            row.op,
+            row.name,
+            err,
+            bound
         );
     }
     out!("{} passed, {} failed", rows.len() - failures, failures);
@@ -721,7 +728,7 @@ fn index(
     model: &std::path::Path,
     corpus: &std::path::Path,
     out: &std::path::Path,
-    block_tokens: usize,
+    block_tokens: Option<usize>,
     batch: usize,
     skip_bad_lines: bool,
 ) -> Result<()> {
@@ -729,7 +736,7 @@ fn index(
     // Everything that can be checked is checked before the corpus is read and embedded.
     StoredIndex::check_replaceable(out, "--out")?;
     realm::io::check_new_output_dir(out, "--out")?;
-    if block_tokens == 0 || batch == 0 {
+    if block_tokens == Some(0) || batch == 0 {
         bail!("--block-tokens and --batch must be at least 1");
     }
     realm::data::CorpusFormat::from_path(corpus)?;
@@ -739,13 +746,16 @@ fn index(
         .with_context(|| format!("--model {}: loading the model", model.display()))?;
     let positions = model.retriever.bert_config().max_position_embeddings;
     // `[CLS] title [SEP] body [SEP]`: the body alone must fit beside the three special tokens.
-    if block_tokens + 3 > positions {
-        bail!(
-            "--block-tokens {block_tokens}: the model reads at most {positions} positions, so a \
-             block holds at most {} wordpieces ([CLS], [SEP] and [SEP] take three)",
-            positions.saturating_sub(3)
-        );
-    }
+    let room = positions.saturating_sub(3);
+    let block_tokens = match block_tokens {
+        Some(n) if n > room => bail!(
+            "--block-tokens {n}: the model reads at most {positions} positions, so a block holds \
+             at most {room} wordpieces ([CLS], [SEP] and [SEP] take three)"
+        ),
+        Some(n) => n,
+        None if room == 0 => bail!("--model: {positions} positions hold no block"),
+        None => REALM_BLOCK_TOKENS.min(room),
+    };
     let opts = build::IndexCorpus {
         max_block_tokens: block_tokens,
         skip_bad_lines,
@@ -773,6 +783,9 @@ fn index(
     );
     Ok(())
 }
+
+/// REALM's block length in wordpieces.
+const REALM_BLOCK_TOKENS: usize = 288;
 
 /// The one rule for how many blocks a command reads per query (`search -k`, `ask --beam`): at
 /// least 1 and at most the blocks in the index.

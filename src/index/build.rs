@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 use crate::model::realm_inputs::doc_inputs;
 use crate::model::retriever::Tower;
 use crate::model::{BertTokenizer, Mode};
+use crate::progress::{Progress, Unit};
 use candle_core::{DType, Device, Tensor, Var};
 use half::f16;
-use crate::progress::{Progress, Unit};
 use std::path::Path;
 
 const OP: &str = "index build";
@@ -38,10 +38,18 @@ pub fn corpus_blocks(
     max_tokens: usize,
     skip_bad_lines: bool,
 ) -> Result<CorpusBlocks> {
-    cut_corpus(path, tokenizer, max_tokens, skip_bad_lines, &Progress::hidden())
+    cut_corpus(
+        path,
+        tokenizer,
+        max_tokens,
+        skip_bad_lines,
+        &Progress::hidden(),
+    )
 }
 
-/// [`corpus_blocks`], reporting the bytes of the corpus read to `progress`.
+/// [`corpus_blocks`], reporting to `progress` the bytes of the corpus done: read, less the text
+/// read but not yet tokenised (so that a document of megabytes on one line shows progress as its
+/// sentences are tokenised).
 fn cut_corpus(
     path: &Path,
     tokenizer: &BertTokenizer,
@@ -62,12 +70,16 @@ fn cut_corpus(
     while let Some(doc) = reader.next() {
         pending.push(doc?);
         out.documents += 1;
+        let read = reader.bytes_read();
         if pending.docs.len() >= DOCS_PER_CHUNK || pending.bytes >= TEXT_PER_CHUNK {
-            pending.tokenize(tokenizer, &mut out.blocks, max_tokens)?;
+            pending.tokenize(tokenizer, &mut out.blocks, max_tokens, |left| {
+                progress.set(read.saturating_sub(left as u64))
+            })?;
         }
-        progress.set(reader.bytes_read());
+        progress.set(read.saturating_sub(pending.bytes as u64));
     }
-    pending.tokenize(tokenizer, &mut out.blocks, max_tokens)?;
+    pending.tokenize(tokenizer, &mut out.blocks, max_tokens, |_| {})?;
+    progress.set(reader.bytes_read());
     progress.finish();
     out.skipped = reader.skipped();
     Ok(out)
@@ -87,13 +99,15 @@ impl PendingDocs {
         self.docs.push((doc, spans));
     }
 
-    /// Tokenises every pending sentence (at most [`TEXT_PER_CHUNK`] bytes per tokenizer call)
-    /// and packs each document's sentences into blocks.
+    /// Tokenises every pending sentence (at most [`TEXT_PER_CHUNK`] bytes per tokenizer call),
+    /// telling `left` how many bytes are still to do after each call, and packs each document's
+    /// sentences into blocks.
     fn tokenize(
         &mut self,
         tokenizer: &BertTokenizer,
         blocks: &mut Vec<Block>,
         max_tokens: usize,
+        left: impl Fn(usize),
     ) -> Result<()> {
         let texts: Vec<&str> = self
             .docs
@@ -101,21 +115,24 @@ impl PendingDocs {
             .flat_map(|(doc, spans)| spans.iter().map(|&(a, b)| &doc.text[a..b]))
             .collect();
         let mut pieces = Vec::with_capacity(texts.len());
-        let mut start = 0;
+        let (mut start, mut done) = (0, 0);
         while start < texts.len() {
             if texts[start].len() > TEXT_PER_CHUNK {
                 pieces.push(tokenizer.wordpieces_streaming(texts[start], TEXT_PER_CHUNK)?);
+                done += texts[start].len();
                 start += 1;
-                continue;
+            } else {
+                let mut end = start;
+                let mut bytes = 0;
+                while end < texts.len() && bytes + texts[end].len() <= TEXT_PER_CHUNK {
+                    bytes += texts[end].len();
+                    end += 1;
+                }
+                pieces.extend(tokenizer.wordpieces(&texts[start..end])?);
+                done += bytes;
+                start = end;
             }
-            let mut end = start;
-            let mut bytes = 0;
-            while end < texts.len() && bytes + texts[end].len() <= TEXT_PER_CHUNK {
-                bytes += texts[end].len();
-                end += 1;
-            }
-            pieces.extend(tokenizer.wordpieces(&texts[start..end])?);
-            start = end;
+            left(self.bytes.saturating_sub(done));
         }
         let mut pieces = pieces.into_iter();
         for (doc, spans) in self.docs.drain(..) {
@@ -154,7 +171,8 @@ pub fn embed_blocks(
         return Err(Error::bad_input(OP, "blocks", "no blocks to embed"));
     }
     let titles: Vec<&str> = blocks.iter().map(|b| b.title.as_str()).collect();
-    let title_pieces = tokenizer.wordpieces(&titles)?;
+    // A title longer than a row is cut by `doc_inputs` anyway: only its first pieces matter.
+    let title_pieces = tokenizer.wordpieces_prefix(&titles, opts.max_len)?;
     let mut order: Vec<usize> = (0..blocks.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(title_pieces[i].len() + blocks[i].tokens.len()));
 

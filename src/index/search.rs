@@ -205,7 +205,7 @@ impl Searcher {
             ));
         }
         let tok = &self.model.tokenizer;
-        let pieces = tok.wordpieces(queries)?;
+        let pieces = tok.wordpieces_prefix(queries, self.query_max_len)?;
         let refs: Vec<&[u32]> = pieces.iter().map(Vec::as_slice).collect();
         let input = query_inputs(tok, &refs, self.query_max_len, self.mips.device())?;
         let q = self

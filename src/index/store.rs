@@ -20,7 +20,7 @@ use crate::lines::Lines;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 const EMBEDDINGS: &str = "embeddings.safetensors";
@@ -266,7 +266,10 @@ impl StoredIndex {
         let ok = match std::fs::read_dir(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) if dir.is_file() => {
-                return Err(Error::file(dir, format!("{flag}: is a file, not a folder ({e})")))
+                return Err(Error::file(
+                    dir,
+                    format!("{flag}: is a file, not a folder ({e})"),
+                ))
             }
             Err(e) => return Err(Error::file(dir, format!("{flag}: {e}"))),
             Ok(mut entries) => {
@@ -306,17 +309,15 @@ impl StoredIndex {
                 ));
             }
         }
+        // The files first: a file that is not the one the manifest was written with is named as
+        // such, before anything in it is read as data.
+        for (name, want) in &files {
+            check_digest(&dir.join(name), want)?;
+        }
         let emb_path = dir.join(EMBEDDINGS);
-        check_digest(&emb_path, files.get(EMBEDDINGS), || {
-            let file = std::fs::File::open(&emb_path)?;
-            let mut reader = Digesting::new(file);
-            std::io::copy(&mut reader, &mut std::io::sink())?;
-            Ok(reader.digest())
-        })?;
         let embeddings = load_embeddings(&emb_path, &manifest)?;
         let blocks_path = dir.join(BLOCKS);
-        let file = std::fs::File::open(&blocks_path).map_err(|e| Error::file(&blocks_path, e))?;
-        let mut lines = Lines::new(BufReader::new(Digesting::new(file)), &blocks_path);
+        let mut lines = Lines::open(&blocks_path)?;
         let mut blocks = Vec::new();
         while let Some((line, text)) = lines.next() {
             let text = text.map_err(|e| lines.error(line, &e))?;
@@ -335,8 +336,6 @@ impl StoredIndex {
                 serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
             blocks.push(record.into_block().map_err(parse_err)?);
         }
-        let read = lines.get_ref().get_ref().digest();
-        check_digest(&blocks_path, files.get(BLOCKS), || Ok(read))?;
         if blocks.len() != manifest.num_blocks {
             return Err(Error::file(
                 &blocks_path,
@@ -381,11 +380,20 @@ fn read_manifest(dir: &Path) -> Result<(Manifest, BTreeMap<String, FileDigest>)>
             format!("not an index folder (no readable manifest): {e}"),
         )
     })?;
-    let stored: StoredManifest =
-        serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    let stored: StoredManifest = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
     let m = &stored.manifest;
     match m.format_version {
         FORMAT_VERSION => {
+            if let Some(odd) = stored
+                .files
+                .keys()
+                .find(|f| ![EMBEDDINGS, BLOCKS].contains(&f.as_str()))
+            {
+                return Err(Error::file(
+                    &path,
+                    format!("lists a file {odd:?} that an index does not have"),
+                ));
+            }
             if let Some(missing) = [EMBEDDINGS, BLOCKS]
                 .into_iter()
                 .find(|f| !stored.files.contains_key(*f))
@@ -419,16 +427,15 @@ fn read_manifest(dir: &Path) -> Result<(Manifest, BTreeMap<String, FileDigest>)>
     Ok((stored.manifest, stored.files))
 }
 
-/// Compares a file with the digest its manifest recorded (format 2; format 1 has none).
-fn check_digest(
-    path: &Path,
-    want: Option<&FileDigest>,
-    compute: impl FnOnce() -> std::io::Result<FileDigest>,
-) -> Result<()> {
-    let Some(want) = want else {
-        return Ok(());
-    };
-    let got = compute().map_err(|e| Error::file(path, e))?;
+/// Compares a file with the size and checksum its manifest recorded.
+fn check_digest(path: &Path, want: &FileDigest) -> Result<()> {
+    let got = std::fs::File::open(path)
+        .and_then(|file| {
+            let mut reader = Digesting::new(file);
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            Ok(reader.digest())
+        })
+        .map_err(|e| Error::file(path, e))?;
     if got.bytes != want.bytes {
         return Err(Error::file(
             path,
@@ -488,9 +495,11 @@ fn stored_model_path(index_dir: &Path, model_path: &str) -> String {
     if !model.join("config.json").is_file() {
         return model_path.to_string();
     }
-    let (Ok(model), Ok(parent), Some(name)) =
-        (model.canonicalize(), parent.canonicalize(), index_dir.file_name())
-    else {
+    let (Ok(model), Ok(parent), Some(name)) = (
+        model.canonicalize(),
+        parent.canonicalize(),
+        index_dir.file_name(),
+    ) else {
         return model_path.to_string();
     };
     let from = parent.join(name);

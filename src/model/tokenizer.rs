@@ -353,8 +353,9 @@ const MIN_SEGMENT_BYTES: usize = 4096;
 /// `text` cut into consecutive parts of at most `max_bytes` (a part is longer only when one
 /// character is), each ending where BERT's normaliser and pre-tokenizer split words whatever
 /// follows: after ASCII whitespace, else after ASCII punctuation, and only when a part holds
-/// neither, at a character boundary (a word of `max_bytes` or more: an `[UNK]` either way). The
-/// wordpieces of the parts, concatenated, are those of the text.
+/// neither, at a character boundary. The wordpieces of the parts, concatenated, are those of the
+/// text, unless a part holds no whitespace: then a word of `max_bytes` or more (one `[UNK]`
+/// whole) may give one per part, and a special token written in the text (`[MASK]`) may be cut.
 pub fn text_segments(text: &str, max_bytes: usize) -> Vec<&str> {
     let max_bytes = max_bytes.max(1);
     let mut parts = Vec::new();

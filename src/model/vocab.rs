@@ -253,7 +253,10 @@ mod tests {
         let msg = train_wordpiece(TEXTS.into_iter(), &spec(10))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("--size 10") && msg.contains("or more"), "{msg}");
+        assert!(
+            msg.contains("--size 10") && msg.contains("or more"),
+            "{msg}"
+        );
         assert!(train_wordpiece(std::iter::empty(), &spec(100)).is_err());
     }
 }

@@ -121,7 +121,10 @@ impl YAxis {
             lo,
             hi,
             off_scale: off.clone().count(),
-            extreme: off.copied().max_by(|a, b| a.abs().total_cmp(&b.abs())).unwrap_or(0.0),
+            extreme: off
+                .copied()
+                .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+                .unwrap_or(0.0),
         }
     }
 
@@ -283,7 +286,12 @@ fn draw(plot: &Plot, rgb: &mut [u8]) -> DrawResult {
         .light_line_style(RGBColor(243, 243, 243))
         .bold_line_style(RGBColor(210, 210, 210))
         .draw()?;
-    for x in plot.rules.iter().filter(|x| x.is_finite()).map(|x| x.clamp(x0, x1)) {
+    for x in plot
+        .rules
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|x| x.clamp(x0, x1))
+    {
         chart.draw_series(LineSeries::new(
             [(x, y0), (x, y1)],
             RGBColor(160, 160, 160).stroke_width(1),
@@ -404,7 +412,10 @@ mod tests {
             vec![f64::NAN, f64::INFINITY, 1.0],
         ] {
             let (lo, hi) = padded_range(values.iter().copied(), 0.08);
-            assert!(lo.is_finite() && hi.is_finite() && hi - lo > 0.0, "{values:?}");
+            assert!(
+                lo.is_finite() && hi.is_finite() && hi - lo > 0.0,
+                "{values:?}"
+            );
             assert!((hi - lo) >= lo.abs().max(hi.abs()) * 1e-6, "{values:?}");
         }
         let axis = YAxis::of(&[2.0, 3.0, 1.7e308, 2.5]);
