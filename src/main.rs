@@ -814,6 +814,13 @@ fn search(
     let _exec = dev.enter()?;
     let searcher = realm::index::Searcher::open(index, model, &dev.device)
         .with_context(|| format!("opening the index {}", index.display()))?;
+    if !searcher.index.manifest.has_checksums() {
+        eprintln!(
+            "note: {} predates index checksums (format 1), so its files were not checked against \
+             each other; rebuilding it with `realm index` adds them",
+            index.display()
+        );
+    }
     let k = blocks_per_query("-k", k, searcher.index.blocks.len())?;
     let hits = searcher.search(&[query], k)?.remove(0);
     for (rank, hit) in hits.iter().enumerate() {

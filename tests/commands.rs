@@ -112,8 +112,10 @@ const OTHER_CORPUS: &str = r#"{"id": "7", "title": "Everest", "text": "Mount Eve
 {"id": "10", "title": "Tokyo", "text": "Tokyo is the capital of Japan. It is a large city."}
 "#;
 
-/// The hits of `realm search --json` as (block, doc_id, score).
-fn hits(index: &Path) -> Vec<(u64, String, f64)> {
+/// Hits of `realm search --json` as (block, doc_id, score).
+type Hits = Vec<(u64, String, f64)>;
+
+fn hits(index: &Path) -> Hits {
     let out = succeeded(
         realm(&[
             "search",
@@ -151,28 +153,32 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Which of `old` and `new` the folder at `target` is (after the repair loading does), whole:
-/// the same blocks and the same search answer. Panics on anything else.
-fn old_or_new(
-    target: &Path,
-    refs: &[(&'static str, &StoredIndex, &[(u64, String, f64)]); 2],
-) -> &'static str {
+/// An index a kill may leave behind, and `realm search`'s answer from it.
+struct Reference {
+    name: &'static str,
+    index: StoredIndex,
+    hits: Hits,
+}
+
+/// Which of `refs` the folder at `target` is (after the repair loading does), whole: the same
+/// blocks and the same search answer. Panics on anything else.
+fn old_or_new(target: &Path, refs: &[Reference]) -> &'static str {
     let loaded = StoredIndex::load(target, None)
         .unwrap_or_else(|e| panic!("the index left behind does not load: {e}"));
-    let (name, reference, answer) = refs
+    let reference = refs
         .iter()
-        .find(|(_, r, _)| r.blocks == loaded.blocks)
+        .find(|r| r.index.blocks == loaded.blocks)
         .unwrap_or_else(|| panic!("the blocks left behind are neither the old nor the new index"));
-    assert_eq!(loaded.manifest.num_blocks, reference.manifest.num_blocks);
+    let name = reference.name;
+    assert_eq!(
+        loaded.manifest.num_blocks,
+        reference.index.manifest.num_blocks
+    );
     let got = hits(target);
-    assert_eq!(got.len(), answer.len());
-    for (g, want) in got.iter().zip(answer.iter()) {
-        assert_eq!(
-            (g.0, &g.1),
-            (want.0, &want.1),
-            "{name}: {got:?} vs {answer:?}"
-        );
-        assert!((g.2 - want.2).abs() < 1e-4, "{name}: {got:?} vs {answer:?}");
+    assert_eq!(got.len(), reference.hits.len());
+    for (g, want) in got.iter().zip(reference.hits.iter()) {
+        assert_eq!((g.0, &g.1), (want.0, &want.1), "{name}: {got:?}");
+        assert!((g.2 - want.2).abs() < 1e-4, "{name}: {got:?}");
     }
     // Nothing of an interrupted swap is left beside it.
     let parent = target.parent().unwrap();
@@ -209,16 +215,12 @@ fn realm_index_killed_anywhere_in_a_rebuild_leaves_the_old_or_the_new_index() {
     let (old, new, target) = (dir.join("old"), dir.join("new"), dir.join("target"));
     succeeded(index(&corpus_old, &old).output().unwrap());
     succeeded(index(&corpus_new, &new).output().unwrap());
-    let (old_index, new_index) = (
-        StoredIndex::load(&old, None).unwrap(),
-        StoredIndex::load(&new, None).unwrap(),
-    );
-    let (old_hits, new_hits) = (hits(&old), hits(&new));
-    assert_ne!(old_hits, new_hits);
-    let refs = [
-        ("old", &old_index, old_hits.as_slice()),
-        ("new", &new_index, new_hits.as_slice()),
-    ];
+    let refs = [("old", &old), ("new", &new)].map(|(name, dir)| Reference {
+        name,
+        index: StoredIndex::load(dir, None).unwrap(),
+        hits: hits(dir),
+    });
+    assert_ne!(refs[0].hits, refs[1].hits);
     let reset = || {
         let _ = std::fs::remove_dir_all(&target);
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -463,6 +465,8 @@ fn realm_demo_removes_nothing_it_did_not_create() {
 }
 
 /// Runs `cmd` and returns its output and peak resident memory in MB (from wait4).
+// The child is reaped by wait4, which also gives its resource usage, not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run_measured(cmd: &mut Command) -> (Output, f64) {
     let child = cmd
         .stdout(Stdio::piped())

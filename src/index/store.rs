@@ -47,6 +47,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Whether the folder's files were checked against the manifest's sizes and checksums when
+    /// it was loaded (format 2; format 1 predates them).
+    pub fn has_checksums(&self) -> bool {
+        self.format_version >= FORMAT_VERSION
+    }
+
     /// Where [`Self::model_path`] points, seen from the index folder `index_dir`.
     pub fn model_dir(&self, index_dir: &Path) -> PathBuf {
         let path = Path::new(&self.model_path);
@@ -273,9 +279,7 @@ impl StoredIndex {
             }
             Err(e) => return Err(Error::file(dir, format!("{flag}: {e}"))),
             Ok(mut entries) => {
-                entries.next().is_none()
-                    || is_index(dir)
-                    || aside.as_deref().is_some_and(|a| is_index(a))
+                entries.next().is_none() || is_index(dir) || aside.as_deref().is_some_and(is_index)
             }
         };
         if ok {
