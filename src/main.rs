@@ -167,7 +167,8 @@ enum Command {
     Demo {
         #[command(flatten)]
         device: DeviceArg,
-        /// Run directory (a previous demo's is reused: its outputs are replaced).
+        /// Run directory: a new or empty folder, or a previous demo's (then only what that demo
+        /// created, as its .realm-demo.json lists, is replaced).
         #[arg(long, default_value = "runs/demo")]
         out: std::path::PathBuf,
         /// Start from a Hugging Face BERT folder instead of a small BERT from scratch.
@@ -175,7 +176,8 @@ enum Command {
         init: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Multiply every stage's step count (1.0: sized for about 10 minutes on 2 CPU cores).
+        /// Multiply every stage's step count (1.0: sized for about 10 minutes on 2 CPU cores;
+        /// above 0, at most 1000).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
         /// No progress bars.

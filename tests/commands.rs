@@ -28,6 +28,13 @@ fn realm(args: &[&str]) -> Command {
     c
 }
 
+/// `realm COMMAND --device cpu ARGS...`.
+fn on_cpu(args: &[&str]) -> Command {
+    let mut c = realm(&[args[0], "--device", "cpu"]);
+    c.args(&args[1..]);
+    c
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -117,10 +124,8 @@ type Hits = Vec<(u64, String, f64)>;
 
 fn hits(index: &Path) -> Hits {
     let out = succeeded(
-        realm(&[
+        on_cpu(&[
             "search",
-            "--device",
-            "cpu",
             "--index",
             s(index),
             "--json",
@@ -198,10 +203,8 @@ fn realm_index_killed_anywhere_in_a_rebuild_leaves_the_old_or_the_new_index() {
     let (corpus_old, corpus_new) = (dir.join("run/docs.jsonl"), dir.join("other.jsonl"));
     std::fs::write(&corpus_new, OTHER_CORPUS).unwrap();
     let index = |corpus: &Path, out: &Path| {
-        realm(&[
+        on_cpu(&[
             "index",
-            "--device",
-            "cpu",
             "--model",
             s(&ckpt),
             "--corpus",
@@ -275,43 +278,6 @@ fn realm_index_killed_anywhere_in_a_rebuild_leaves_the_old_or_the_new_index() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// A tiny pre-training run (2 steps, from scratch) written by the library into `run`.
-fn pretrained_run(dir: &Path, run: &Path) {
-    use realm::model::BertConfig;
-    use realm::train::models::{ModelInit, Origin};
-    use realm::train::pretrain::{run_pretrain, PretrainConfig};
-    let mut docs = String::new();
-    for i in 0..16 {
-        let text = format!(
-            "Person {i} was born in {} in {}. She wrote books.",
-            ["Paris", "London", "Rome", "Oslo"][i % 4],
-            1900 + i
-        );
-        docs += &format!(
-            "{}\n",
-            serde_json::json!({"id": i, "title": format!("Person {i}"), "text": text})
-        );
-    }
-    std::fs::write(dir.join("docs.jsonl"), docs).unwrap();
-    let mut bert = BertConfig::new(32, 1, 1);
-    bert.vocab_size = realm::model::BertTokenizer::from_vocab(demo_vocab(), true)
-        .unwrap()
-        .vocab_size();
-    bert.max_position_embeddings = 64;
-    let init = ModelInit::Origin(Origin::Scratch {
-        config: bert,
-        vocab: demo_vocab(),
-        lowercase: true,
-    });
-    let mut cfg = PretrainConfig::new(init, dir.join("docs.jsonl"));
-    cfg.retriever.proj_size = 16;
-    (cfg.top_k, cfg.query_len, cfg.doc_len, cfg.block_len) = (3, 24, 24, 32);
-    (cfg.train.steps, cfg.train.batch) = (2, 4);
-    let mut opts = realm::train::RunOptions::new(realm::device::ComputeDevice::cpu());
-    opts.quiet = true;
-    run_pretrain(&cfg, run, &opts).unwrap();
-}
-
 #[test]
 fn an_index_finds_its_model_from_any_working_directory() {
     let dir = temp("cwd");
@@ -321,10 +287,8 @@ fn an_index_finds_its_model_from_any_working_directory() {
     }
     // Built with relative paths in one folder...
     succeeded(
-        realm(&[
+        on_cpu(&[
             "index",
-            "--device",
-            "cpu",
             "--model",
             "../run/checkpoint",
             "--corpus",
@@ -338,28 +302,73 @@ fn an_index_finds_its_model_from_any_working_directory() {
     );
     // ... searched from another, without --model.
     let out = succeeded(
-        realm(&[
-            "search", "--device", "cpu", "--index", "../a/idx", "-k", "2", "paris",
-        ])
-        .current_dir(dir.join("b"))
-        .output()
-        .unwrap(),
+        on_cpu(&["search", "--index", "../a/idx", "-k", "2", "paris"])
+            .current_dir(dir.join("b"))
+            .output()
+            .unwrap(),
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
 
     // The index a training run keeps in its checkpoint, searched from elsewhere: with that
     // checkpoint's query tower.
-    pretrained_run(&dir, &dir.join("pre"));
+    let cities = [
+        "Paris", "London", "Rome", "Oslo", "Vienna", "Lisbon", "Prague", "Dublin",
+    ];
+    let docs: String = cities
+        .iter()
+        .enumerate()
+        .map(|(i, city)| {
+            let text = format!(
+                "{city} was founded in {}. Many people live in {city}.",
+                900 + i
+            );
+            format!(
+                "{}\n",
+                serde_json::json!({"id": i, "title": city, "text": text})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("cities.jsonl"), docs).unwrap();
+    succeeded(
+        on_cpu(&[
+            "pretrain",
+            "--quiet",
+            "--run",
+            "pre",
+            "--preset",
+            "tiny",
+            "--vocab",
+            s(&demo_vocab()),
+            "--corpus",
+            "cities.jsonl",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--query-len",
+            "24",
+            "--doc-len",
+            "24",
+            "--block-len",
+            "32",
+            "--top-k",
+            "3",
+            "--proj-size",
+            "16",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap(),
+    );
     let out = succeeded(
-        realm(&[
+        on_cpu(&[
             "search",
-            "--device",
-            "cpu",
             "--index",
             "../pre/checkpoint/index",
             "-k",
             "3",
-            "born in Paris",
+            "founded in 903",
         ])
         .current_dir(dir.join("b"))
         .output()
@@ -367,7 +376,7 @@ fn an_index_finds_its_model_from_any_working_directory() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 3, "{text}");
-    assert!(text.contains("Person"), "{text}");
+    assert!(cities.iter().any(|c| text.contains(c)), "{text}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -387,7 +396,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 fn demo(out: &Path, extra: &[&str]) -> Output {
-    realm(&["demo", "--device", "cpu", "--quiet", "--out", s(out)])
+    on_cpu(&["demo", "--quiet", "--out", s(out)])
         .args(extra)
         .output()
         .unwrap()
@@ -521,10 +530,8 @@ fn a_single_line_document_of_megabytes_is_embedded_and_indexed_in_bounded_memory
     std::fs::write(dir.join("huge.txt"), format!("{huge}\n")).unwrap();
     std::fs::write(dir.join("head.txt"), format!("{}\n", prefix(&huge, 4000))).unwrap();
     let embed = |input: &str, out: &str| {
-        run_measured(&mut realm(&[
+        run_measured(&mut on_cpu(&[
             "embed",
-            "--device",
-            "cpu",
             "--model",
             s(&bert),
             "--input",
@@ -558,10 +565,8 @@ fn a_single_line_document_of_megabytes_is_embedded_and_indexed_in_bounded_memory
     let text = sentence.repeat(2_000_000 / sentence.len());
     let doc = serde_json::json!({"id": "big", "title": "Nile", "text": text});
     std::fs::write(dir.join("big.jsonl"), format!("{doc}\n")).unwrap();
-    let (out, index_mb) = run_measured(&mut realm(&[
+    let (out, index_mb) = run_measured(&mut on_cpu(&[
         "index",
-        "--device",
-        "cpu",
         "--model",
         s(&ckpt),
         "--corpus",
@@ -626,34 +631,25 @@ fn flags_that_cannot_be_honoured_are_errors_naming_them() {
     );
     assert!(!vocab.exists());
     let idx = dir.join("idx");
-    let index_args = |out: &Path, extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = ["index", "--device", "cpu", "--model", s(&ckpt), "--corpus"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        a.extend([s(&corpus).to_string(), "--out".into(), s(out).to_string()]);
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let run_args = |v: Vec<String>, wants: &[&str]| {
-        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+    let index_fails = |out: &Path, extra: &[&str], wants: &[&str]| {
+        let mut args = vec!["index", "--device", "cpu", "--model", s(&ckpt)];
+        args.extend(["--corpus", s(&corpus), "--out", s(out)]);
+        args.extend_from_slice(extra);
         failed(&args, wants)
     };
-    run_args(
-        index_args(&idx, &["--block-tokens", "600"]),
+    index_fails(
+        &idx,
+        &["--block-tokens", "600"],
         &["--block-tokens 600", "128 positions"],
     );
     assert!(!idx.exists());
     // An output that is a file, or a folder of the user's: refused before any work.
     std::fs::write(dir.join("a-file"), "x").unwrap();
-    let err = run_args(index_args(&dir.join("a-file"), &[]), &["--out"]);
+    let err = index_fails(&dir.join("a-file"), &[], &["--out"]);
     assert!(!err.contains("embedding"), "{err}");
     std::fs::create_dir_all(dir.join("mine")).unwrap();
     std::fs::write(dir.join("mine/notes.md"), "mine").unwrap();
-    run_args(
-        index_args(&dir.join("mine"), &[]),
-        &["--out", "not an index folder"],
-    );
+    index_fails(&dir.join("mine"), &[], &["--out", "not an index folder"]);
     assert_eq!(
         std::fs::read_to_string(dir.join("mine/notes.md")).unwrap(),
         "mine"
@@ -713,7 +709,7 @@ fn flags_that_cannot_be_honoured_are_errors_naming_them() {
 fn ask_echoes_each_question_from_stdin_and_names_a_bad_line() {
     let dir = temp("stdin");
     fine_tuned_run(&dir);
-    let mut child = realm(&["ask", "--device", "cpu", "--run", s(&dir), "--beam", "2"])
+    let mut child = on_cpu(&["ask", "--run", s(&dir), "--beam", "2"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
