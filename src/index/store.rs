@@ -229,17 +229,8 @@ impl StoredIndex {
         let bytes = safetensors::serialize([("embeddings", &self.embeddings)], None)
             .map_err(|e| Error::file(dir.join(EMBEDDINGS), e))?;
         write_dir_atomic(dir, |tmp| {
-            let mut files = BTreeMap::new();
-            let mut digest = None;
-            write_atomic(tmp.join(EMBEDDINGS), |w| {
-                let mut w = Digesting::new(w);
-                w.write_all(&bytes)?;
-                digest = Some(w.digest());
-                Ok(())
-            })?;
-            files.extend(digest.take().map(|d| (EMBEDDINGS.to_string(), d)));
-            write_atomic(tmp.join(BLOCKS), |w| {
-                let mut w = Digesting::new(w);
+            let embeddings = write_digested(&tmp.join(EMBEDDINGS), |w| w.write_all(&bytes))?;
+            let blocks = write_digested(&tmp.join(BLOCKS), |w| {
                 for b in &self.blocks {
                     let record = BlockRecord {
                         doc_id: b.doc_id.clone(),
@@ -247,13 +238,15 @@ impl StoredIndex {
                         tokens: b.tokens.clone(),
                         sentences: b.sentences.iter().map(|r| (r.start, r.end)).collect(),
                     };
-                    serde_json::to_writer(&mut w, &record).map_err(std::io::Error::other)?;
+                    serde_json::to_writer(&mut *w, &record).map_err(std::io::Error::other)?;
                     w.write_all(b"\n")?;
                 }
-                digest = Some(w.digest());
                 Ok(())
             })?;
-            files.extend(digest.map(|d| (BLOCKS.to_string(), d)));
+            let files = BTreeMap::from([
+                (EMBEDDINGS.to_string(), embeddings),
+                (BLOCKS.to_string(), blocks),
+            ]);
             let mut manifest = self.manifest.clone();
             manifest.format_version = FORMAT_VERSION;
             manifest.model_path = stored_model_path(dir, &manifest.model_path);
@@ -429,6 +422,21 @@ fn read_manifest(dir: &Path) -> Result<(Manifest, BTreeMap<String, FileDigest>)>
         ));
     }
     Ok((stored.manifest, stored.files))
+}
+
+/// Writes `path` atomically with what `write` produces, and returns its size and checksum.
+fn write_digested(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<FileDigest> {
+    let mut digest = FileDigest { bytes: 0, crc32: 0 };
+    write_atomic(path, |w| {
+        let mut w = Digesting::new(w);
+        write(&mut w)?;
+        digest = w.digest();
+        Ok(())
+    })?;
+    Ok(digest)
 }
 
 /// Compares a file with the size and checksum its manifest recorded.
