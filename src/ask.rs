@@ -40,7 +40,8 @@ pub struct Answer {
 pub struct Asker {
     searcher: Searcher,
     reader: Reader,
-    /// Blocks read per question.
+    /// Blocks read per question: between 1 and the blocks of the index ([`Searcher::search`]'s
+    /// rule for k).
     pub beam: usize,
     /// Longest `[CLS] question [SEP] body [SEP]` row.
     pub max_len: usize,
@@ -76,10 +77,11 @@ impl Asker {
         };
         let reader = Reader::load(checkpoint.join(READER), device)?;
         let max_len = reader.bert().config().max_position_embeddings.min(256);
+        let beam = crate::index::search::DEFAULT_K.min(searcher.index.blocks.len());
         Ok(Asker {
             searcher,
             reader,
-            beam: 5,
+            beam,
             max_len,
         })
     }
@@ -91,16 +93,16 @@ impl Asker {
     /// Retrieves, reads and answers one question.
     pub fn ask(&self, question: &str) -> Result<Answer> {
         let question = question.trim();
-        let beam = self.beam.min(self.searcher.index.blocks.len());
-        let hits = self.searcher.search(&[question], beam)?.remove(0);
+        let hits = self.searcher.search(&[question], self.beam)?.remove(0);
         let tok = &self.searcher.model.tokenizer;
-        let q = tok.wordpieces(&[question])?.remove(0);
-        let q = &q[..q.len().min(self.max_len / 2)];
+        let q = tok
+            .wordpieces_prefix(&[question], self.max_len / 2)?
+            .remove(0);
         let blocks: Vec<_> = hits.iter().map(|h| self.searcher.block(h)).collect();
         let bodies: Vec<Option<&[u32]>> =
             blocks.iter().map(|b| Some(b.tokens.as_slice())).collect();
         let device = self.reader.device();
-        let (input, offsets) = joined_inputs(tok, &[q], &bodies, self.max_len, device)?;
+        let (input, offsets) = joined_inputs(tok, &[q.as_slice()], &bodies, self.max_len, device)?;
         let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
         let relevance = Tensor::new(scores.as_slice(), device)?;
         let spans = self

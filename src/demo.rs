@@ -27,7 +27,8 @@ use std::time::Instant;
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct DemoConfig {
-    /// The run directory: `data/`, then one folder per stage, `summary.json`.
+    /// The run directory: `data/`, then one folder per stage, `summary.json` (and the marker of
+    /// [`crate::demo_dir`]).
     pub out: PathBuf,
     /// Start from this BERT folder instead of a small BERT from scratch.
     pub init: Option<PathBuf>,
@@ -146,61 +147,49 @@ impl Clock {
     }
 }
 
-/// What a demo run directory holds besides `data/`: removed when a previous demo's directory is
-/// reused.
-const OUTPUTS: [&str; 8] = [
-    "ict",
-    "pretrain",
-    "finetune",
-    "cloze",
-    "eval",
-    "update",
-    "report",
-    "summary.json",
-];
+/// The largest `--scale` (a thousand times the default run is days on a CPU).
+pub const MAX_SCALE: f64 = 1000.0;
 
-/// The demo's run directory must be new, empty or a previous demo's (whose outputs are removed).
-pub fn prepare_out_dir(dir: &Path) -> Result<()> {
-    let used = dir
-        .read_dir()
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if !used {
-        return Ok(());
-    }
-    if !dir.join("data").join("docs.jsonl").exists() {
-        return Err(Error::file(
-            dir,
-            "exists and is not a demo run directory; choose another --out",
-        ));
-    }
-    for name in OUTPUTS {
-        let path = dir.join(name);
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match removed {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::file(&path, e));
-            }
-            _ => {}
+impl DemoConfig {
+    /// Checks every argument without writing anything: the scale, and that `--init` is a BERT
+    /// folder (its configuration and tokenizer load), with errors naming the argument as given.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.scale > 0.0 && self.scale <= MAX_SCALE) {
+            return Err(Error::bad_input(
+                "demo",
+                "scale",
+                format!(
+                    "--scale {}: must be a number above 0 and at most {MAX_SCALE}",
+                    self.scale
+                ),
+            ));
         }
+        if let Some(dir) = &self.init {
+            let not_bert = |e: Error| {
+                Error::file(
+                    dir,
+                    format!("--init: not a BERT model folder (config.json and a tokenizer): {e}"),
+                )
+            };
+            if !dir.is_dir() {
+                return Err(Error::file(dir, "--init: no such folder"));
+            }
+            let config = BertConfig::from_file(dir.join("config.json")).map_err(not_bert)?;
+            BertTokenizer::from_dir(dir)
+                .and_then(|t| t.check_vocab(&config))
+                .map_err(not_bert)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs every stage; writes `summary.json` and returns it.
+/// The run folder is a new or empty one, or a previous demo's (see [`crate::demo_dir`]):
+/// every argument and the folder are checked before anything is written or removed.
 pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary> {
-    prepare_out_dir(&cfg.out)?;
-    if !(cfg.scale > 0.0 && cfg.scale.is_finite()) {
-        return Err(Error::bad_input(
-            "demo",
-            "scale",
-            format!("{} must be positive", cfg.scale),
-        ));
-    }
+    cfg.validate()?;
+    crate::demo_dir::check(&cfg.out)?;
+    let mut out_dir = crate::demo_dir::DemoDir::prepare(&cfg.out)?;
     let mut clock = Clock {
         start: Instant::now(),
         lap: Instant::now(),
@@ -291,6 +280,7 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     let summary = summarize(cfg, device, &report, clock, answers, knowledge_update);
     crate::io::write_json_atomic(cfg.out.join("summary.json"), &summary)?;
     crate::report::write_report(&cfg.out)?;
+    out_dir.finish()?;
     Ok(summary)
 }
 

@@ -4,7 +4,17 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use realm::bench::Budget;
 use realm::device::{ComputeDevice, DeviceSpec};
+use std::io::Write;
+use std::process::ExitCode;
 use std::time::Duration;
+
+/// A line on stdout. Unlike `println!`, a failed write (the reader closed the pipe, as `| head`
+/// does) is an error returned to `main`, which ends quietly on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
 
 #[derive(Parser)]
 #[command(
@@ -89,9 +99,10 @@ enum Command {
         corpus: std::path::PathBuf,
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Body wordpieces per block (REALM: 288).
-        #[arg(long, default_value_t = 288)]
-        block_tokens: usize,
+        /// Body wordpieces per block (default: REALM's 288, or as many as the model's positions
+        /// hold beside [CLS] and two [SEP]).
+        #[arg(long)]
+        block_tokens: Option<usize>,
         #[arg(long, default_value_t = 32)]
         batch: usize,
         /// Skip (and count) malformed corpus lines instead of stopping at the first.
@@ -105,11 +116,13 @@ enum Command {
         /// Index folder written by `realm index` (or by training).
         #[arg(long)]
         index: std::path::PathBuf,
-        /// Model folder (default: the one the index's manifest names).
+        /// Model folder (default: the one the index's manifest names, relative to the index
+        /// folder; for an index inside a training checkpoint, that checkpoint).
         #[arg(long)]
         model: Option<std::path::PathBuf>,
-        #[arg(short, long, default_value_t = 5)]
-        k: usize,
+        /// Blocks to show: 1 to the index's size (default 5, or all of a smaller index).
+        #[arg(short, long)]
+        k: Option<usize>,
         /// One JSON object per hit (query, rank, block, doc_id, title, score) instead of text.
         #[arg(long)]
         json: bool,
@@ -154,7 +167,8 @@ enum Command {
     Demo {
         #[command(flatten)]
         device: DeviceArg,
-        /// Run directory (a previous demo's is reused: its outputs are replaced).
+        /// Run directory: a new or empty folder, or a previous demo's (then only what that demo
+        /// created, as its .realm-demo.json lists, is replaced).
         #[arg(long, default_value = "runs/demo")]
         out: std::path::PathBuf,
         /// Start from a Hugging Face BERT folder instead of a small BERT from scratch.
@@ -162,7 +176,8 @@ enum Command {
         init: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Multiply every stage's step count (1.0: sized for about 10 minutes on 2 CPU cores).
+        /// Multiply every stage's step count (1.0: sized for about 10 minutes on 2 CPU cores;
+        /// above 0, at most 1000).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
         /// No progress bars.
@@ -182,9 +197,10 @@ enum Command {
         /// run's own.
         #[arg(long)]
         index: Option<std::path::PathBuf>,
-        /// Blocks read per question.
-        #[arg(long, default_value_t = 5)]
-        beam: usize,
+        /// Blocks read per question: 1 to the index's size (default 5, or all of a smaller
+        /// index).
+        #[arg(long)]
+        beam: Option<usize>,
         /// One JSON object per answer.
         #[arg(long)]
         json: bool,
@@ -339,9 +355,30 @@ enum BenchOp {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     realm::alloc::tune_for_tensors();
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Whoever read our output has stopped reading (`realm search ... | head -1`): done.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether an error comes from writing to a pipe whose reader has gone.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(broken)
+            || matches!(cause.downcast_ref::<realm::Error>(), Some(realm::Error::Io(io)) if broken(io))
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
     realm::ops::check_cpu_simd_env()?;
     match cli.command {
         Command::Selftest { device, filter } => selftest(&device.resolve()?, filter.as_deref()),
@@ -356,6 +393,7 @@ fn main() -> Result<()> {
             max_len,
             dtype,
         } => {
+            realm::io::check_new_output(&out, "--out")?;
             let dev = device.resolve()?;
             let opts = realm::model::embed::EmbedOptions {
                 model,
@@ -424,7 +462,7 @@ fn main() -> Result<()> {
             if let Some(run) = run {
                 eval::log_metrics(&run, &report).context("writing the metrics line")?;
             }
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            out!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Demo {
@@ -444,7 +482,7 @@ fn main() -> Result<()> {
                 quiet,
             };
             let summary = realm::demo::run_demo(&cfg, &dev).context("demo")?;
-            println!("{}", realm::demo::render(&summary));
+            out!("{}", realm::demo::render(&summary));
             eprintln!("summary: {}", cfg.out.join("summary.json").display());
             Ok(())
         }
@@ -477,7 +515,7 @@ fn main() -> Result<()> {
         }
         Command::Report { run_dir } => {
             let report = realm::report::write_report(&run_dir).context("report")?;
-            println!(
+            out!(
                 "{} records: {} plots and {}",
                 report.records,
                 report.images.len(),
@@ -493,6 +531,7 @@ fn main() -> Result<()> {
             min_frequency,
             out,
         } => {
+            realm::io::check_new_output(&out, "--out")?;
             let spec = realm::model::vocab::VocabSpec {
                 corpus,
                 extra,
@@ -515,11 +554,17 @@ fn main() -> Result<()> {
 fn selftest(dev: &ComputeDevice, filter: Option<&str>) -> Result<()> {
     let rows = realm::selftest::run(dev, filter);
     if rows.is_empty() {
-        bail!("no check matches the filter {filter:?}");
+        match filter {
+            Some(f) => bail!("--filter {f}: no check's op/case contains it (run without --filter to see them all)"),
+            None => bail!("no check is registered for {dev}"),
+        }
     }
-    println!(
+    out!(
         "{:<26} {:<34} {:>12} {:>10}  result",
-        "op", "case", "max rel err", "bound"
+        "op",
+        "case",
+        "max rel err",
+        "bound"
     );
     let mut failures = 0;
     for row in &rows {
@@ -538,12 +583,15 @@ fn selftest(dev: &ComputeDevice, filter: Option<&str>) -> Result<()> {
         if !row.passed() {
             failures += 1;
         }
-        println!(
+        out!(
             "{:<26} {:<34} {:>12} {:>10}  {verdict}",
-            row.op, row.name, err, bound
+            row.op,
+            row.name,
+            err,
+            bound
         );
     }
-    println!("{} passed, {} failed", rows.len() - failures, failures);
+    out!("{} passed, {} failed", rows.len() - failures, failures);
     if failures > 0 {
         bail!("{failures} of {} checks failed on {dev}", rows.len());
     }
@@ -555,9 +603,9 @@ fn bench(op: BenchOp) -> Result<()> {
         BenchOp::TrainStep(args) => {
             let report = args.execute().context("bench train-step")?;
             if args.json {
-                println!("{}", serde_json::to_string(&report)?);
+                out!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("{report}");
+                out!("{report}");
             }
             return Ok(());
         }
@@ -625,9 +673,9 @@ fn bench(op: BenchOp) -> Result<()> {
             let report =
                 realm::model::bench::bench(&dev, &spec, common.budget()?).context("bench bert")?;
             if common.json {
-                println!("{}", serde_json::to_string(&report)?);
+                out!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("{report}");
+                out!("{report}");
             }
             return Ok(());
         }
@@ -658,9 +706,9 @@ fn bench(op: BenchOp) -> Result<()> {
         }
     };
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        out!(
             "{} [{}] {} on {}: median {:.3} ms (min {:.3} ms, {} runs){}",
             report.op,
             report.shape,
@@ -683,23 +731,40 @@ fn index(
     model: &std::path::Path,
     corpus: &std::path::Path,
     out: &std::path::Path,
-    block_tokens: usize,
+    block_tokens: Option<usize>,
     batch: usize,
     skip_bad_lines: bool,
 ) -> Result<()> {
-    use realm::index::{build, RetrieverModel};
+    use realm::index::{build, RetrieverModel, StoredIndex};
+    // Everything that can be checked is checked before the corpus is read and embedded.
+    StoredIndex::check_replaceable(out, "--out")?;
+    realm::io::check_new_output_dir(out, "--out")?;
+    if block_tokens == Some(0) || batch == 0 {
+        bail!("--block-tokens and --batch must be at least 1");
+    }
+    realm::data::CorpusFormat::from_path(corpus)?;
+    std::fs::File::open(corpus).with_context(|| format!("--corpus {}", corpus.display()))?;
     let _exec = dev.enter()?;
-    let model = RetrieverModel::load(model, &dev.device).context("loading the model")?;
+    let model = RetrieverModel::load(model, &dev.device)
+        .with_context(|| format!("--model {}: loading the model", model.display()))?;
+    let positions = model.retriever.bert_config().max_position_embeddings;
+    // `[CLS] title [SEP] body [SEP]`: the body alone must fit beside the three special tokens.
+    let room = positions.saturating_sub(3);
+    let block_tokens = match block_tokens {
+        Some(n) if n > room => bail!(
+            "--block-tokens {n}: the model reads at most {positions} positions, so a block holds \
+             at most {room} wordpieces ([CLS], [SEP] and [SEP] take three)"
+        ),
+        Some(n) => n,
+        None if room == 0 => bail!("--model: {positions} positions hold no block"),
+        None => REALM_BLOCK_TOKENS.min(room),
+    };
     let opts = build::IndexCorpus {
         max_block_tokens: block_tokens,
         skip_bad_lines,
         embed: build::EmbedOptions {
             batch,
-            max_len: model
-                .retriever
-                .bert_config()
-                .max_position_embeddings
-                .min(block_tokens + 64),
+            max_len: positions.min(block_tokens + 64),
             progress: Some("embedding".into()),
         },
         step: 0,
@@ -722,31 +787,58 @@ fn index(
     Ok(())
 }
 
+/// REALM's block length in wordpieces.
+const REALM_BLOCK_TOKENS: usize = 288;
+
+/// The one rule for how many blocks a command reads per query (`search -k`, `ask --beam`): at
+/// least 1 and at most the blocks in the index.
+/// Without the flag: 5, or all blocks of a smaller index.
+fn blocks_per_query(flag: &str, n: Option<usize>, index_blocks: usize) -> Result<usize> {
+    match n {
+        None => Ok(realm::index::search::DEFAULT_K.min(index_blocks)),
+        Some(n) if n == 0 || n > index_blocks => {
+            bail!("{flag} {n}: must be between 1 and the index's {index_blocks} blocks")
+        }
+        Some(n) => Ok(n),
+    }
+}
+
 fn search(
     dev: &ComputeDevice,
     index: &std::path::Path,
     model: Option<&std::path::Path>,
-    k: usize,
+    k: Option<usize>,
     json: bool,
     query: &str,
 ) -> Result<()> {
+    if query.trim().is_empty() {
+        bail!("the query is empty");
+    }
     let _exec = dev.enter()?;
     let searcher = realm::index::Searcher::open(index, model, &dev.device)
         .with_context(|| format!("opening the index {}", index.display()))?;
+    if !searcher.index.manifest.has_checksums() {
+        eprintln!(
+            "note: {} predates index checksums (format 1), so its files were not checked against \
+             each other; rebuilding it with `realm index` adds them",
+            index.display()
+        );
+    }
+    let k = blocks_per_query("-k", k, searcher.index.blocks.len())?;
     let hits = searcher.search(&[query], k)?.remove(0);
     for (rank, hit) in hits.iter().enumerate() {
         if json {
             let mut obj = serde_json::to_value(hit)?;
             obj["rank"] = (rank + 1).into();
             obj["query"] = query.into();
-            println!("{obj}");
+            out!("{obj}");
         } else {
             let text = realm::model::reader::span_text(
                 &searcher.model.tokenizer,
                 &searcher.block(hit).tokens,
             )?;
             let snippet: String = text.chars().take(100).collect();
-            println!(
+            out!(
                 "{:>2}. {:>8.3}  [{}] {}: {snippet}...",
                 rank + 1,
                 hit.score,
@@ -762,45 +854,52 @@ fn ask(
     dev: &ComputeDevice,
     run: &std::path::Path,
     index: Option<&std::path::Path>,
-    beam: usize,
+    beam: Option<usize>,
     json: bool,
     question: Option<&str>,
 ) -> Result<()> {
-    use std::io::BufRead;
     let _exec = dev.enter()?;
     let checkpoint = realm::ask::find_checkpoint(run)?;
     let mut asker = realm::ask::Asker::load(&checkpoint, index, &dev.device)
         .with_context(|| format!("loading {}", checkpoint.display()))?;
-    if beam == 0 {
-        bail!("--beam must be at least 1");
-    }
-    asker.beam = beam;
-    let answer = |q: &str| -> Result<()> {
+    asker.beam = blocks_per_query("--beam", beam, asker.searcher().index.blocks.len())?;
+    // Questions from stdin are echoed, so that each answer can be told from the next.
+    let answer = |q: &str, echo: bool| -> Result<()> {
         let a = asker.ask(q)?;
         if json {
-            println!("{}", serde_json::to_string(&a)?);
+            out!("{}", serde_json::to_string(&a)?);
             return Ok(());
         }
-        println!("{}  (score {:.2})", a.answer, a.score);
+        if echo {
+            out!("Q: {}", a.question);
+        }
+        out!("{}  (score {:.2})", a.answer, a.score);
         for (i, e) in a.evidence.iter().enumerate() {
             let mark = if i == a.from { "*" } else { " " };
-            println!("  {mark} p={:.3}  {}: {}", e.p, e.title, e.sentence);
+            out!("  {mark} p={:.3}  {}: {}", e.p, e.title, e.sentence);
         }
         Ok(())
     };
-    match question {
-        Some(q) => answer(q),
-        None => {
-            for line in std::io::stdin().lock().lines() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
+    if let Some(q) = question {
+        return answer(q, false);
+    }
+    let mut lines = realm::lines::Lines::new(std::io::stdin().lock(), "stdin");
+    while let Some((number, line)) = lines.next() {
+        let result = line
+            .map_err(|e| anyhow::Error::from(lines.error(number, &e)))
+            .and_then(|q| {
+                if q.trim().is_empty() {
+                    Ok(())
+                } else {
+                    answer(&q, true)
                 }
-                if let Err(e) = answer(&line) {
-                    eprintln!("error: {e:#}");
-                }
-            }
-            Ok(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(e) if closed_pipe(&e) => return Err(e),
+            // One bad question does not end the session.
+            Err(e) => eprintln!("error: {e:#}"),
         }
     }
+    Ok(())
 }

@@ -2,64 +2,19 @@
 //! a small corpus): the answer is a span of a retrieved block, the evidence is a distribution over
 //! the blocks read with the sentence holding the span, and bad runs and questions are errors.
 
-use candle_core::Device;
-use realm::ask::{find_checkpoint, Asker};
-use realm::index::build::{index_corpus, EmbedOptions, IndexCorpus};
-use realm::index::RetrieverModel;
-use realm::model::reader::span_text;
-use realm::model::{BertConfig, BertTokenizer, Reader, ReaderConfig, Retriever, RetrieverConfig};
-use std::path::{Path, PathBuf};
+mod common;
 
-const CORPUS: &str = r#"{"id": "1", "title": "Paris", "text": "Paris is the capital of France. It lies on the Seine."}
-{"id": "2", "title": "Nile", "text": "The Nile is a river in Africa. It flows north."}
-{"id": "3", "title": "Mozart", "text": "Mozart was a composer. He was born in Salzburg in 1756."}
-"#;
+use candle_core::Device;
+use common::fine_tuned_run;
+use realm::ask::{find_checkpoint, Asker};
+use realm::model::reader::span_text;
+use std::path::PathBuf;
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("realm-ask-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// `run/checkpoint/` with a retriever, `reader/` and `index/`, as fine-tuning leaves it.
-fn fine_tuned_run(run: &Path) -> PathBuf {
-    let ckpt = run.join("checkpoint");
-    let vocab = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt");
-    let tok = BertTokenizer::from_vocab(&vocab, true).unwrap();
-    let mut cfg = BertConfig::new(32, 1, 1);
-    cfg.vocab_size = tok.vocab_size();
-    cfg.intermediate_size = 64;
-    cfg.max_position_embeddings = 128;
-    let rc = RetrieverConfig {
-        proj_size: 8,
-        ..RetrieverConfig::default()
-    };
-    Retriever::new_random(&cfg, &rc, 1, &Device::Cpu)
-        .unwrap()
-        .save(&ckpt)
-        .unwrap();
-    std::fs::copy(&vocab, ckpt.join("vocab.txt")).unwrap();
-    Reader::new_random(&cfg, &ReaderConfig::default(), 2, &Device::Cpu)
-        .unwrap()
-        .save(ckpt.join("reader"))
-        .unwrap();
-    let corpus = run.join("docs.jsonl");
-    std::fs::write(&corpus, CORPUS).unwrap();
-    let model = RetrieverModel::load(&ckpt, &Device::Cpu).unwrap();
-    let opts = IndexCorpus {
-        max_block_tokens: 64,
-        skip_bad_lines: false,
-        embed: EmbedOptions {
-            batch: 2,
-            max_len: 64,
-            progress: None,
-        },
-        step: 0,
-    };
-    let (index, _) = index_corpus(&model, &corpus, &opts, &Device::Cpu).unwrap();
-    index.save(ckpt.join("index")).unwrap();
-    ckpt
 }
 
 #[test]
@@ -115,5 +70,32 @@ fn runs_without_a_reader_or_index_are_clear_errors() {
         .unwrap()
         .to_string();
     assert!(err.contains("index"), "{err}");
+    std::fs::remove_dir_all(run).unwrap();
+}
+
+#[test]
+fn an_index_with_sentences_past_its_tokens_is_refused_at_load() {
+    let run = temp_dir("ranges");
+    let ckpt = fine_tuned_run(&run);
+    let blocks = ckpt.join("index").join("blocks.jsonl");
+    let text = std::fs::read_to_string(&blocks).unwrap();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines[1]["sentences"][0][1] = 1048.into();
+    let text: String = lines.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&blocks, text).unwrap();
+    // As a user who edited the file would, with the manifest's checksums brought up to date:
+    // the ranges themselves are what must be caught.
+    common::reseal_index(&ckpt.join("index"));
+    let err = Asker::load(&ckpt, None, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("blocks.jsonl:2") && err.contains("1048"),
+        "{err}"
+    );
     std::fs::remove_dir_all(run).unwrap();
 }

@@ -283,3 +283,26 @@ fn bad_run_directories_are_clear_errors() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn extreme_values_are_drawn_and_the_report_returns() {
+    // Each of these once made `realm report` spin forever in the axis computation.
+    let cases = [
+        "{\"stage\":\"ict\",\"step\":0,\"time_s\":0,\"loss\":2.0}\n{\"stage\":\"ict\",\"step\":1,\"time_s\":1,\"loss\":1.7e308}\n{\"stage\":\"ict\",\"step\":2,\"time_s\":2,\"loss\":1.5}\n",
+        "{\"stage\":\"ict\",\"step\":0,\"time_s\":0,\"loss\":-1e308}\n{\"stage\":\"ict\",\"step\":1,\"time_s\":1,\"loss\":1}\n{\"stage\":\"ict\",\"step\":2,\"time_s\":2,\"loss\":1e308}\n",
+        "{\"stage\":\"ict\",\"step\":0,\"time_s\":0,\"loss\":1e16}\n{\"stage\":\"ict\",\"step\":1,\"time_s\":1,\"loss\":1.0000000000000002e16}\n",
+        "{\"stage\":\"ict\",\"step\":18446744073709551615,\"time_s\":1.7e308,\"loss\":5e-324}\n{\"stage\":\"pretrain\",\"step\":0,\"time_s\":0,\"loss\":0}\n",
+    ];
+    for (i, metrics) in cases.iter().enumerate() {
+        let dir = temp_dir(&format!("extreme-{i}"));
+        std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+        let report = write_report(&dir).unwrap();
+        let loss = report
+            .images
+            .iter()
+            .find(|p| p.ends_with("loss.png"))
+            .unwrap();
+        assert_eq!(png_size(loss), (plot::WIDTH, plot::HEIGHT));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

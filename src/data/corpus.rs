@@ -1,12 +1,14 @@
 //! Streaming corpus readers: JSONL `{"id","title","text"}` and DPR's TSV (`id\ttext\ttitle`, as in
 //! psgs_w100.tsv, header optional, CSV-style quoting). Documents are read one line at a time, so a
-//! 21M-passage file is never loaded whole. A malformed line is an error naming the file and line,
-//! or, with `skip_bad_lines`, skipped and counted.
+//! 21M-passage file is never loaded whole. A malformed line (not UTF-8 included) is an error
+//! naming the file and line, or, with `skip_bad_lines`, skipped and counted. A UTF-8 byte-order
+//! mark is accepted.
 
 use crate::error::{Error, Result};
+use crate::lines::{LineError, Lines};
 use serde::Deserialize;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 /// One corpus document.
@@ -42,7 +44,7 @@ impl CorpusFormat {
 pub struct CorpusReader {
     path: PathBuf,
     format: CorpusFormat,
-    lines: std::io::Lines<BufReader<File>>,
+    lines: Lines<BufReader<File>>,
     line: usize,
     skip_bad_lines: bool,
     skipped: usize,
@@ -52,11 +54,10 @@ impl CorpusReader {
     pub fn open(path: impl AsRef<Path>, skip_bad_lines: bool) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let format = CorpusFormat::from_path(&path)?;
-        let file = File::open(&path).map_err(|e| Error::file(&path, e))?;
         Ok(CorpusReader {
+            lines: Lines::open(&path)?,
             path,
             format,
-            lines: BufReader::new(file).lines(),
             line: 0,
             skip_bad_lines,
             skipped: 0,
@@ -66,6 +67,11 @@ impl CorpusReader {
     /// Lines skipped so far as malformed (only with `skip_bad_lines`).
     pub fn skipped(&self) -> usize {
         self.skipped
+    }
+
+    /// Bytes of the file read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.lines.bytes_read()
     }
 
     fn parse(&self, text: &str) -> std::result::Result<Option<Document>, String> {
@@ -87,11 +93,17 @@ impl Iterator for CorpusReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let text = match self.lines.next()? {
+            let (line, text) = self.lines.next()?;
+            self.line = line;
+            let text = match text {
                 Ok(t) => t,
-                Err(e) => return Some(Err(Error::file(&self.path, e))),
+                Err(e @ LineError::Io(_)) => return Some(Err(self.lines.error(line, &e))),
+                Err(_) if self.skip_bad_lines => {
+                    self.skipped += 1;
+                    continue;
+                }
+                Err(e) => return Some(Err(self.lines.error(line, &e))),
             };
-            self.line += 1;
             if text.trim().is_empty() {
                 continue;
             }

@@ -22,12 +22,12 @@ pub struct QaExample {
 }
 
 /// Reads `.jsonl` (NQ-open style) or `.json` (SQuAD) by extension.
+/// Text that is not UTF-8 is an error naming its line; a byte-order mark is accepted.
 pub fn read_qa(path: impl AsRef<Path>) -> Result<Vec<QaExample>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("jsonl") => parse_jsonl(path, &text),
-        Some("json") => parse_squad(path, &text),
+        Some("jsonl") => read_jsonl(path),
+        Some("json") => parse_squad(path, &crate::lines::read_text(path)?),
         _ => Err(Error::file(
             path,
             "unknown QA format: use .jsonl ({\"question\",\"answers\"} per line) or SQuAD .json",
@@ -43,18 +43,20 @@ struct JsonlQa {
     id: Option<serde_json::Value>,
 }
 
-fn parse_jsonl(path: &Path, text: &str) -> Result<Vec<QaExample>> {
+fn read_jsonl(path: &Path) -> Result<Vec<QaExample>> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut lines = crate::lines::Lines::open(path)?;
+    while let Some((number, line)) = lines.next() {
+        let line = line.map_err(|e| lines.error(number, &e))?;
         if line.trim().is_empty() {
             continue;
         }
         let parse_err = |msg: String| Error::Parse {
             path: path.to_path_buf(),
-            line: i + 1,
+            line: number,
             msg,
         };
-        let q: JsonlQa = serde_json::from_str(line).map_err(|e| {
+        let q: JsonlQa = serde_json::from_str(&line).map_err(|e| {
             parse_err(format!(
                 "not a {{\"question\",\"answers\":[...]}} object: {e}"
             ))
@@ -66,7 +68,7 @@ fn parse_jsonl(path: &Path, text: &str) -> Result<Vec<QaExample>> {
             id: match q.id {
                 Some(serde_json::Value::String(s)) => s,
                 Some(v) => v.to_string(),
-                None => format!("{}", i + 1),
+                None => format!("{number}"),
             },
             question: q.question,
             answers: q
@@ -151,11 +153,24 @@ fn locate_answer(context: &str, text: &str, hint: usize) -> Option<usize> {
     if text.is_empty() {
         return None;
     }
-    let chars: Vec<char> = context.chars().collect();
-    let needle: Vec<char> = text.chars().collect();
-    (0..=chars.len().saturating_sub(needle.len()))
-        .filter(|&i| chars[i..i + needle.len()] == needle[..])
-        .min_by_key(|&i| i.abs_diff(hint))
+    // Occurrences in order (overlapping ones too), as character offsets; the nearest to the hint
+    // is the last one before it or the first one at or after it.
+    let mut best: Option<usize> = None;
+    let (mut from, mut chars_before) = (0, 0);
+    while let Some(found) = context[from..].find(text) {
+        let at = from + found;
+        chars_before += context[from..at].chars().count();
+        if best.is_none_or(|b| chars_before.abs_diff(hint) < b.abs_diff(hint)) {
+            best = Some(chars_before);
+        }
+        if chars_before >= hint {
+            break;
+        }
+        let step = context[at..].chars().next().map_or(1, char::len_utf8);
+        from = at + step;
+        chars_before += 1;
+    }
+    best
 }
 
 /// SQuAD's normalisation: lower case, ASCII punctuation removed, the articles a/an/the removed as
@@ -204,6 +219,7 @@ mod tests {
         assert_eq!(locate_answer("a cat, a cat", "cat", 8), Some(9));
         assert_eq!(locate_answer("a cat, a cat", "cat", 0), Some(2));
         assert_eq!(locate_answer("a cat", "dog", 0), None);
+        assert_eq!(locate_answer("ab", "abc", 0), None);
     }
 
     #[test]

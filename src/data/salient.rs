@@ -39,16 +39,20 @@ pub fn sentences(text: &str) -> Vec<(usize, usize)> {
     ];
     let mut out = Vec::new();
     let mut start = 0;
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    for (i, &(pos, c)) in chars.iter().enumerate() {
+    // Byte offsets, no per-character table: a document may be tens of megabytes.
+    for (pos, c) in text.char_indices() {
         if !matches!(c, '.' | '!' | '?') {
             continue;
         }
-        let next_ws = chars.get(i + 1).is_some_and(|&(_, n)| n.is_whitespace());
-        let after = chars[i + 1..].iter().find(|(_, n)| !n.is_whitespace());
+        let end = pos + c.len_utf8();
+        let next_ws = text[end..].chars().next().is_some_and(char::is_whitespace);
+        if !next_ws {
+            continue;
+        }
+        let after = text[end..].char_indices().find(|(_, n)| !n.is_whitespace());
         let starts_sentence =
-            after.is_some_and(|&(_, n)| n.is_uppercase() || n.is_ascii_digit() || n == '"');
-        if !(next_ws && starts_sentence) {
+            after.is_some_and(|(_, n)| n.is_uppercase() || n.is_ascii_digit() || n == '"');
+        if !starts_sentence {
             continue;
         }
         if c == '.' {
@@ -56,14 +60,19 @@ pub fn sentences(text: &str) -> Vec<(usize, usize)> {
                 .rsplit(|ch: char| ch.is_whitespace())
                 .next()
                 .unwrap_or("");
-            let single_initial = word.chars().count() == 1 && word.chars().all(char::is_uppercase);
-            if single_initial || ABBREVIATIONS.contains(&word.to_lowercase().as_str()) {
+            // Lower-casing never makes fewer characters, and no abbreviation has more than three
+            // (so a long word is not lower-cased for nothing).
+            let abbreviation = word.chars().nth(3).is_none() && {
+                let single_initial =
+                    word.chars().count() == 1 && word.chars().all(char::is_uppercase);
+                single_initial || ABBREVIATIONS.contains(&word.to_lowercase().as_str())
+            };
+            if abbreviation {
                 continue;
             }
         }
-        let end = pos + c.len_utf8();
         out.push((start, end));
-        start = after.map_or(text.len(), |&(p, _)| p);
+        start = after.map_or(text.len(), |(p, _)| end + p);
     }
     if text[start..].trim().is_empty() {
         if out.is_empty() && !text.trim().is_empty() {

@@ -2,14 +2,14 @@
 //! by a document tower ([`embed_blocks`]), and a fingerprint of the weights that did it
 //! ([`weights_fingerprint`]) so an index is never searched with other weights by mistake.
 
-use crate::data::{pack_blocks, sentences, Block, CorpusReader};
+use crate::data::{pack_blocks, sentences, Block, CorpusReader, Document};
 use crate::error::{Error, Result};
 use crate::model::realm_inputs::doc_inputs;
 use crate::model::retriever::Tower;
 use crate::model::{BertTokenizer, Mode};
+use crate::progress::{Progress, Unit};
 use candle_core::{DType, Device, Tensor, Var};
 use half::f16;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 
 const OP: &str = "index build";
@@ -25,6 +25,10 @@ pub struct CorpusBlocks {
 /// Documents tokenised per call: big enough for the tokenizer's own parallelism, small enough
 /// that a 21M-passage corpus streams through without holding its text.
 const DOCS_PER_CHUNK: usize = 512;
+/// Text tokenised per call, at most (one sentence longer than this is tokenised in parts): the
+/// tokenizer keeps offsets and alignments of about 100 bytes per byte of text it is given, so
+/// what it is given must be bounded, whatever the length of a line of the corpus.
+const TEXT_PER_CHUNK: usize = 1 << 20;
 
 /// Reads a corpus (JSONL or DPR TSV, streaming) and cuts each document into blocks of at most
 /// `max_tokens` body wordpieces, whole sentences at a time. Documents with no text give none.
@@ -33,6 +37,25 @@ pub fn corpus_blocks(
     tokenizer: &BertTokenizer,
     max_tokens: usize,
     skip_bad_lines: bool,
+) -> Result<CorpusBlocks> {
+    cut_corpus(
+        path,
+        tokenizer,
+        max_tokens,
+        skip_bad_lines,
+        &Progress::hidden(),
+    )
+}
+
+/// [`corpus_blocks`], reporting to `progress` the bytes of the corpus done: read, less the text
+/// read but not yet tokenised (so that a document of megabytes on one line shows progress as its
+/// sentences are tokenised).
+fn cut_corpus(
+    path: &Path,
+    tokenizer: &BertTokenizer,
+    max_tokens: usize,
+    skip_bad_lines: bool,
+    progress: &Progress,
 ) -> Result<CorpusBlocks> {
     if max_tokens == 0 {
         return Err(Error::bad_input(OP, "max_tokens", "must be at least 1"));
@@ -43,36 +66,82 @@ pub fn corpus_blocks(
         documents: 0,
         skipped: 0,
     };
-    loop {
-        let chunk = reader
-            .by_ref()
-            .take(DOCS_PER_CHUNK)
-            .collect::<Result<Vec<_>>>()?;
-        if chunk.is_empty() {
-            break;
+    let mut pending = PendingDocs::default();
+    while let Some(doc) = reader.next() {
+        pending.push(doc?);
+        out.documents += 1;
+        let read = reader.bytes_read();
+        if pending.docs.len() >= DOCS_PER_CHUNK || pending.bytes >= TEXT_PER_CHUNK {
+            pending.tokenize(tokenizer, &mut out.blocks, max_tokens, |left| {
+                progress.set(read.saturating_sub(left as u64))
+            })?;
         }
-        out.documents += chunk.len();
-        let mut spans = Vec::new();
-        for (d, doc) in chunk.iter().enumerate() {
-            spans.extend(sentences(&doc.text).into_iter().map(|(a, b)| (d, a, b)));
-        }
-        let texts: Vec<&str> = spans
-            .iter()
-            .map(|&(d, a, b)| &chunk[d].text[a..b])
-            .collect();
-        let mut pieces = tokenizer.wordpieces(&texts)?.into_iter();
-        let mut spans = spans.iter().peekable();
-        for (d, doc) in chunk.iter().enumerate() {
-            let mut doc_sentences = Vec::new();
-            while spans.next_if(|s| s.0 == d).is_some() {
-                doc_sentences.extend(pieces.next());
-            }
-            out.blocks
-                .extend(pack_blocks(&doc.id, &doc.title, &doc_sentences, max_tokens));
-        }
+        progress.set(read.saturating_sub(pending.bytes as u64));
     }
+    pending.tokenize(tokenizer, &mut out.blocks, max_tokens, |_| {})?;
+    progress.set(reader.bytes_read());
+    progress.finish();
     out.skipped = reader.skipped();
     Ok(out)
+}
+
+/// Documents read but not yet cut into blocks, with the byte ranges of their sentences.
+#[derive(Default)]
+struct PendingDocs {
+    docs: Vec<(Document, Vec<(usize, usize)>)>,
+    bytes: usize,
+}
+
+impl PendingDocs {
+    fn push(&mut self, doc: Document) {
+        let spans = sentences(&doc.text);
+        self.bytes += doc.text.len();
+        self.docs.push((doc, spans));
+    }
+
+    /// Tokenises every pending sentence (at most [`TEXT_PER_CHUNK`] bytes per tokenizer call),
+    /// telling `left` how many bytes are still to do after each call, and packs each document's
+    /// sentences into blocks.
+    fn tokenize(
+        &mut self,
+        tokenizer: &BertTokenizer,
+        blocks: &mut Vec<Block>,
+        max_tokens: usize,
+        left: impl Fn(usize),
+    ) -> Result<()> {
+        let texts: Vec<&str> = self
+            .docs
+            .iter()
+            .flat_map(|(doc, spans)| spans.iter().map(|&(a, b)| &doc.text[a..b]))
+            .collect();
+        let mut pieces = Vec::with_capacity(texts.len());
+        let (mut start, mut done) = (0, 0);
+        while start < texts.len() {
+            if texts[start].len() > TEXT_PER_CHUNK {
+                pieces.push(tokenizer.wordpieces_streaming(texts[start], TEXT_PER_CHUNK)?);
+                done += texts[start].len();
+                start += 1;
+            } else {
+                let mut end = start;
+                let mut bytes = 0;
+                while end < texts.len() && bytes + texts[end].len() <= TEXT_PER_CHUNK {
+                    bytes += texts[end].len();
+                    end += 1;
+                }
+                pieces.extend(tokenizer.wordpieces(&texts[start..end])?);
+                done += bytes;
+                start = end;
+            }
+            left(self.bytes.saturating_sub(done));
+        }
+        let mut pieces = pieces.into_iter();
+        for (doc, spans) in self.docs.drain(..) {
+            let doc_sentences: Vec<Vec<u32>> = pieces.by_ref().take(spans.len()).collect();
+            blocks.extend(pack_blocks(&doc.id, &doc.title, &doc_sentences, max_tokens));
+        }
+        self.bytes = 0;
+        Ok(())
+    }
 }
 
 /// How [`embed_blocks`] batches and reports.
@@ -102,14 +171,16 @@ pub fn embed_blocks(
         return Err(Error::bad_input(OP, "blocks", "no blocks to embed"));
     }
     let titles: Vec<&str> = blocks.iter().map(|b| b.title.as_str()).collect();
-    let title_pieces = tokenizer.wordpieces(&titles)?;
+    // A title longer than a row is cut by `doc_inputs` anyway: only its first pieces matter.
+    let title_pieces = tokenizer.wordpieces_prefix(&titles, opts.max_len)?;
     let mut order: Vec<usize> = (0..blocks.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(title_pieces[i].len() + blocks[i].tokens.len()));
 
-    let bar = match &opts.progress {
-        Some(label) => progress_bar(label, blocks.len() as u64),
-        None => ProgressBar::hidden(),
-    };
+    let bar = Progress::optional(
+        opts.progress.as_deref(),
+        Unit::Items("blocks"),
+        Some(blocks.len() as u64),
+    );
     let mut rows: Vec<Vec<f16>> = vec![Vec::new(); blocks.len()];
     for ids in order.chunks(opts.batch) {
         let t: Vec<&[u32]> = ids.iter().map(|&i| title_pieces[i].as_slice()).collect();
@@ -125,21 +196,10 @@ pub fn embed_blocks(
         }
         bar.inc(ids.len() as u64);
     }
-    bar.finish_and_clear();
+    bar.finish();
     let dim = rows[0].len();
     let flat: Vec<f16> = rows.into_iter().flatten().collect();
     Ok(Tensor::from_vec(flat, (blocks.len(), dim), &Device::Cpu)?)
-}
-
-fn progress_bar(label: &str, len: u64) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {pos}/{len} blocks, {per_sec}, ETA {eta} ({elapsed})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(label.to_string());
-    bar
 }
 
 /// A content hash (64-bit FNV-1a, hex) of named parameters: names, shapes and f32 values. Two
@@ -193,11 +253,18 @@ pub fn index_corpus(
     opts: &IndexCorpus,
     device: &Device,
 ) -> Result<(super::StoredIndex, IndexStats)> {
-    let cut = corpus_blocks(
+    let size = std::fs::metadata(corpus).ok().map(|m| m.len());
+    let reading = Progress::optional(
+        opts.embed.progress.as_ref().map(|_| "reading the corpus"),
+        Unit::Bytes,
+        size,
+    );
+    let cut = cut_corpus(
         corpus,
         &model.tokenizer,
         opts.max_block_tokens,
         opts.skip_bad_lines,
+        &reading,
     )?;
     if cut.blocks.is_empty() {
         return Err(Error::file(

@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 /// and later searches draw the same one (and the fingerprint check proves it).
 pub const PLAIN_BERT_PROJECTION_SEED: u64 = 0;
 
+/// Blocks per query unless told otherwise (`realm search -k`, `realm ask --beam`; all of a
+/// smaller index).
+pub const DEFAULT_K: usize = 5;
+
 /// A retriever with its tokenizer, and the fingerprint of its document tower.
 pub struct RetrieverModel {
     pub retriever: Retriever,
@@ -81,14 +85,37 @@ pub struct Searcher {
 }
 
 impl Searcher {
-    /// Loads the index folder and its model: `model_dir`, or the folder its manifest names. The
-    /// model's document tower must be the one that built the index.
+    /// Loads the index folder and its model: `model_dir`, or the folder its manifest names
+    /// (relative to the index folder). An index inside a training checkpoint (`CKPT/index`, as
+    /// training writes it) is searched with that checkpoint, as [`Self::open_checkpoint`] does.
+    /// Otherwise the model's document tower must be the one that built the index.
     pub fn open(index_dir: &Path, model_dir: Option<&Path>, dev: &Device) -> Result<Self> {
         let index = StoredIndex::load(index_dir, None)?;
-        let model_dir = model_dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(&index.manifest.model_path));
-        let model = RetrieverModel::load(&model_dir, dev)?;
+        let holder = holding_checkpoint(index_dir);
+        let (model_dir, named_by_manifest) = match (model_dir, &holder) {
+            (Some(dir), _) => (dir.to_path_buf(), false),
+            (None, Some(ckpt)) => (ckpt.clone(), false),
+            (None, None) => (index.manifest.model_dir(index_dir), true),
+        };
+        let model = RetrieverModel::load(&model_dir, dev).map_err(|e| {
+            if named_by_manifest {
+                Error::file(
+                    index_dir.join("manifest.json"),
+                    format!(
+                        "the model that built this index ({}, found at {}) cannot be loaded: \
+                         {e}; pass --model DIR",
+                        index.manifest.model_path,
+                        model_dir.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+        if holder.is_some_and(|h| same_folder(&h, &model_dir)) {
+            return Self::checkpoint_index(model, index, index_dir, dev);
+        }
+        index.check_vocab(index_dir, model.tokenizer.vocab_size())?;
         Self::new(model, index, dev)
     }
 
@@ -118,17 +145,28 @@ impl Searcher {
     /// not the current tower's and is not compared.
     pub fn open_checkpoint(dir: &Path, dev: &Device) -> Result<Self> {
         let model = RetrieverModel::load(dir, dev)?;
-        let index = StoredIndex::load(dir.join("index"), None)?;
+        let index_dir = dir.join("index");
+        let index = StoredIndex::load(&index_dir, None)?;
+        Self::checkpoint_index(model, index, &index_dir, dev)
+    }
+
+    fn checkpoint_index(
+        model: RetrieverModel,
+        index: StoredIndex,
+        index_dir: &Path,
+        dev: &Device,
+    ) -> Result<Self> {
         let want = model.retriever.config().proj_size;
         if index.manifest.dim != want {
             return Err(Error::file(
-                dir.join("index"),
+                index_dir,
                 format!(
                     "embeddings are {}-d; the checkpoint's retriever projects to {want}",
                     index.manifest.dim
                 ),
             ));
         }
+        index.check_vocab(index_dir, model.tokenizer.vocab_size())?;
         Self::assemble(model, index, dev)
     }
 
@@ -167,7 +205,7 @@ impl Searcher {
             ));
         }
         let tok = &self.model.tokenizer;
-        let pieces = tok.wordpieces(queries)?;
+        let pieces = tok.wordpieces_prefix(queries, self.query_max_len)?;
         let refs: Vec<&[u32]> = pieces.iter().map(Vec::as_slice).collect();
         let input = query_inputs(tok, &refs, self.query_max_len, self.mips.device())?;
         let q = self
@@ -200,5 +238,26 @@ impl Searcher {
 
     pub fn block(&self, hit: &Hit) -> &Block {
         &self.index.blocks[hit.block as usize]
+    }
+}
+
+/// The training checkpoint an index folder lives in (`CKPT/index` with `CKPT/trainer.json`).
+fn holding_checkpoint(index_dir: &Path) -> Option<PathBuf> {
+    let parent = index_dir.parent()?;
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    parent
+        .join(crate::train::state::TRAINER_JSON)
+        .is_file()
+        .then(|| parent.to_path_buf())
+}
+
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }

@@ -1,20 +1,35 @@
 //! The on-disk document index: a folder with `embeddings.safetensors` (`[n, d]` f16), the block
 //! records (`blocks.jsonl`) and `manifest.json` naming the model checkpoint and training step that
-//! produced the embeddings. Every file is written atomically and the manifest last, so a folder
-//! with a manifest is complete; loading validates shapes, finiteness and the manifest.
+//! produced the embeddings, and binding the two files by size and CRC-32.
+//!
+//! The folder is written whole and atomically ([`crate::io::write_dir_atomic`]: built beside the
+//! target, flushed, swapped in), so a kill at any moment leaves the previous index or the new
+//! one; loading repairs a swap that a kill interrupted and refuses a folder whose files are not
+//! the ones its manifest was written with, naming the file. Loading also validates everything
+//! that is later used as an index or a size: counts, shapes, finiteness, and each block's
+//! sentence ranges (with the line of `blocks.jsonl`).
+//!
+//! Format 1 (before checksums) is still read, with every check but the checksums; its relative
+//! model path is tried against the index folder, then against the working directory, as it was
+//! written.
 
 use crate::data::Block;
 use crate::error::{Error, Result};
-use crate::io::{write_atomic, write_json_atomic};
+use crate::io::{write_atomic, write_dir_atomic, write_json_atomic};
+use crate::lines::Lines;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
 
 const EMBEDDINGS: &str = "embeddings.safetensors";
 const BLOCKS: &str = "blocks.jsonl";
 const MANIFEST: &str = "manifest.json";
-const FORMAT_VERSION: u32 = 1;
+/// 2: the manifest binds its files (size and CRC-32) and a relative model path is relative to
+/// the index folder. 1: neither.
+const FORMAT_VERSION: u32 = 2;
+const FORMAT_UNCHECKED: u32 = 1;
 
 /// What produced an index: checked against the model that searches it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,12 +37,51 @@ pub struct Manifest {
     pub format_version: u32,
     /// An identifier of the document tower's weights (e.g. a content hash of the checkpoint).
     pub model_fingerprint: String,
-    /// Where that checkpoint was, for people reading the manifest.
+    /// The model folder that built the index: relative to the index folder (or absolute) when
+    /// it was a folder at save time, else a label such as `checkpoint`.
     pub model_path: String,
     /// The training step of those weights.
     pub step: u64,
     pub num_blocks: usize,
     pub dim: usize,
+}
+
+impl Manifest {
+    /// Whether the folder's files were checked against the manifest's sizes and checksums when
+    /// it was loaded (format 2; format 1 predates them).
+    pub fn has_checksums(&self) -> bool {
+        self.format_version >= FORMAT_VERSION
+    }
+
+    /// Where [`Self::model_path`] points, seen from the index folder `index_dir`.
+    pub fn model_dir(&self, index_dir: &Path) -> PathBuf {
+        let path = Path::new(&self.model_path);
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        let beside = index_dir.join(path);
+        // Format 1 wrote the path as given on the command line, relative to where it ran.
+        if self.format_version == FORMAT_UNCHECKED && !beside.join("config.json").is_file() {
+            return path.to_path_buf();
+        }
+        beside
+    }
+}
+
+/// Size and CRC-32 of one file of the folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct FileDigest {
+    bytes: u64,
+    crc32: u32,
+}
+
+/// `manifest.json` as stored: the manifest and the digests of the other files (format 2).
+#[derive(Serialize, Deserialize)]
+struct StoredManifest {
+    #[serde(flatten)]
+    manifest: Manifest,
+    #[serde(default)]
+    files: BTreeMap<String, FileDigest>,
 }
 
 /// Block records as stored, one JSON object per line.
@@ -37,6 +91,87 @@ struct BlockRecord {
     title: String,
     tokens: Vec<u32>,
     sentences: Vec<(usize, usize)>,
+}
+
+impl BlockRecord {
+    /// The block, if its sentences are non-empty ranges that cover its tokens in order.
+    fn into_block(self) -> std::result::Result<Block, String> {
+        if self.tokens.is_empty() {
+            return Err("a block without tokens".into());
+        }
+        let mut next = 0;
+        for &(start, end) in &self.sentences {
+            if start != next || end <= start || end > self.tokens.len() {
+                return Err(format!(
+                    "sentence range {start}..{end} does not continue at token {next} within the \
+                     block's {} tokens",
+                    self.tokens.len()
+                ));
+            }
+            next = end;
+        }
+        if next != self.tokens.len() {
+            return Err(format!(
+                "the sentences cover {next} of the block's {} tokens",
+                self.tokens.len()
+            ));
+        }
+        Ok(Block {
+            doc_id: self.doc_id,
+            title: self.title,
+            tokens: self.tokens,
+            sentences: self.sentences.into_iter().map(|(a, b)| a..b).collect(),
+        })
+    }
+}
+
+/// Counts and checksums the bytes that pass through it, read or written.
+struct Digesting<T> {
+    inner: T,
+    bytes: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<T> Digesting<T> {
+    fn new(inner: T) -> Self {
+        Digesting {
+            inner,
+            bytes: 0,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    fn digest(&self) -> FileDigest {
+        FileDigest {
+            bytes: self.bytes,
+            crc32: self.crc.clone().finalize(),
+        }
+    }
+
+    fn eat(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
+        self.crc.update(bytes);
+    }
+}
+
+impl<W: Write> Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.eat(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Digesting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.eat(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// An index in memory: its manifest, blocks and `[n, d]` f16 embeddings on the CPU.
@@ -86,50 +221,80 @@ impl StoredIndex {
         })
     }
 
-    /// Writes the folder: embeddings and blocks first, the manifest last.
+    /// Writes the folder atomically as a whole: embeddings and blocks, then the manifest with
+    /// their sizes and checksums, in a temporary folder that then replaces `dir`. A model path
+    /// that names a model folder is stored relative to `dir`.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         let bytes = safetensors::serialize([("embeddings", &self.embeddings)], None)
             .map_err(|e| Error::file(dir.join(EMBEDDINGS), e))?;
-        write_atomic(dir.join(EMBEDDINGS), |w| w.write_all(&bytes))?;
-        write_atomic(dir.join(BLOCKS), |w| {
-            for b in &self.blocks {
-                let record = BlockRecord {
-                    doc_id: b.doc_id.clone(),
-                    title: b.title.clone(),
-                    tokens: b.tokens.clone(),
-                    sentences: b.sentences.iter().map(|r| (r.start, r.end)).collect(),
-                };
-                serde_json::to_writer(&mut *w, &record).map_err(std::io::Error::other)?;
-                w.write_all(b"\n")?;
-            }
-            Ok(())
-        })?;
-        write_json_atomic(dir.join(MANIFEST), &self.manifest)
+        write_dir_atomic(dir, |tmp| {
+            let embeddings = write_digested(&tmp.join(EMBEDDINGS), |w| w.write_all(&bytes))?;
+            let blocks = write_digested(&tmp.join(BLOCKS), |w| {
+                for b in &self.blocks {
+                    let record = BlockRecord {
+                        doc_id: b.doc_id.clone(),
+                        title: b.title.clone(),
+                        tokens: b.tokens.clone(),
+                        sentences: b.sentences.iter().map(|r| (r.start, r.end)).collect(),
+                    };
+                    serde_json::to_writer(&mut *w, &record).map_err(std::io::Error::other)?;
+                    w.write_all(b"\n")?;
+                }
+                Ok(())
+            })?;
+            let files = BTreeMap::from([
+                (EMBEDDINGS.to_string(), embeddings),
+                (BLOCKS.to_string(), blocks),
+            ]);
+            let mut manifest = self.manifest.clone();
+            manifest.format_version = FORMAT_VERSION;
+            manifest.model_path = stored_model_path(dir, &manifest.model_path);
+            write_json_atomic(tmp.join(MANIFEST), &StoredManifest { manifest, files })
+        })
     }
 
-    /// Loads and validates a folder. With `expected_fingerprint`, an index built by other weights
-    /// is an error.
+    /// Checks that [`Self::save`] may replace what is at `dir`: nothing, an empty folder, or an
+    /// index folder (a previous index, possibly with an interrupted swap beside it). Anything
+    /// else is the user's and an error naming `flag`, the argument that gave the path.
+    pub fn check_replaceable(dir: &Path, flag: &str) -> Result<()> {
+        let aside = dir
+            .file_name()
+            .map(|n| dir.with_file_name(format!(".{}.old", n.to_string_lossy())));
+        let is_index = |d: &Path| d.join(MANIFEST).is_file();
+        let ok = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) if dir.is_file() => {
+                return Err(Error::file(
+                    dir,
+                    format!("{flag}: is a file, not a folder ({e})"),
+                ))
+            }
+            Err(e) => return Err(Error::file(dir, format!("{flag}: {e}"))),
+            Ok(mut entries) => {
+                entries.next().is_none() || is_index(dir) || aside.as_deref().is_some_and(is_index)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::file(
+                dir,
+                format!(
+                    "{flag}: exists and is not an index folder (no {MANIFEST}); it is not \
+                     replaced: choose another folder"
+                ),
+            ))
+        }
+    }
+
+    /// Loads and validates a folder (after repairing a swap that a kill interrupted). With
+    /// `expected_fingerprint`, an index built by other weights is an error.
     pub fn load(dir: impl AsRef<Path>, expected_fingerprint: Option<&str>) -> Result<Self> {
         let dir = dir.as_ref();
+        crate::io::recover_dir(dir, MANIFEST)?;
+        let (manifest, files) = read_manifest(dir)?;
         let manifest_path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
-            Error::file(
-                &manifest_path,
-                format!("not an index folder (no readable manifest): {e}"),
-            )
-        })?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| Error::file(&manifest_path, e))?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(Error::file(
-                &manifest_path,
-                format!(
-                    "format version {} (this build reads {FORMAT_VERSION})",
-                    manifest.format_version
-                ),
-            ));
-        }
         if let Some(expected) = expected_fingerprint {
             if expected != manifest.model_fingerprint {
                 return Err(Error::file(
@@ -141,43 +306,32 @@ impl StoredIndex {
                 ));
             }
         }
-        let emb_path = dir.join(EMBEDDINGS);
-        let mut tensors = candle_core::safetensors::load(&emb_path, &Device::Cpu)
-            .map_err(|e| Error::file(&emb_path, e))?;
-        let embeddings = tensors
-            .remove("embeddings")
-            .ok_or_else(|| Error::file(&emb_path, "no `embeddings` tensor"))?;
-        if embeddings.dtype() != DType::F16
-            || embeddings.dims() != [manifest.num_blocks, manifest.dim]
-        {
-            return Err(Error::file(
-                &emb_path,
-                format!(
-                    "embeddings are {:?} {:?}; the manifest says f16 [{}, {}]",
-                    embeddings.dtype(),
-                    embeddings.dims(),
-                    manifest.num_blocks,
-                    manifest.dim
-                ),
-            ));
+        // The files first: a file that is not the one the manifest was written with is named as
+        // such, before anything in it is read as data.
+        for (name, want) in &files {
+            check_digest(&dir.join(name), want)?;
         }
-        check_finite(&embeddings, "StoredIndex::load").map_err(|e| Error::file(&emb_path, e))?;
+        let emb_path = dir.join(EMBEDDINGS);
+        let embeddings = load_embeddings(&emb_path, &manifest)?;
         let blocks_path = dir.join(BLOCKS);
-        let file = std::fs::File::open(&blocks_path).map_err(|e| Error::file(&blocks_path, e))?;
-        let mut blocks = Vec::with_capacity(manifest.num_blocks);
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| Error::file(&blocks_path, e))?;
-            let r: BlockRecord = serde_json::from_str(&line).map_err(|e| Error::Parse {
+        let mut lines = Lines::open(&blocks_path)?;
+        let mut blocks = Vec::new();
+        while let Some((line, text)) = lines.next() {
+            let text = text.map_err(|e| lines.error(line, &e))?;
+            let parse_err = |msg: String| Error::Parse {
                 path: blocks_path.clone(),
-                line: i + 1,
-                msg: e.to_string(),
-            })?;
-            blocks.push(Block {
-                doc_id: r.doc_id,
-                title: r.title,
-                tokens: r.tokens,
-                sentences: r.sentences.into_iter().map(|(a, b)| a..b).collect(),
-            });
+                line,
+                msg,
+            };
+            if blocks.len() == manifest.num_blocks {
+                return Err(parse_err(format!(
+                    "more blocks than the manifest's {}",
+                    manifest.num_blocks
+                )));
+            }
+            let record: BlockRecord =
+                serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+            blocks.push(record.into_block().map_err(parse_err)?);
         }
         if blocks.len() != manifest.num_blocks {
             return Err(Error::file(
@@ -195,6 +349,185 @@ impl StoredIndex {
             embeddings,
         })
     }
+
+    /// An error naming the first block (by its line of `dir/blocks.jsonl`) with a wordpiece id
+    /// outside a vocabulary of `vocab_size`.
+    pub fn check_vocab(&self, dir: &Path, vocab_size: usize) -> Result<()> {
+        for (i, b) in self.blocks.iter().enumerate() {
+            if let Some(&id) = b.tokens.iter().find(|&&t| t as usize >= vocab_size) {
+                return Err(Error::Parse {
+                    path: dir.join(BLOCKS),
+                    line: i + 1,
+                    msg: format!(
+                        "wordpiece id {id} is outside the model's vocabulary of {vocab_size}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The manifest of an index folder and the digests of its files (none in format 1).
+fn read_manifest(dir: &Path) -> Result<(Manifest, BTreeMap<String, FileDigest>)> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::file(
+            &path,
+            format!("not an index folder (no readable manifest): {e}"),
+        )
+    })?;
+    let stored: StoredManifest = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    let m = &stored.manifest;
+    match m.format_version {
+        FORMAT_VERSION => {
+            if let Some(odd) = stored
+                .files
+                .keys()
+                .find(|f| ![EMBEDDINGS, BLOCKS].contains(&f.as_str()))
+            {
+                return Err(Error::file(
+                    &path,
+                    format!("lists a file {odd:?} that an index does not have"),
+                ));
+            }
+            if let Some(missing) = [EMBEDDINGS, BLOCKS]
+                .into_iter()
+                .find(|f| !stored.files.contains_key(*f))
+            {
+                return Err(Error::file(
+                    &path,
+                    format!("has no checksum of {missing}; rebuild the index with `realm index`"),
+                ));
+            }
+        }
+        FORMAT_UNCHECKED => {}
+        other => {
+            return Err(Error::file(
+                &path,
+                format!(
+                    "format version {other} (this build reads {FORMAT_UNCHECKED} and \
+                     {FORMAT_VERSION})"
+                ),
+            ))
+        }
+    }
+    if m.num_blocks == 0 || m.dim == 0 {
+        return Err(Error::file(
+            &path,
+            format!(
+                "an index of {} blocks of dimension {}: nothing to search",
+                m.num_blocks, m.dim
+            ),
+        ));
+    }
+    Ok((stored.manifest, stored.files))
+}
+
+/// Writes `path` atomically with what `write` produces, and returns its size and checksum.
+fn write_digested(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<FileDigest> {
+    let mut digest = FileDigest { bytes: 0, crc32: 0 };
+    write_atomic(path, |w| {
+        let mut w = Digesting::new(w);
+        write(&mut w)?;
+        digest = w.digest();
+        Ok(())
+    })?;
+    Ok(digest)
+}
+
+/// Compares a file with the size and checksum its manifest recorded.
+fn check_digest(path: &Path, want: &FileDigest) -> Result<()> {
+    let got = std::fs::File::open(path)
+        .and_then(|file| {
+            let mut reader = Digesting::new(file);
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            Ok(reader.digest())
+        })
+        .map_err(|e| Error::file(path, e))?;
+    if got.bytes != want.bytes {
+        return Err(Error::file(
+            path,
+            format!(
+                "{} bytes, but the manifest was written for {} bytes: this file does not belong \
+                 to this index (rebuild it with `realm index`)",
+                got.bytes, want.bytes
+            ),
+        ));
+    }
+    if got.crc32 != want.crc32 {
+        return Err(Error::file(
+            path,
+            format!(
+                "checksum {:08x}, but the manifest was written for {:08x}: this file was altered \
+                 or belongs to another index (rebuild it with `realm index`)",
+                got.crc32, want.crc32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `[num_blocks, dim]` f16 embeddings, all finite.
+fn load_embeddings(path: &Path, manifest: &Manifest) -> Result<Tensor> {
+    let mut tensors =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::file(path, e))?;
+    let embeddings = tensors
+        .remove("embeddings")
+        .ok_or_else(|| Error::file(path, "no `embeddings` tensor"))?;
+    if embeddings.dtype() != DType::F16 || embeddings.dims() != [manifest.num_blocks, manifest.dim]
+    {
+        return Err(Error::file(
+            path,
+            format!(
+                "embeddings are {:?} {:?}; the manifest says f16 [{}, {}]",
+                embeddings.dtype(),
+                embeddings.dims(),
+                manifest.num_blocks,
+                manifest.dim
+            ),
+        ));
+    }
+    check_finite(&embeddings, "StoredIndex::load").map_err(|e| Error::file(path, e))?;
+    Ok(embeddings)
+}
+
+/// `model_path` as the manifest of an index at `index_dir` stores it: relative to the index
+/// folder when it names a model folder (so the index and its model can move together and be
+/// used from any working directory), else unchanged.
+fn stored_model_path(index_dir: &Path, model_path: &str) -> String {
+    let model = Path::new(model_path);
+    let parent = match index_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !model.join("config.json").is_file() {
+        return model_path.to_string();
+    }
+    let (Ok(model), Ok(parent), Some(name)) = (
+        model.canonicalize(),
+        parent.canonicalize(),
+        index_dir.file_name(),
+    ) else {
+        return model_path.to_string();
+    };
+    let from = parent.join(name);
+    let common = from
+        .components()
+        .zip(model.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut rel = PathBuf::new();
+    for _ in from.components().skip(common) {
+        rel.push(Component::ParentDir);
+    }
+    for c in model.components().skip(common) {
+        rel.push(c);
+    }
+    rel.to_string_lossy().into_owned()
 }
 
 fn check_finite(embeddings: &Tensor, op: &'static str) -> Result<()> {

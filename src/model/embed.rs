@@ -37,7 +37,8 @@ impl Embedder {
         })
     }
 
-    /// `[texts.len(), hidden]` f32 embeddings of one batch.
+    /// `[texts.len(), hidden]` f32 embeddings of one batch. Only the first `max_len` wordpieces
+    /// of a text matter, and only as much of it is tokenised.
     pub fn embed(&self, texts: &[&str], pooling: Pooling, normalize: bool) -> Result<Tensor> {
         let batch = self.tokenizer.encode_batch(
             texts,
@@ -82,6 +83,17 @@ pub fn embed_file(dev: &ComputeDevice, opts: &EmbedOptions) -> Result<usize> {
         embedder.model.set_compute_dtype(dtype)?;
     }
     if let Some(n) = opts.max_len {
+        let positions = embedder.max_len;
+        if !(2..=positions).contains(&n) {
+            return Err(Error::bad_input(
+                "embed",
+                "max_len",
+                format!(
+                    "--max-len {n}: must be between 2 ([CLS] and [SEP]) and the model's \
+                     {positions} positions"
+                ),
+            ));
+        }
         embedder.max_len = n;
     }
     let texts = read_texts(&opts.input)?;
@@ -119,29 +131,33 @@ pub fn embed_file(dev: &ComputeDevice, opts: &EmbedOptions) -> Result<usize> {
     Ok(texts.len())
 }
 
-/// The texts of a file: its lines, or the `"text"` fields of a `.jsonl` file.
+/// The texts of a file: its lines, or the `"text"` fields of a `.jsonl` file (blank lines
+/// skipped there).
 fn read_texts(path: &Path) -> Result<Vec<String>> {
-    let content = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
-    if path.extension().is_none_or(|e| e != "jsonl") {
-        return Ok(content.lines().map(str::to_string).collect());
+    let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+    let mut lines = crate::lines::Lines::open(path)?;
+    let mut texts = Vec::new();
+    while let Some((n, line)) = lines.next() {
+        let line = line.map_err(|e| lines.error(n, &e))?;
+        if !jsonl {
+            texts.push(line);
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parse = |msg: String| Error::Parse {
+            path: path.to_path_buf(),
+            line: n,
+            msg,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| parse(e.to_string()))?;
+        let text = value
+            .get("text")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| parse("no string field \"text\"".into()))?;
+        texts.push(text.to_string());
     }
-    let parse = |line: usize, msg: String| Error::Parse {
-        path: path.to_path_buf(),
-        line,
-        msg,
-    };
-    content
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let value: serde_json::Value =
-                serde_json::from_str(l).map_err(|e| parse(i + 1, e.to_string()))?;
-            value
-                .get("text")
-                .and_then(|t| t.as_str())
-                .map(str::to_string)
-                .ok_or_else(|| parse(i + 1, "no string field \"text\"".into()))
-        })
-        .collect()
+    Ok(texts)
 }

@@ -195,6 +195,47 @@ impl BertTokenizer {
         Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// The first `max` wordpieces of each text (all of them when it has fewer), tokenising only
+    /// as much of a long text as that takes: it is cut where BERT's pre-tokenizer splits words
+    /// ([`text_segments`]) and read segment by segment, so the result equals the first `max`
+    /// pieces of the whole text while time and memory follow `max`, not the text's length.
+    pub fn wordpieces_prefix(&self, texts: &[&str], max: usize) -> Result<Vec<Vec<u32>>> {
+        // A wordpiece covers at least one byte; English averages four or more.
+        let segment = max.saturating_mul(8).max(MIN_SEGMENT_BYTES);
+        let short: Vec<usize> = (0..texts.len())
+            .filter(|&i| texts[i].len() <= segment)
+            .collect();
+        let mut out = vec![Vec::new(); texts.len()];
+        let pieces = self.wordpieces(&short.iter().map(|&i| texts[i]).collect::<Vec<_>>())?;
+        for (&i, mut p) in short.iter().zip(pieces) {
+            p.truncate(max);
+            out[i] = p;
+        }
+        for (i, text) in texts.iter().enumerate().filter(|(_, t)| t.len() > segment) {
+            for part in text_segments(text, segment) {
+                out[i].extend(self.wordpieces(&[part])?.concat());
+                if out[i].len() >= max {
+                    break;
+                }
+            }
+            out[i].truncate(max);
+        }
+        Ok(out)
+    }
+
+    /// All wordpieces of a text of any length, tokenised [`text_segments`] of at most
+    /// `segment_bytes` at a time so that the tokenizer's working memory stays bounded.
+    pub fn wordpieces_streaming(&self, text: &str, segment_bytes: usize) -> Result<Vec<u32>> {
+        if text.len() <= segment_bytes {
+            return Ok(self.wordpieces(&[text])?.concat());
+        }
+        let mut out = Vec::new();
+        for part in text_segments(text, segment_bytes) {
+            out.extend(self.wordpieces(&[part])?.concat());
+        }
+        Ok(out)
+    }
+
     /// `[CLS] text [SEP]` for each text, padded to the longest, at most `max_len` tokens each.
     pub fn encode_batch(
         &self,
@@ -203,8 +244,9 @@ impl BertTokenizer {
         overflow: Overflow,
         device: &Device,
     ) -> Result<Batch> {
+        // One piece beyond the room is enough to tell an overflow.
         let rows = self
-            .wordpieces(texts)?
+            .wordpieces_prefix(texts, max_len)?
             .into_iter()
             .enumerate()
             .map(|(i, a)| self.assemble(i, a, None, max_len, overflow))
@@ -249,9 +291,7 @@ impl BertTokenizer {
                 return Err(Error::bad_input(
                     OP,
                     "text",
-                    format!(
-                        "sequence {index} has {total} tokens, more than the limit of {max_len}"
-                    ),
+                    format!("sequence {index} is longer than the limit of {max_len} tokens"),
                 ));
             }
             let room = max_len - specials;
@@ -307,6 +347,43 @@ impl BertTokenizer {
     }
 }
 
+/// The smallest segment [`BertTokenizer::wordpieces_prefix`] cuts a long text into.
+const MIN_SEGMENT_BYTES: usize = 4096;
+
+/// `text` cut into consecutive parts of at most `max_bytes` (a part is longer only when one
+/// character is), each ending where BERT's normaliser and pre-tokenizer split words whatever
+/// follows: after ASCII whitespace, else after ASCII punctuation, and only when a part holds
+/// neither, at a character boundary. The wordpieces of the parts, concatenated, are those of the
+/// text, unless a part holds no whitespace: then a word of `max_bytes` or more (one `[UNK]`
+/// whole) may give one per part, and a special token written in the text (`[MASK]`) may be cut.
+pub fn text_segments(text: &str, max_bytes: usize) -> Vec<&str> {
+    let max_bytes = max_bytes.max(1);
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.len() > max_bytes {
+        let mut limit = max_bytes;
+        while !rest.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        if limit == 0 {
+            // A single character longer than max_bytes.
+            limit = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        let window = &rest.as_bytes()[..limit];
+        let cut = window
+            .iter()
+            .rposition(u8::is_ascii_whitespace)
+            .or_else(|| window.iter().rposition(u8::is_ascii_punctuation))
+            .map_or(limit, |i| i + 1);
+        parts.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() {
+        parts.push(rest);
+    }
+    parts
+}
+
 /// Lengths of two segments after HF's "longest_first" truncation to `room` tokens in all: the
 /// longer segment loses tokens first; when both must shrink they get half each, the odd token
 /// going to the longer one.
@@ -326,7 +403,23 @@ fn longest_first(na: usize, nb: usize, room: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::longest_first;
+    use super::{longest_first, text_segments};
+
+    #[test]
+    fn segments_cover_the_text_and_end_where_words_end() {
+        let text = "Paris is the capital. Ünïcode—text,no-spaces-here and (more) words";
+        for max in [1, 3, 7, 16, 100] {
+            let parts = text_segments(text, max);
+            assert_eq!(parts.concat(), text, "max {max}");
+            for p in &parts[..parts.len() - 1] {
+                let last = p.as_bytes()[p.len() - 1];
+                let at_word_end = last.is_ascii_whitespace() || last.is_ascii_punctuation();
+                assert!(at_word_end || p.len() >= max.min(4), "{max}: {p:?}");
+            }
+        }
+        assert_eq!(text_segments("", 4), Vec::<&str>::new());
+        assert_eq!(text_segments("é", 1), ["é"]);
+    }
 
     #[test]
     fn longest_first_trims_the_longer_segment_then_both() {

@@ -161,6 +161,22 @@ pub fn train_wordpiece<'a>(
             ));
         }
     }
+    // The trainer keeps every character it saw (and its ## continuation), whatever the size: a
+    // vocabulary without them would turn text into [UNK]s. A size below that is refused rather
+    // than silently exceeded.
+    if vocab.len() > spec.size {
+        return Err(Error::bad_input(
+            OP,
+            "size",
+            format!(
+                "--size {}: the texts' characters alone need {} tokens (the special tokens, \
+                 every character and its ## continuation); use --size {} or more",
+                spec.size,
+                vocab.len(),
+                vocab.len()
+            ),
+        ));
+    }
     // The trainer numbers characters in hash-map order, which changes from run to run; a fixed
     // order (specials, characters, continuation characters, then the rest by code point) makes
     // the file reproducible.
@@ -233,6 +249,14 @@ mod tests {
     #[test]
     fn bad_sizes_and_empty_input_are_errors() {
         assert!(train_wordpiece(TEXTS.into_iter(), &spec(5)).is_err());
+        // Fewer tokens than the characters need: refused, not silently exceeded.
+        let msg = train_wordpiece(TEXTS.into_iter(), &spec(10))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("--size 10") && msg.contains("or more"),
+            "{msg}"
+        );
         assert!(train_wordpiece(std::iter::empty(), &spec(100)).is_err());
     }
 }

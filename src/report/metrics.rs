@@ -98,23 +98,24 @@ impl Field {
 /// Reads every record of `path`; a missing file, a malformed line (with its number), a
 /// non-finite time or an empty file is an error.
 pub fn read_metrics(path: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let mut lines = crate::lines::Lines::open(path).map_err(|e| {
         Error::file(
             path,
             format!("cannot read the metrics ({e}); is this a run directory?"),
         )
     })?;
     let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    while let Some((number, line)) = lines.next() {
+        let line = line.map_err(|e| lines.error(number, &e))?;
         if line.trim().is_empty() {
             continue;
         }
         let err = |msg: String| Error::Parse {
             path: path.to_path_buf(),
-            line: i + 1,
+            line: number,
             msg,
         };
-        let r: Record = serde_json::from_str(line).map_err(|e| {
+        let r: Record = serde_json::from_str(&line).map_err(|e| {
             err(format!(
                 "not a metrics record ({{\"stage\",\"step\",\"time_s\",...}}): {e}"
             ))
@@ -161,7 +162,7 @@ pub fn stage_offsets(records: &[Record]) -> Vec<(String, u64)> {
         } else {
             end - first
         };
-        end = end.max(offset + last);
+        end = end.max(offset.saturating_add(last));
         out.push((stage, offset));
     }
     out

@@ -223,7 +223,7 @@ fn build_plots(records: &[Record]) -> Vec<(&'static PlotSpec, Plot)> {
                 let mut points = BTreeMap::new();
                 for r in records.iter().filter(|r| &r.stage == stage) {
                     if let Some(v) = field.get(r) {
-                        points.insert(r.step + offset, v);
+                        points.insert(r.step.saturating_add(*offset), v);
                     }
                 }
                 if points.is_empty() {
@@ -246,7 +246,7 @@ fn build_plots(records: &[Record]) -> Vec<(&'static PlotSpec, Plot)> {
                 let first = records
                     .iter()
                     .filter(|r| &r.stage == stage)
-                    .map(|r| r.step + offset)
+                    .map(|r| r.step.saturating_add(*offset))
                     .min();
                 starts.extend(first.map(|s| s as f64));
             }

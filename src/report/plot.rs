@@ -61,20 +61,89 @@ fn register_font_once(bytes: &'static [u8]) -> bool {
     plotters::style::register_font(FAMILY, FontStyle::Normal, bytes).is_ok()
 }
 
-/// (lo, hi) of the values with a margin; a single value gets a range around it.
+/// Values beyond this magnitude are treated as this magnitude: ranges, margins and tick steps
+/// computed from them stay finite.
+const LIMIT: f64 = 1e300;
+
+/// (lo, hi) of the finite values with a margin, safe for plotters' tick computation (which loops
+/// forever on an infinite range, and on one too narrow for its magnitude): never infinite, and at
+/// least a millionth of its magnitude wide; a single value gets a range around it.
 fn padded_range(values: impl Iterator<Item = f64>, margin: f64) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .map(|v| v.clamp(-LIMIT, LIMIT))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
+    let magnitude = lo.abs().max(hi.abs());
+    let least = (magnitude * 1e-6).max(1e-100);
     let span = hi - lo;
-    if span <= f64::EPSILON * hi.abs().max(1.0) {
-        let d = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+    if span < least {
+        let d = if magnitude == 0.0 {
+            1.0
+        } else {
+            (magnitude * 0.1).max(least)
+        };
         return (lo - d, hi + d);
     }
     (lo - margin * span, hi + margin * span)
+}
+
+/// A value is off the scale when it is this many times larger in magnitude than the median (or
+/// than 1, for medians below 1): a diverged loss of 1e308 beside losses near 2 would otherwise
+/// flatten the rest of the curve into the axis.
+pub const OFF_SCALE: f64 = 1e6;
+
+/// The y axis of a plot: the range of the values on the scale, and what was left off it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct YAxis {
+    lo: f64,
+    hi: f64,
+    /// Values beyond [`OFF_SCALE`], drawn at the edge of the axis.
+    off_scale: usize,
+    /// The largest of them in magnitude (with its sign).
+    extreme: f64,
+}
+
+impl YAxis {
+    fn of(values: &[f64]) -> YAxis {
+        let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        finite.sort_by(f64::total_cmp);
+        let median = finite.get(finite.len() / 2).copied().unwrap_or(0.0);
+        let bound = OFF_SCALE * median.abs().max(1.0);
+        let on_scale = || finite.iter().copied().filter(|v| v.abs() <= bound);
+        let (lo, hi) = padded_range(on_scale(), 0.08);
+        let off = finite.iter().filter(|v| v.abs() > bound);
+        YAxis {
+            lo,
+            hi,
+            off_scale: off.clone().count(),
+            extreme: off
+                .copied()
+                .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+                .unwrap_or(0.0),
+        }
+    }
+
+    /// Where a value is drawn: on the axis, or at its edge.
+    fn place(&self, v: f64) -> f64 {
+        v.clamp(self.lo, self.hi)
+    }
+
+    /// What the title says about the values off the scale.
+    fn note(&self) -> Option<String> {
+        (self.off_scale > 0).then(|| {
+            format!(
+                "{} value{} off the scale (to {:.2e}) at the edge",
+                self.off_scale,
+                if self.off_scale == 1 { "" } else { "s" },
+                self.extreme
+            )
+        })
+    }
 }
 
 /// Draws `plot` and writes it to `path` as a PNG (atomically).
@@ -165,11 +234,41 @@ type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 fn draw(plot: &Plot, rgb: &mut [u8]) -> DrawResult {
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
-    let all = || plot.lines.iter().flat_map(|l| l.points.iter());
+    // Points with a coordinate that is not a number cannot be drawn anywhere.
+    let lines: Vec<Line> = plot
+        .lines
+        .iter()
+        .map(|l| Line {
+            points: l
+                .points
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect(),
+            ..l.clone()
+        })
+        .collect();
+    let all = || lines.iter().flat_map(|l| l.points.iter());
     let (x0, x1) = padded_range(all().map(|p| p.0).chain(plot.rules.iter().copied()), 0.02);
-    let (y0, y1) = padded_range(all().map(|p| p.1), 0.08);
+    let y_axis = YAxis::of(&all().map(|p| p.1).collect::<Vec<_>>());
+    let (y0, y1) = (y_axis.lo, y_axis.hi);
+    let lines: Vec<Line> = lines
+        .into_iter()
+        .map(|l| Line {
+            points: l
+                .points
+                .iter()
+                .map(|&(x, y)| (x.clamp(x0, x1), y_axis.place(y)))
+                .collect(),
+            ..l
+        })
+        .collect();
+    let title = match y_axis.note() {
+        Some(note) => format!("{} ({note})", plot.title),
+        None => plot.title.clone(),
+    };
     let mut chart = ChartBuilder::on(&root)
-        .caption(&plot.title, (FAMILY, 24))
+        .caption(&title, (FAMILY, 24))
         .margin(16)
         .margin_right(36)
         .x_label_area_size(48)
@@ -187,13 +286,18 @@ fn draw(plot: &Plot, rgb: &mut [u8]) -> DrawResult {
         .light_line_style(RGBColor(243, 243, 243))
         .bold_line_style(RGBColor(210, 210, 210))
         .draw()?;
-    for &x in &plot.rules {
+    for x in plot
+        .rules
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|x| x.clamp(x0, x1))
+    {
         chart.draw_series(LineSeries::new(
             [(x, y0), (x, y1)],
             RGBColor(160, 160, 160).stroke_width(1),
         ))?;
     }
-    for line in &plot.lines {
+    for line in &lines {
         let style = line.color.stroke_width(2);
         // Dense lines: the range of each of equal slices of the x range as a pale band, and the
         // slices' means in bold (every record drawn would be a solid block of colour).
@@ -295,6 +399,34 @@ mod tests {
                 max: 1.0
             }]
         );
+    }
+
+    #[test]
+    fn extreme_values_give_finite_drawable_ranges() {
+        for values in [
+            vec![1.7e308, 2.0, 3.0],
+            vec![-1e308, 1.0, 1e308],
+            vec![f64::MAX, f64::MIN],
+            vec![1e16, 1e16 + 2.0],
+            vec![5e-324, 0.0],
+            vec![f64::NAN, f64::INFINITY, 1.0],
+        ] {
+            let (lo, hi) = padded_range(values.iter().copied(), 0.08);
+            assert!(
+                lo.is_finite() && hi.is_finite() && hi - lo > 0.0,
+                "{values:?}"
+            );
+            assert!((hi - lo) >= lo.abs().max(hi.abs()) * 1e-6, "{values:?}");
+        }
+        let axis = YAxis::of(&[2.0, 3.0, 1.7e308, 2.5]);
+        assert!(axis.hi < 4.0 && axis.lo > 1.0, "{axis:?}");
+        assert_eq!((axis.off_scale, axis.extreme), (1, 1.7e308));
+        assert_eq!(axis.place(1.7e308), axis.hi);
+        assert!(axis.note().unwrap().contains("1 value off the scale"));
+        // A metric that legitimately spans orders of magnitude stays whole.
+        let staleness = YAxis::of(&[0.0, 0.0, 0.0, 50.0]);
+        assert_eq!(staleness.off_scale, 0);
+        assert!(staleness.hi > 50.0);
     }
 
     #[test]

@@ -462,9 +462,11 @@ fn required(value: &Option<PathBuf>, flag: &'static str) -> Result<PathBuf> {
     })
 }
 
-/// Prints a stage's report as pretty JSON on stdout.
+/// Prints a stage's report as pretty JSON on stdout (a closed pipe is an `Error::Io`, not a
+/// panic).
 pub fn print_report<T: serde::Serialize>(report: &T) -> Result<()> {
+    use std::io::Write;
     let text = serde_json::to_string_pretty(report).map_err(|e| Error::file(Path::new("-"), e))?;
-    println!("{text}");
+    writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(())
 }

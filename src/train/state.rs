@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const TRAINER_JSON: &str = "trainer.json";
 pub const TRAINER_TENSORS: &str = "trainer.safetensors";
@@ -93,77 +93,28 @@ pub fn step_rng(seed: u64, kind: u64, step: u64) -> SplitMix64 {
 
 /// Writes a checkpoint folder at `dir` atomically: `write_files` fills a fresh temporary folder
 /// (the model files, an index, ...), then the trainer state and optimizer moments are added and
-/// the folder replaces `dir`.
+/// the folder replaces `dir` ([`crate::io::write_dir_atomic`]).
 pub fn save_checkpoint(
     dir: &Path,
     state: &TrainerState,
     optimizer: &AdamW,
     write_files: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
-    let tmp = sibling(dir, &format!("tmp-{}", std::process::id()))?;
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| Error::file(&tmp, e))?;
-    }
-    fs::create_dir_all(&tmp).map_err(|e| Error::file(&tmp, e))?;
-    let result = (|| {
-        write_files(&tmp)?;
+    crate::io::write_dir_atomic(dir, |tmp| {
+        write_files(tmp)?;
         let tensors = optimizer.state_tensors()?;
         let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None)
             .map_err(|e| Error::file(tmp.join(TRAINER_TENSORS), e))?;
         write_atomic(tmp.join(TRAINER_TENSORS), |w| w.write_all(&bytes))?;
-        write_json_atomic(tmp.join(TRAINER_JSON), state)?;
-        sync_dir(&tmp)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    commit(&tmp, dir)
-}
-
-/// Replaces `dir` by `tmp`: the old folder is moved aside first and removed last, and
-/// [`recover`] puts it back if a kill came in between.
-fn commit(tmp: &Path, dir: &Path) -> Result<()> {
-    let old = sibling(dir, "old")?;
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(|e| Error::file(&old, e))?;
-    }
-    if dir.exists() {
-        fs::rename(dir, &old).map_err(|e| Error::file(dir, format!("moving aside: {e}")))?;
-    }
-    fs::rename(tmp, dir).map_err(|e| Error::file(dir, format!("renaming into place: {e}")))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(|e| Error::file(&old, e))?;
-    }
-    Ok(())
+        write_json_atomic(tmp.join(TRAINER_JSON), state)
+    })
 }
 
 /// After a kill: restores the previous checkpoint if the kill fell between moving it aside and
 /// renaming the new one in, and removes leftover temporary folders. Returns whether a checkpoint
 /// exists at `dir`.
 pub fn recover(dir: &Path) -> Result<bool> {
-    let old = sibling(dir, "old")?;
-    if !dir.exists() && old.join(TRAINER_JSON).exists() {
-        fs::rename(&old, dir).map_err(|e| Error::file(&old, format!("restoring: {e}")))?;
-    }
-    if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
-        let prefix = format!(".{}.", name.to_string_lossy());
-        if let Ok(entries) = fs::read_dir(if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        }) {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-    }
-    Ok(dir.join(TRAINER_JSON).exists())
+    crate::io::recover_dir(dir, TRAINER_JSON)
 }
 
 /// Reads `trainer.json` and `trainer.safetensors` of a checkpoint folder.
@@ -212,29 +163,11 @@ pub fn link_dir(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `.NAME.suffix` beside `dir`.
-fn sibling(dir: &Path, suffix: &str) -> Result<PathBuf> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| Error::file(dir, "a checkpoint path must name a folder"))?;
-    Ok(dir.with_file_name(format!(".{}.{suffix}", name.to_string_lossy())))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    let d = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    fs::File::open(d)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::file(d, format!("syncing: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Var;
+    use std::path::PathBuf;
 
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("realm-state-{name}-{}", std::process::id()));
@@ -325,7 +258,8 @@ mod tests {
         assert_eq!(fs::read_dir(&root).unwrap().count(), 1);
         // A kill between moving the old one aside and renaming the new one in.
         fs::rename(&ckpt, root.join(".checkpoint.old")).unwrap();
-        fs::create_dir_all(root.join(".checkpoint.tmp-1")).unwrap();
+        // The temporary folder of a process that no longer runs.
+        fs::create_dir_all(root.join(format!(".checkpoint.tmp-{}", u32::MAX))).unwrap();
         assert!(recover(&ckpt).unwrap());
         assert!(load_trainer(&ckpt).is_ok());
         assert_eq!(fs::read_dir(&root).unwrap().count(), 1);

@@ -1,11 +1,16 @@
 //! What several integration tests share: finding optional data, or saying why a test skips;
-//! [`test_exec!`], one test body run on every execution mode; and training outcomes over seeds
-//! ([`outcome`]).
+//! [`test_exec!`], one test body run on every execution mode; training outcomes over seeds
+//! ([`outcome`]); a small fine-tuned run; rewriting an index manifest's checksums after a
+//! deliberate edit.
 #![allow(dead_code)] // each test binary uses a part
 
 pub mod outcome;
 
+use candle_core::Device;
 use realm::device::{ComputeDevice, DeviceSpec};
+use realm::index::build::{index_corpus, EmbedOptions, IndexCorpus};
+use realm::index::RetrieverModel;
+use realm::model::{BertConfig, BertTokenizer, Reader, ReaderConfig, Retriever, RetrieverConfig};
 use std::path::{Path, PathBuf};
 
 /// `dir` when it holds every one of `needed` (relative paths); else None after printing which is
@@ -91,4 +96,73 @@ macro_rules! test_exec {
             }
         }
     };
+}
+
+/// A three-document corpus for [`fine_tuned_run`].
+pub const CORPUS: &str = r#"{"id": "1", "title": "Paris", "text": "Paris is the capital of France. It lies on the Seine."}
+{"id": "2", "title": "Nile", "text": "The Nile is a river in Africa. It flows north."}
+{"id": "3", "title": "Mozart", "text": "Mozart was a composer. He was born in Salzburg in 1756."}
+"#;
+
+/// The demo vocabulary (8,000 uncased wordpieces).
+pub fn demo_vocab() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt")
+}
+
+/// `run/checkpoint/` with a random retriever (1 layer, hidden 32, 128 positions, 8-d
+/// projection), `reader/` and `index/` of [`CORPUS`] (also written to `run/docs.jsonl`), as
+/// fine-tuning leaves it. Returns the checkpoint folder.
+pub fn fine_tuned_run(run: &Path) -> PathBuf {
+    let ckpt = run.join("checkpoint");
+    let vocab = demo_vocab();
+    let tok = BertTokenizer::from_vocab(&vocab, true).unwrap();
+    let mut cfg = BertConfig::new(32, 1, 1);
+    cfg.vocab_size = tok.vocab_size();
+    cfg.intermediate_size = 64;
+    cfg.max_position_embeddings = 128;
+    let rc = RetrieverConfig {
+        proj_size: 8,
+        ..RetrieverConfig::default()
+    };
+    Retriever::new_random(&cfg, &rc, 1, &Device::Cpu)
+        .unwrap()
+        .save(&ckpt)
+        .unwrap();
+    std::fs::copy(&vocab, ckpt.join("vocab.txt")).unwrap();
+    Reader::new_random(&cfg, &ReaderConfig::default(), 2, &Device::Cpu)
+        .unwrap()
+        .save(ckpt.join("reader"))
+        .unwrap();
+    let corpus = run.join("docs.jsonl");
+    std::fs::write(&corpus, CORPUS).unwrap();
+    let model = RetrieverModel::load(&ckpt, &Device::Cpu).unwrap();
+    let opts = IndexCorpus {
+        max_block_tokens: 64,
+        skip_bad_lines: false,
+        embed: EmbedOptions {
+            batch: 2,
+            max_len: 64,
+            progress: None,
+        },
+        step: 0,
+    };
+    let (index, _) = index_corpus(&model, &corpus, &opts, &Device::Cpu).unwrap();
+    index.save(ckpt.join("index")).unwrap();
+    ckpt
+}
+
+/// Rewrites the sizes and CRC-32s in an index folder's manifest to match its files as they are
+/// now: the folder then looks as if written so, and what is checked is the files' contents.
+pub fn reseal_index(dir: &Path) {
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for name in ["embeddings.safetensors", "blocks.jsonl"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        manifest["files"][name] = serde_json::json!({
+            "bytes": bytes.len(),
+            "crc32": crc32fast::hash(&bytes),
+        });
+    }
+    std::fs::write(&path, manifest.to_string()).unwrap();
 }
