@@ -3,6 +3,7 @@
 //! leaves either the old file or the new one.
 
 use crate::error::{Error, Result};
+use crate::failpoint;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -23,13 +24,18 @@ pub fn write_atomic(
         .ok_or_else(|| Error::file(path, "not a file path"))?
         .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
+    let result = (|| -> std::io::Result<()> {
         let file = File::create(&tmp)?;
+        failpoint::op("create", &tmp);
         let mut w = BufWriter::new(file);
         write(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
+        failpoint::op("write", &tmp);
         file.sync_all()?;
-        fs::rename(&tmp, path)
+        failpoint::op("sync", &tmp);
+        fs::rename(&tmp, path)?;
+        failpoint::op("rename", path);
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);

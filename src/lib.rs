@@ -14,6 +14,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod error;
+mod failpoint;
 pub mod index;
 pub mod io;
 pub mod kernels;

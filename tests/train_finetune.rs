@@ -106,7 +106,10 @@ fn bad_beams_and_questions_are_clear_errors() {
     let err = run_finetune(&cfg, &dir.join("a"), &opts)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("reader beam 7"), "{err}");
+    assert!(
+        err.contains("reader_beam") && err.contains("7 must be"),
+        "{err}"
+    );
     let mut cfg = tiny(&dir);
     cfg.retriever_beam = 1000;
     let err = run_finetune(&cfg, &dir.join("b"), &opts)

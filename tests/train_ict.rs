@@ -78,7 +78,7 @@ fn ict_raises_held_out_recall_over_the_untrained_retriever() {
     let mut opts = RunOptions::new(ComputeDevice::cpu());
     opts.quiet = true;
     let report = run_ict(&cfg, &dir.join("run"), &opts).unwrap();
-    let (before, after) = (report.recall_before.unwrap(), report.recall_after);
+    let (before, after) = (report.recall_before.unwrap(), report.recall_after.unwrap());
     eprintln!(
         "held-out recall@1 {:.3} → {:.3}, @5 {:.3} → {:.3}",
         before.recall_at_1, after.recall_at_1, before.recall_at_5, after.recall_at_5

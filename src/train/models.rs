@@ -103,6 +103,14 @@ impl ModelInit {
         }
     }
 
+    /// An error unless a from-scratch start has a usable size (see [`super::limits`]).
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        match self {
+            ModelInit::Origin(origin) => origin.validate(op),
+            ModelInit::Checkpoint { .. } => Ok(()),
+        }
+    }
+
     /// The checkpoint folder, if starting from one.
     pub fn checkpoint(&self) -> Option<&Path> {
         match self {
@@ -112,11 +120,25 @@ impl ModelInit {
     }
 }
 
+impl Origin {
+    /// An error unless a from-scratch origin has a usable size (see [`super::limits`]).
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        match self {
+            Origin::Scratch { config, .. } => super::limits::scratch_bert(op, config),
+            Origin::Bert { .. } => Ok(()),
+        }
+    }
+}
+
 pub fn read_origin(dir: &Path) -> Result<Origin> {
     let path = dir.join(ORIGIN);
     let text = fs::read_to_string(&path)
         .map_err(|e| Error::file(&path, format!("not a realm training checkpoint: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(&path, e))
+    let origin: Origin = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    origin
+        .validate("model init")
+        .map_err(|e| Error::file(&path, e))?;
+    Ok(origin)
 }
 
 /// How a stage starts: its run directory (started, or reopened to resume), where its models come
@@ -136,6 +158,7 @@ pub fn start_stage<C: Serialize>(
     init: &ModelInit,
     resume: bool,
 ) -> Result<StageStart> {
+    let _writer = crate::failpoint::scope(super::run::WRITER);
     let run = super::run::RunDir::start(run_dir, cfg, resume)?;
     let init = if resume {
         ModelInit::Checkpoint {
@@ -147,6 +170,10 @@ pub fn start_stage<C: Serialize>(
     let origin = init.origin()?;
     let tok_dir = run.root().join("tokenizer");
     let tokenizer = stage_tokenizer(&init, &tok_dir)?;
+    if let Origin::Scratch { config, .. } = &origin {
+        // Before any weights are drawn: a vocabulary size that is not the vocabulary's.
+        tokenizer.check_vocab(config)?;
+    }
     Ok(StageStart {
         run,
         init,
@@ -169,6 +196,7 @@ const TOKENIZER_FILES: [&str; 4] = [
 /// later checkpoint can carry the same files.
 pub fn stage_tokenizer(init: &ModelInit, dst: &Path) -> Result<BertTokenizer> {
     fs::create_dir_all(dst).map_err(|e| Error::file(dst, e))?;
+    crate::failpoint::op("create", dst);
     let copy = |from: PathBuf, name: &str| -> Result<()> {
         let bytes = fs::read(&from).map_err(|e| Error::file(&from, e))?;
         crate::io::write_atomic(dst.join(name), |w| w.write_all(&bytes))
