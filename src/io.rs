@@ -3,10 +3,11 @@
 //! leaves either the old file or the new one.
 
 use crate::error::{Error, Result};
-use crate::failpoint;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 /// Writes `path` atomically with the bytes `write` produces.
 pub fn write_atomic(
@@ -24,23 +25,20 @@ pub fn write_atomic(
         .ok_or_else(|| Error::file(path, "not a file path"))?
         .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
+    let result = (|| {
         let file = File::create(&tmp)?;
-        failpoint::op("create", &tmp);
         let mut w = BufWriter::new(file);
         write(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
-        failpoint::op("write", &tmp);
         file.sync_all()?;
-        failpoint::op("sync", &tmp);
-        fs::rename(&tmp, path)?;
-        failpoint::op("rename", path);
-        Ok(())
+        failpoint();
+        fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(Error::file(path, format!("writing: {e}")));
     }
+    failpoint();
     Ok(())
 }
 
@@ -49,6 +47,36 @@ pub fn write_json_atomic<T: serde::Serialize>(path: impl AsRef<Path>, value: &T)
     write_atomic(path, |w| {
         serde_json::to_writer_pretty(&mut *w, value).map_err(std::io::Error::other)
     })
+}
+
+/// The environment variable of [`failpoint`].
+pub const KILL_AT_FAILPOINT: &str = "REALM_KILL_AT_FAILPOINT";
+
+/// A point where a kill test may end the process. With `REALM_KILL_AT_FAILPOINT=N` in the
+/// environment, the process kills itself (SIGKILL: no clean-up, no destructors) at the Nth
+/// failpoint it reaches; otherwise this does nothing.
+pub fn failpoint() {
+    static AT: OnceLock<Option<usize>> = OnceLock::new();
+    static REACHED: AtomicUsize = AtomicUsize::new(0);
+    let Some(at) = *AT.get_or_init(|| std::env::var(KILL_AT_FAILPOINT).ok()?.parse().ok()) else {
+        return;
+    };
+    if REACHED.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        kill_self();
+    }
+}
+
+#[cfg(unix)]
+fn kill_self() {
+    // SAFETY: raising SIGKILL on this process ends it; no memory is touched.
+    unsafe {
+        libc::raise(libc::SIGKILL);
+    }
+}
+
+#[cfg(not(unix))]
+fn kill_self() {
+    std::process::abort();
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod error;
-mod failpoint;
 pub mod index;
 pub mod io;
 pub mod kernels;

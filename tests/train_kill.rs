@@ -1,10 +1,13 @@
 //! The `realm` training binary stopped in every way a user or a machine stops it — SIGKILL
-//! mid-run, Ctrl-C (SIGINT) once or twice, and a kill after each single file operation of the
-//! checkpoint writer and of the run-directory writer (`REALM_FAILPOINT`) — leaves either the old
-//! state or the new one, never a mix, and `--resume` (or starting again, when no checkpoint was
-//! written yet) ends with exactly the files of a run that was never interrupted.
+//! mid-run, Ctrl-C (SIGINT) once or twice, and SIGKILL at each step of writing the run
+//! directory's files and its checkpoints (`REALM_KILL_AT_FAILPOINT`, `realm::io::failpoint`) —
+//! leaves either the old state or the new one, never a mix, and `--resume` (or starting again,
+//! when no checkpoint was written yet) ends with exactly the files of a run that was never
+//! interrupted.
 //!
 //! Every process runs with one rayon thread, so that two runs are comparable bit for bit.
+
+#![cfg(unix)]
 
 use realm::model::BertConfig;
 use realm::train::ict::IctConfig;
@@ -13,12 +16,10 @@ use realm::train::pretrain::PretrainConfig;
 use realm::train::run::{read_metrics, Metric};
 use realm::train::search::RefreshPolicy;
 use realm::train::state::{load_trainer, recover};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// The exit status of a process a failpoint ended (`realm::failpoint`, private to the crate).
-const FAILPOINT_EXIT: i32 = 86;
 
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("realm-test-kill-{name}-{}", std::process::id()));
@@ -128,7 +129,7 @@ fn realm(stage: &str, run: &Path, config: Option<&Path>) -> Command {
     };
     c.args(["--device", "cpu", "--quiet"])
         .env("RAYON_NUM_THREADS", "1")
-        .env_remove("REALM_FAILPOINT")
+        .env_remove("REALM_KILL_AT_FAILPOINT")
         .stdout(Stdio::null());
     c
 }
@@ -362,131 +363,88 @@ fn resuming_a_finished_run_changes_nothing() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A run of `config` killed by `REALM_FAILPOINT=WRITER:N`, for N = 1, 2, ... until the run no
-/// longer reaches the N-th operation of that writer. After each kill, `check` sees the run
-/// directory (as the next command finds it); then the run is finished — `--resume` from its
-/// checkpoint, or started again when it has none — and must equal the uninterrupted `whole`.
-fn kill_at_every_operation(
-    writer: &str,
-    config: &Path,
-    dir: &Path,
-    whole: &Path,
-    mut check: impl FnMut(u64, &Path),
-) -> u64 {
-    for n in 1.. {
-        let run = dir.join(format!("{writer}-{n}"));
-        let out: Output = realm("pretrain", &run, Some(config))
-            .env("REALM_FAILPOINT", format!("{writer}:{n}"))
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        if out.status.success() {
-            assert_same_checkpoint(
-                &whole.join("checkpoint"),
-                &run.join("checkpoint"),
-                "a run its failpoint never reached",
-            );
-            let _ = std::fs::remove_dir_all(&run);
-            return n - 1;
-        }
-        assert_eq!(
-            out.status.code(),
-            Some(FAILPOINT_EXIT),
-            "{writer}:{n}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        check(n, &run);
-        match checkpoint_step(&run) {
-            Some(_) => run_ok(realm("pretrain", &run, None)),
-            None => run_ok(realm("pretrain", &run, Some(config))),
-        }
-        let context = format!("killed after {writer} operation {n}, then finished");
-        assert_same_checkpoint(&whole.join("checkpoint"), &run.join("checkpoint"), &context);
-        assert_eq!(measured(whole), measured(&run), "{context}");
-        let _ = std::fs::remove_dir_all(&run);
-        assert!(n < 1000, "the failpoint never stops firing");
-    }
-    unreachable!()
-}
-
 #[test]
-fn a_kill_after_any_checkpoint_file_operation_leaves_the_old_or_the_new_checkpoint() {
-    let dir = temp("failpoint-checkpoint");
+fn a_kill_after_any_file_operation_leaves_the_old_or_the_new_state_and_the_run_finishes() {
+    let dir = temp("failpoints");
     // Checkpoints at steps 2 and 4; a refresh runs from step 1 to step 3, so the first
     // checkpoint records it and the second (the last) holds the refreshed index.
     let config = pretrain_config(&dir, 4, 2, 1, 2);
     let whole = dir.join("whole");
     run_ok(realm("pretrain", &whole, Some(&config)));
-    // The first checkpoint (step 2) as the first kill after its swap left it.
+    // The first checkpoint (step 2), as the first kill after it was swapped in left it.
     let mut first: Option<PathBuf> = None;
-    // The step of the checkpoint a kill left: it never goes back (once written, a checkpoint is
-    // only ever replaced by a later one).
+    // The step of the checkpoint a kill left never goes back: once written, a checkpoint is
+    // only ever replaced by a later one.
     let mut newest = None;
-    let ops = kill_at_every_operation("checkpoint", &config, &dir, &whole, |n, run| {
+    for n in 1.. {
+        // Killed (SIGKILL) at the n-th failpoint: a step of writing a file or a folder of the run
+        // directory (its configuration, tokenizer, starting index, metrics) or of a checkpoint.
+        let run = dir.join(format!("killed-{n}"));
+        let out: Output = realm("pretrain", &run, Some(&config))
+            .env("REALM_KILL_AT_FAILPOINT", n.to_string())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            assert!(n > 40, "only {} failpoints", n - 1);
+            eprintln!("killed at each of {} failpoints", n - 1);
+            break;
+        }
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "failpoint {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let at = format!("killed at failpoint {n}");
+        // What the next command finds: the configuration whole or absent ...
+        if let Ok(text) = std::fs::read_to_string(run.join("config.json")) {
+            let parsed = serde_json::from_str::<PretrainConfig>(&text);
+            assert!(parsed.is_ok(), "{at}: config.json half-written");
+        }
+        // ... and the old checkpoint or the new one, whole, and nothing half-written beside it.
         let ckpt = run.join("checkpoint");
         recover(&ckpt).unwrap();
-        let step = checkpoint_step(run);
-        assert!(
-            step >= newest,
-            "op {n}: checkpoint {step:?} after {newest:?}"
-        );
+        let step = checkpoint_step(&run);
+        assert!(step >= newest, "{at}: checkpoint {step:?} after {newest:?}");
         newest = step;
         match step {
             None => assert!(
                 !ckpt.exists(),
-                "op {n}: a checkpoint folder without its state"
+                "{at}: a checkpoint folder without its state"
             ),
             Some(2) => match &first {
-                Some(reference) => assert_same_checkpoint(reference, &ckpt, &format!("op {n}")),
+                Some(reference) => assert_same_checkpoint(reference, &ckpt, &at),
                 None => {
-                    // It records the refresh running at step 2.
                     assert!(ckpt.join("refresh/tower.safetensors").exists());
                     let keep = dir.join("first");
                     realm::train::state::link_dir(&ckpt, &keep).unwrap();
                     first = Some(keep);
                 }
             },
-            Some(4) => assert_same_checkpoint(&whole.join("checkpoint"), &ckpt, &format!("op {n}")),
-            Some(other) => panic!("op {n}: a checkpoint of step {other}"),
+            Some(4) => assert_same_checkpoint(&whole.join("checkpoint"), &ckpt, &at),
+            Some(other) => panic!("{at}: a checkpoint of step {other}"),
         }
-        // Nothing half-written is left beside it.
-        let stray: Vec<_> = std::fs::read_dir(run)
+        let stray: Vec<_> = std::fs::read_dir(&run)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|name| name.starts_with(".checkpoint"))
             .collect();
-        assert!(stray.is_empty(), "op {n}: {stray:?}");
-    });
+        assert!(stray.is_empty(), "{at}: {stray:?}");
+        // Finished from there: resumed from its checkpoint, or started again over what the
+        // kill left when it had none; the result is the uninterrupted run's.
+        match step {
+            Some(_) => run_ok(realm("pretrain", &run, None)),
+            None => run_ok(realm("pretrain", &run, Some(&config))),
+        }
+        assert_same_checkpoint(
+            &whole.join("checkpoint"),
+            &ckpt,
+            &format!("{at}, then finished"),
+        );
+        assert_eq!(measured(&whole), measured(&run), "{at}, then finished");
+        let _ = std::fs::remove_dir_all(&run);
+    }
     assert!(first.is_some(), "no kill left the first checkpoint");
-    eprintln!("killed after each of {ops} checkpoint file operations");
-    assert!(ops >= 20, "only {ops} operations");
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[test]
-fn a_kill_after_any_run_directory_file_operation_leaves_a_run_that_resumes_or_restarts() {
-    let dir = temp("failpoint-run");
-    let config = pretrain_config(&dir, 4, 2, 1, 2);
-    let whole = dir.join("whole");
-    run_ok(realm("pretrain", &whole, Some(&config)));
-    let ops = kill_at_every_operation("run", &config, &dir, &whole, |n, run| {
-        // Whatever the kill left, the configuration file is whole (or absent) ...
-        if let Ok(text) = std::fs::read_to_string(run.join("config.json")) {
-            assert!(
-                serde_json::from_str::<PretrainConfig>(&text).is_ok(),
-                "op {n}: config.json half-written"
-            );
-        }
-        // ... and a fresh start over it is refused only when there is a checkpoint.
-        if checkpoint_step(run).is_some() {
-            let out = realm("pretrain", run, Some(&config))
-                .stderr(Stdio::piped())
-                .output()
-                .unwrap();
-            assert!(!out.status.success(), "op {n}: started over a checkpoint");
-        }
-    });
-    eprintln!("killed after each of {ops} run-directory file operations");
-    assert!(ops >= 10, "only {ops} operations");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -158,7 +158,6 @@ pub fn start_stage<C: Serialize>(
     init: &ModelInit,
     resume: bool,
 ) -> Result<StageStart> {
-    let _writer = crate::failpoint::scope(super::run::WRITER);
     let run = super::run::RunDir::start(run_dir, cfg, resume)?;
     let init = if resume {
         ModelInit::Checkpoint {
@@ -196,7 +195,6 @@ const TOKENIZER_FILES: [&str; 4] = [
 /// later checkpoint can carry the same files.
 pub fn stage_tokenizer(init: &ModelInit, dst: &Path) -> Result<BertTokenizer> {
     fs::create_dir_all(dst).map_err(|e| Error::file(dst, e))?;
-    crate::failpoint::op("create", dst);
     let copy = |from: PathBuf, name: &str| -> Result<()> {
         let bytes = fs::read(&from).map_err(|e| Error::file(&from, e))?;
         crate::io::write_atomic(dst.join(name), |w| w.write_all(&bytes))

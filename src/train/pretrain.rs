@@ -640,7 +640,6 @@ fn starting_index(
             0,
         ),
     };
-    let _writer = crate::failpoint::scope(super::run::WRITER);
     live.stored(step, &cfg.init_label(), knowledge)?
         .save(run.index())?;
     Ok((live, step))

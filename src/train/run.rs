@@ -11,7 +11,6 @@
 
 use super::state;
 use crate::error::{Error, Result};
-use crate::failpoint;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -22,8 +21,6 @@ pub const CONFIG: &str = "config.json";
 pub const METRICS: &str = "metrics.jsonl";
 pub const CHECKPOINT: &str = "checkpoint";
 pub const INDEX: &str = "index";
-/// The name of the run-directory writer for `REALM_FAILPOINT` (see `crate::failpoint`).
-pub(crate) const WRITER: &str = "run";
 
 /// The training stages, as the metrics name them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,10 +106,8 @@ impl RunDir {
     /// already holds a checkpoint is an error unless `resume`; with `resume`, a missing
     /// checkpoint is an error too.
     pub fn start<C: Serialize>(root: impl AsRef<Path>, config: &C, resume: bool) -> Result<Self> {
-        let _writer = failpoint::scope(WRITER);
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root).map_err(|e| Error::file(&root, e))?;
-        failpoint::op("create", &root);
         let run = RunDir { root };
         let has_checkpoint = state::recover(&run.checkpoint())?;
         match (resume, has_checkpoint) {
@@ -147,9 +142,7 @@ impl RunDir {
             }
         } else {
             // A fresh run owns its metrics file.
-            if fs::remove_file(run.metrics_path()).is_ok() {
-                failpoint::op("remove", &run.metrics_path());
-            }
+            let _ = fs::remove_file(run.metrics_path());
             crate::io::write_json_atomic(run.root.join(CONFIG), &value)?;
         }
         Ok(run)
@@ -192,7 +185,6 @@ impl RunDir {
     /// written by a process that was killed after its last checkpoint; they are dropped, so the
     /// file reads as if the run had not been interrupted.
     pub fn metrics(&self, stage: Stage, resume_step: Option<u64>) -> Result<MetricsLog> {
-        let _writer = failpoint::scope(WRITER);
         let path = self.metrics_path();
         if let (Some(step), true) = (resume_step, path.exists()) {
             let file = File::open(&path).map_err(|e| Error::file(&path, e))?;
@@ -219,7 +211,6 @@ impl RunDir {
             .append(true)
             .open(&path)
             .map_err(|e| Error::file(&path, e))?;
-        failpoint::op("open", &path);
         Ok(MetricsLog { path, file })
     }
 }
@@ -284,10 +275,7 @@ impl MetricsLog {
         line.push('\n');
         self.file
             .write_all(line.as_bytes())
-            .map_err(|e| Error::file(&self.path, e))?;
-        let _writer = failpoint::scope(WRITER);
-        failpoint::op("append", &self.path);
-        Ok(())
+            .map_err(|e| Error::file(&self.path, e))
     }
 }
 

@@ -9,8 +9,7 @@
 
 use super::optim::{AdamW, AdamWConfig, LinearSchedule};
 use crate::error::{Error, Result};
-use crate::failpoint;
-use crate::io::{write_atomic, write_json_atomic};
+use crate::io::{failpoint, write_atomic, write_json_atomic};
 use crate::rng::SplitMix64;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -21,8 +20,6 @@ use std::path::{Path, PathBuf};
 pub const TRAINER_JSON: &str = "trainer.json";
 pub const TRAINER_TENSORS: &str = "trainer.safetensors";
 const FORMAT_VERSION: u32 = 1;
-/// The name of the checkpoint writer for `REALM_FAILPOINT` (see `crate::failpoint`).
-const WRITER: &str = "checkpoint";
 
 /// Where the data stream is: epoch and examples consumed within it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,14 +199,12 @@ pub fn save_checkpoint(
     optimizer: &AdamW,
     write_files: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
-    let _writer = failpoint::scope(WRITER);
     let tmp = sibling(dir, &format!("tmp-{}", std::process::id()))?;
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| Error::file(&tmp, e))?;
-        failpoint::op("remove", &tmp);
     }
     fs::create_dir_all(&tmp).map_err(|e| Error::file(&tmp, e))?;
-    failpoint::op("create", &tmp);
+    failpoint();
     let result = (|| {
         write_files(&tmp)?;
         let tensors = optimizer.state_tensors()?;
@@ -217,14 +212,14 @@ pub fn save_checkpoint(
             .map_err(|e| Error::file(tmp.join(TRAINER_TENSORS), e))?;
         write_atomic(tmp.join(TRAINER_TENSORS), |w| w.write_all(&bytes))?;
         write_json_atomic(tmp.join(TRAINER_JSON), state)?;
-        sync_dir(&tmp)?;
-        failpoint::op("sync", &tmp);
-        Ok(())
+        failpoint();
+        sync_dir(&tmp)
     })();
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    failpoint();
     commit(&tmp, dir)
 }
 
@@ -234,21 +229,19 @@ fn commit(tmp: &Path, dir: &Path) -> Result<()> {
     let old = sibling(dir, "old")?;
     if old.exists() {
         fs::remove_dir_all(&old).map_err(|e| Error::file(&old, e))?;
-        failpoint::op("remove", &old);
     }
     if dir.exists() {
         fs::rename(dir, &old).map_err(|e| Error::file(dir, format!("moving aside: {e}")))?;
-        failpoint::op("rename", &old);
+        failpoint();
     }
     fs::rename(tmp, dir).map_err(|e| Error::file(dir, format!("renaming into place: {e}")))?;
-    failpoint::op("rename", dir);
+    failpoint();
     if let Some(parent) = dir.parent() {
         sync_dir(parent)?;
-        failpoint::op("sync", parent);
     }
     if old.exists() {
         fs::remove_dir_all(&old).map_err(|e| Error::file(&old, e))?;
-        failpoint::op("remove", &old);
+        failpoint();
     }
     Ok(())
 }
@@ -257,11 +250,9 @@ fn commit(tmp: &Path, dir: &Path) -> Result<()> {
 /// renaming the new one in, and removes leftover temporary folders. Returns whether a checkpoint
 /// exists at `dir`.
 pub fn recover(dir: &Path) -> Result<bool> {
-    let _writer = failpoint::scope(WRITER);
     let old = sibling(dir, "old")?;
     if !dir.exists() && old.join(TRAINER_JSON).exists() {
         fs::rename(&old, dir).map_err(|e| Error::file(&old, format!("restoring: {e}")))?;
-        failpoint::op("rename", dir);
     }
     if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
         let prefix = format!(".{}.", name.to_string_lossy());
@@ -273,7 +264,6 @@ pub fn recover(dir: &Path) -> Result<bool> {
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().starts_with(&prefix) {
                     let _ = fs::remove_dir_all(entry.path());
-                    failpoint::op("remove", &entry.path());
                 }
             }
         }
@@ -312,11 +302,8 @@ pub fn link_dir(src: &Path, dst: &Path) -> Result<()> {
             .is_dir()
         {
             link_dir(&from, &to)?;
-        } else {
-            if fs::hard_link(&from, &to).is_err() {
-                fs::copy(&from, &to).map_err(|e| Error::file(&from, format!("copying: {e}")))?;
-            }
-            failpoint::op("link", &to);
+        } else if fs::hard_link(&from, &to).is_err() {
+            fs::copy(&from, &to).map_err(|e| Error::file(&from, format!("copying: {e}")))?;
         }
     }
     Ok(())
