@@ -9,7 +9,7 @@ use super::ict::{run_ict, IctConfig, IctReport};
 use super::interrupt::{exit_status, install_signal_handlers};
 use super::models::ModelInit;
 use super::pretrain::{run_pretrain, PretrainConfig, PretrainReport};
-use super::run::RunDir;
+use super::run::{RunDir, StageConfig};
 use super::trainer::{LoopConfig, RunOptions};
 use crate::device::{ComputeDevice, DeviceSpec};
 use crate::error::{Error, Result};
@@ -79,21 +79,21 @@ impl RunArgs {
         Ok(Some(exit_status(signal)))
     }
 
-    /// The configuration: the run's own when resuming, `--config` when given, else `flags()`.
-    fn config<C: serde::de::DeserializeOwned>(
-        &self,
-        flags: impl FnOnce() -> Result<C>,
-    ) -> Result<C> {
-        if self.resume {
-            return RunDir::open(&self.run)?.config();
-        }
-        match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
-                serde_json::from_str(&text).map_err(|e| Error::file(path, e))
-            }
-            None => flags(),
-        }
+    /// The configuration: the run's own when resuming, `--config` when given, else `flags()`;
+    /// a configuration read from a file is validated, errors naming the file.
+    fn config<C: StageConfig>(&self, flags: impl FnOnce() -> Result<C>) -> Result<C> {
+        let (config, path): (C, PathBuf) = if self.resume {
+            let run = RunDir::open(&self.run)?;
+            (run.config()?, run.root().join(super::run::CONFIG))
+        } else if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+            let config = serde_json::from_str(&text).map_err(|e| Error::file(path, e))?;
+            (config, path.clone())
+        } else {
+            return flags();
+        };
+        config.validate().map_err(|e| Error::file(path, e))?;
+        Ok(config)
     }
 }
 

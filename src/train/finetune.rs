@@ -10,7 +10,7 @@
 use super::examples::DataOrder;
 use super::limits;
 use super::models::{self, ModelInit, INDEX, READER};
-use super::run::Stage;
+use super::run::{Stage, StageConfig};
 use super::state::step_rng;
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{answer_spans, read_qa};
@@ -76,9 +76,8 @@ impl FinetuneConfig {
     }
 }
 
-impl FinetuneConfig {
-    /// An error naming the first field out of range (before anything is read or written).
-    pub fn validate(&self) -> Result<()> {
+impl StageConfig for FinetuneConfig {
+    fn validate(&self) -> Result<()> {
         self.init.validate(OP)?;
         limits::retriever(OP, &self.retriever)?;
         self.reader.validate()?;

@@ -9,7 +9,7 @@
 use super::examples::DataOrder;
 use super::limits;
 use super::models::{self, ModelInit};
-use super::run::Stage;
+use super::run::{Stage, StageConfig};
 use super::state::step_rng;
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::masking::shuffle;
@@ -72,9 +72,8 @@ impl IctConfig {
     }
 }
 
-impl IctConfig {
-    /// An error naming the first field out of range (before anything is read or written).
-    pub fn validate(&self) -> Result<()> {
+impl StageConfig for IctConfig {
+    fn validate(&self) -> Result<()> {
         self.init.validate(OP)?;
         limits::retriever(OP, &self.retriever)?;
         self.train.validate()?;

@@ -152,7 +152,7 @@ pub struct StageStart {
     pub tokenizer: BertTokenizer,
 }
 
-pub fn start_stage<C: Serialize>(
+pub fn start_stage<C: Serialize + serde::de::DeserializeOwned>(
     run_dir: &Path,
     cfg: &C,
     init: &ModelInit,

@@ -11,7 +11,7 @@ use super::batch::{MaskedQuery, MlmTensors};
 use super::examples::{cloze_examples, span_examples, DataOrder, SpanExample};
 use super::limits;
 use super::models::{self, ModelInit};
-use super::run::{RunDir, Stage};
+use super::run::{RunDir, Stage, StageConfig};
 use super::search::{load_snapshot, save_snapshot, Knowledge, LiveIndex, RefreshPolicy, Refresher};
 use super::state::{link_dir, step_rng, IndexVersion};
 use super::trainer::{LoopConfig, RunOptions, Trainer};
@@ -105,9 +105,20 @@ impl PretrainConfig {
         }
     }
 
-    /// An error naming the first field out of range or in conflict (before anything is read or
-    /// written).
-    pub fn validate(&self) -> Result<()> {
+    fn settings(&self) -> RealmSettings {
+        RealmSettings {
+            // The checkpoint records at least 2 (its loader's minimum); top_k = 1 is a training
+            // choice, the null-document baseline.
+            num_candidates: self.top_k.max(2),
+            query_seq_len: self.query_len,
+            candidate_seq_len: self.doc_len,
+            max_masks: self.max_masks,
+        }
+    }
+}
+
+impl StageConfig for PretrainConfig {
+    fn validate(&self) -> Result<()> {
         self.init.validate(OP)?;
         limits::retriever(OP, &self.retriever)?;
         self.train.validate()?;
@@ -130,17 +141,6 @@ impl PretrainConfig {
         limits::within(OP, "index_batch", self.index_batch, 1, 1 << 16)?;
         limits::within(OP, "refresh.threads", self.refresh.threads, 1, 1024)?;
         Ok(())
-    }
-
-    fn settings(&self) -> RealmSettings {
-        RealmSettings {
-            // The checkpoint records at least 2 (its loader's minimum); top_k = 1 is a training
-            // choice, the null-document baseline.
-            num_candidates: self.top_k.max(2),
-            query_seq_len: self.query_len,
-            candidate_seq_len: self.doc_len,
-            max_masks: self.max_masks,
-        }
     }
 }
 
