@@ -4,7 +4,7 @@
 //! - [`ops`]: the fused ops (softmax over retrieved documents and the marginal likelihood; more
 //!   to come), each with a CPU implementation, an emulator path and a CUDA path.
 //! - [`device`]: choosing where to compute (`auto`, `cpu`, `emulate`, `cuda[:N]`).
-//! - [`selftest`] and [`bench`]: the checks and measurements behind `realm selftest` and
+//! - [`selftest`] and [`mod@bench`]: the checks and measurements behind `realm selftest` and
 //!   `realm bench`.
 
 pub mod alloc;

@@ -24,7 +24,7 @@ const NOT_WITH_SETTINGS: [&str; 2] = ["resume", "config"];
 #[derive(Args, Clone, Debug)]
 #[group(id = "run_flags")]
 pub struct RunArgs {
-    /// auto, cpu, emulate or cuda[:N].
+    /// auto, cpu, emulate, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// The run directory: config.json, metrics.jsonl, checkpoint/, index/.
