@@ -7,7 +7,7 @@
 //!   execution mode, an explicit value.
 //! - [`kernels`]: the Rust↔kernel ABI generated from `kernels/*.cu`, and the launch seam over
 //!   the emulator and CUDA.
-//! - [`selftest`] and [`bench`]: the checks and measurements behind `realm selftest` and
+//! - [`selftest`] and [`mod@bench`]: the checks and measurements behind `realm selftest` and
 //!   `realm bench`.
 
 pub mod alloc;

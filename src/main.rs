@@ -503,15 +503,16 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Bench { op } => bench(op),
         Command::Ict(args) => {
-            realm::train::cli::print_report(&args.execute().context("ict")?).context("ict")
+            let report = args.execute().context("ict")?;
+            exit_if_stopped(args.run.finish("ict", &report).context("ict")?)
         }
         Command::Pretrain(args) => {
-            realm::train::cli::print_report(&args.execute().context("pretrain")?)
-                .context("pretrain")
+            let report = args.execute().context("pretrain")?;
+            exit_if_stopped(args.run.finish("pretrain", &report).context("pretrain")?)
         }
         Command::Finetune(args) => {
-            realm::train::cli::print_report(&args.execute().context("finetune")?)
-                .context("finetune")
+            let report = args.execute().context("finetune")?;
+            exit_if_stopped(args.run.finish("finetune", &report).context("finetune")?)
         }
         Command::Report { run_dir } => {
             let report = realm::report::write_report(&run_dir).context("report")?;
@@ -548,6 +549,15 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// A training command stopped by a signal exits with the status the signal implies, after its
+/// checkpoint is written.
+fn exit_if_stopped(status: Option<i32>) -> Result<()> {
+    match status {
+        Some(code) => std::process::exit(code),
+        None => Ok(()),
     }
 }
 
@@ -902,4 +912,14 @@ fn ask(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

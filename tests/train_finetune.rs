@@ -116,7 +116,10 @@ fn bad_beams_and_questions_are_clear_errors() {
     let err = run_finetune(&cfg, &dir.join("a"), &opts)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("reader beam 7"), "{err}");
+    assert!(
+        err.contains("reader_beam") && err.contains("7 must be"),
+        "{err}"
+    );
     let mut cfg = tiny(&dir);
     cfg.retriever_beam = 1000;
     let err = run_finetune(&cfg, &dir.join("b"), &opts)
@@ -231,5 +234,48 @@ fn a_cloze_stage_trains_the_encoder_alone_and_keeps_the_reader() {
         .unwrap()
         .to_string();
     assert!(err.contains("long.jsonl") && err.contains("fit"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--corpus` beside a checkpoint that has an index is the corpus fine-tuned over (indexed with the
+/// checkpoint's document tower), as its config.json records; without it the checkpoint's index is
+/// used.
+#[test]
+fn a_corpus_given_with_a_checkpoint_is_the_one_fine_tuned_over() {
+    use realm::index::StoredIndex;
+    let dir = temp("corpus");
+    let mut opts = RunOptions::new(ComputeDevice::cpu());
+    opts.quiet = true;
+    let mut first = tiny(&dir);
+    first.train.steps = 2;
+    run_finetune(&first, &dir.join("first"), &opts).unwrap();
+    let start = ModelInit::Checkpoint {
+        dir: dir.join("first/checkpoint"),
+    };
+    let blocks = |run: &str| {
+        StoredIndex::load(dir.join(run).join("checkpoint/index"), None)
+            .unwrap()
+            .blocks
+            .len()
+    };
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (fewer_docs, _) = data(&other, 8);
+
+    let mut over_other = first.clone();
+    over_other.init = start.clone();
+    over_other.corpus = Some(fewer_docs);
+    run_finetune(&over_other, &dir.join("over-other"), &opts).unwrap();
+    let mut over_own = over_other.clone();
+    over_own.corpus = None;
+    run_finetune(&over_own, &dir.join("over-own"), &opts).unwrap();
+
+    assert_eq!(blocks("over-own"), blocks("first"));
+    assert!(
+        blocks("over-other") < blocks("first"),
+        "{} blocks over the smaller corpus, {} in the checkpoint's index",
+        blocks("over-other"),
+        blocks("first")
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -86,7 +86,7 @@ fn ict_raises_held_out_recall_over_the_untrained_retriever() {
         cfg.train.seed = seed;
         let run = dir.join(format!("run-{seed}"));
         let report = run_ict(&cfg, &run, &opts).unwrap();
-        let (before, after) = (report.recall_before.unwrap(), report.recall_after);
+        let (before, after) = (report.recall_before.unwrap(), report.recall_after.unwrap());
         eprintln!(
             "seed {seed}: held-out recall@1 {:.3} → {:.3}, @5 {:.3} → {:.3}",
             before.recall_at_1, after.recall_at_1, before.recall_at_5, after.recall_at_5

@@ -271,3 +271,103 @@ fn a_refresh_runs_beside_training_and_swaps_whole() {
     assert_eq!(fixed.poll(13, &slot).unwrap().map(|s| s.step), Some(10));
     assert_eq!(slot.get().step, 10);
 }
+
+#[test]
+fn a_damaged_trainer_state_is_a_clear_error_not_a_resume() {
+    let dir = temp("damaged");
+    let mut cfg = tiny(1, corpus(&dir));
+    cfg.train.steps = 2;
+    let run = dir.join("run");
+    run_pretrain(&cfg, &run, &quiet()).unwrap();
+    let json = run.join("checkpoint/trainer.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    state["step"] = 500.into();
+    std::fs::write(&json, state.to_string()).unwrap();
+    let mut resume = quiet();
+    resume.resume = true;
+    let msg = run_pretrain(&cfg, &run, &resume).unwrap_err().to_string();
+    assert!(
+        msg.contains("trainer.json") && msg.contains("step 500 is past the run's 2 steps"),
+        "{msg}"
+    );
+    // A state of another run's schedule (its steps) is refused too, naming what differs.
+    state["step"] = 1.into();
+    state["optimizer_steps"] = 1.into();
+    state["total_steps"] = 3.into();
+    state["schedule"]["total"] = 3.into();
+    std::fs::write(&json, state.to_string()).unwrap();
+    let msg = run_pretrain(&cfg, &run, &resume).unwrap_err().to_string();
+    assert!(msg.contains("3 steps in all, not 2"), "{msg}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn checkpoints_come_by_wall_time_and_on_a_stop_request() {
+    use realm::train::interrupt::StopRequest;
+    use realm::train::state::load_trainer;
+    let dir = temp("when");
+    let docs = corpus(&dir);
+    let step_of = |run: &Path| load_trainer(&run.join("checkpoint")).map(|(s, _)| s.step);
+
+    // Not by steps, but after a tiny wall time: every step has one.
+    let mut cfg = tiny(1, docs.clone());
+    cfg.train.checkpoint_every = 0;
+    cfg.train.checkpoint_minutes = 1e-9;
+    let mut opts = quiet();
+    opts.stop_after = Some(3);
+    run_pretrain(&cfg, &dir.join("timed"), &opts).unwrap();
+    assert_eq!(step_of(&dir.join("timed")).unwrap(), 3);
+    // Neither by steps nor by time: nothing before the end.
+    cfg.train.checkpoint_minutes = 0.0;
+    run_pretrain(&cfg, &dir.join("untimed"), &opts).unwrap();
+    assert!(step_of(&dir.join("untimed")).is_err());
+
+    // A stop requested before the run: one step, its checkpoint, then the run returns.
+    let stop = Arc::new(StopRequest::new());
+    stop.request();
+    let mut opts = quiet();
+    opts.stop = Some(stop.clone());
+    let report = run_pretrain(&cfg, &dir.join("stopped"), &opts).unwrap();
+    assert!(report.interrupted && report.steps == 1, "{report:?}");
+    assert_eq!(step_of(&dir.join("stopped")).unwrap(), 1);
+    let mut resume = quiet();
+    resume.resume = true;
+    assert_eq!(
+        run_pretrain(&cfg, &dir.join("stopped"), &resume)
+            .unwrap()
+            .steps,
+        12
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_failed_start_leaves_nothing_it_created() {
+    let dir = temp("failed");
+    let missing = tiny(1, dir.join("nope.jsonl"));
+    // A run folder (and its parent) that did not exist: gone again.
+    let run = dir.join("new/run");
+    assert!(run_pretrain(&missing, &run, &quiet()).is_err());
+    assert!(!dir.join("new").exists());
+    // A folder of the user's: kept, with what it held, and without what the start added.
+    let mine = dir.join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    assert!(run_pretrain(&missing, &mine, &quiet()).is_err());
+    let left: Vec<_> = std::fs::read_dir(&mine)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
+    // Texts to mask and cloze questions together: refused before anything is written.
+    let mut both = tiny(1, corpus(&dir));
+    both.examples = Some(dir.join("docs.jsonl"));
+    both.cloze_questions = Some(dir.join("questions.jsonl"));
+    let msg = run_pretrain(&both, &dir.join("both"), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("examples") && msg.contains("cloze"), "{msg}");
+    assert!(!dir.join("both").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}

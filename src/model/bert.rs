@@ -1,6 +1,6 @@
 //! The BERT encoder (Devlin et al. 2019) as Hugging Face's `BertModel` computes it, on any candle
 //! device: embeddings, post-LayerNorm encoder layers whose self-attention is the fused
-//! [`crate::ops::attention`] (padding skipped by per-example length, no l × l mask), and the tanh
+//! [`crate::ops::attention()`] (padding skipped by per-example length, no l × l mask), and the tanh
 //! pooler.
 //!
 //! Parameters are f32 `Var`s (the master weights, named as in HF checkpoints); the compute dtype
@@ -72,7 +72,7 @@ impl BertInput {
 pub struct BertOutput {
     /// `[b, l, hidden]`; rows past an example's length are not meaningful.
     pub last_hidden_state: Tensor,
-    /// `[b, hidden]`: tanh(dense(hidden state of [CLS])).
+    /// `[b, hidden]`: tanh(dense(hidden state of `[CLS]`)).
     pub pooler_output: Tensor,
 }
 

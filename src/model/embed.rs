@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub struct Embedder {
     pub model: BertModel,
     pub tokenizer: BertTokenizer,
-    /// Longer texts are truncated to this many wordpieces ([CLS] and [SEP] included).
+    /// Longer texts are truncated to this many wordpieces (`[CLS]` and `[SEP]` included).
     pub max_len: usize,
 }
 

@@ -1,5 +1,5 @@
 //! Sentence embeddings from the encoder's last hidden state: the mean over real tokens (what
-//! sentence-transformers does for all-MiniLM-L6-v2) or the [CLS] vector, optionally
+//! sentence-transformers does for all-MiniLM-L6-v2) or the `[CLS]` vector, optionally
 //! L2-normalised. Computed in f32 whatever the compute dtype.
 
 use crate::error::{Error, Result};
@@ -8,9 +8,9 @@ use std::str::FromStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pooling {
-    /// Mean of the hidden states of the first `len` tokens ([CLS] and [SEP] included).
+    /// Mean of the hidden states of the first `len` tokens (`[CLS]` and `[SEP]` included).
     Mean,
-    /// The hidden state of the first token, [CLS].
+    /// The hidden state of the first token, `[CLS]`.
     Cls,
 }
 

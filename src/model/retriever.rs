@@ -47,7 +47,7 @@ pub struct RetrieverConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TowerPooling {
-    /// tanh(dense(hidden state of [CLS])), as REALM.
+    /// tanh(dense(hidden state of `[CLS]`)), as REALM.
     #[default]
     Pooler,
     /// Mean of the hidden states of the real tokens.

@@ -1,5 +1,5 @@
 //! BERT's WordPiece tokenizer, from a Hugging Face `tokenizer.json` or a plain `vocab.txt`.
-//! The tokenizers crate only splits text into wordpieces; this module adds [CLS]/[SEP], segment
+//! The tokenizers crate only splits text into wordpieces; this module adds `[CLS]`/`[SEP]`, segment
 //! ids, truncation and padding itself (whatever a `tokenizer.json` says about those is turned
 //! off), so both sources give the same batches.
 

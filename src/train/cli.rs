@@ -6,27 +6,32 @@
 use super::bench::{bench_train_step, TrainStepReport, TrainStepSpec};
 use super::finetune::{run_finetune, FinetuneConfig, FinetuneReport};
 use super::ict::{run_ict, IctConfig, IctReport};
+use super::interrupt::{exit_status, install_signal_handlers};
 use super::models::ModelInit;
 use super::pretrain::{run_pretrain, PretrainConfig, PretrainReport};
-use super::run::RunDir;
+use super::run::{RunDir, StageConfig};
 use super::trainer::{LoopConfig, RunOptions};
 use crate::device::{ComputeDevice, DeviceSpec};
 use crate::error::{Error, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
+/// The flags that take a stage's configuration from elsewhere (the run's saved one, a JSON
+/// file): none of the settings flags goes with them.
+const NOT_WITH_SETTINGS: [&str; 2] = ["resume", "config"];
+
 /// Where and how a stage runs.
 #[derive(Args, Clone, Debug)]
+#[group(id = "run_flags")]
 pub struct RunArgs {
-    /// auto, cpu, emulate or cuda[:N].
+    /// auto, cpu, emulate, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// The run directory: config.json, metrics.jsonl, checkpoint/, index/.
     #[arg(long)]
     pub run: PathBuf,
-    /// Continue the run directory's checkpoint with its saved configuration (other settings
-    /// are ignored).
-    #[arg(long)]
+    /// Continue the run directory's checkpoint with its saved configuration (no settings flags).
+    #[arg(long, conflicts_with = "config")]
     pub resume: bool,
     /// The stage's configuration as JSON (the fields of its config struct, as the run directory's
     /// config.json shows them), instead of the flags below.
@@ -38,6 +43,8 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The run options; Ctrl-C and SIGTERM from now on stop the training loop after its step,
+    /// with a checkpoint.
     fn options(&self) -> Result<RunOptions> {
         let spec: DeviceSpec = self.device.parse()?;
         let device = ComputeDevice::resolve(spec)?;
@@ -47,29 +54,52 @@ impl RunArgs {
             resume: self.resume,
             quiet: self.quiet,
             stop_after: None,
+            stop: Some(install_signal_handlers()?),
         })
     }
 
-    /// The configuration: the run's own when resuming, `--config` when given, else `flags()`.
-    fn config<C: serde::de::DeserializeOwned>(
-        &self,
-        flags: impl FnOnce() -> Result<C>,
-    ) -> Result<C> {
-        if self.resume {
-            return RunDir::open(&self.run)?.config();
-        }
-        match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
-                serde_json::from_str(&text).map_err(|e| Error::file(path, e))
-            }
-            None => flags(),
-        }
+    /// Prints a stage's report as JSON on stdout. When a signal stopped the run, also says on
+    /// stderr where it stopped and how to continue, and returns the exit status the signal
+    /// implies (128 + its number).
+    pub fn finish<R: serde::Serialize>(&self, stage: &str, report: &R) -> Result<Option<i32>> {
+        print_report(report)?;
+        let Some(signal) = install_signal_handlers()?.signal() else {
+            return Ok(None);
+        };
+        let ckpt = self.run.join(super::run::CHECKPOINT);
+        let (state, _) = super::state::load_trainer(&ckpt)?;
+        eprintln!(
+            "realm {stage}: stopped by signal {signal} at step {} of {}; checkpoint: {}\n\
+             continue with: realm {stage} --run {} --resume",
+            state.step,
+            state.total_steps,
+            ckpt.display(),
+            self.run.display()
+        );
+        Ok(Some(exit_status(signal)))
+    }
+
+    /// The configuration: the run's own when resuming, `--config` when given, else `flags()`;
+    /// a configuration read from a file is validated, errors naming the file.
+    fn config<C: StageConfig>(&self, flags: impl FnOnce() -> Result<C>) -> Result<C> {
+        let (config, path): (C, PathBuf) = if self.resume {
+            let run = RunDir::open(&self.run)?;
+            (run.config()?, run.root().join(super::run::CONFIG))
+        } else if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+            let config = serde_json::from_str(&text).map_err(|e| Error::file(path, e))?;
+            (config, path.clone())
+        } else {
+            return flags();
+        };
+        config.validate().map_err(|e| Error::file(path, e))?;
+        Ok(config)
     }
 }
 
 /// Where the models start.
 #[derive(Args, Clone, Debug)]
+#[group(id = "init_flags", conflicts_with_all = NOT_WITH_SETTINGS)]
 pub struct InitArgs {
     /// A Hugging Face BERT folder, or the checkpoint of an earlier stage (RUN/checkpoint).
     #[arg(long)]
@@ -94,6 +124,7 @@ impl InitArgs {
 
 /// The optimisation flags every stage has; unset ones keep the stage's default.
 #[derive(Args, Clone, Debug)]
+#[group(id = "loop_flags", conflicts_with_all = NOT_WITH_SETTINGS)]
 pub struct LoopArgs {
     #[arg(long)]
     pub steps: Option<u64>,
@@ -111,9 +142,14 @@ pub struct LoopArgs {
     /// Global gradient-norm clip (0: none).
     #[arg(long)]
     pub clip_norm: Option<f64>,
-    /// Checkpoint every N steps (0: only at the end).
+    /// Checkpoint every N steps (default 500; 0: not by steps). Runs also checkpoint at the
+    /// end and on Ctrl-C / SIGTERM.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Checkpoint whenever M minutes have passed since the last one (default 10; 0: not by
+    /// time).
+    #[arg(long)]
+    pub checkpoint_minutes: Option<f64>,
     /// A metrics line every N steps.
     #[arg(long)]
     pub log_every: Option<u64>,
@@ -147,6 +183,9 @@ impl LoopArgs {
         if let Some(v) = self.checkpoint_every {
             c.checkpoint_every = v;
         }
+        if let Some(v) = self.checkpoint_minutes {
+            c.checkpoint_minutes = v;
+        }
         if let Some(v) = self.log_every {
             c.log_every = v;
         }
@@ -161,6 +200,7 @@ impl LoopArgs {
 
 /// Text shapes every stage has; unset ones keep the stage's default.
 #[derive(Args, Clone, Debug)]
+#[group(id = "shape_flags", conflicts_with_all = NOT_WITH_SETTINGS)]
 pub struct ShapeArgs {
     /// `[CLS] query [SEP]` in wordpieces.
     #[arg(long)]
@@ -178,6 +218,7 @@ pub struct ShapeArgs {
 
 /// The retriever's shape, when it starts from BERT rather than a checkpoint.
 #[derive(Args, Clone, Debug)]
+#[group(id = "retriever_flags", conflicts_with_all = NOT_WITH_SETTINGS)]
 pub struct RetrieverArgs {
     /// Projection width (128).
     #[arg(long)]
@@ -188,11 +229,27 @@ pub struct RetrieverArgs {
 }
 
 impl RetrieverArgs {
-    fn apply(&self, c: &mut crate::model::RetrieverConfig) {
+    /// Sets the retriever's shape; an error when the models start from a checkpoint, whose
+    /// retriever keeps its own.
+    fn apply(&self, init: &ModelInit, c: &mut crate::model::RetrieverConfig) -> Result<()> {
+        if let (Some(dir), true) = (
+            init.checkpoint(),
+            self.proj_size.is_some() || self.separate_towers,
+        ) {
+            return Err(Error::bad_input(
+                "command line",
+                "--proj-size/--separate-towers",
+                format!(
+                    "shape a retriever that starts from BERT; {} is a checkpoint, whose retriever keeps its shape",
+                    dir.display()
+                ),
+            ));
+        }
         if let Some(p) = self.proj_size {
             c.proj_size = p;
         }
         c.shared_towers = !self.separate_towers;
+        Ok(())
     }
 }
 
@@ -224,6 +281,14 @@ pub struct IctArgs {
     pub shape: ShapeArgs,
     #[command(flatten)]
     pub retriever: RetrieverArgs,
+    #[command(flatten)]
+    pub stage: IctFlags,
+}
+
+/// The flags of `realm ict` alone.
+#[derive(Args, Clone, Debug)]
+#[group(id = "stage_flags", conflicts_with_all = NOT_WITH_SETTINGS)]
+pub struct IctFlags {
     /// Corpus: JSONL {"id","title","text"} or DPR TSV.
     #[arg(long)]
     pub corpus: Option<PathBuf>,
@@ -244,12 +309,13 @@ pub struct IctArgs {
 impl IctArgs {
     pub fn config(&self) -> Result<IctConfig> {
         self.run.config(|| {
-            let corpus = required(&self.corpus, "--corpus")?;
+            let flags = &self.stage;
+            let corpus = required(&flags.corpus, "--corpus")?;
             let mut c = IctConfig::new(self.init.init()?, corpus);
             self.train.apply(&mut c.train);
-            set!(c, self, remove_prob, heldout, eval_pool, eval_every);
+            set!(c, flags, remove_prob, heldout, eval_pool, eval_every);
             set_shape!(c, self.shape);
-            self.retriever.apply(&mut c.retriever);
+            self.retriever.apply(&c.init, &mut c.retriever)?;
             Ok(c)
         })
     }
@@ -273,14 +339,23 @@ pub struct PretrainArgs {
     pub shape: ShapeArgs,
     #[command(flatten)]
     pub retriever: RetrieverArgs,
+    #[command(flatten)]
+    pub stage: PretrainFlags,
+}
+
+/// The flags of `realm pretrain` alone.
+#[derive(Args, Clone, Debug)]
+#[group(id = "stage_flags", conflicts_with_all = NOT_WITH_SETTINGS)]
+pub struct PretrainFlags {
     /// The knowledge corpus (retrieved blocks).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Texts to mask (default: the corpus).
     #[arg(long)]
     pub examples: Option<PathBuf>,
-    /// Pre-train on these questions' cloze forms (NQ-open JSONL or SQuAD), the answer masked.
-    #[arg(long)]
+    /// Pre-train on these questions' cloze forms (NQ-open JSONL or SQuAD), the answer masked,
+    /// instead of masking texts.
+    #[arg(long, conflicts_with = "examples")]
     pub cloze_questions: Option<PathBuf>,
     /// A prebuilt index of the corpus by the starting document tower (`realm index`).
     #[arg(long)]
@@ -316,27 +391,38 @@ pub struct PretrainArgs {
 impl PretrainArgs {
     pub fn config(&self) -> Result<PretrainConfig> {
         self.run.config(|| {
-            let corpus = required(&self.corpus, "--corpus")?;
+            let flags = &self.stage;
+            let corpus = required(&flags.corpus, "--corpus")?;
             let mut c = PretrainConfig::new(self.init.init()?, corpus);
             self.train.apply(&mut c.train);
-            c.examples = self.examples.clone();
-            c.cloze_questions = self.cloze_questions.clone();
-            c.index = self.index.clone();
-            set!(c, self, top_k, max_masks, index_batch);
+            c.examples = flags.examples.clone();
+            c.cloze_questions = flags.cloze_questions.clone();
+            c.index = flags.index.clone();
+            set!(c, flags, top_k, max_masks, index_batch);
             set_shape!(c, self.shape);
-            self.retriever.apply(&mut c.retriever);
-            if let Some(v) = self.refresh_every {
+            self.retriever.apply(&c.init, &mut c.retriever)?;
+            if let Some(v) = flags.refresh_every {
                 c.refresh.every = v;
             }
-            if self.refresh_swap_after.is_some() {
-                c.refresh.swap_after = self.refresh_swap_after;
+            if flags.refresh_swap_after.is_some() {
+                c.refresh.swap_after = flags.refresh_swap_after;
             }
-            if let Some(v) = self.refresh_threads {
+            if let Some(v) = flags.refresh_threads {
                 c.refresh.threads = v;
             }
-            c.exclude_own_doc = !self.keep_own_doc;
-            c.freeze_retriever = self.freeze_retriever;
-            c.copy_head = self.copy_head;
+            let refresh_flags = flags.refresh_every.is_some()
+                || flags.refresh_swap_after.is_some()
+                || flags.refresh_threads.is_some();
+            if flags.freeze_retriever && refresh_flags {
+                return Err(Error::bad_input(
+                    "command line",
+                    "--refresh-*",
+                    "a frozen retriever (--freeze-retriever) never refreshes its index",
+                ));
+            }
+            c.exclude_own_doc = !flags.keep_own_doc;
+            c.freeze_retriever = flags.freeze_retriever;
+            c.copy_head = flags.copy_head;
             Ok(c)
         })
     }
@@ -360,10 +446,19 @@ pub struct FinetuneArgs {
     pub shape: ShapeArgs,
     #[command(flatten)]
     pub retriever: RetrieverArgs,
+    #[command(flatten)]
+    pub stage: FinetuneFlags,
+}
+
+/// The flags of `realm finetune` alone.
+#[derive(Args, Clone, Debug)]
+#[group(id = "stage_flags", conflicts_with_all = NOT_WITH_SETTINGS)]
+pub struct FinetuneFlags {
     /// Training questions: NQ-open JSONL or SQuAD JSON.
     #[arg(long)]
     pub questions: Option<PathBuf>,
-    /// The corpus, indexed at the start when the checkpoint has no index.
+    /// A corpus to index with the starting document tower and fine-tune over (default: the
+    /// starting checkpoint's index/).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Blocks per question for the retriever's loss (ORQA: 5,000 on accelerators).
@@ -377,13 +472,21 @@ pub struct FinetuneArgs {
 impl FinetuneArgs {
     pub fn config(&self) -> Result<FinetuneConfig> {
         self.run.config(|| {
-            let questions = required(&self.questions, "--questions")?;
+            let flags = &self.stage;
+            let questions = required(&flags.questions, "--questions")?;
+            if flags.corpus.is_none() && self.shape.block_len.is_some() {
+                return Err(Error::bad_input(
+                    "command line",
+                    "--block-len",
+                    "cuts a corpus into blocks: it needs --corpus (the checkpoint's index has its blocks)",
+                ));
+            }
             let mut c = FinetuneConfig::new(self.init.init()?, questions);
             self.train.apply(&mut c.train);
-            c.corpus = self.corpus.clone();
-            set!(c, self, retriever_beam, reader_beam);
+            c.corpus = flags.corpus.clone();
+            set!(c, flags, retriever_beam, reader_beam);
             set_shape!(c, self.shape);
-            self.retriever.apply(&mut c.retriever);
+            self.retriever.apply(&c.init, &mut c.retriever)?;
             Ok(c)
         })
     }

@@ -8,8 +8,9 @@
 //! nothing matches.
 
 use super::examples::DataOrder;
+use super::limits;
 use super::models::{self, ModelInit, INDEX, READER};
-use super::run::Stage;
+use super::run::{Stage, StageConfig};
 use super::state::step_rng;
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{answer_spans, read_qa};
@@ -30,12 +31,13 @@ const STREAM_DROPOUT: u64 = 0xf1e_0002;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneConfig {
-    /// A pre-training (or ICT) checkpoint, whose `index/` is used; or a BERT folder / size, with
-    /// `corpus` indexed at the start.
+    /// A pre-training (or ICT) checkpoint, whose `index/` is used unless `corpus` is given; or a
+    /// BERT folder / size, with `corpus` indexed at the start.
     pub init: ModelInit,
     /// Training questions: NQ-open JSONL or SQuAD JSON.
     pub questions: PathBuf,
-    /// Indexed with the starting document tower when the checkpoint has no index.
+    /// A corpus to fine-tune over, indexed at the start with the starting document tower
+    /// (instead of the starting checkpoint's `index/`); required when the start has no index.
     pub corpus: Option<PathBuf>,
     /// Used when the retriever starts from BERT rather than a checkpoint.
     pub retriever: RetrieverConfig,
@@ -74,6 +76,41 @@ impl FinetuneConfig {
     }
 }
 
+impl StageConfig for FinetuneConfig {
+    fn validate(&self) -> Result<()> {
+        self.init.validate(OP)?;
+        limits::retriever(OP, &self.retriever)?;
+        self.reader.validate()?;
+        limits::within(
+            OP,
+            "reader.span_hidden_size",
+            self.reader.span_hidden_size,
+            1,
+            1 << 16,
+        )?;
+        limits::within(
+            OP,
+            "reader.max_span_width",
+            self.reader.max_span_width,
+            1,
+            1 << 12,
+        )?;
+        self.train.validate()?;
+        limits::within(
+            OP,
+            "retriever_beam",
+            self.retriever_beam,
+            1,
+            limits::MAX_LEN,
+        )?;
+        limits::within(OP, "reader_beam", self.reader_beam, 1, self.retriever_beam)?;
+        limits::within(OP, "query_len", self.query_len, 3, limits::MAX_LEN)?;
+        limits::within(OP, "doc_len", self.doc_len, 1, limits::MAX_LEN)?;
+        limits::within(OP, "block_len", self.block_len, 1, limits::MAX_LEN)?;
+        Ok(())
+    }
+}
+
 /// What a run of the stage did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneReport {
@@ -99,18 +136,13 @@ pub fn run_finetune(
     run_dir: &Path,
     opts: &RunOptions,
 ) -> Result<FinetuneReport> {
+    super::run::removed_on_failure(run_dir, || train(cfg, run_dir, opts))
+}
+
+fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<FinetuneReport> {
+    cfg.validate()?;
     let _exec = opts.device.enter()?;
     let dev = opts.device.device.clone();
-    if cfg.reader_beam == 0 || cfg.retriever_beam < cfg.reader_beam {
-        return Err(Error::bad_input(
-            OP,
-            "beam",
-            format!(
-                "reader beam {} must be at least 1 and at most the retriever beam {}",
-                cfg.reader_beam, cfg.retriever_beam
-            ),
-        ));
-    }
     let models::StageStart {
         run,
         init,
@@ -140,8 +172,16 @@ pub fn run_finetune(
     )?;
     let dtype = cfg.train.compute_dtype(dev.is_cuda())?;
     reader.set_compute_dtype(dtype)?;
+    limits::fits_positions(
+        OP,
+        model.retriever().bert_config(),
+        &[
+            ("query_len", cfg.query_len),
+            ("query_len + doc_len + 3", cfg.query_len + cfg.doc_len + 3),
+        ],
+    )?;
 
-    let index = starting_index(cfg, &init, &model, &tok, &dev)?;
+    let index = starting_index(cfg, &init, opts.resume, &model, &tok, &dev)?;
     let n = index.blocks.len();
     if cfg.retriever_beam > n {
         return Err(Error::bad_input(
@@ -297,28 +337,33 @@ pub fn run_finetune(
     Ok(report)
 }
 
-/// The checkpoint's `index/`, or `corpus` embedded by the starting document tower.
+/// The index fine-tuning reads: when resuming, the one the run's checkpoint holds (the index it
+/// started with); else `corpus` embedded by the starting document tower when given, else the
+/// starting checkpoint's `index/`.
 fn starting_index(
     cfg: &FinetuneConfig,
     init: &ModelInit,
+    resume: bool,
     model: &crate::model::RealmModel,
     tok: &crate::model::BertTokenizer,
     dev: &candle_core::Device,
 ) -> Result<StoredIndex> {
-    if let Some(dir) = init
+    let own = init
         .checkpoint()
         .map(|d| d.join(INDEX))
-        .filter(|d| d.exists())
-    {
-        return StoredIndex::load(dir, None);
-    }
-    let corpus = cfg.corpus.as_ref().ok_or_else(|| {
-        Error::bad_input(
-            OP,
-            "corpus",
-            "the starting checkpoint has no index/: give a corpus to index",
-        )
-    })?;
+        .filter(|d| d.exists());
+    let corpus = match (&cfg.corpus, own) {
+        (Some(corpus), _) if !resume => corpus,
+        (_, Some(dir)) => return StoredIndex::load(dir, None),
+        (Some(corpus), None) => corpus,
+        (None, None) => {
+            return Err(Error::bad_input(
+                OP,
+                "corpus",
+                "the starting checkpoint has no index/: give a corpus to index",
+            ))
+        }
+    };
     let blocks = corpus_blocks(corpus, tok, cfg.block_len, cfg.skip_bad_lines)?.blocks;
     let tower = model.retriever().doc_tower();
     let opts = EmbedOptions {

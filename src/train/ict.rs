@@ -7,8 +7,9 @@
 //! context) retrieve among a fixed pool of contexts (the held-out ones plus other blocks).
 
 use super::examples::DataOrder;
+use super::limits;
 use super::models::{self, ModelInit};
-use super::run::Stage;
+use super::run::{Stage, StageConfig};
 use super::state::step_rng;
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::masking::shuffle;
@@ -71,6 +72,25 @@ impl IctConfig {
     }
 }
 
+impl StageConfig for IctConfig {
+    fn validate(&self) -> Result<()> {
+        self.init.validate(OP)?;
+        limits::retriever(OP, &self.retriever)?;
+        self.train.validate()?;
+        limits::within(OP, "block_len", self.block_len, 1, limits::MAX_LEN)?;
+        limits::within(OP, "query_len", self.query_len, 3, limits::MAX_LEN)?;
+        limits::within(OP, "doc_len", self.doc_len, 4, limits::MAX_LEN)?;
+        if !(0.0..=1.0).contains(&self.remove_prob) {
+            return Err(Error::bad_input(
+                OP,
+                "remove_prob",
+                format!("{} must be in [0, 1]", self.remove_prob),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Held-out retrieval quality.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recall {
@@ -88,23 +108,22 @@ pub struct IctReport {
     pub loss: Option<f64>,
     /// Held-out recall of the starting retriever (None when resumed).
     pub recall_before: Option<Recall>,
-    pub recall_after: Recall,
+    /// Held-out recall of the trained retriever (None when the run stopped early).
+    pub recall_after: Option<Recall>,
     pub seconds: f64,
-    /// Whether the run stopped early (`stop_after`).
+    /// Whether the run stopped before its last step (a stop request or `stop_after`).
     pub interrupted: bool,
 }
 
 /// Runs (or resumes) the stage in `run_dir`; the checkpoint holds the retriever.
 pub fn run_ict(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport> {
+    super::run::removed_on_failure(run_dir, || train(cfg, run_dir, opts))
+}
+
+fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport> {
+    cfg.validate()?;
     let _exec = opts.device.enter()?;
     let dev = opts.device.device.clone();
-    if !(0.0..=1.0).contains(&cfg.remove_prob) {
-        return Err(Error::bad_input(
-            OP,
-            "remove_prob",
-            format!("{} must be in [0, 1]", cfg.remove_prob),
-        ));
-    }
     let models::StageStart {
         run,
         init,
@@ -114,6 +133,11 @@ pub fn run_ict(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<Ict
     } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
     let mut retriever = models::retriever(&init, &cfg.retriever, cfg.train.seed, &dev)?;
     tok.check_vocab(retriever.bert_config())?;
+    limits::fits_positions(
+        OP,
+        retriever.bert_config(),
+        &[("query_len", cfg.query_len), ("doc_len", cfg.doc_len)],
+    )?;
     retriever.set_compute_dtype(cfg.train.compute_dtype(dev.is_cuda())?)?;
 
     let corpus = corpus_blocks(&cfg.corpus, &tok, cfg.block_len, cfg.skip_bad_lines)?;
@@ -137,6 +161,7 @@ pub fn run_ict(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<Ict
         STREAM_ORDER,
     )?;
     let (mut window_loss, mut window_n, mut last_loss) = (0.0, 0usize, None);
+    let mut recall_after = None;
     let mut window_tokens = 0usize;
     let mut window_start = std::time::Instant::now();
     while !trainer.done() {
@@ -160,7 +185,10 @@ pub fn run_ict(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<Ict
         window_n += 1;
         window_tokens += tokens;
         let step = trainer.step();
-        let eval_now = cfg.eval_every > 0 && step % cfg.eval_every == 0;
+        // The final recall goes on the last step's line, before the last checkpoint: a run
+        // resumed after it finished has nothing left to log.
+        let last = trainer.final_step();
+        let eval_now = last || (cfg.eval_every > 0 && step % cfg.eval_every == 0);
         if trainer.log_due() || eval_now {
             let mut m = trainer.metric();
             last_loss = Some(window_loss / window_n as f64);
@@ -171,6 +199,7 @@ pub fn run_ict(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<Ict
                 let r = data.recall(&retriever, &tok, cfg, &dev)?;
                 m.recall_at_1 = Some(r.recall_at_1);
                 m.recall_at_5 = Some(r.recall_at_5);
+                recall_after = last.then_some(r);
             }
             trainer.log(&m)?;
             (window_loss, window_n, window_tokens) = (0.0, 0, 0);
@@ -186,12 +215,9 @@ pub fn run_ict(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<Ict
     }
     trainer.finish();
     let interrupted = trainer.interrupted();
-    let recall_after = data.recall(&retriever, &tok, cfg, &dev)?;
-    if !interrupted {
-        let mut m = trainer.metric();
-        m.recall_at_1 = Some(recall_after.recall_at_1);
-        m.recall_at_5 = Some(recall_after.recall_at_5);
-        trainer.log(&m)?;
+    if recall_after.is_none() && !interrupted {
+        // Resumed after it had finished: measured for the report, already in the metrics.
+        recall_after = Some(data.recall(&retriever, &tok, cfg, &dev)?);
     }
     Ok(IctReport {
         steps: trainer.step(),

@@ -10,6 +10,8 @@ pub mod eval;
 pub mod examples;
 pub mod finetune;
 pub mod ict;
+pub mod interrupt;
+pub mod limits;
 pub mod models;
 pub mod optim;
 pub mod pretrain;

@@ -103,6 +103,14 @@ impl ModelInit {
         }
     }
 
+    /// An error unless a from-scratch start has a usable size (see [`super::limits`]).
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        match self {
+            ModelInit::Origin(origin) => origin.validate(op),
+            ModelInit::Checkpoint { .. } => Ok(()),
+        }
+    }
+
     /// The checkpoint folder, if starting from one.
     pub fn checkpoint(&self) -> Option<&Path> {
         match self {
@@ -112,11 +120,25 @@ impl ModelInit {
     }
 }
 
+impl Origin {
+    /// An error unless a from-scratch origin has a usable size (see [`super::limits`]).
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        match self {
+            Origin::Scratch { config, .. } => super::limits::scratch_bert(op, config),
+            Origin::Bert { .. } => Ok(()),
+        }
+    }
+}
+
 pub fn read_origin(dir: &Path) -> Result<Origin> {
     let path = dir.join(ORIGIN);
     let text = fs::read_to_string(&path)
         .map_err(|e| Error::file(&path, format!("not a realm training checkpoint: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(&path, e))
+    let origin: Origin = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    origin
+        .validate("model init")
+        .map_err(|e| Error::file(&path, e))?;
+    Ok(origin)
 }
 
 /// How a stage starts: its run directory (started, or reopened to resume), where its models come
@@ -130,7 +152,7 @@ pub struct StageStart {
     pub tokenizer: BertTokenizer,
 }
 
-pub fn start_stage<C: Serialize>(
+pub fn start_stage<C: Serialize + serde::de::DeserializeOwned>(
     run_dir: &Path,
     cfg: &C,
     init: &ModelInit,
@@ -147,6 +169,10 @@ pub fn start_stage<C: Serialize>(
     let origin = init.origin()?;
     let tok_dir = run.root().join("tokenizer");
     let tokenizer = stage_tokenizer(&init, &tok_dir)?;
+    if let Origin::Scratch { config, .. } = &origin {
+        // Before any weights are drawn: a vocabulary size that is not the vocabulary's.
+        tokenizer.check_vocab(config)?;
+    }
     Ok(StageStart {
         run,
         init,

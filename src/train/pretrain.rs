@@ -9,9 +9,10 @@
 
 use super::batch::{MaskedQuery, MlmTensors};
 use super::examples::{cloze_examples, span_examples, DataOrder, SpanExample};
+use super::limits;
 use super::models::{self, ModelInit};
-use super::run::{RunDir, Stage};
-use super::search::{Knowledge, LiveIndex, RefreshPolicy, Refresher};
+use super::run::{RunDir, Stage, StageConfig};
+use super::search::{load_snapshot, save_snapshot, Knowledge, LiveIndex, RefreshPolicy, Refresher};
 use super::state::{link_dir, step_rng, IndexVersion};
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{MaskConfig, RuleTagger};
@@ -30,6 +31,8 @@ use std::sync::Arc;
 const OP: &str = "pretrain";
 const STREAM_ORDER: u64 = 0x9e7_0001;
 const STREAM_MASK: u64 = 0x9e7_0002;
+/// The checkpoint folder of a refresh that was running when it was written (its weights).
+pub const REFRESH: &str = "refresh";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainConfig {
@@ -114,6 +117,33 @@ impl PretrainConfig {
     }
 }
 
+impl StageConfig for PretrainConfig {
+    fn validate(&self) -> Result<()> {
+        self.init.validate(OP)?;
+        limits::retriever(OP, &self.retriever)?;
+        self.train.validate()?;
+        if let (Some(examples), Some(questions)) = (&self.examples, &self.cloze_questions) {
+            return Err(Error::bad_input(
+                OP,
+                "examples",
+                format!(
+                    "both texts to mask ({}) and cloze questions ({}): the cloze questions would replace the texts; give one",
+                    examples.display(),
+                    questions.display()
+                ),
+            ));
+        }
+        limits::within(OP, "top_k", self.top_k, 1, 1 << 16)?;
+        limits::within(OP, "query_len", self.query_len, 3, limits::MAX_LEN)?;
+        limits::within(OP, "doc_len", self.doc_len, 3, limits::MAX_LEN)?;
+        limits::within(OP, "block_len", self.block_len, 1, limits::MAX_LEN)?;
+        limits::within(OP, "max_masks", self.max_masks, 1, limits::MAX_LEN)?;
+        limits::within(OP, "index_batch", self.index_batch, 1, 1 << 16)?;
+        limits::within(OP, "refresh.threads", self.refresh.threads, 1, 1024)?;
+        Ok(())
+    }
+}
+
 /// What a run of the stage did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainReport {
@@ -145,19 +175,10 @@ impl PretrainData {
         let knowledge = Knowledge::new(cut.blocks, tok)?;
         if cfg.top_k > 1 {
             knowledge.check_k(cfg.top_k - 1, cfg.exclude_own_doc)?;
-        } else if cfg.top_k == 0 {
-            return Err(Error::bad_input(
-                OP,
-                "top_k",
-                "must be at least 1 (the null document)",
-            ));
         }
         let tagger =
             RuleTagger::new().with_gazetteer(knowledge.blocks.iter().map(|b| b.title.as_str()));
         let source = cfg.examples.as_deref().unwrap_or(&cfg.corpus);
-        if cfg.query_len < 3 {
-            return Err(Error::bad_input(OP, "query_len", "must be at least 3"));
-        }
         let (source, examples) = match &cfg.cloze_questions {
             Some(questions) => (
                 questions.as_path(),
@@ -194,6 +215,11 @@ pub fn run_pretrain(
     run_dir: &Path,
     opts: &RunOptions,
 ) -> Result<PretrainReport> {
+    super::run::removed_on_failure(run_dir, || train(cfg, run_dir, opts))
+}
+
+fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<PretrainReport> {
+    cfg.validate()?;
     let _exec = opts.device.enter()?;
     let dev = opts.device.device.clone();
     let models::StageStart {
@@ -213,6 +239,15 @@ pub fn run_pretrain(
         &tok_dir,
     )?;
     model.set_compute_dtype(cfg.train.compute_dtype(dev.is_cuda())?)?;
+    limits::fits_positions(
+        OP,
+        model.retriever().bert_config(),
+        &[
+            ("query_len", cfg.query_len),
+            ("doc_len", cfg.doc_len),
+            ("query_len + doc_len", cfg.query_len + cfg.doc_len),
+        ],
+    )?;
     let data = PretrainData::load(cfg, &tok)?;
 
     if cfg.copy_head {
@@ -274,6 +309,13 @@ pub fn run_pretrain(
         ..MaskConfig::default()
     };
     if opts.resume && !trainer.done() {
+        // The refresh that was running at the checkpoint, then one due at its step: as the
+        // uninterrupted run has them.
+        if let Some(step) = trainer.state.refresh_running {
+            let dir = run.checkpoint().join(REFRESH);
+            let snapshot = load_snapshot(&dir, model.retriever().doc_tower())?;
+            refresher.restart(step, snapshot)?;
+        }
         refresher.maybe_start(trainer.step(), model.retriever().doc_tower())?;
     }
     let mut order = DataOrder::new(
@@ -409,12 +451,18 @@ pub fn run_pretrain(
             trainer.log(&m)?;
         }
         if trainer.checkpoint_due() {
-            // The saved index must be the one in use: a running refresh is finished first (in
-            // every run alike, so resumed runs match uninterrupted ones).
-            if let Some(s) = refresher.finish(&slot)? {
-                report.refreshes += 1;
-                refresh_total += s.seconds;
+            // The last checkpoint holds the newest index: a running refresh is finished first.
+            // Any other checkpoint leaves training as it is (a refresh still running is
+            // recorded with its weights, and a resumed run starts it again), so checkpoints
+            // taken by time or on a signal do not change the run.
+            if trainer.final_step() {
+                if let Some(s) = refresher.finish(&slot)? {
+                    report.refreshes += 1;
+                    refresh_total += s.seconds;
+                }
             }
+            let running = refresher.running();
+            trainer.state.refresh_running = running.map(|(step, _)| step);
             let current = slot.get();
             trainer.state.index = Some(IndexVersion {
                 step: current.step,
@@ -427,6 +475,9 @@ pub fn run_pretrain(
                 models::write_origin(&origin, d)?;
                 if let Some(reader) = &kept_reader {
                     link_dir(reader, &d.join(models::READER))?;
+                }
+                if let Some((_, tower)) = running {
+                    save_snapshot(tower, &d.join(REFRESH))?;
                 }
                 if reuse {
                     link_dir(&previous, &d.join(models::INDEX))

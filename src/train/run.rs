@@ -12,6 +12,7 @@
 use super::state;
 use crate::error::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -95,6 +96,13 @@ impl Metric {
     }
 }
 
+/// A stage's configuration, as its run's `config.json` (and `--config FILE`) holds it.
+pub trait StageConfig: Serialize + DeserializeOwned {
+    /// An error naming the first field out of range or in conflict, checked before anything is
+    /// read or written.
+    fn validate(&self) -> Result<()>;
+}
+
 /// A stage's run directory.
 #[derive(Clone, Debug)]
 pub struct RunDir {
@@ -105,7 +113,11 @@ impl RunDir {
     /// Starts a run in `root` (created if needed) and writes its configuration. A folder that
     /// already holds a checkpoint is an error unless `resume`; with `resume`, a missing
     /// checkpoint is an error too.
-    pub fn start<C: Serialize>(root: impl AsRef<Path>, config: &C, resume: bool) -> Result<Self> {
+    pub fn start<C: Serialize + DeserializeOwned>(
+        root: impl AsRef<Path>,
+        config: &C,
+        resume: bool,
+    ) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root).map_err(|e| Error::file(&root, e))?;
         let run = RunDir { root };
@@ -127,8 +139,10 @@ impl RunDir {
         }
         let value = serde_json::to_value(config).map_err(|e| Error::file(&run.root, e))?;
         if resume {
-            // A resumed run must be the same run: the same configuration.
-            let saved: serde_json::Value = run.config()?;
+            // A resumed run must be the same run: the same configuration (compared as read into
+            // the stage's type, so that `64` and `64.0` or a defaulted field do not differ).
+            let saved: C = run.config()?;
+            let saved = serde_json::to_value(saved).map_err(|e| Error::file(&run.root, e))?;
             let mut differ = Vec::new();
             diff("", &saved, &value, &mut differ);
             if !differ.is_empty() {
@@ -175,7 +189,7 @@ impl RunDir {
     }
 
     /// The run's saved configuration.
-    pub fn config<C: serde::de::DeserializeOwned>(&self) -> Result<C> {
+    pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
         let path = self.root.join(CONFIG);
         let text = fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
         serde_json::from_str(&text).map_err(|e| Error::file(&path, e))
@@ -213,6 +227,43 @@ impl RunDir {
             .map_err(|e| Error::file(&path, e))?;
         Ok(MetricsLog { path, file })
     }
+}
+
+/// Runs a stage whose run directory is `root`. When it fails before writing a checkpoint, what
+/// this call created is removed again: `root` itself (with any missing parents) when it did not
+/// exist, else the entries it added to it. A failed start leaves nothing behind, and nothing
+/// that was there before is touched.
+pub fn removed_on_failure<T>(root: &Path, stage: impl FnOnce() -> Result<T>) -> Result<T> {
+    let created = root
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .take_while(|p| !p.exists())
+        .last()
+        .map(Path::to_path_buf);
+    let entries = |dir: &Path| -> Vec<std::ffi::OsString> {
+        fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    let before = entries(root);
+    let result = stage();
+    if result.is_err() && !root.join(CHECKPOINT).join(state::TRAINER_JSON).exists() {
+        match created {
+            Some(top) => {
+                let _ = fs::remove_dir_all(top);
+            }
+            None => {
+                for name in entries(root).into_iter().filter(|n| !before.contains(n)) {
+                    let path = root.join(name);
+                    let _ = match path.is_dir() {
+                        true => fs::remove_dir_all(&path),
+                        false => fs::remove_file(&path),
+                    };
+                }
+            }
+        }
+    }
+    result
 }
 
 /// The paths (`a.b.c`) where two JSON values differ.

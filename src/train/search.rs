@@ -235,6 +235,8 @@ pub struct Refresher {
     policy: RefreshPolicy,
     pending: Option<Refresh<LiveIndex>>,
     pending_step: u64,
+    /// The weights the running refresh embeds with (kept so that a checkpoint can record them).
+    snapshot: Option<Arc<Tower>>,
     pool: Arc<rayon::ThreadPool>,
     tokenizer: Arc<BertTokenizer>,
     blocks: Arc<Vec<Block>>,
@@ -257,6 +259,7 @@ impl Refresher {
             policy,
             pending: None,
             pending_step: 0,
+            snapshot: None,
             pool: Arc::new(pool),
             tokenizer,
             blocks: knowledge.blocks.clone(),
@@ -268,6 +271,12 @@ impl Refresher {
     /// Whether a refresh is running.
     pub fn is_pending(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// The running refresh (not yet swapped in): the step of its weights and the snapshot it
+    /// embeds with.
+    pub fn running(&self) -> Option<(u64, &Tower)> {
+        self.snapshot.as_deref().map(|t| (self.pending_step, t))
     }
 
     /// Starts a refresh from a snapshot of `tower` if one is due after `step` steps and none is
@@ -283,18 +292,31 @@ impl Refresher {
 
     /// Starts a refresh from a snapshot of `tower` (the weights after `step` steps).
     pub fn start(&mut self, step: u64, tower: &Tower) -> Result<()> {
-        let snapshot = tower.snapshot()?;
+        self.spawn(step, tower.snapshot()?)
+    }
+
+    /// Starts again, in a resumed run, the refresh that was running when its checkpoint was
+    /// written: `snapshot` holds the weights after `step` steps ([`load_snapshot`]). It is
+    /// swapped in by the same policy as if it had never stopped.
+    pub fn restart(&mut self, step: u64, snapshot: Tower) -> Result<()> {
+        self.spawn(step, snapshot)
+    }
+
+    fn spawn(&mut self, step: u64, snapshot: Tower) -> Result<()> {
+        let snapshot = Arc::new(snapshot);
         let (pool, tok, blocks) = (
             self.pool.clone(),
             self.tokenizer.clone(),
             self.blocks.clone(),
         );
-        let (options, device) = (self.options.clone(), self.device.clone());
+        let (options, device, weights) =
+            (self.options.clone(), self.device.clone(), snapshot.clone());
         self.pending = Some(Refresh::spawn(step, move || {
             let _exec = device.enter()?;
-            pool.install(|| LiveIndex::build(&snapshot, &tok, &blocks, &options, &device.device))
+            pool.install(|| LiveIndex::build(&weights, &tok, &blocks, &options, &device.device))
         })?);
         self.pending_step = step;
+        self.snapshot = Some(snapshot);
         Ok(())
     }
 
@@ -315,6 +337,7 @@ impl Refresher {
             None => Ok(None),
             Some(result) => {
                 self.pending = None;
+                self.snapshot = None;
                 let r = result?;
                 slot.swap(r.index, r.step);
                 Ok(Some(Swapped {
@@ -325,12 +348,13 @@ impl Refresher {
         }
     }
 
-    /// Waits for a running refresh and swaps it in (before a checkpoint, so that the saved index
-    /// is the one in use, and at the end of training).
+    /// Waits for a running refresh and swaps it in (at the end of training, so that the last
+    /// checkpoint holds the newest index).
     pub fn finish(&mut self, slot: &IndexSlot<LiveIndex>) -> Result<Option<Swapped>> {
         let Some(refresh) = self.pending.take() else {
             return Ok(None);
         };
+        self.snapshot = None;
         let r = refresh.finish()?;
         slot.swap(r.index, r.step);
         Ok(Some(Swapped {
@@ -338,6 +362,56 @@ impl Refresher {
             seconds: r.build_time.as_secs_f64(),
         }))
     }
+}
+
+/// The file of a refresh snapshot inside its folder.
+const SNAPSHOT: &str = "tower.safetensors";
+
+/// Writes the weights of a refresh snapshot into `dir` (inside a checkpoint being assembled).
+pub fn save_snapshot(tower: &Tower, dir: &std::path::Path) -> Result<()> {
+    let path = dir.join(SNAPSHOT);
+    let tensors: Vec<(&str, Tensor)> = tower
+        .vars()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_tensor().clone()))
+        .collect();
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (*n, t)), None)
+        .map_err(|e| Error::file(&path, e))?;
+    crate::io::write_atomic(&path, |w| w.write_all(&bytes))
+}
+
+/// The refresh snapshot saved in `dir`, as a copy of `like` (the run's document tower, which has
+/// the same shape) holding the saved weights.
+pub fn load_snapshot(dir: &std::path::Path, like: &Tower) -> Result<Tower> {
+    let path = dir.join(SNAPSHOT);
+    let mut saved = candle_core::safetensors::load(&path, like.bert().device())
+        .map_err(|e| Error::file(&path, format!("the running refresh's weights: {e}")))?;
+    let copy = like.snapshot()?;
+    let (mut missing, mut wrong_shape) = (Vec::new(), Vec::new());
+    for (name, var) in copy.vars() {
+        match saved.remove(name) {
+            Some(t) if t.dims() == var.dims() && t.dtype() == var.dtype() => var.set(&t)?,
+            Some(t) => wrong_shape.push(format!(
+                "{name}: expected {:?} {:?}, found {:?} {:?}",
+                var.dtype(),
+                var.dims(),
+                t.dtype(),
+                t.dims()
+            )),
+            None => missing.push(name.clone()),
+        }
+    }
+    let mut unexpected: Vec<String> = saved.into_keys().collect();
+    if !(missing.is_empty() && wrong_shape.is_empty() && unexpected.is_empty()) {
+        unexpected.sort();
+        return Err(Error::Checkpoint {
+            path,
+            missing,
+            unexpected,
+            wrong_shape,
+        });
+    }
+    Ok(copy)
 }
 
 #[cfg(test)]

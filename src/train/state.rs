@@ -61,6 +61,11 @@ pub struct TrainerState {
     /// it after a resume).
     #[serde(default)]
     pub elapsed_s: f64,
+    /// Pre-training: the step of the weights an index refresh was embedding with when the
+    /// checkpoint was written (the weights are in the checkpoint's `refresh/`); a resumed run
+    /// starts that refresh again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_running: Option<u64>,
 }
 
 impl TrainerState {
@@ -79,7 +84,101 @@ impl TrainerState {
             loss_scale: None,
             loss_scale_good_steps: 0,
             elapsed_s: 0.0,
+            refresh_running: None,
         }
+    }
+}
+
+impl TrainerState {
+    /// An error naming `json` (the file it was read from) unless the state is consistent: the
+    /// step within the run, Adam's count within the steps, a usable loss scale and time.
+    pub fn validate(&self, json: &Path) -> Result<()> {
+        let bad = |msg: String| Err(Error::file(json, msg));
+        if self.format_version != FORMAT_VERSION {
+            return bad(format!(
+                "trainer state format {} (this build reads {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        if self.step > self.total_steps {
+            return bad(format!(
+                "step {} is past the run's {} steps: the trainer state is damaged",
+                self.step, self.total_steps
+            ));
+        }
+        if self.schedule.total != self.total_steps || self.schedule.warmup > self.total_steps {
+            return bad(format!(
+                "schedule {:?} does not fit the run's {} steps",
+                self.schedule, self.total_steps
+            ));
+        }
+        if !(self.schedule.peak_lr.is_finite() && self.schedule.peak_lr > 0.0) {
+            return bad(format!(
+                "schedule peak_lr {} must be a positive number",
+                self.schedule.peak_lr
+            ));
+        }
+        if let Some(r) = self.refresh_running.filter(|&r| r > self.step) {
+            return bad(format!(
+                "a refresh of step {r} running at step {}",
+                self.step
+            ));
+        }
+        if self.optimizer_steps > self.step {
+            return bad(format!(
+                "{} optimizer updates in {} steps",
+                self.optimizer_steps, self.step
+            ));
+        }
+        if let Some(s) = self.loss_scale.filter(|s| !(s.is_finite() && *s > 0.0)) {
+            return bad(format!("loss scale {s} must be a positive number"));
+        }
+        if !(self.elapsed_s.is_finite() && self.elapsed_s >= 0.0) {
+            return bad(format!("elapsed_s {} must be a number ≥ 0", self.elapsed_s));
+        }
+        self.adamw.validate().map_err(|e| Error::file(json, e))
+    }
+
+    /// An error unless this saved state belongs to the run that `fresh` (the state the run's
+    /// configuration starts with) begins: the same stage, steps, seed, optimizer and schedule.
+    pub fn check_resumes(&self, fresh: &TrainerState, json: &Path) -> Result<()> {
+        // Compared as read back from JSON, as the saved one was (serde_json's default float
+        // parsing is not guaranteed to round-trip every value).
+        let fresh: TrainerState = serde_json::to_string(fresh)
+            .and_then(|t| serde_json::from_str(&t))
+            .map_err(|e| Error::file(json, e))?;
+        let mut differ = Vec::new();
+        if self.stage != fresh.stage {
+            differ.push(format!("stage `{}`, not `{}`", self.stage, fresh.stage));
+        }
+        if self.total_steps != fresh.total_steps {
+            differ.push(format!(
+                "{} steps in all, not {}",
+                self.total_steps, fresh.total_steps
+            ));
+        }
+        if self.seed != fresh.seed {
+            differ.push(format!("seed {}, not {}", self.seed, fresh.seed));
+        }
+        if self.adamw != fresh.adamw {
+            differ.push(format!("optimizer {:?}, not {:?}", self.adamw, fresh.adamw));
+        }
+        if self.schedule != fresh.schedule {
+            differ.push(format!(
+                "schedule {:?}, not {:?}",
+                self.schedule, fresh.schedule
+            ));
+        }
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(Error::file(
+            json,
+            format!(
+                "is not a checkpoint of this run's configuration: {}",
+                differ.join("; ")
+            ),
+        ))
     }
 }
 
@@ -127,15 +226,7 @@ pub fn load_trainer(dir: &Path) -> Result<(TrainerState, HashMap<String, Tensor>
         )
     })?;
     let state: TrainerState = serde_json::from_str(&text).map_err(|e| Error::file(&json, e))?;
-    if state.format_version != FORMAT_VERSION {
-        return Err(Error::file(
-            &json,
-            format!(
-                "trainer state format {} (this build reads {FORMAT_VERSION})",
-                state.format_version
-            ),
-        ));
-    }
+    state.validate(&json)?;
     let path = dir.join(TRAINER_TENSORS);
     let tensors =
         candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| Error::file(&path, e))?;

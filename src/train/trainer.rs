@@ -6,6 +6,7 @@
 //! gradients of this replica's batch, [`Trainer::update`] applies them; a data-parallel run
 //! would all-reduce the `GradStore` in between.
 
+use super::interrupt::StopRequest;
 use super::optim::{clip_factor, global_grad_norm, AdamW, AdamWConfig, LinearSchedule};
 use super::run::{progress, Metric, MetricsLog, RunDir, Stage};
 use super::state::{load_trainer, save_checkpoint, TrainerState};
@@ -17,7 +18,18 @@ use candle_core::{DType, Tensor, Var};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default checkpoint interval in steps (Hugging Face Trainer's `save_steps`).
+pub const CHECKPOINT_EVERY: u64 = 500;
+/// Default longest wall time between checkpoints, minutes (TensorFlow Estimator's
+/// `save_checkpoints_secs` = 600, which REALM's and ORQA's code ran under).
+pub const CHECKPOINT_MINUTES: f64 = 10.0;
+
+fn default_checkpoint_minutes() -> f64 {
+    CHECKPOINT_MINUTES
+}
 
 /// The optimisation settings of a stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,8 +45,13 @@ pub struct LoopConfig {
     pub adamw: AdamWConfig,
     /// Global gradient-norm clip (≤ 0: none).
     pub clip_norm: f64,
-    /// Checkpoint every this many steps (0: only at the end).
+    /// Checkpoint every this many steps (0: not by step count).
     pub checkpoint_every: u64,
+    /// Also checkpoint when this many minutes have passed since the last checkpoint (or the
+    /// start), so that a kill loses at most that much work (0: not by time). A run always
+    /// checkpoints at its last step and when asked to stop (Ctrl-C, SIGTERM).
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_minutes: f64,
     /// A metrics line every this many steps.
     pub log_every: u64,
     pub seed: u64,
@@ -53,7 +70,8 @@ impl LoopConfig {
             warmup: None,
             adamw: AdamWConfig::default(),
             clip_norm: 1.0,
-            checkpoint_every: 0,
+            checkpoint_every: CHECKPOINT_EVERY,
+            checkpoint_minutes: CHECKPOINT_MINUTES,
             log_every: 10,
             seed: 0,
             dtype: None,
@@ -77,6 +95,23 @@ impl LoopConfig {
                 OP,
                 "lr",
                 format!("{} must be a positive number", self.lr),
+            ));
+        }
+        if !(self.checkpoint_minutes.is_finite() && self.checkpoint_minutes >= 0.0) {
+            return Err(Error::bad_input(
+                OP,
+                "checkpoint_minutes",
+                format!(
+                    "{} must be a number ≥ 0 (0: no checkpoints by time)",
+                    self.checkpoint_minutes
+                ),
+            ));
+        }
+        if self.clip_norm.is_nan() {
+            return Err(Error::bad_input(
+                OP,
+                "clip_norm",
+                "must be a number (≤ 0: no clipping)",
             ));
         }
         self.adamw.validate()?;
@@ -120,6 +155,9 @@ pub struct RunOptions {
     /// Stop (without a checkpoint) once this many steps are done, as if killed there: for
     /// resume tests.
     pub stop_after: Option<u64>,
+    /// When requested (e.g. by Ctrl-C, see [`super::interrupt`]), the loop finishes its step,
+    /// writes a checkpoint and returns, its report marked `interrupted`.
+    pub stop: Option<Arc<StopRequest>>,
 }
 
 impl RunOptions {
@@ -129,6 +167,7 @@ impl RunOptions {
             resume: false,
             quiet: false,
             stop_after: None,
+            stop: None,
         }
     }
 }
@@ -150,12 +189,17 @@ pub struct Trainer {
     schedule: LinearSchedule,
     clip_norm: f64,
     checkpoint_every: u64,
+    checkpoint_interval: Option<Duration>,
+    last_checkpoint: Instant,
     log_every: u64,
     scaler: Option<DynamicLossScaler>,
     log: MetricsLog,
     bar: ProgressBar,
     started: Instant,
     stop_after: Option<u64>,
+    stop: Option<Arc<StopRequest>>,
+    /// A stop was requested and the checkpoint it asks for is due (or written).
+    stopping: bool,
 }
 
 impl Trainer {
@@ -179,16 +223,7 @@ impl Trainer {
         if opts.resume {
             let ckpt = run.checkpoint();
             let (saved, tensors) = load_trainer(&ckpt)?;
-            if saved.stage != stage.name() {
-                return Err(Error::file(
-                    &ckpt,
-                    format!(
-                        "is a checkpoint of stage `{}`, not `{}`",
-                        saved.stage,
-                        stage.name()
-                    ),
-                ));
-            }
+            saved.check_resumes(&state, &ckpt.join(super::state::TRAINER_JSON))?;
             opt.load_state(&ckpt, tensors, saved.optimizer_steps)?;
             if let (Some(s), true) = (saved.loss_scale, f16) {
                 scaler = Some(DynamicLossScaler::resumed(
@@ -210,12 +245,17 @@ impl Trainer {
             schedule,
             clip_norm: cfg.clip_norm,
             checkpoint_every: cfg.checkpoint_every,
+            checkpoint_interval: (cfg.checkpoint_minutes > 0.0)
+                .then(|| Duration::from_secs_f64(cfg.checkpoint_minutes * 60.0)),
+            last_checkpoint: Instant::now(),
             log_every: cfg.log_every.max(1),
             scaler,
             log,
             bar,
             started: Instant::now(),
             stop_after: opts.stop_after,
+            stop: opts.stop.clone(),
+            stopping: false,
         })
     }
 
@@ -224,13 +264,21 @@ impl Trainer {
         self.state.step
     }
 
-    /// Whether the loop should stop: all steps done, or the `stop_after` of the options.
+    /// Whether the loop should stop: all steps done, a requested stop checkpointed, or the
+    /// `stop_after` of the options. While it answers false, steps run, and a stop request (a
+    /// signal) is turned into a checkpoint at the end of the step.
     pub fn done(&self) -> bool {
-        self.state.step >= self.schedule.total
-            || self.stop_after.is_some_and(|s| self.state.step >= s)
+        let done = self.state.step >= self.schedule.total
+            || self.stopping
+            || self.stop_after.is_some_and(|s| self.state.step >= s);
+        if let Some(stop) = &self.stop {
+            stop.set_armed(!done);
+        }
+        done
     }
 
-    /// Whether this invocation ended by `stop_after` before the run was complete.
+    /// Whether this invocation ended (by a stop request or `stop_after`) before the run was
+    /// complete.
     pub fn interrupted(&self) -> bool {
         self.state.step < self.schedule.total
     }
@@ -295,11 +343,27 @@ impl Trainer {
         self.log.log(metric)
     }
 
-    /// Whether a checkpoint is due at the current step (on schedule, and at the end).
-    pub fn checkpoint_due(&self) -> bool {
+    /// Whether a checkpoint is due at the current step: at the end, every `checkpoint_every`
+    /// steps, when `checkpoint_minutes` have passed since the last one, and when a stop was
+    /// requested (after which [`Trainer::done`] is true). The caller writes it with
+    /// [`Trainer::save`].
+    pub fn checkpoint_due(&mut self) -> bool {
+        if self.stop.as_ref().is_some_and(|s| s.requested()) {
+            self.stopping = true;
+        }
         let s = self.state.step;
-        s == self.schedule.total
+        self.stopping
+            || s == self.schedule.total
             || (self.checkpoint_every > 0 && s.is_multiple_of(self.checkpoint_every))
+            || self
+                .checkpoint_interval
+                .is_some_and(|i| self.last_checkpoint.elapsed() >= i)
+    }
+
+    /// Whether this step's checkpoint is the last one of the run (all steps done), rather than
+    /// one it will continue from.
+    pub fn final_step(&self) -> bool {
+        self.state.step >= self.schedule.total
     }
 
     /// Writes the checkpoint: `write_files` puts the models (and index) into the folder.
@@ -310,11 +374,26 @@ impl Trainer {
     ) -> Result<()> {
         let mut state = self.state.clone();
         state.elapsed_s = self.time_s();
-        save_checkpoint(dir, &state, &self.opt, write_files)
+        save_checkpoint(dir, &state, &self.opt, write_files)?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
     }
 
-    /// Clears the progress bar.
+    /// Clears the progress bar; from here on a signal takes its default effect.
     pub fn finish(&self) {
+        self.disarm();
         self.bar.finish_and_clear();
+    }
+
+    fn disarm(&self) {
+        if let Some(stop) = &self.stop {
+            stop.set_armed(false);
+        }
+    }
+}
+
+impl Drop for Trainer {
+    fn drop(&mut self) {
+        self.disarm();
     }
 }

@@ -4,7 +4,7 @@
 //! Semantics (CPU, emulator and CUDA alike; kernels in `kernels/attention_{fwd,bwd}.cu`):
 //! - q, k, v: `[b, h, l, dh]`, contiguous, one dtype; dh ∈ {32, 64, 128}; f32, f16 or bf16 on the
 //!   CPU, f16 or bf16 on a GPU; arithmetic in f32.
-//! - `key_lens` ([b] u32, on the inputs' device): batch entry i has `key_lens[i]` real tokens.
+//! - `key_lens` (`[b]` u32, on the inputs' device): batch entry i has `key_lens[i]` real tokens.
 //!   Keys at or past it are skipped (whole tiles cost nothing) and query rows at or past it are
 //!   written as zeros (and get zero gradients). 0 and l are valid; `None` means l everywhere.
 //! - The softmax is computed online; the forward keeps each row's log-sum-exp (f32) for the

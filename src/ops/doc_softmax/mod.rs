@@ -50,7 +50,7 @@ pub fn doc_softmax(logits: &Tensor) -> Result<Tensor> {
 
 /// `logsumexp_z(log_softmax(doc_logits)_z + cond_logprob_z)`: the log-likelihood of the target
 /// marginalised over the retrieved documents. `doc_logits` [b, k]; `cond_logprob` [b, k] (result
-/// [b]) or [b, k, m] for m targets per example, e.g. masked tokens (result [b, m]).
+/// `[b]`) or [b, k, m] for m targets per example, e.g. masked tokens (result [b, m]).
 pub fn marginal_log_likelihood(doc_logits: &Tensor, cond_logprob: &Tensor) -> Result<Tensor> {
     let (b, k) = doc_logits
         .dims2()
