@@ -621,7 +621,8 @@ fn pairs_get_segments_and_long_inputs_are_truncated_or_refused() {
         .encode_batch(&["a cat", long], 8, Overflow::Error, &dev)
         .unwrap_err();
     assert!(
-        err.to_string().contains("sequence 1 has 15 tokens"),
+        err.to_string()
+            .contains("sequence 1 is longer than the limit of 8 tokens"),
         "{err}"
     );
     let cut = tok
