@@ -1,6 +1,6 @@
 //! The kernels of `kernels/*.cu` as Rust sees them: the ABI that build.rs generates from their
 //! declarations ([`abi`]), and one launch seam, [`Backend`], with two implementations: the
-//! emulator ([`Emulator`], CPU memory) and a CUDA device ([`Cuda`], feature `cuda`).
+//! emulator ([`Emulator`], CPU memory) and a CUDA device (`Cuda`, with feature `cuda`).
 //!
 //! An op describes each launch once, generic over the backend (its `launch.rs`): allocate the
 //! outputs, bind the buffers into the family's parameter struct, pick the variant and the shape:
