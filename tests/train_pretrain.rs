@@ -130,9 +130,9 @@ fn quiet() -> RunOptions {
     opts
 }
 
-/// An ICT warm start on the longer documents; returns its checkpoint.
-fn ict(data: &Synthetic, dir: &Path, steps: u64, seed: u64) -> PathBuf {
-    let mut cfg = IctConfig::new(tiny_origin(0.0), data.ict_docs.clone());
+/// ICT on the longer documents from `init`; returns its checkpoint.
+fn ict(data: &Synthetic, init: ModelInit, run: &Path, steps: u64, seed: u64) -> PathBuf {
+    let mut cfg = IctConfig::new(init, data.ict_docs.clone());
     cfg.retriever.proj_size = 32;
     cfg.retriever.proj_dropout = 0.0;
     cfg.block_len = 32;
@@ -145,8 +145,34 @@ fn ict(data: &Synthetic, dir: &Path, steps: u64, seed: u64) -> PathBuf {
     cfg.train.lr = 3e-3;
     cfg.train.warmup = Some(steps / 10);
     cfg.train.seed = seed;
-    run_ict(&cfg, &dir.join("ict"), &quiet()).unwrap();
-    dir.join("ict/checkpoint")
+    run_ict(&cfg, run, &quiet()).unwrap();
+    run.join("checkpoint")
+}
+
+/// A warm start with headroom: ICT in rounds of [`ICT_ROUND`] steps until the retriever ranks
+/// the right document first for at least [`WARM_RECALL`] of the people. A fixed step count lands
+/// anywhere from recall 0.07 (ICT has not taken off) to 0.93 (nothing left to gain), depending on
+/// the seed and the machine's rounding; pre-training can only show a gain in between.
+fn warm_start(data: &Synthetic, dir: &Path, seed: u64) -> (PathBuf, Vec<f64>) {
+    let (mut init, mut recalls) = (tiny_origin(0.0), Vec::new());
+    loop {
+        let round = recalls.len() as u64;
+        let ckpt = ict(
+            data,
+            init,
+            &dir.join(format!("ict{round}")),
+            ICT_ROUND,
+            seed * 100 + round,
+        );
+        let tok = BertTokenizer::from_dir(&ckpt).unwrap();
+        let retriever = Retriever::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+        let recall = recall_at_1(&retriever, &tok, data);
+        recalls.push(recall);
+        if recall >= WARM_RECALL || round + 1 == ICT_ROUNDS {
+            return (ckpt, recalls);
+        }
+        init = checkpoint(&ckpt);
+    }
 }
 
 fn pretrain_config(
@@ -250,7 +276,8 @@ struct Outcome {
 fn pretraining(seed: u64) -> Outcome {
     let dir = temp(&format!("run-{seed}"));
     let data = synthetic(&dir, answers(PEOPLE));
-    let warm = ict(&data, &dir, ICT_STEPS, seed);
+    let (warm, ict_recalls) = warm_start(&data, &dir, seed);
+    eprintln!("seed {seed}: recall@1 after each ICT round {ict_recalls:?}");
     let with = pretrain(
         &pretrain_config(&data, checkpoint(&warm), 8, STEPS, seed),
         &dir.join("with"),
@@ -278,7 +305,7 @@ fn pretraining(seed: u64) -> Outcome {
 fn outcomes() -> &'static (Vec<u64>, Vec<Outcome>) {
     static RUNS: OnceLock<(Vec<u64>, Vec<Outcome>)> = OnceLock::new();
     RUNS.get_or_init(|| {
-        let seeds = seeds(&[0, 1, 2]);
+        let seeds = seeds(&[0, 1, 2, 3, 4]);
         let runs = seeds.iter().map(|&s| pretraining(s)).collect();
         (seeds, runs)
     })
@@ -328,6 +355,9 @@ fn pretraining_raises_the_retrievers_recall_of_the_right_document() {
 /// rewards any document with the right answer, and the query tower learns name → answer rather
 /// than name → the person's own document.
 const PEOPLE: usize = 128;
-/// A short warm start: the retriever finds some people's documents, not most.
-const ICT_STEPS: u64 = 60;
+/// ICT steps per warm-start round, and the most rounds (docs/training.md, "What the tests show").
+const ICT_ROUND: u64 = 15;
+const ICT_ROUNDS: u64 = 10;
+/// The warm start's recall@1: the retriever finds some people's documents, not most.
+const WARM_RECALL: f64 = 0.25;
 const STEPS: u64 = 200;

@@ -328,7 +328,7 @@ mod tests {
             flatten(&v),
             [
                 ("a.b".to_string(), "1".to_string()),
-                ("a.c".to_string(), "[1,2]".to_string()),
+                ("a.c".to_string(), "1, 2".to_string()),
                 ("d".to_string(), "x".to_string())
             ]
         );
