@@ -24,6 +24,21 @@ pub struct Report {
     pub tflop_per_s: Option<f64>,
 }
 
+/// The line `realm bench` prints without `--json`.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} [{}] {} on {}: median {:.3} ms (min {:.3} ms, {} runs)",
+            self.op, self.shape, self.dtype, self.device, self.median_ms, self.min_ms, self.iters
+        )?;
+        if let Some(g) = self.gb_per_s {
+            write!(f, ", {g:.1} GB/s")?;
+        }
+        Ok(())
+    }
+}
+
 /// Median and minimum of repeated runs of `f`.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {

@@ -10,7 +10,7 @@ use crate::data::demo::{parse_demo_questions, write_demo_files, DemoFiles, DemoQ
 use crate::data::{contains_answer, exact_match, Answer as Gold};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::index::build::{index_corpus, EmbedOptions, IndexCorpus};
+use crate::index::build::{index_corpus, EmbedBlocks, IndexCorpus};
 use crate::index::RetrieverModel;
 use crate::model::{BertConfig, BertTokenizer, TowerPooling};
 use crate::train::eval::{evaluate, EvalConfig, EvalReport};
@@ -437,7 +437,7 @@ fn knowledge_update(
     let opts = IndexCorpus {
         max_block_tokens: BLOCK_LEN,
         skip_bad_lines: false,
-        embed: EmbedOptions {
+        embed: EmbedBlocks {
             batch: 64,
             max_len: DOC_LEN,
             progress: (!cfg.quiet).then(|| "re-index".to_string()),

@@ -9,7 +9,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use realm::model::embed::{embed_file, EmbedOptions};
+use realm::model::embed::{embed_file, EmbedFile};
 use realm::model::*;
 use realm::rng::SplitMix64;
 use realm::Error;
@@ -198,7 +198,7 @@ fn realm_embed_writes_mean_and_cls_embeddings_in_input_order() {
         .map(|s| serde_json::json!({ "id": 1, "text": s }).to_string())
         .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
-    let opts = EmbedOptions {
+    let opts = EmbedFile {
         model: fx.model_dir.clone(),
         input,
         out: dir.join("emb.safetensors"),
@@ -218,7 +218,7 @@ fn realm_embed_writes_mean_and_cls_embeddings_in_input_order() {
     // Plain text lines, [CLS] pooling without normalisation: the reference's [CLS] states.
     let input = dir.join("texts.txt");
     std::fs::write(&input, fx.sentences.join("\n")).unwrap();
-    let opts = EmbedOptions {
+    let opts = EmbedFile {
         input,
         out: dir.join("cls.safetensors"),
         pooling: Pooling::Cls,

@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use realm::index::build::{corpus_blocks, embed_blocks, index_corpus, EmbedOptions, IndexCorpus};
+use realm::index::build::{corpus_blocks, embed_blocks, index_corpus, EmbedBlocks, IndexCorpus};
 use realm::index::{RetrieverModel, Searcher, StoredIndex};
 use realm::model::realm_inputs::query_inputs;
 use realm::model::retriever::{Retriever, RetrieverConfig};
@@ -57,8 +57,8 @@ fn write_corpus(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-fn embed_opts(batch: usize) -> EmbedOptions {
-    EmbedOptions {
+fn embed_opts(batch: usize) -> EmbedBlocks {
+    EmbedBlocks {
         batch,
         max_len: 64,
         progress: None,

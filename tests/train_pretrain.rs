@@ -2,7 +2,7 @@
 //! baseline, and the masked-LM signal raises the retriever's recall of the right document.
 
 use realm::device::ComputeDevice;
-use realm::index::build::EmbedOptions;
+use realm::index::build::EmbedBlocks;
 use realm::model::{query_inputs, BertConfig, BertTokenizer, Mode, RealmModel, Retriever};
 use realm::train::ict::{run_ict, IctConfig};
 use realm::train::models::{ModelInit, Origin};
@@ -202,7 +202,7 @@ fn recall_at_1(retriever: &Retriever, tok: &BertTokenizer, data: &Synthetic) -> 
     let dev = candle_core::Device::Cpu;
     let cut = realm::index::corpus_blocks(&data.docs, tok, 32, false).unwrap();
     let knowledge = Knowledge::new(cut.blocks, tok).unwrap();
-    let opts = EmbedOptions {
+    let opts = EmbedBlocks {
         batch: 64,
         max_len: 24,
         progress: None,

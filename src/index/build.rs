@@ -144,9 +144,27 @@ impl PendingDocs {
     }
 }
 
+/// REALM's block length in wordpieces: the default of `realm index`.
+pub const REALM_BLOCK_TOKENS: usize = 288;
+
+/// The most body wordpieces a block can hold for a model of `positions` positions:
+/// `[CLS] title [SEP] body [SEP]` needs the body to fit beside the three special tokens.
+pub fn max_block_tokens(positions: usize) -> usize {
+    positions.saturating_sub(3)
+}
+
+/// Wordpieces of a title's room in a document-tower input.
+const TITLE_ROOM: usize = 64;
+
+/// The longest document-tower input, `[CLS] title [SEP] body [SEP]`, for bodies of
+/// `block_tokens` wordpieces: room for a title beside the body, at most the model's positions.
+pub fn doc_input_len(positions: usize, block_tokens: usize) -> usize {
+    positions.min(block_tokens + TITLE_ROOM)
+}
+
 /// How [`embed_blocks`] batches and reports.
 #[derive(Clone, Debug)]
-pub struct EmbedOptions {
+pub struct EmbedBlocks {
     /// Blocks per forward pass.
     pub batch: usize,
     /// Longest doc-tower input (`[CLS] title [SEP] body [SEP]`); longer bodies are truncated.
@@ -161,7 +179,7 @@ pub fn embed_blocks(
     tower: &Tower,
     tokenizer: &BertTokenizer,
     blocks: &[Block],
-    opts: &EmbedOptions,
+    opts: &EmbedBlocks,
     device: &Device,
 ) -> Result<Tensor> {
     if opts.batch == 0 {
@@ -233,7 +251,7 @@ pub struct IndexCorpus {
     /// Body wordpieces per block (REALM: 288).
     pub max_block_tokens: usize,
     pub skip_bad_lines: bool,
-    pub embed: EmbedOptions,
+    pub embed: EmbedBlocks,
     /// The training step of the model's weights, recorded in the manifest.
     pub step: u64,
 }

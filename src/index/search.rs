@@ -23,6 +23,16 @@ pub const PLAIN_BERT_PROJECTION_SEED: u64 = 0;
 /// smaller index).
 pub const DEFAULT_K: usize = 5;
 
+/// The one rule for how many blocks a query reads (`search -k`, `ask --beam`): `n` when it is
+/// between 1 and the blocks in the index (`None` otherwise); without `n`, [`DEFAULT_K`] or all
+/// blocks of a smaller index.
+pub fn blocks_per_query(n: Option<usize>, index_blocks: usize) -> Option<usize> {
+    match n {
+        None => Some(DEFAULT_K.min(index_blocks)),
+        Some(n) => (1..=index_blocks).contains(&n).then_some(n),
+    }
+}
+
 /// A retriever with its tokenizer, and the fingerprint of its document tower.
 pub struct RetrieverModel {
     pub retriever: Retriever,

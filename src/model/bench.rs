@@ -22,7 +22,7 @@ pub enum ModelSource {
 }
 
 #[derive(Clone, Debug)]
-pub struct BenchSpec {
+pub struct BertBench {
     pub model: ModelSource,
     pub batch: usize,
     pub len: usize,
@@ -60,7 +60,7 @@ fn flops_per_token(c: &BertConfig, l: usize) -> f64 {
     2.0 * c.num_hidden_layers as f64 * (dense + attention)
 }
 
-pub fn bench(dev: &ComputeDevice, spec: &BenchSpec, budget: Budget) -> Result<BenchReport> {
+pub fn bench(dev: &ComputeDevice, spec: &BertBench, budget: Budget) -> Result<BenchReport> {
     let _exec = dev.enter()?;
     let mut model = match &spec.model {
         ModelSource::Dir(dir) => BertModel::load(dir, &dev.device)?,

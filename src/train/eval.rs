@@ -21,7 +21,7 @@ use super::state::TRAINER_JSON;
 use crate::data::{contains_answer, exact_match, read_qa, QaExample};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::index::build::{index_corpus, EmbedOptions, IndexCorpus};
+use crate::index::build::{index_corpus, EmbedBlocks, IndexCorpus};
 use crate::index::search::{Hit, RetrieverModel, Searcher};
 use crate::model::marginal_log_probs;
 use crate::model::reader::span_text;
@@ -195,9 +195,12 @@ fn open_searcher(cfg: &EvalConfig, device: &ComputeDevice) -> Result<Searcher> {
         let opts = IndexCorpus {
             max_block_tokens: cfg.doc_len,
             skip_bad_lines: false,
-            embed: EmbedOptions {
+            embed: EmbedBlocks {
                 batch: 32,
-                max_len: doc_max_len(cfg, model.retriever.bert_config()),
+                max_len: crate::index::build::doc_input_len(
+                    model.retriever.bert_config().max_position_embeddings,
+                    cfg.doc_len,
+                ),
                 progress: (!cfg.quiet).then(|| "indexing".to_string()),
             },
             step: checkpoint_step(&cfg.checkpoint).unwrap_or(0),
@@ -252,12 +255,6 @@ fn load(cfg: &EvalConfig, device: &ComputeDevice) -> Result<Loaded> {
         realm,
         reader,
     })
-}
-
-/// Longest document-tower input, `[CLS] title [SEP] body [SEP]`: room for a title beside
-/// `doc_len` body wordpieces, as `realm index` embeds.
-fn doc_max_len(cfg: &EvalConfig, bert: &BertConfig) -> usize {
-    bert.max_position_embeddings.min(cfg.doc_len + 64)
 }
 
 /// Longest `[CLS] x [SEP] body [SEP]` row for the encoder and the reader.
@@ -496,7 +493,10 @@ fn cloze_answers(
         tok,
         &title_refs,
         &body_refs,
-        doc_max_len(cfg, realm.retriever().bert_config()),
+        crate::index::build::doc_input_len(
+            realm.retriever().bert_config().max_position_embeddings,
+            cfg.doc_len,
+        ),
         dev,
     )?;
     let scores = realm

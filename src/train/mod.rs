@@ -5,7 +5,6 @@
 
 pub mod batch;
 pub mod bench;
-pub mod cli;
 pub mod eval;
 pub mod examples;
 pub mod finetune;

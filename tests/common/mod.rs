@@ -8,7 +8,7 @@ pub mod outcome;
 
 use candle_core::Device;
 use realm::device::{ComputeDevice, DeviceSpec};
-use realm::index::build::{index_corpus, EmbedOptions, IndexCorpus};
+use realm::index::build::{index_corpus, EmbedBlocks, IndexCorpus};
 use realm::index::RetrieverModel;
 use realm::model::{BertConfig, BertTokenizer, Reader, ReaderConfig, Retriever, RetrieverConfig};
 use std::path::{Path, PathBuf};
@@ -139,7 +139,7 @@ pub fn fine_tuned_run(run: &Path) -> PathBuf {
     let opts = IndexCorpus {
         max_block_tokens: 64,
         skip_bad_lines: false,
-        embed: EmbedOptions {
+        embed: EmbedBlocks {
             batch: 2,
             max_len: 64,
             progress: None,

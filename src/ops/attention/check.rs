@@ -334,7 +334,7 @@ pub fn selftest_cases() -> Vec<Case> {
 
 /// What `realm bench attention` measures.
 #[derive(Clone, Copy, Debug)]
-pub struct BenchSpec {
+pub struct AttentionBench {
     pub batch: usize,
     pub heads: usize,
     pub len: usize,
@@ -349,9 +349,9 @@ pub struct BenchSpec {
 
 /// Median time of the fused op (or the composition) on `dev`, with the attained FLOP rate
 /// counting only the unpadded work (4·len²·dh per head forward, 3.5× that with the backward).
-pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Report> {
+pub fn bench(dev: &ComputeDevice, spec: AttentionBench, budget: Budget) -> Result<Report> {
     let _exec = dev.enter()?;
-    let BenchSpec {
+    let AttentionBench {
         batch: b,
         heads: h,
         len: l,

@@ -253,7 +253,7 @@ pub fn selftest_cases() -> Vec<Case> {
 
 /// What `realm bench doc-softmax` measures.
 #[derive(Clone, Copy, Debug)]
-pub struct BenchSpec {
+pub struct DocSoftmaxBench {
     pub batch: usize,
     pub k: usize,
     /// Targets per example for the marginal; 0 measures doc_softmax alone.
@@ -265,9 +265,9 @@ pub struct BenchSpec {
 }
 
 /// Median time of the fused op (or the composition) on `dev`.
-pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Report> {
+pub fn bench(dev: &ComputeDevice, spec: DocSoftmaxBench, budget: Budget) -> Result<Report> {
     let _exec = dev.enter()?;
-    let BenchSpec {
+    let DocSoftmaxBench {
         batch: b,
         k,
         targets: m,

@@ -206,7 +206,7 @@ pub fn selftest_cases() -> Vec<Case> {
 /// What `realm bench mips` measures: `queries` random queries of `dtype` against a random f16
 /// index of `docs × dim`, top `k`.
 #[derive(Clone, Copy, Debug)]
-pub struct BenchSpec {
+pub struct MipsBench {
     pub docs: usize,
     pub dim: usize,
     pub queries: usize,
@@ -215,9 +215,9 @@ pub struct BenchSpec {
 }
 
 /// Median time of [`mips_top_k`] on `dev`.
-pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Report> {
+pub fn bench(dev: &ComputeDevice, spec: MipsBench, budget: Budget) -> Result<Report> {
     let _exec = dev.enter()?;
-    let BenchSpec {
+    let MipsBench {
         docs,
         dim,
         queries: q,
