@@ -9,7 +9,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use realm::model::embed::{embed_file, EmbedFile};
+use realm::embed::{embed_file, EmbedFile};
 use realm::model::*;
 use realm::rng::SplitMix64;
 use realm::Error;

@@ -6,9 +6,9 @@
 use candle_core::{Device, Tensor};
 use realm::data::Block;
 use realm::device::ComputeDevice;
+use realm::eval::{evaluate, is_cloze, log_metrics, EvalConfig, EvalReport};
 use realm::index::{RetrieverModel, StoredIndex};
 use realm::model::*;
-use realm::train::eval::{evaluate, is_cloze, log_metrics, EvalConfig, EvalReport};
 use realm::train::models::{write_origin, Origin};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

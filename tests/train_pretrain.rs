@@ -3,11 +3,11 @@
 
 use realm::device::ComputeDevice;
 use realm::index::build::EmbedBlocks;
+use realm::index::live::{Knowledge, LiveIndex};
 use realm::model::{query_inputs, BertConfig, BertTokenizer, Mode, RealmModel, Retriever};
 use realm::train::ict::{run_ict, IctConfig};
 use realm::train::models::{ModelInit, Origin};
 use realm::train::pretrain::{run_pretrain, PretrainConfig, PretrainReport};
-use realm::train::search::{Knowledge, LiveIndex};
 use realm::train::RunOptions;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

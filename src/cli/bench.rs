@@ -4,8 +4,8 @@
 use super::{out, parse_dtype, DeviceArg};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use realm::bench::train_step::{bench_train_step, TrainStepReport, TrainStepSpec};
 use realm::bench::Budget;
-use realm::train::bench::{bench_train_step, TrainStepReport, TrainStepSpec};
 use realm::train::trainer::LoopConfig;
 use std::fmt::Display;
 use std::path::PathBuf;
@@ -180,11 +180,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         } => {
             let dev = common.device.resolve()?;
             let model = match (model, preset) {
-                (Some(dir), _) => realm::model::bench::ModelSource::Dir(dir),
-                (None, Some(name)) => realm::model::bench::ModelSource::Preset(name),
+                (Some(dir), _) => realm::bench::bert::ModelSource::Dir(dir),
+                (None, Some(name)) => realm::bench::bert::ModelSource::Preset(name),
                 (None, None) => bail!("bench bert needs --model DIR or --preset NAME"),
             };
-            let spec = realm::model::bench::BertBench {
+            let spec = realm::bench::bert::BertBench {
                 model,
                 batch,
                 len,
@@ -192,7 +192,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 backward,
             };
             let report =
-                realm::model::bench::bench(&dev, &spec, common.budget()?).context("bench bert")?;
+                realm::bench::bert::bench(&dev, &spec, common.budget()?).context("bench bert")?;
             print(&report, common.json)
         }
         BenchOp::Attention {

@@ -37,7 +37,7 @@ pub struct EmbedArgs {
 pub fn run(args: EmbedArgs) -> Result<()> {
     realm::io::check_new_output(&args.out, "--out")?;
     let dev = args.device.resolve()?;
-    let opts = realm::model::embed::EmbedFile {
+    let opts = realm::embed::EmbedFile {
         model: args.model,
         input: args.input,
         out: args.out,
@@ -47,7 +47,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         max_len: args.max_len,
         dtype: args.dtype.as_deref().map(parse_dtype).transpose()?,
     };
-    let n = realm::model::embed::embed_file(&dev, &opts).context("embed")?;
+    let n = realm::embed::embed_file(&dev, &opts).context("embed")?;
     eprintln!("embedded {n} texts into {}", opts.out.display());
     Ok(())
 }

@@ -3,7 +3,7 @@
 use super::{out, DeviceArg};
 use anyhow::{Context, Result};
 use clap::Args;
-use realm::train::eval;
+use realm::eval;
 use std::path::PathBuf;
 
 /// Evaluate a training checkpoint on questions: retrieval recall@1/@5/@k, the reader's exact

@@ -28,14 +28,14 @@ pub struct VocabArgs {
 
 pub fn run(args: VocabArgs) -> Result<()> {
     realm::io::check_new_output(&args.out, "--out")?;
-    let spec = realm::model::vocab::VocabSpec {
+    let spec = realm::data::vocab::VocabSpec {
         corpus: args.corpus,
         extra: args.extra,
         size: args.size,
         lowercase: !args.cased,
         min_frequency: args.min_frequency,
     };
-    let summary = realm::model::vocab::build_vocab(&spec, &args.out).context("vocab")?;
+    let summary = realm::data::vocab::build_vocab(&spec, &args.out).context("vocab")?;
     eprintln!(
         "{} tokens from {} texts written to {}",
         summary.tokens,

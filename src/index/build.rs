@@ -1,6 +1,6 @@
 //! Building an index: a corpus cut into retrieval blocks ([`corpus_blocks`]), every block embedded
-//! by a document tower ([`embed_blocks`]), and a fingerprint of the weights that did it
-//! ([`weights_fingerprint`]) so an index is never searched with other weights by mistake.
+//! by a document tower ([`embed_blocks`]), recorded with the fingerprint of the weights that did
+//! it ([`super::model::weights_fingerprint`]).
 
 use crate::data::{pack_blocks, sentences, Block, CorpusReader, Document};
 use crate::error::{Error, Result};
@@ -8,7 +8,7 @@ use crate::model::realm_inputs::doc_inputs;
 use crate::model::retriever::Tower;
 use crate::model::{BertTokenizer, Mode};
 use crate::progress::{Progress, Unit};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use half::f16;
 use std::path::Path;
 
@@ -220,31 +220,6 @@ pub fn embed_blocks(
     Ok(Tensor::from_vec(flat, (blocks.len(), dim), &Device::Cpu)?)
 }
 
-/// A content hash (64-bit FNV-1a, hex) of named parameters: names, shapes and f32 values. Two
-/// towers with the same fingerprint compute the same embeddings.
-pub fn weights_fingerprint(vars: &[(String, Var)]) -> Result<String> {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
-        }
-    };
-    for (name, var) in vars {
-        eat(name.as_bytes());
-        for &d in var.dims() {
-            eat(&(d as u64).to_le_bytes());
-        }
-        let values = var
-            .as_tensor()
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        eat(bytemuck::cast_slice(&values));
-    }
-    Ok(format!("{hash:016x}"))
-}
-
 /// What `realm index` does: cut a corpus into blocks and embed them with a model's document tower.
 #[derive(Clone, Debug)]
 pub struct IndexCorpus {
@@ -266,7 +241,7 @@ pub struct IndexStats {
 
 /// Builds the index of `corpus` with `model`'s document tower.
 pub fn index_corpus(
-    model: &super::search::RetrieverModel,
+    model: &super::model::RetrieverModel,
     corpus: &Path,
     opts: &IndexCorpus,
     device: &Device,

@@ -12,12 +12,14 @@ use super::examples::{cloze_examples, span_examples, DataOrder, SpanExample};
 use super::limits;
 use super::models::{self, ModelInit};
 use super::run::{RunDir, Stage, StageConfig};
-use super::search::{load_snapshot, save_snapshot, Knowledge, LiveIndex, RefreshPolicy, Refresher};
 use super::state::{link_dir, step_rng, IndexVersion};
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{MaskConfig, RuleTagger};
 use crate::error::{Error, Result};
 use crate::index::build::{corpus_blocks, EmbedBlocks};
+use crate::index::live::{
+    load_snapshot, save_snapshot, Knowledge, LiveIndex, RefreshPolicy, Refresher,
+};
 use crate::index::{IndexSlot, StoredIndex};
 use crate::model::RealmSettings;
 use crate::model::{doc_inputs, query_inputs, relevance, retrieval_utility, Mode, RealmModel};

@@ -2,11 +2,11 @@
 //! inputs, the op's `realm selftest` cases and its `realm bench attention` measurement.
 
 use super::{attention, dropout_multipliers, Dropout};
-use crate::bench::{self, Budget, Report};
+use crate::check::{host_f64, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::measure::{self, Budget, Report};
 use crate::rng::SplitMix64;
-use crate::selftest::{host_f64, Case, Outcome};
 use candle_core::{DType, Device, Tensor, Var, D};
 
 /// `where(query < len, dropout(softmax(scale · q kᵀ, keys < len)) v, 0)` composed of candle ops
@@ -391,7 +391,7 @@ pub fn bench(dev: &ComputeDevice, spec: AttentionBench, budget: Budget) -> Resul
         }
         Ok(())
     };
-    let timing = bench::time(dev, budget, run)?;
+    let timing = measure::time(dev, budget, run)?;
     let fwd_flops = 4.0 * (b * h * len * len * dh) as f64;
     let flops = if backward { 3.5 * fwd_flops } else { fwd_flops };
     Ok(Report {

@@ -1,11 +1,11 @@
 //! The plain candle composition that the fused ops replace (also the float64 reference), and the
 //! op's `realm selftest` cases and `realm bench` measurement.
 
-use crate::bench::{self, Budget, Report};
+use crate::check::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::Result;
+use crate::measure::{self, Budget, Report};
 use crate::rng::SplitMix64;
-use crate::selftest::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use candle_core::{DType, Device, Tensor, Var, D};
 
 /// softmax over the last dimension, composed of candle ops (NaN for a row that is all -inf).
@@ -305,7 +305,7 @@ pub fn bench(dev: &ComputeDevice, spec: DocSoftmaxBench, budget: Budget) -> Resu
         }
         Ok(())
     };
-    let timing = bench::time(dev, budget, run)?;
+    let timing = measure::time(dev, budget, run)?;
     // Bytes: read logits (and conditionals), write the output; the backward reads and writes
     // about twice as much again.
     let elem = dtype.size_in_bytes() as f64;

@@ -2,11 +2,11 @@
 //! its `realm bench` measurement.
 
 use super::{mips_top_k, result_order, score_f64, MipsIndex};
-use crate::bench::{self, Budget, Report};
+use crate::check::{max_rel_err, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::Result;
+use crate::measure::{self, Budget, Report};
 use crate::rng::SplitMix64;
-use crate::selftest::{max_rel_err, Case, Outcome};
 use candle_core::{DType, Device, Tensor};
 use half::f16;
 use rayon::prelude::*;
@@ -237,7 +237,7 @@ pub fn bench(dev: &ComputeDevice, spec: MipsBench, budget: Budget) -> Result<Rep
     )?
     .to_dtype(dtype)?
     .to_device(&dev.device)?;
-    let timing = bench::time(dev, budget, || {
+    let timing = measure::time(dev, budget, || {
         mips_top_k(&queries, &index, k, None)?;
         Ok(())
     })?;

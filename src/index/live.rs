@@ -8,11 +8,11 @@
 //! swapped in when ready ([`RefreshPolicy::swap_after`] = None) or, for bit-reproducible runs,
 //! exactly `swap_after` steps after it started (waiting then if it is late).
 
+use super::build::{embed_blocks, EmbedBlocks};
+use super::{weights_fingerprint, IndexSlot, Refresh, StoredIndex};
 use crate::data::Block;
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::index::build::{embed_blocks, weights_fingerprint, EmbedBlocks};
-use crate::index::{IndexSlot, Refresh, StoredIndex};
 use crate::model::{BertTokenizer, Tower};
 use crate::ops::mips::{mips_top_k, MipsIndex};
 use candle_core::Tensor;

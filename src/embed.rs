@@ -5,11 +5,11 @@
 //! field `"text"`. Output: safetensors with `embeddings`, `[n, hidden]` f32, row i for text i, and
 //! metadata `model`, `pooling`, `normalized`.
 
-use super::bert::{BertModel, Mode};
-use super::pooling::{l2_normalize, pool, Pooling};
-use super::tokenizer::{BertTokenizer, Overflow};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::model::bert::{BertModel, Mode};
+use crate::model::pooling::{l2_normalize, pool, Pooling};
+use crate::model::tokenizer::{BertTokenizer, Overflow};
 use candle_core::{DType, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,11 +1,11 @@
 //! `realm bench bert`: tokens per second of the encoder on random full-length sequences, forward
 //! (eval mode) or forward and backward (training mode: dropout on, gradients of every parameter).
 
-use super::bert::{BertInput, BertModel, Mode};
-use super::config::BertConfig;
-use crate::bench::{time, Budget, Report};
 use crate::device::ComputeDevice;
 use crate::error::Result;
+use crate::measure::{time, Budget, Report};
+use crate::model::bert::{BertInput, BertModel, Mode};
+use crate::model::config::BertConfig;
 use crate::rng::SplitMix64;
 use candle_core::{DType, Tensor};
 use serde::Serialize;

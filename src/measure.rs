@@ -1,5 +1,6 @@
-//! `realm bench`: the median time of an op over repeated runs after warm-up, synchronised with the
-//! device, reported as one JSON object.
+//! The measurement harness of `realm bench`: the median time of an op over repeated runs after
+//! warm-up, synchronised with the device, reported as one [`Report`]. The ops' benchmarks (their
+//! `check.rs`) and those of [`crate::bench`] are written with it.
 
 use crate::device::ComputeDevice;
 use crate::error::Result;
