@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::temp_dir;
+
 use candle_core::{DType, Device, Tensor, Var};
 use realm::embed::{embed_file, EmbedFile};
 use realm::model::*;
@@ -446,12 +448,6 @@ fn activations_follow_the_config() {
         .zip(&outputs[1])
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(diff < 5e-2, "gelu vs gelu_new: {diff}");
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("realm-bert-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

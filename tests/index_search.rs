@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::temp_dir;
+
 use candle_core::{DType, Device, Tensor};
 use realm::index::build::{corpus_blocks, embed_blocks, index_corpus, EmbedBlocks, IndexCorpus};
 use realm::index::{RetrieverModel, Searcher, StoredIndex};
@@ -11,13 +13,6 @@ use realm::model::realm_inputs::query_inputs;
 use realm::model::retriever::{Retriever, RetrieverConfig};
 use realm::model::{BertConfig, BertTokenizer, Mode};
 use std::path::{Path, PathBuf};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-search-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn vocab() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt")

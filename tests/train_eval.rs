@@ -30,14 +30,6 @@ fn demo_vocab() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt")
 }
 
-fn tiny_config(vocab: usize) -> BertConfig {
-    let mut c = BertConfig::new(32, 2, 1);
-    c.vocab_size = vocab;
-    c.intermediate_size = 64;
-    c.max_position_embeddings = 128;
-    c
-}
-
 /// Query and body lengths that fit the tiny BERT's 128 positions.
 fn tiny_eval(checkpoint: &Path, questions: &Path) -> EvalConfig {
     let mut cfg = EvalConfig::new(checkpoint, questions);
@@ -81,7 +73,7 @@ fn tiny_checkpoint(name: &str, parts: Parts, seed: u64) -> PathBuf {
     )
     .unwrap();
     let tok = BertTokenizer::from_dir(&dir).unwrap();
-    let config = tiny_config(tok.vocab_size());
+    let config = common::tiny_config(tok.vocab_size(), 128);
     let dev = Device::Cpu;
     let retriever =
         Retriever::new_random(&config, &RetrieverConfig::default(), seed, &dev).unwrap();
