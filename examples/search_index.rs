@@ -10,7 +10,7 @@
 //! BERT (e.g. all-MiniLM-L6-v2) for meaningful hits.
 
 use candle_core::Device;
-use realm::index::build::{index_corpus, EmbedOptions, IndexCorpus};
+use realm::index::build::{index_corpus, EmbedBlocks, IndexCorpus};
 use realm::index::{RetrieverModel, Searcher};
 use realm::model::{BertConfig, BertTokenizer, Retriever, RetrieverConfig, TowerPooling};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ fn main() -> realm::Result<()> {
     let options = IndexCorpus {
         max_block_tokens: 128,
         skip_bad_lines: false,
-        embed: EmbedOptions {
+        embed: EmbedBlocks {
             batch: 32,
             max_len: 160,
             progress: None,

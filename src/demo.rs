@@ -9,10 +9,10 @@ use crate::data::demo::{parse_demo_questions, write_demo_files, DemoFiles, DemoQ
 use crate::data::{contains_answer, exact_match, Answer as Gold};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::index::build::{index_corpus, EmbedOptions, IndexCorpus};
+use crate::eval::{evaluate, EvalConfig, EvalReport};
+use crate::index::build::{index_corpus, EmbedBlocks, IndexCorpus};
 use crate::index::RetrieverModel;
 use crate::model::{BertConfig, BertTokenizer, TowerPooling};
-use crate::train::eval::{evaluate, EvalConfig, EvalReport};
 use crate::train::finetune::{run_finetune, FinetuneConfig};
 use crate::train::ict::{run_ict, IctConfig};
 use crate::train::models::{ModelInit, Origin};
@@ -298,7 +298,7 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     eval.quiet = cfg.quiet;
     let report = evaluate(&eval, device)?;
     crate::train::RunDir::start(cfg.out.join("eval"), &eval, false)?;
-    crate::train::eval::log_metrics(&cfg.out.join("eval"), &report)?;
+    crate::eval::log_metrics(&cfg.out.join("eval"), &report)?;
     clock.lap("eval", "evaluation");
 
     let _exec = device.enter()?;
@@ -505,7 +505,7 @@ fn knowledge_update(
     let opts = IndexCorpus {
         max_block_tokens: BLOCK_LEN,
         skip_bad_lines: false,
-        embed: EmbedOptions {
+        embed: EmbedBlocks {
             batch: 64,
             max_len: DOC_LEN,
             progress: (!cfg.quiet).then(|| "re-index".to_string()),

@@ -4,18 +4,12 @@
 
 mod common;
 
+use common::temp_dir;
+
 use candle_core::Device;
 use common::fine_tuned_run;
 use realm::ask::{find_checkpoint, Asker};
 use realm::model::reader::span_text;
-use std::path::PathBuf;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-ask-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 #[test]
 fn answers_are_spans_of_the_retrieved_blocks_with_their_evidence() {

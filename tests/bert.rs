@@ -8,8 +8,10 @@
 
 mod common;
 
+use common::temp_dir;
+
 use candle_core::{DType, Device, Tensor, Var};
-use realm::model::embed::{embed_file, EmbedOptions};
+use realm::embed::{embed_file, EmbedFile};
 use realm::model::*;
 use realm::rng::SplitMix64;
 use realm::Error;
@@ -198,7 +200,7 @@ fn realm_embed_writes_mean_and_cls_embeddings_in_input_order() {
         .map(|s| serde_json::json!({ "id": 1, "text": s }).to_string())
         .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
-    let opts = EmbedOptions {
+    let opts = EmbedFile {
         model: fx.model_dir.clone(),
         input,
         out: dir.join("emb.safetensors"),
@@ -218,7 +220,7 @@ fn realm_embed_writes_mean_and_cls_embeddings_in_input_order() {
     // Plain text lines, [CLS] pooling without normalisation: the reference's [CLS] states.
     let input = dir.join("texts.txt");
     std::fs::write(&input, fx.sentences.join("\n")).unwrap();
-    let opts = EmbedOptions {
+    let opts = EmbedFile {
         input,
         out: dir.join("cls.safetensors"),
         pooling: Pooling::Cls,
@@ -446,12 +448,6 @@ fn activations_follow_the_config() {
         .zip(&outputs[1])
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(diff < 5e-2, "gelu vs gelu_new: {diff}");
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("realm-bert-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! The index folder: round trip, validation at load, atomic writes of the whole folder, the
 //! manifest's checksums, what `realm index --out` may replace, model paths relative to the index.
 
+mod common;
+
+use common::temp_path;
+
 use candle_core::{DType, Device, Tensor};
 use realm::data::Block;
 use realm::index::StoredIndex;
@@ -16,12 +20,6 @@ fn blocks(n: usize) -> Vec<Block> {
         .collect()
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-index-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 #[test]
 fn round_trip_is_exact() {
     let emb = Tensor::arange(0f32, 12.0, &Device::Cpu)
@@ -29,7 +27,7 @@ fn round_trip_is_exact() {
         .reshape((4, 3))
         .unwrap();
     let index = StoredIndex::new("abc", "runs/x/checkpoint", 500, blocks(4), emb.clone()).unwrap();
-    let dir = temp_dir("rt");
+    let dir = temp_path("rt");
     index.save(&dir).unwrap();
     let loaded = StoredIndex::load(&dir, Some("abc")).unwrap();
     assert_eq!(loaded.manifest, index.manifest);
@@ -56,7 +54,7 @@ fn round_trip_is_exact() {
 #[test]
 fn mismatches_and_damage_are_clear_errors() {
     let emb = Tensor::ones((2, 3), DType::F32, &Device::Cpu).unwrap();
-    let dir = temp_dir("bad");
+    let dir = temp_path("bad");
     StoredIndex::new("abc", "ckpt", 1, blocks(2), emb.clone())
         .unwrap()
         .save(&dir)
@@ -105,7 +103,7 @@ fn saved(dir: &std::path::Path, fingerprint: &str, n: usize, value: f32) -> Stor
 
 #[test]
 fn a_mixed_or_altered_folder_is_refused_naming_the_file() {
-    let root = temp_dir("mixed");
+    let root = temp_path("mixed");
     let (a, b) = (root.join("a"), root.join("b"));
     saved(&a, "abc", 2, 1.0);
     saved(&b, "abc", 2, 0.5);
@@ -141,7 +139,7 @@ fn a_mixed_or_altered_folder_is_refused_naming_the_file() {
 
 #[test]
 fn format_1_folders_without_checksums_still_load() {
-    let dir = temp_dir("v1");
+    let dir = temp_path("v1");
     let index = saved(&dir, "abc", 2, 1.0);
     let path = dir.join("manifest.json");
     let mut manifest: serde_json::Value =
@@ -165,7 +163,7 @@ fn format_1_folders_without_checksums_still_load() {
 
 #[test]
 fn rebuilding_replaces_the_folder_whole_and_only_an_index_folder() {
-    let root = temp_dir("replace");
+    let root = temp_path("replace");
     let dir = root.join("index");
     saved(&dir, "abc", 3, 1.0);
     std::fs::write(dir.join("stray.txt"), "left by hand").unwrap();
@@ -201,7 +199,7 @@ fn rebuilding_replaces_the_folder_whole_and_only_an_index_folder() {
 
 #[test]
 fn a_model_folder_is_recorded_relative_to_the_index() {
-    let root = temp_dir("relative");
+    let root = temp_path("relative");
     let model = root.join("models").join("m");
     std::fs::create_dir_all(&model).unwrap();
     std::fs::write(model.join("config.json"), "{}").unwrap();

@@ -4,20 +4,15 @@
 
 mod common;
 
+use common::temp_dir;
+
 use candle_core::{DType, Device, Tensor};
-use realm::index::build::{corpus_blocks, embed_blocks, index_corpus, EmbedOptions, IndexCorpus};
+use realm::index::build::{corpus_blocks, embed_blocks, index_corpus, EmbedBlocks, IndexCorpus};
 use realm::index::{RetrieverModel, Searcher, StoredIndex};
 use realm::model::realm_inputs::query_inputs;
 use realm::model::retriever::{Retriever, RetrieverConfig};
 use realm::model::{BertConfig, BertTokenizer, Mode};
 use std::path::{Path, PathBuf};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-search-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn vocab() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt")
@@ -57,8 +52,8 @@ fn write_corpus(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-fn embed_opts(batch: usize) -> EmbedOptions {
-    EmbedOptions {
+fn embed_opts(batch: usize) -> EmbedBlocks {
+    EmbedBlocks {
         batch,
         max_len: 64,
         progress: None,

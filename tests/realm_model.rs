@@ -40,14 +40,6 @@ fn tiny_tokenizer(n: usize) -> (BertTokenizer, PathBuf) {
     )
 }
 
-fn tiny_config(vocab: usize) -> BertConfig {
-    let mut c = BertConfig::new(32, 2, 1);
-    c.vocab_size = vocab;
-    c.intermediate_size = 64;
-    c.max_position_embeddings = 64;
-    c
-}
-
 fn rows(t: &Tensor) -> Vec<Vec<u32>> {
     t.to_vec2::<u32>().unwrap()
 }
@@ -170,7 +162,7 @@ fn var_values(vars: &[(String, Var)]) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn retriever_round_trip_snapshot_and_relevance() {
     let (tok, _) = tiny_tokenizer(48);
-    let cfg = tiny_config(48);
+    let cfg = common::tiny_config(48, 64);
     let dev = Device::Cpu;
     for shared in [true, false] {
         let rcfg = RetrieverConfig {
@@ -250,7 +242,7 @@ fn towers_can_move_to_a_background_thread() {
 
 #[test]
 fn retriever_checkpoint_errors_are_clear() {
-    let cfg = tiny_config(48);
+    let cfg = common::tiny_config(48, 64);
     let dev = Device::Cpu;
     let rcfg = RetrieverConfig {
         proj_size: 16,
@@ -553,7 +545,7 @@ fn matches_hugging_face_realm() {
 /// A random RealmModel (separate towers) and a batch of 2 queries × 3 candidates × 3 slots.
 fn random_model_and_batch(shared: bool) -> (RealmModel, Vec<BertInput>, [Tensor; 3]) {
     let (tok, tok_dir) = tiny_tokenizer(60);
-    let cfg = tiny_config(60);
+    let cfg = common::tiny_config(60, 64);
     let dev = Device::Cpu;
     let rcfg = RetrieverConfig {
         proj_size: 16,

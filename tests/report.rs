@@ -2,16 +2,13 @@
 //! only for metrics that have data, the summary links them and carries the final numbers, and bad
 //! run directories are clear errors.
 
+mod common;
+
+use common::temp_dir;
+
 use realm::report::{plot, write_report};
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("realm-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use std::path::Path;
 
 /// A run as training writes it: ICT with held-out recall, pre-training with refreshes (steps
 /// counted from 0 again), fine-tuning with EM, one evaluation record; an unknown field too.

@@ -6,9 +6,9 @@
 use candle_core::{Device, Tensor};
 use realm::data::Block;
 use realm::device::ComputeDevice;
+use realm::eval::{evaluate, is_cloze, log_metrics, EvalConfig, EvalReport};
 use realm::index::{RetrieverModel, StoredIndex};
 use realm::model::*;
-use realm::train::eval::{evaluate, is_cloze, log_metrics, EvalConfig, EvalReport};
 use realm::train::models::{write_origin, Origin};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,14 +28,6 @@ fn scratch(name: &str) -> PathBuf {
 
 fn demo_vocab() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt")
-}
-
-fn tiny_config(vocab: usize) -> BertConfig {
-    let mut c = BertConfig::new(32, 2, 1);
-    c.vocab_size = vocab;
-    c.intermediate_size = 64;
-    c.max_position_embeddings = 128;
-    c
 }
 
 /// Query and body lengths that fit the tiny BERT's 128 positions.
@@ -81,7 +73,7 @@ fn tiny_checkpoint(name: &str, parts: Parts, seed: u64) -> PathBuf {
     )
     .unwrap();
     let tok = BertTokenizer::from_dir(&dir).unwrap();
-    let config = tiny_config(tok.vocab_size());
+    let config = common::tiny_config(tok.vocab_size(), 128);
     let dev = Device::Cpu;
     let retriever =
         Retriever::new_random(&config, &RetrieverConfig::default(), seed, &dev).unwrap();

@@ -9,12 +9,12 @@
 
 #![cfg(unix)]
 
+use realm::index::live::RefreshPolicy;
 use realm::model::BertConfig;
 use realm::train::ict::IctConfig;
 use realm::train::models::{ModelInit, Origin};
 use realm::train::pretrain::PretrainConfig;
 use realm::train::run::{read_metrics, Metric};
-use realm::train::search::RefreshPolicy;
 use realm::train::state::{load_trainer, recover};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

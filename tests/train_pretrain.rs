@@ -2,12 +2,12 @@
 //! baseline, and the masked-LM signal raises the retriever's recall of the right document.
 
 use realm::device::ComputeDevice;
-use realm::index::build::EmbedOptions;
+use realm::index::build::EmbedBlocks;
+use realm::index::live::{Knowledge, LiveIndex};
 use realm::model::{query_inputs, BertConfig, BertTokenizer, Mode, RealmModel, Retriever};
 use realm::train::ict::{run_ict, IctConfig};
 use realm::train::models::{ModelInit, Origin};
 use realm::train::pretrain::{run_pretrain, PretrainConfig, PretrainReport};
-use realm::train::search::{Knowledge, LiveIndex};
 use realm::train::RunOptions;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -228,7 +228,7 @@ fn recall_at_1(retriever: &Retriever, tok: &BertTokenizer, data: &Synthetic) -> 
     let dev = candle_core::Device::Cpu;
     let cut = realm::index::corpus_blocks(&data.docs, tok, 32, false).unwrap();
     let knowledge = Knowledge::new(cut.blocks, tok).unwrap();
-    let opts = EmbedOptions {
+    let opts = EmbedBlocks {
         batch: 64,
         max_len: 24,
         progress: None,

@@ -2,13 +2,13 @@
 
 use realm::data::Block;
 use realm::device::ComputeDevice;
-use realm::index::build::EmbedOptions;
+use realm::index::build::EmbedBlocks;
+use realm::index::live::{Knowledge, LiveIndex, RefreshPolicy, Refresher};
 use realm::index::IndexSlot;
 use realm::model::{BertConfig, BertTokenizer, Retriever, RetrieverConfig};
 use realm::train::models::{ModelInit, Origin};
 use realm::train::pretrain::{run_pretrain, PretrainConfig};
 use realm::train::run::read_metrics;
-use realm::train::search::{Knowledge, LiveIndex, RefreshPolicy, Refresher};
 use realm::train::RunOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -206,7 +206,7 @@ fn a_refresh_runs_beside_training_and_swaps_whole() {
         })
         .collect();
     let knowledge = Knowledge::new(blocks, &tok).unwrap();
-    let opts = EmbedOptions {
+    let opts = EmbedBlocks {
         batch: 64,
         max_len: 64,
         progress: None,

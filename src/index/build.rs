@@ -1,6 +1,6 @@
 //! Building an index: a corpus cut into retrieval blocks ([`corpus_blocks`]), every block embedded
-//! by a document tower ([`embed_blocks`]), and a fingerprint of the weights that did it
-//! ([`weights_fingerprint`]) so an index is never searched with other weights by mistake.
+//! by a document tower ([`embed_blocks`]), recorded with the fingerprint of the weights that did
+//! it ([`super::model::weights_fingerprint`]).
 
 use crate::data::{pack_blocks, sentences, Block, CorpusReader, Document};
 use crate::error::{Error, Result};
@@ -8,7 +8,7 @@ use crate::model::realm_inputs::doc_inputs;
 use crate::model::retriever::Tower;
 use crate::model::{BertTokenizer, Mode};
 use crate::progress::{Progress, Unit};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use half::f16;
 use std::path::Path;
 
@@ -144,9 +144,27 @@ impl PendingDocs {
     }
 }
 
+/// REALM's block length in wordpieces: the default of `realm index`.
+pub const REALM_BLOCK_TOKENS: usize = 288;
+
+/// The most body wordpieces a block can hold for a model of `positions` positions:
+/// `[CLS] title [SEP] body [SEP]` needs the body to fit beside the three special tokens.
+pub fn max_block_tokens(positions: usize) -> usize {
+    positions.saturating_sub(3)
+}
+
+/// Wordpieces of a title's room in a document-tower input.
+const TITLE_ROOM: usize = 64;
+
+/// The longest document-tower input, `[CLS] title [SEP] body [SEP]`, for bodies of
+/// `block_tokens` wordpieces: room for a title beside the body, at most the model's positions.
+pub fn doc_input_len(positions: usize, block_tokens: usize) -> usize {
+    positions.min(block_tokens + TITLE_ROOM)
+}
+
 /// How [`embed_blocks`] batches and reports.
 #[derive(Clone, Debug)]
-pub struct EmbedOptions {
+pub struct EmbedBlocks {
     /// Blocks per forward pass.
     pub batch: usize,
     /// Longest doc-tower input (`[CLS] title [SEP] body [SEP]`); longer bodies are truncated.
@@ -161,7 +179,7 @@ pub fn embed_blocks(
     tower: &Tower,
     tokenizer: &BertTokenizer,
     blocks: &[Block],
-    opts: &EmbedOptions,
+    opts: &EmbedBlocks,
     device: &Device,
 ) -> Result<Tensor> {
     if opts.batch == 0 {
@@ -202,38 +220,13 @@ pub fn embed_blocks(
     Ok(Tensor::from_vec(flat, (blocks.len(), dim), &Device::Cpu)?)
 }
 
-/// A content hash (64-bit FNV-1a, hex) of named parameters: names, shapes and f32 values. Two
-/// towers with the same fingerprint compute the same embeddings.
-pub fn weights_fingerprint(vars: &[(String, Var)]) -> Result<String> {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
-        }
-    };
-    for (name, var) in vars {
-        eat(name.as_bytes());
-        for &d in var.dims() {
-            eat(&(d as u64).to_le_bytes());
-        }
-        let values = var
-            .as_tensor()
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        eat(bytemuck::cast_slice(&values));
-    }
-    Ok(format!("{hash:016x}"))
-}
-
 /// What `realm index` does: cut a corpus into blocks and embed them with a model's document tower.
 #[derive(Clone, Debug)]
 pub struct IndexCorpus {
     /// Body wordpieces per block (REALM: 288).
     pub max_block_tokens: usize,
     pub skip_bad_lines: bool,
-    pub embed: EmbedOptions,
+    pub embed: EmbedBlocks,
     /// The training step of the model's weights, recorded in the manifest.
     pub step: u64,
 }
@@ -248,7 +241,7 @@ pub struct IndexStats {
 
 /// Builds the index of `corpus` with `model`'s document tower.
 pub fn index_corpus(
-    model: &super::search::RetrieverModel,
+    model: &super::model::RetrieverModel,
     corpus: &Path,
     opts: &IndexCorpus,
     device: &Device,

@@ -3,11 +3,14 @@
 //! and refreshed in the background while training goes on ([`refresh`]).
 
 pub mod build;
+pub mod live;
+pub mod model;
 pub mod refresh;
 pub mod search;
 pub mod store;
 
-pub use build::{corpus_blocks, embed_blocks, index_corpus, weights_fingerprint};
+pub use build::{corpus_blocks, embed_blocks, index_corpus};
+pub use model::{weights_fingerprint, RetrieverModel};
 pub use refresh::{IndexSlot, Refresh, Refreshed, Versioned};
-pub use search::{Hit, RetrieverModel, Searcher};
+pub use search::{Hit, Searcher};
 pub use store::{Manifest, StoredIndex};

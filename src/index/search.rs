@@ -3,63 +3,28 @@
 //! accepts a plain BERT folder (both towers from it, projection drawn from a fixed seed), so an
 //! index can be built and searched before any REALM training.
 
-use super::build::weights_fingerprint;
+use super::model::RetrieverModel;
 use super::store::StoredIndex;
 use crate::data::Block;
 use crate::error::{Error, Result};
 use crate::model::realm_inputs::query_inputs;
-use crate::model::retriever::{Retriever, RetrieverConfig};
-use crate::model::{BertTokenizer, Mode};
+use crate::model::Mode;
 use crate::ops::mips::{mips_top_k, MipsIndex};
 use candle_core::Device;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Seed of the projection when a plain BERT folder is used as a retriever: fixed, so the index
-/// and later searches draw the same one (and the fingerprint check proves it).
-pub const PLAIN_BERT_PROJECTION_SEED: u64 = 0;
-
 /// Blocks per query unless told otherwise (`realm search -k`, `realm ask --beam`; all of a
 /// smaller index).
 pub const DEFAULT_K: usize = 5;
 
-/// A retriever with its tokenizer, and the fingerprint of its document tower.
-pub struct RetrieverModel {
-    pub retriever: Retriever,
-    pub tokenizer: BertTokenizer,
-    /// [`weights_fingerprint`] of the document tower: what an index built by it records.
-    pub fingerprint: String,
-    pub path: PathBuf,
-}
-
-impl RetrieverModel {
-    /// A REALM/retriever checkpoint folder (its `config.json` has `retriever_proj_size`), or a
-    /// plain Hugging Face BERT folder.
-    pub fn load(dir: &Path, dev: &Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::file(&config_path, format!("not a model folder: {e}")))?;
-        let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::file(&config_path, e))?;
-        let retriever = if config.get("retriever_proj_size").is_some() {
-            Retriever::load(dir, dev)?
-        } else {
-            Retriever::from_bert_dir(
-                dir,
-                &RetrieverConfig::default(),
-                PLAIN_BERT_PROJECTION_SEED,
-                dev,
-            )?
-        };
-        let tokenizer = BertTokenizer::from_dir(dir)?;
-        tokenizer.check_vocab(retriever.bert_config())?;
-        let fingerprint = weights_fingerprint(retriever.doc_tower().vars())?;
-        Ok(RetrieverModel {
-            retriever,
-            tokenizer,
-            fingerprint,
-            path: dir.to_path_buf(),
-        })
+/// The one rule for how many blocks a query reads (`search -k`, `ask --beam`): `n` when it is
+/// between 1 and the blocks in the index (`None` otherwise); without `n`, [`DEFAULT_K`] or all
+/// blocks of a smaller index.
+pub fn blocks_per_query(n: Option<usize>, index_blocks: usize) -> Option<usize> {
+    match n {
+        None => Some(DEFAULT_K.min(index_blocks)),
+        Some(n) => (1..=index_blocks).contains(&n).then_some(n),
     }
 }
 
@@ -250,7 +215,7 @@ fn holding_checkpoint(index_dir: &Path) -> Option<PathBuf> {
         parent
     };
     parent
-        .join(crate::train::state::TRAINER_JSON)
+        .join(crate::model::TRAINER_JSON)
         .is_file()
         .then(|| parent.to_path_buf())
 }

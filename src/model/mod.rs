@@ -1,13 +1,11 @@
 //! The models. [`bert`]: the BERT encoder (Hugging Face-compatible weights) on the fused
 //! attention, with its tokenizer, pooling, `realm embed` and `realm bench bert`.
 
-pub mod bench;
 pub mod bert;
 mod checkpoint;
 pub mod config;
 mod copy_head;
 mod dropout;
-pub mod embed;
 pub mod encoder;
 mod fused;
 mod heads;
@@ -18,7 +16,10 @@ mod realm;
 pub mod realm_inputs;
 pub mod retriever;
 pub mod tokenizer;
-pub mod vocab;
+
+/// The trainer's state in a training checkpoint folder (written by `train::state`): what tells a
+/// checkpoint of a training run from a plain model folder.
+pub const TRAINER_JSON: &str = "trainer.json";
 
 pub use bert::{BertInput, BertModel, BertOutput, Mode};
 pub use config::{Activation, BertConfig};

@@ -2,24 +2,37 @@
 //! always, the metrics when the stage measured them; unknown fields are ignored.
 
 use crate::error::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct Record {
-    /// `ict`, `pretrain`, `finetune`, `cloze`, `eval` (other names are kept as they are).
-    pub stage: String,
+/// One line of `metrics.jsonl`: the one schema, written by training
+/// ([`crate::train::Metric`], whose stage is a [`crate::train::Stage`]) and read here (the stage
+/// as text: `ict`, `pretrain`, `finetune`, `cloze`, `eval`, other names kept as they are).
+/// Absent fields were not measured at that step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record<S = String> {
+    pub stage: S,
     pub step: u64,
+    /// Seconds since the stage started (across resumes: the time of the resumed process is
+    /// added to what the checkpoint had recorded).
     pub time_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval_utility: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staleness: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recall_at_1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recall_at_5: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub em: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_s: Option<f64>,
 }
 

@@ -2,8 +2,8 @@
 //! `RealmModel::mlm_forward` takes them: b masked queries, each with k candidates (the null
 //! document in column [`NULL_COLUMN`], then the retrieved blocks), and the mask slots.
 
-use super::search::Knowledge;
 use crate::error::{Error, Result};
+use crate::index::live::Knowledge;
 use crate::model::{doc_inputs, joined_inputs, query_inputs};
 use crate::model::{BertInput, BertTokenizer, MlmBatch, NULL_COLUMN};
 use candle_core::{Device, Tensor};

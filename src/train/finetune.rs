@@ -15,7 +15,8 @@ use super::state::step_rng;
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{answer_spans, read_qa};
 use crate::error::{Error, Result};
-use crate::index::build::{corpus_blocks, embed_blocks, weights_fingerprint, EmbedOptions};
+use crate::index::build::{corpus_blocks, embed_blocks, EmbedBlocks};
+use crate::index::weights_fingerprint;
 use crate::index::StoredIndex;
 use crate::model::reader::qa_loss;
 use crate::model::realm_inputs::{joined_inputs, query_inputs};
@@ -366,7 +367,7 @@ fn starting_index(
     };
     let blocks = corpus_blocks(corpus, tok, cfg.block_len, cfg.skip_bad_lines)?.blocks;
     let tower = model.retriever().doc_tower();
-    let opts = EmbedOptions {
+    let opts = EmbedBlocks {
         batch: 64,
         max_len: cfg.doc_len,
         progress: None,

@@ -1,12 +1,10 @@
 //! Training REALM: the optimizer and schedule ([`optim`]), trainer state and atomic checkpoints
 //! ([`state`]), the run directory with its metrics and progress bars ([`run`]), the loop
-//! machinery every stage shares ([`trainer`]), where models come from ([`models`]), training
-//! examples ([`examples`]) and retrieval with the asynchronous index refresh ([`search`]).
+//! machinery every stage shares ([`trainer`]), where models come from ([`models`]) and training
+//! examples ([`examples`]). Retrieval over the live index and its refresh are
+//! [`crate::index::live`]; evaluation is [`crate::eval`].
 
 pub mod batch;
-pub mod bench;
-pub mod cli;
-pub mod eval;
 pub mod examples;
 pub mod finetune;
 pub mod ict;
@@ -16,7 +14,6 @@ pub mod models;
 pub mod optim;
 pub mod pretrain;
 pub mod run;
-pub mod search;
 pub mod state;
 pub mod trainer;
 

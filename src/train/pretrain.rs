@@ -12,12 +12,14 @@ use super::examples::{cloze_examples, span_examples, DataOrder, SpanExample};
 use super::limits;
 use super::models::{self, ModelInit};
 use super::run::{RunDir, Stage, StageConfig};
-use super::search::{load_snapshot, save_snapshot, Knowledge, LiveIndex, RefreshPolicy, Refresher};
 use super::state::{link_dir, step_rng, IndexVersion};
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{MaskConfig, RuleTagger};
 use crate::error::{Error, Result};
-use crate::index::build::{corpus_blocks, EmbedOptions};
+use crate::index::build::{corpus_blocks, EmbedBlocks};
+use crate::index::live::{
+    load_snapshot, save_snapshot, Knowledge, LiveIndex, RefreshPolicy, Refresher,
+};
 use crate::index::{IndexSlot, StoredIndex};
 use crate::model::RealmSettings;
 use crate::model::{doc_inputs, query_inputs, relevance, retrieval_utility, Mode, RealmModel};
@@ -263,7 +265,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         None => Stage::Pretrain,
     };
     let mut trainer = Trainer::new(&run, stage, vars, &cfg.train, opts)?;
-    let embed = EmbedOptions {
+    let embed = EmbedBlocks {
         batch: cfg.index_batch.max(1),
         max_len: cfg.doc_len,
         progress: (!opts.quiet).then(|| "index".to_string()),
@@ -295,7 +297,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         },
         tok.clone(),
         &data.knowledge,
-        EmbedOptions {
+        EmbedBlocks {
             progress: None,
             ..embed
         },
@@ -587,7 +589,7 @@ fn starting_index(
     model: &RealmModel,
     tok: &BertTokenizer,
     knowledge: &Knowledge,
-    embed: &EmbedOptions,
+    embed: &EmbedBlocks,
     dev: &Device,
 ) -> Result<(LiveIndex, u64)> {
     let from_stored = |stored: StoredIndex, dir: &Path| -> Result<(LiveIndex, u64)> {

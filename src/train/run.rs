@@ -11,6 +11,7 @@
 
 use super::state;
 use crate::error::{Error, Result};
+use crate::report::metrics::Record;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -47,34 +48,8 @@ impl Stage {
     }
 }
 
-/// One line of `metrics.jsonl`. Absent fields were not measured at that step. These names are
-/// read by `realm report`; keep them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Metric {
-    pub stage: Stage,
-    pub step: u64,
-    /// Seconds since the stage started (across resumes: the time of the resumed process is
-    /// added to what the checkpoint had recorded).
-    pub time_s: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lr: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retrieval_utility: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub staleness: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_s: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recall_at_1: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recall_at_5: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub em: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_per_s: Option<f64>,
-}
+/// One line of `metrics.jsonl` as training writes it (the schema: [`Record`]).
+pub type Metric = Record<Stage>;
 
 impl Metric {
     /// A line with only the stage, step and time set.

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
-pub const TRAINER_JSON: &str = "trainer.json";
+pub use crate::model::TRAINER_JSON;
 pub const TRAINER_TENSORS: &str = "trainer.safetensors";
 const FORMAT_VERSION: u32 = 1;
 

@@ -8,10 +8,38 @@ pub mod outcome;
 
 use candle_core::Device;
 use realm::device::{ComputeDevice, DeviceSpec};
-use realm::index::build::{index_corpus, EmbedOptions, IndexCorpus};
+use realm::index::build::{index_corpus, EmbedBlocks, IndexCorpus};
 use realm::index::RetrieverModel;
 use realm::model::{BertConfig, BertTokenizer, Reader, ReaderConfig, Retriever, RetrieverConfig};
 use std::path::{Path, PathBuf};
+
+/// An empty folder for one test, `realm-<test file>-<name>-<pid>` in the temporary directory
+/// (anything a previous run left there is removed).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = temp_path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A path for one test that does not exist yet, named as [`temp_dir`]'s folder.
+pub fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "realm-{}-{name}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A tiny BERT (hidden 32, two layers, one head) for tests that need a model, not its quality.
+pub fn tiny_config(vocab: usize, positions: usize) -> BertConfig {
+    let mut c = BertConfig::new(32, 2, 1);
+    c.vocab_size = vocab;
+    c.intermediate_size = 64;
+    c.max_position_embeddings = positions;
+    c
+}
 
 /// `dir` when it holds every one of `needed` (relative paths); else None after printing which is
 /// missing, so the test is skipped with a reason rather than passing silently. `hint` says how
@@ -139,7 +167,7 @@ pub fn fine_tuned_run(run: &Path) -> PathBuf {
     let opts = IndexCorpus {
         max_block_tokens: 64,
         skip_bad_lines: false,
-        embed: EmbedOptions {
+        embed: EmbedBlocks {
             batch: 2,
             max_len: 64,
             progress: None,

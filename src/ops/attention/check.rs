@@ -2,11 +2,11 @@
 //! inputs, the op's `realm selftest` cases and its `realm bench attention` measurement.
 
 use super::{attention, dropout_multipliers, Dropout};
-use crate::bench::{self, Budget, Report};
+use crate::check::{host_f64, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::measure::{self, Budget, Report};
 use crate::rng::SplitMix64;
-use crate::selftest::{host_f64, Case, Outcome};
 use candle_core::{DType, Device, Tensor, Var, D};
 
 /// `where(query < len, dropout(softmax(scale · q kᵀ, keys < len)) v, 0)` composed of candle ops
@@ -334,7 +334,7 @@ pub fn selftest_cases() -> Vec<Case> {
 
 /// What `realm bench attention` measures.
 #[derive(Clone, Copy, Debug)]
-pub struct BenchSpec {
+pub struct AttentionBench {
     pub batch: usize,
     pub heads: usize,
     pub len: usize,
@@ -349,9 +349,9 @@ pub struct BenchSpec {
 
 /// Median time of the fused op (or the composition) on `dev`, with the attained FLOP rate
 /// counting only the unpadded work (4·len²·dh per head forward, 3.5× that with the backward).
-pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Report> {
+pub fn bench(dev: &ComputeDevice, spec: AttentionBench, budget: Budget) -> Result<Report> {
     let _exec = dev.enter()?;
-    let BenchSpec {
+    let AttentionBench {
         batch: b,
         heads: h,
         len: l,
@@ -391,7 +391,7 @@ pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Rep
         }
         Ok(())
     };
-    let timing = bench::time(dev, budget, run)?;
+    let timing = measure::time(dev, budget, run)?;
     let fwd_flops = 4.0 * (b * h * len * len * dh) as f64;
     let flops = if backward { 3.5 * fwd_flops } else { fwd_flops };
     Ok(Report {

@@ -21,7 +21,7 @@ mod tile;
 
 pub use check::{
     accuracy, bench, check_padding, composition, errors, forward_backward, on_cpu_f64, random_qkv,
-    selftest_cases, Accuracy, BenchSpec, CheckSpec,
+    selftest_cases, Accuracy, AttentionBench, CheckSpec,
 };
 pub use dropout::{dropout_multipliers, Dropout};
 

@@ -1,11 +1,11 @@
 //! The plain candle composition that the fused ops replace (also the float64 reference), and the
 //! op's `realm selftest` cases and `realm bench` measurement.
 
-use crate::bench::{self, Budget, Report};
+use crate::check::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::Result;
+use crate::measure::{self, Budget, Report};
 use crate::rng::SplitMix64;
-use crate::selftest::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use candle_core::{DType, Device, Tensor, Var, D};
 
 /// softmax over the last dimension, composed of candle ops (NaN for a row that is all -inf).
@@ -253,7 +253,7 @@ pub fn selftest_cases() -> Vec<Case> {
 
 /// What `realm bench doc-softmax` measures.
 #[derive(Clone, Copy, Debug)]
-pub struct BenchSpec {
+pub struct DocSoftmaxBench {
     pub batch: usize,
     pub k: usize,
     /// Targets per example for the marginal; 0 measures doc_softmax alone.
@@ -265,9 +265,9 @@ pub struct BenchSpec {
 }
 
 /// Median time of the fused op (or the composition) on `dev`.
-pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Report> {
+pub fn bench(dev: &ComputeDevice, spec: DocSoftmaxBench, budget: Budget) -> Result<Report> {
     let _exec = dev.enter()?;
-    let BenchSpec {
+    let DocSoftmaxBench {
         batch: b,
         k,
         targets: m,
@@ -305,7 +305,7 @@ pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Rep
         }
         Ok(())
     };
-    let timing = bench::time(dev, budget, run)?;
+    let timing = measure::time(dev, budget, run)?;
     // Bytes: read logits (and conditionals), write the output; the backward reads and writes
     // about twice as much again.
     let elem = dtype.size_in_bytes() as f64;

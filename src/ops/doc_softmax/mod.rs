@@ -16,7 +16,7 @@ mod cpu;
 mod launch;
 
 pub use check::{
-    bench, mll_composition, random_logits, selftest_cases, softmax_composition, BenchSpec,
+    bench, mll_composition, random_logits, selftest_cases, softmax_composition, DocSoftmaxBench,
 };
 
 use super::elem::{check_float, cpu_data, with_float_elem, Elem};

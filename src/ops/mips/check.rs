@@ -2,11 +2,11 @@
 //! its `realm bench` measurement.
 
 use super::{mips_top_k, result_order, score_f64, MipsIndex};
-use crate::bench::{self, Budget, Report};
+use crate::check::{max_rel_err, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::Result;
+use crate::measure::{self, Budget, Report};
 use crate::rng::SplitMix64;
-use crate::selftest::{max_rel_err, Case, Outcome};
 use candle_core::{DType, Device, Tensor};
 use half::f16;
 use rayon::prelude::*;
@@ -206,7 +206,7 @@ pub fn selftest_cases() -> Vec<Case> {
 /// What `realm bench mips` measures: `queries` random queries of `dtype` against a random f16
 /// index of `docs × dim`, top `k`.
 #[derive(Clone, Copy, Debug)]
-pub struct BenchSpec {
+pub struct MipsBench {
     pub docs: usize,
     pub dim: usize,
     pub queries: usize,
@@ -215,9 +215,9 @@ pub struct BenchSpec {
 }
 
 /// Median time of [`mips_top_k`] on `dev`.
-pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Report> {
+pub fn bench(dev: &ComputeDevice, spec: MipsBench, budget: Budget) -> Result<Report> {
     let _exec = dev.enter()?;
-    let BenchSpec {
+    let MipsBench {
         docs,
         dim,
         queries: q,
@@ -237,7 +237,7 @@ pub fn bench(dev: &ComputeDevice, spec: BenchSpec, budget: Budget) -> Result<Rep
     )?
     .to_dtype(dtype)?
     .to_device(&dev.device)?;
-    let timing = bench::time(dev, budget, || {
+    let timing = measure::time(dev, budget, || {
         mips_top_k(&queries, &index, k, None)?;
         Ok(())
     })?;

@@ -30,7 +30,7 @@ mod cpu;
 mod launch;
 mod sharded;
 
-pub use check::{bench, random_index, reference_top_k, selftest_cases, BenchSpec};
+pub use check::{bench, random_index, reference_top_k, selftest_cases, MipsBench};
 pub use sharded::{merge_top_k, ShardHits, ShardedIndex};
 
 use super::elem::check_float;

@@ -8,11 +8,11 @@
 //! swapped in when ready ([`RefreshPolicy::swap_after`] = None) or, for bit-reproducible runs,
 //! exactly `swap_after` steps after it started (waiting then if it is late).
 
+use super::build::{embed_blocks, EmbedBlocks};
+use super::{weights_fingerprint, IndexSlot, Refresh, StoredIndex};
 use crate::data::Block;
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::index::build::{embed_blocks, weights_fingerprint, EmbedOptions};
-use crate::index::{IndexSlot, Refresh, StoredIndex};
 use crate::model::{BertTokenizer, Tower};
 use crate::ops::mips::{mips_top_k, MipsIndex};
 use candle_core::Tensor;
@@ -171,7 +171,7 @@ impl LiveIndex {
         tower: &Tower,
         tok: &BertTokenizer,
         blocks: &[Block],
-        options: &EmbedOptions,
+        options: &EmbedBlocks,
         device: &candle_core::Device,
     ) -> Result<Self> {
         let emb = embed_blocks(tower, tok, blocks, options, device)?;
@@ -240,7 +240,7 @@ pub struct Refresher {
     pool: Arc<rayon::ThreadPool>,
     tokenizer: Arc<BertTokenizer>,
     blocks: Arc<Vec<Block>>,
-    options: EmbedOptions,
+    options: EmbedBlocks,
     device: ComputeDevice,
 }
 
@@ -249,7 +249,7 @@ impl Refresher {
         policy: RefreshPolicy,
         tokenizer: Arc<BertTokenizer>,
         knowledge: &Knowledge,
-        options: EmbedOptions,
+        options: EmbedBlocks,
         device: &ComputeDevice,
     ) -> Result<Self> {
         // Its workers compute in the device's execution mode (a rayon worker never entered the
@@ -502,7 +502,7 @@ mod tests {
             })
             .collect();
         let knowledge = Knowledge::new(blocks, &tok).unwrap();
-        let options = EmbedOptions {
+        let options = EmbedBlocks {
             batch: 4,
             max_len: 32,
             progress: None,

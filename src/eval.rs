@@ -15,18 +15,18 @@
 //! - Retrieval utility: mean over cloze questions of log p(answer | top-1 block, x) −
 //!   log p(answer | ∅, x), summed over the answer's masked tokens.
 
-use super::models::{has_encoder, INDEX, READER};
-use super::run::{Metric, RunDir, Stage};
-use super::state::TRAINER_JSON;
 use crate::data::{contains_answer, exact_match, read_qa, QaExample};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::index::build::{index_corpus, EmbedOptions, IndexCorpus};
-use crate::index::search::{Hit, RetrieverModel, Searcher};
+use crate::index::build::{index_corpus, EmbedBlocks, IndexCorpus};
+use crate::index::{Hit, RetrieverModel, Searcher};
 use crate::model::marginal_log_probs;
 use crate::model::reader::span_text;
 use crate::model::realm_inputs::{doc_inputs, joined_inputs, query_inputs};
+use crate::model::TRAINER_JSON;
 use crate::model::{BertConfig, Mode, Reader, RealmModel};
+use crate::train::models::{has_encoder, INDEX, READER};
+use crate::train::run::{Metric, RunDir, Stage};
 use candle_core::{Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -38,7 +38,7 @@ const OP: &str = "eval";
 /// What to evaluate and how.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalConfig {
-    /// A training checkpoint folder (see [`super::models`]).
+    /// A training checkpoint folder (see [`crate::train::models`]).
     pub checkpoint: PathBuf,
     /// Questions: NQ-open style `.jsonl` or SQuAD `.json`.
     pub questions: PathBuf,
@@ -195,9 +195,12 @@ fn open_searcher(cfg: &EvalConfig, device: &ComputeDevice) -> Result<Searcher> {
         let opts = IndexCorpus {
             max_block_tokens: cfg.doc_len,
             skip_bad_lines: false,
-            embed: EmbedOptions {
+            embed: EmbedBlocks {
                 batch: 32,
-                max_len: doc_max_len(cfg, model.retriever.bert_config()),
+                max_len: crate::index::build::doc_input_len(
+                    model.retriever.bert_config().max_position_embeddings,
+                    cfg.doc_len,
+                ),
                 progress: (!cfg.quiet).then(|| "indexing".to_string()),
             },
             step: checkpoint_step(&cfg.checkpoint).unwrap_or(0),
@@ -252,12 +255,6 @@ fn load(cfg: &EvalConfig, device: &ComputeDevice) -> Result<Loaded> {
         realm,
         reader,
     })
-}
-
-/// Longest document-tower input, `[CLS] title [SEP] body [SEP]`: room for a title beside
-/// `doc_len` body wordpieces, as `realm index` embeds.
-fn doc_max_len(cfg: &EvalConfig, bert: &BertConfig) -> usize {
-    bert.max_position_embeddings.min(cfg.doc_len + 64)
 }
 
 /// Longest `[CLS] x [SEP] body [SEP]` row for the encoder and the reader.
@@ -323,7 +320,7 @@ pub fn evaluate(cfg: &EvalConfig, device: &ComputeDevice) -> Result<EvalReport> 
     let mut texts: HashMap<u32, String> = HashMap::new();
     let mut tally = Tally::default();
     let mut examples = Vec::new();
-    let bar = super::run::progress(questions.len() as u64, "eval", cfg.quiet);
+    let bar = crate::train::run::progress(questions.len() as u64, "eval", cfg.quiet);
     for batch in questions.chunks(cfg.batch) {
         let asked: Vec<&str> = batch.iter().map(|q| q.question.as_str()).collect();
         let hits = searcher.search(&asked, wanted)?;
@@ -496,7 +493,10 @@ fn cloze_answers(
         tok,
         &title_refs,
         &body_refs,
-        doc_max_len(cfg, realm.retriever().bert_config()),
+        crate::index::build::doc_input_len(
+            realm.retriever().bert_config().max_position_embeddings,
+            cfg.doc_len,
+        ),
         dev,
     )?;
     let scores = realm

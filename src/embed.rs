@@ -5,11 +5,11 @@
 //! field `"text"`. Output: safetensors with `embeddings`, `[n, hidden]` f32, row i for text i, and
 //! metadata `model`, `pooling`, `normalized`.
 
-use super::bert::{BertModel, Mode};
-use super::pooling::{l2_normalize, pool, Pooling};
-use super::tokenizer::{BertTokenizer, Overflow};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::model::bert::{BertModel, Mode};
+use crate::model::pooling::{l2_normalize, pool, Pooling};
+use crate::model::tokenizer::{BertTokenizer, Overflow};
 use candle_core::{DType, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +58,7 @@ impl Embedder {
 
 /// What `realm embed` was asked to do.
 #[derive(Clone, Debug)]
-pub struct EmbedOptions {
+pub struct EmbedFile {
     pub model: PathBuf,
     pub input: PathBuf,
     pub out: PathBuf,
@@ -73,7 +73,7 @@ pub struct EmbedOptions {
 }
 
 /// Embeds every text of `opts.input` and writes them to `opts.out`; returns how many.
-pub fn embed_file(dev: &ComputeDevice, opts: &EmbedOptions) -> Result<usize> {
+pub fn embed_file(dev: &ComputeDevice, opts: &EmbedFile) -> Result<usize> {
     if opts.batch == 0 {
         return Err(Error::bad_input("embed", "batch", "must be at least 1"));
     }

@@ -1,6 +1,6 @@
 //! Training a WordPiece vocabulary (`realm vocab`): the tokenizers crate's WordPieceTrainer over a
 //! corpus and optional QA files, with exactly the normaliser and pre-tokenizer that
-//! [`BertTokenizer::from_vocab`](super::BertTokenizer::from_vocab) applies, written as a BERT
+//! [`BertTokenizer::from_vocab`](crate::model::BertTokenizer::from_vocab) applies, written as a BERT
 //! `vocab.txt` with the special tokens `[PAD] [UNK] [CLS] [SEP] [MASK]` at ids 0–4 (the layout of
 //! vocabularies trained with HF's `BertWordPieceTokenizer`).
 

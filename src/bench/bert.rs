@@ -1,11 +1,11 @@
 //! `realm bench bert`: tokens per second of the encoder on random full-length sequences, forward
 //! (eval mode) or forward and backward (training mode: dropout on, gradients of every parameter).
 
-use super::bert::{BertInput, BertModel, Mode};
-use super::config::BertConfig;
-use crate::bench::{time, Budget, Report};
 use crate::device::ComputeDevice;
 use crate::error::Result;
+use crate::measure::{time, Budget, Report};
+use crate::model::bert::{BertInput, BertModel, Mode};
+use crate::model::config::BertConfig;
 use crate::rng::SplitMix64;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
@@ -22,7 +22,7 @@ pub enum ModelSource {
 }
 
 #[derive(Clone, Debug)]
-pub struct BenchSpec {
+pub struct BertBench {
     pub model: ModelSource,
     pub batch: usize,
     pub len: usize,
@@ -60,7 +60,7 @@ fn flops_per_token(c: &BertConfig, l: usize) -> f64 {
     2.0 * c.num_hidden_layers as f64 * (dense + attention)
 }
 
-pub fn bench(dev: &ComputeDevice, spec: &BenchSpec, budget: Budget) -> Result<BenchReport> {
+pub fn bench(dev: &ComputeDevice, spec: &BertBench, budget: Budget) -> Result<BenchReport> {
     let _exec = dev.enter()?;
     let mut model = match &spec.model {
         ModelSource::Dir(dir) => BertModel::load(dir, &dev.device)?,

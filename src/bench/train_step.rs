@@ -4,7 +4,6 @@
 //! backward, and the optimizer (clipping + AdamW over every parameter). Each phase is
 //! synchronised with the device, so GPU time is counted where it is spent.
 
-use super::optim::{clip_factor, global_grad_norm, AdamW, AdamWConfig};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -13,6 +12,7 @@ use crate::model::{
 };
 use crate::ops::mips::{mips_top_k, MipsIndex};
 use crate::rng::SplitMix64;
+use crate::train::optim::{clip_factor, global_grad_norm, AdamW, AdamWConfig};
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
-//! `realm bench`: the median time of an op over repeated runs after warm-up, synchronised with the
-//! device, reported as one JSON object.
+//! The measurement harness of `realm bench`: the median time of an op over repeated runs after
+//! warm-up, synchronised with the device, reported as one [`Report`]. The ops' benchmarks (their
+//! `check.rs`) and those of [`crate::bench`] are written with it.
 
 use crate::device::ComputeDevice;
 use crate::error::Result;
@@ -22,6 +23,21 @@ pub struct Report {
     /// Floating-point operations per run / median time, when the op is compute-bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tflop_per_s: Option<f64>,
+}
+
+/// The line `realm bench` prints without `--json`.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} [{}] {} on {}: median {:.3} ms (min {:.3} ms, {} runs)",
+            self.op, self.shape, self.dtype, self.device, self.median_ms, self.min_ms, self.iters
+        )?;
+        if let Some(g) = self.gb_per_s {
+            write!(f, ", {g:.1} GB/s")?;
+        }
+        Ok(())
+    }
 }
 
 /// Median and minimum of repeated runs of `f`.
