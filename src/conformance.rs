@@ -18,11 +18,14 @@ use half::{bf16, f16};
 /// The result of one conformance check.
 #[derive(Clone, Debug)]
 pub struct CheckOutcome {
+    /// The check's name, e.g. `ldmatrix` or `mma_f16`.
     pub name: &'static str,
     /// Largest absolute difference over the words that differ, read as their check's type.
     pub max_abs_err: f64,
     /// Every output word equal to its expected bits.
     pub passed: bool,
+    /// How many words matched, or how many differ and the first that does (index, got,
+    /// expected).
     pub detail: String,
 }
 
@@ -529,10 +532,12 @@ fn mma<B: Backend>(be: &B, bf: bool) -> Result<CheckOutcome> {
     Ok(compare(name, &got, &want, |_| Word::F32))
 }
 
+/// D = A B + C by mma.m16n8k16 with f16 A and B and f32 C and D, against the exact product.
 pub fn mma_f16<B: Backend>(be: &B) -> Result<CheckOutcome> {
     mma(be, false)
 }
 
+/// D = A B + C by mma.m16n8k16 with bf16 A and B and f32 C and D, against the exact product.
 pub fn mma_bf16<B: Backend>(be: &B) -> Result<CheckOutcome> {
     mma(be, true)
 }

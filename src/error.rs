@@ -2,13 +2,17 @@
 
 use std::path::PathBuf;
 
+/// Everything the library can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A tensor argument with the wrong rank, shape, dtype, device or layout.
     #[error("{op}: argument `{arg}`: {msg}")]
     BadInput {
+        /// The operation that rejected the argument, e.g. `attention` or `tokenizer`.
         op: &'static str,
+        /// The argument's name.
         arg: &'static str,
+        /// What is wrong with it.
         msg: String,
     },
     /// A kernel fault reported by the CPU emulator (kernel, block, thread and what went wrong).
@@ -17,13 +21,22 @@ pub enum Error {
     /// The requested device or execution path is not available in this build or on this machine.
     #[error("device: {0}")]
     Device(String),
+    /// An I/O or format problem with a file (see [`Error::file`]).
     #[error("{path}: {msg}")]
-    File { path: PathBuf, msg: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong with it.
+        msg: String,
+    },
     /// A malformed record in a data file, with its 1-based line number.
     #[error("{path}:{line}: {msg}")]
     Parse {
+        /// The data file.
         path: PathBuf,
+        /// The record's line number, from 1.
         line: usize,
+        /// What is wrong with the record.
         msg: String,
     },
     /// A checkpoint that does not fit the model, every problem by tensor name.
@@ -32,18 +45,25 @@ pub enum Error {
         .path.display(), .missing.join(", "), .unexpected.join(", "), .wrong_shape.join(", ")
     )]
     Checkpoint {
+        /// The checkpoint file.
         path: PathBuf,
+        /// Tensors the model needs that the checkpoint lacks.
         missing: Vec<String>,
+        /// Tensors in the checkpoint that the model has no place for.
         unexpected: Vec<String>,
+        /// Tensors whose shape or dtype differs from the model's, each with both.
         wrong_shape: Vec<String>,
     },
+    /// An error from candle (a tensor op, a safetensors read, a device call).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// An I/O error without a file name to attach.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
 impl Error {
+    /// A [`Error::BadInput`] for argument `arg` of operation `op`.
     pub fn bad_input(op: &'static str, arg: &'static str, msg: impl Into<String>) -> Self {
         Error::BadInput {
             op,
@@ -74,4 +94,5 @@ impl Error {
     }
 }
 
+/// The library's result type.
 pub type Result<T> = std::result::Result<T, Error>;

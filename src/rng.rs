@@ -9,10 +9,12 @@ pub struct SplitMix64 {
 }
 
 impl SplitMix64 {
+    /// The stream for `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;
@@ -59,6 +61,7 @@ impl Philox4x32 {
     const W0: u32 = 0x9E37_79B9;
     const W1: u32 = 0xBB67_AE85;
 
+    /// The generator with this 64-bit key (two words, as the kernels take it).
     pub fn new(key: [u32; 2]) -> Self {
         Philox4x32 { key }
     }

@@ -9,6 +9,7 @@ use std::ops::Range;
 pub struct Block {
     /// Source document id (the corpus id), for "no trivial retrieval" and evidence display.
     pub doc_id: String,
+    /// The source document's title, as text.
     pub title: String,
     /// Body wordpiece ids (no special tokens).
     pub tokens: Vec<u32>,

@@ -14,15 +14,20 @@ use std::path::{Path, PathBuf};
 /// One corpus document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Document {
+    /// The corpus id (a JSON integer id as its decimal string).
     pub id: String,
+    /// The title; empty when the JSONL record has none.
     pub title: String,
+    /// The body text.
     pub text: String,
 }
 
 /// The on-disk layout of a corpus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CorpusFormat {
+    /// JSON lines, one `{"id","title","text"}` object per line.
     Jsonl,
+    /// DPR's TSV: `id\ttext\ttitle`, header optional, CSV-style quoting.
     Tsv,
 }
 
@@ -51,6 +56,9 @@ pub struct CorpusReader {
 }
 
 impl CorpusReader {
+    /// Opens the corpus at `path`, its format taken from the extension (see
+    /// [`CorpusFormat::from_path`]). With `skip_bad_lines`, malformed lines are skipped and
+    /// counted instead of ending the read with an error.
     pub fn open(path: impl AsRef<Path>, skip_bad_lines: bool) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let format = CorpusFormat::from_path(&path)?;

@@ -18,9 +18,13 @@ pub const VOCAB: &str = include_str!("../../data/demo/vocab.txt");
 /// Where [`write_demo_files`] put each file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DemoFiles {
+    /// `docs.jsonl`, the corpus ([`DOCS`]).
     pub docs: PathBuf,
+    /// `train.jsonl`, the train questions ([`TRAIN`]).
     pub train: PathBuf,
+    /// `dev.jsonl`, the dev questions ([`DEV`]).
     pub dev: PathBuf,
+    /// `vocab.txt`, the WordPiece vocabulary ([`VOCAB`]).
     pub vocab: PathBuf,
 }
 
@@ -47,10 +51,15 @@ pub fn write_demo_files(dir: impl AsRef<Path>) -> Result<DemoFiles> {
 /// One demo question with the fields [`read_qa`](super::read_qa) does not keep.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct DemoQuestion {
+    /// The question's id, e.g. `vital-facts:1`.
     pub id: String,
+    /// The cloze question, e.g. "The genre of J. R. R. Tolkien is".
     pub question: String,
+    /// The accepted answers (at least one).
     pub answers: Vec<String>,
+    /// The entity the question is about (a document title).
     pub subject: String,
+    /// The fact asked for, e.g. `genre`.
     pub relation: String,
     /// The id of the document holding the answer.
     pub doc_id: u64,

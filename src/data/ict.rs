@@ -8,8 +8,11 @@ use crate::rng::SplitMix64;
 /// One ICT pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IctExample {
+    /// The query sentence's wordpiece ids (no special tokens).
     pub query: Vec<u32>,
+    /// The block's wordpiece ids, without the query sentence when `removed`.
     pub context: Vec<u32>,
+    /// The block's title, as text.
     pub title: String,
     /// Whether the query sentence was removed from the context.
     pub removed: bool,

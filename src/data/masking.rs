@@ -31,9 +31,11 @@ impl Default for MaskConfig {
 /// An example with its masked positions and the original ids there (the targets).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaskedExample {
+    /// The tokens, with `mask_id` at every masked position.
     pub input_ids: Vec<u32>,
     /// Sorted positions in `input_ids` that were masked.
     pub positions: Vec<usize>,
+    /// The original id at each of `positions`, in the same order.
     pub targets: Vec<u32>,
     /// How many of the masked positions came from salient spans (the rest: the fallback).
     pub salient_masks: usize,

@@ -8,16 +8,23 @@ use std::path::Path;
 /// One gold answer; `char_start` is its offset in `context` (SQuAD) when known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
+    /// The answer text, trimmed.
     pub text: String,
+    /// Offset of the answer in `context`, in characters (not bytes); `None` when there is no
+    /// context (NQ-open style).
     pub char_start: Option<usize>,
 }
 
 /// A question with its gold answers, and the paragraph it was asked about (SQuAD only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QaExample {
+    /// The question's id: the file's `id`, else (JSONL without one) its line number.
     pub id: String,
+    /// The question text.
     pub question: String,
+    /// The gold answers (at least one).
     pub answers: Vec<Answer>,
+    /// The SQuAD paragraph; `None` for NQ-open style questions.
     pub context: Option<String>,
 }
 

@@ -12,21 +12,28 @@ use std::path::Path;
 /// What kind of salient span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SpanKind {
+    /// A year, full date, month with year, decade or century.
     Date,
+    /// A name: capitalised words or a gazetteer entry.
     Entity,
+    /// A number with a unit, e.g. `12 km`, `40%` or `$5 million`.
     Quantity,
 }
 
 /// A salient span: byte offsets `[start, end)` into the tagged text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Span {
+    /// First byte of the span.
     pub start: usize,
+    /// One past the last byte of the span.
     pub end: usize,
+    /// What the span is.
     pub kind: SpanKind,
 }
 
 /// Finds salient spans in a text. Spans are sorted by start and do not overlap.
 pub trait SalientTagger: Send + Sync {
+    /// The salient spans of `text`, sorted by start, not overlapping.
     fn tag(&self, text: &str) -> Vec<Span>;
 }
 
@@ -106,6 +113,7 @@ impl Default for RuleTagger {
 }
 
 impl RuleTagger {
+    /// The tagger with an empty gazetteer.
     pub fn new() -> Self {
         let date = format!(
             r"\b(?:(?:\d{{1,2}}\s+(?:{MONTHS})\s+\d{{3,4}})|(?:(?:{MONTHS})\s+\d{{1,2}},\s+\d{{3,4}})|(?:(?:{MONTHS})\s+\d{{3,4}})|(?:\d{{4}}-\d{{2}}-\d{{2}})|(?:\d{{3}}0s)|(?:\d{{1,2}}(?:st|nd|rd|th)\s+century)|(?:\d{{3,4}}\s+(?:BC|BCE|AD|CE))|(?:1[0-9]{{3}}|20[0-9]{{2}}))\b"

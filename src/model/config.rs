@@ -14,6 +14,7 @@ pub enum Activation {
     /// The tanh approximation (HF's "gelu_new", also written "gelu_pytorch_tanh").
     #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh")]
     GeluNew,
+    /// `max(x, 0)` (HF's "relu").
     #[serde(rename = "relu")]
     Relu,
 }
@@ -22,25 +23,40 @@ pub enum Activation {
 /// ignored on read; defaults are HF's `BertConfig` defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
+    /// Rows of the word embedding table: the tokenizer's vocabulary size.
     pub vocab_size: usize,
+    /// Width of every hidden state; a multiple of `num_attention_heads`.
     pub hidden_size: usize,
+    /// Number of transformer layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer; the head width `hidden_size / num_attention_heads` must be 32,
+    /// 64 or 128 (the fused attention's sizes).
     pub num_attention_heads: usize,
+    /// Width of the feed-forward layer's inner activation.
     pub intermediate_size: usize,
+    /// The feed-forward non-linearity (default GELU).
     #[serde(default = "default_act")]
     pub hidden_act: Activation,
+    /// Dropout probability on embeddings and sublayer outputs while training, in [0, 1)
+    /// (default 0.1).
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f32,
+    /// Dropout probability on attention probabilities while training, in [0, 1) (default 0.1).
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f32,
+    /// Longest sequence the position embeddings cover, special tokens included (default 512).
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
+    /// Number of token types (segments); 2 for BERT's pairs.
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
+    /// Standard deviation of the normal initialisation of new weights (default 0.02).
     #[serde(default = "default_init_range")]
     pub initializer_range: f64,
+    /// The epsilon of every layer norm (default 1e-12).
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Id of `[PAD]`; its word embedding row starts at zero (default 0).
     #[serde(default)]
     pub pad_token_id: u32,
     /// Only "absolute" is implemented; anything else is rejected by [`BertConfig::validate`].

@@ -70,6 +70,8 @@ impl Default for ReaderConfig {
 }
 
 impl ReaderConfig {
+    /// Rejects a zero `span_hidden_size` or `max_span_width`, or a `reader_layer_norm_eps` that
+    /// is not positive, naming the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::bad_input(OP, "config", msg));
         if self.span_hidden_size == 0 {
@@ -299,14 +301,17 @@ impl Reader {
         })
     }
 
+    /// The reader's BERT encoder.
     pub fn bert(&self) -> &BertModel {
         &self.bert
     }
 
+    /// The reader's own settings.
     pub fn config(&self) -> &ReaderConfig {
         &self.config
     }
 
+    /// The device its parameters are on.
     pub fn device(&self) -> &Device {
         self.bert.device()
     }
@@ -469,6 +474,7 @@ pub struct SpanLogits {
 /// One scored answer span: body wordpieces `start..end` of row `row`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SpanPrediction {
+    /// The row of the reader's input (one per retrieved document).
     pub row: usize,
     /// First body wordpiece (0 = the first token after the question's `[SEP]`).
     pub start: usize,
@@ -514,10 +520,13 @@ impl SpanLogits {
         &self.spans
     }
 
+    /// Number of rows (retrieved documents) scored.
     pub fn rows(&self) -> usize {
         self.body_lens.len()
     }
 
+    /// Where each row's body starts in its input: the position of the first wordpiece after the
+    /// question's `[SEP]`.
     pub fn body_offsets(&self) -> &[usize] {
         &self.body_offsets
     }

@@ -222,6 +222,8 @@ impl Default for RealmSettings {
 }
 
 impl RealmSettings {
+    /// Rejects fewer than 2 candidates, a sequence length below 3 (room for `[CLS]`, a token and
+    /// `[SEP]`) or no masks.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::bad_input(OP, "settings", msg));
         if self.num_candidates < 2 {
@@ -403,18 +405,22 @@ impl RealmModel {
         .write(&dir.join("config.json"))
     }
 
+    /// The candidate count and sequence lengths.
     pub fn settings(&self) -> &RealmSettings {
         &self.settings
     }
 
+    /// The query and document towers.
     pub fn retriever(&self) -> &Retriever {
         &self.retriever
     }
 
+    /// The knowledge-augmented encoder.
     pub fn encoder(&self) -> &KnowledgeEncoder {
         &self.encoder
     }
 
+    /// The tokenizer shared by the towers and the encoder.
     pub fn tokenizer(&self) -> &BertTokenizer {
         &self.tokenizer
     }

@@ -76,6 +76,7 @@ impl Default for RetrieverConfig {
 }
 
 impl RetrieverConfig {
+    /// Rejects a zero `proj_size` or a `proj_dropout` outside [0, 1), naming the field.
     pub fn validate(&self) -> Result<()> {
         if self.proj_size == 0 {
             return Err(Error::bad_input(
@@ -242,10 +243,12 @@ impl Tower {
         &self.params
     }
 
+    /// The tower's BERT encoder.
     pub fn bert(&self) -> &BertModel {
         &self.bert
     }
 
+    /// Width of the embeddings the tower outputs.
     pub fn proj_size(&self) -> usize {
         self.norm.weight.dims()[0]
     }
@@ -434,18 +437,22 @@ impl Retriever {
         .write(&dir.join("config.json"))
     }
 
+    /// The retriever's own settings.
     pub fn config(&self) -> &RetrieverConfig {
         &self.config
     }
 
+    /// The BERT configuration of the towers (the document tower's; both have the same).
     pub fn bert_config(&self) -> &BertConfig {
         self.doc.bert.config()
     }
 
+    /// The tower that embeds queries: the document tower when the towers are shared.
     pub fn query_tower(&self) -> &Tower {
         self.query.as_ref().unwrap_or(&self.doc)
     }
 
+    /// The tower that embeds documents (blocks).
     pub fn doc_tower(&self) -> &Tower {
         &self.doc
     }

@@ -30,7 +30,9 @@ pub enum Overflow {
 /// A padded batch: the encoder's input (on the device) and each example's length (host).
 #[derive(Clone, Debug)]
 pub struct Batch {
+    /// The padded ids, segment ids and lengths, `[batch, len]` with `len` the longest row.
     pub input: BertInput,
+    /// Wordpieces of each example, special tokens included (the host copy of `input.lens`).
     pub lens: Vec<u32>,
 }
 
@@ -49,6 +51,7 @@ fn yes() -> bool {
     true
 }
 
+/// BERT's WordPiece tokenizer, with the ids of its special tokens.
 pub struct BertTokenizer {
     inner: Tokenizer,
     cls: u32,

@@ -9,27 +9,40 @@ use std::sync::OnceLock;
 
 const FONT: &[u8] = include_bytes!("fonts/DejaVuSans-subset.ttf");
 const FAMILY: &str = "sans-serif";
+/// Width of every plot image, in pixels.
 pub const WIDTH: u32 = 900;
+/// Height of every plot image, in pixels.
 pub const HEIGHT: u32 = 520;
 
 /// One line: its legend entry, points (x, y), colour and dash.
 #[derive(Clone, Debug)]
 pub struct Line {
+    /// The legend entry.
     pub label: String,
+    /// The (x, y) points in drawing order; points with a coordinate that is not finite are
+    /// left out.
     pub points: Vec<(f64, f64)>,
+    /// The line's colour, e.g. one of [`PALETTE`].
     pub color: RGBColor,
+    /// Drawn dashed (markers: triangles) instead of solid (markers: dots); markers show when
+    /// the line has at most 60 points.
     pub dashed: bool,
 }
 
 /// A plot: lines over a shared x axis, and where the legend goes.
 #[derive(Clone, Debug)]
 pub struct Plot {
+    /// The caption above the chart.
     pub title: String,
+    /// The x axis's label.
     pub x_label: String,
+    /// The y axis's label.
     pub y_label: String,
+    /// The lines, drawn in order.
     pub lines: Vec<Line>,
     /// Stage boundaries on the x axis, drawn as thin vertical rules.
     pub rules: Vec<f64>,
+    /// The legend in the lower right corner instead of the upper right.
     pub legend_low: bool,
 }
 
@@ -166,6 +179,7 @@ pub fn write_png(plot: &Plot, path: &Path) -> Result<()> {
 
 /// Lines with more points than this are drawn as the means and ranges of [`SLICES`] slices.
 pub const DENSE: usize = 500;
+/// The number of equal parts of the x range a dense line is drawn in.
 pub const SLICES: usize = 300;
 
 /// The points of one slice of the x range: mean x, and the mean, least and greatest y.

@@ -14,8 +14,11 @@ const OP: &str = "mlm batch";
 /// wordpieces, without `[CLS]`) with their original ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaskedQuery {
+    /// The query's wordpieces with `[MASK]` at the masked positions (no special tokens).
     pub input_ids: Vec<u32>,
+    /// The masked positions, as indices into `input_ids`.
     pub positions: Vec<usize>,
+    /// The original id at each of `positions`, in the same order.
     pub targets: Vec<u32>,
 }
 
@@ -31,14 +34,23 @@ impl From<crate::data::MaskedExample> for MaskedQuery {
 
 /// Owned inputs of [`MlmBatch`].
 pub struct MlmTensors {
+    /// b rows `[CLS] x [SEP]`, the masked queries.
     pub queries: BertInput,
+    /// b·k rows `[CLS] title [SEP] body [SEP]`, row i·k + z = candidate z of query i; the null
+    /// document's and absent candidates' rows have an empty title and body.
     pub docs: BertInput,
+    /// b·k rows `[CLS] x [SEP] body [SEP]`, in the same order as `docs`.
     pub joined: BertInput,
+    /// `[b, m]` u32 positions of the masks in the query rows (`[CLS]` counted), m the most masks
+    /// of any query; 0 in padding slots.
     pub positions: Tensor,
+    /// `[b, m]` u32 original ids at `positions`; 0 in padding slots.
     pub targets: Tensor,
+    /// `[b, m]` u8, 1 for a real mask, 0 for padding of the mask list.
     pub token_mask: Tensor,
     /// `[b, k]`, 0 where a query got fewer than k − 1 documents.
     pub candidate_mask: Option<Tensor>,
+    /// Candidates per query, the null document included.
     pub k: usize,
     /// Wordpieces through the three BERT passes (padding included): for tokens/s.
     pub tokens: usize,
@@ -162,6 +174,8 @@ impl MlmTensors {
         })
     }
 
+    /// The borrowed batch that `RealmModel::mlm_forward` takes, with no `doc_scores` (the
+    /// towers score the candidates).
     pub fn batch(&self) -> MlmBatch<'_> {
         MlmBatch {
             queries: &self.queries,

@@ -18,13 +18,16 @@ use std::fs;
 use std::path::Path;
 
 pub use crate::model::TRAINER_JSON;
+/// The checkpoint file that holds the optimizer's moments.
 pub const TRAINER_TENSORS: &str = "trainer.safetensors";
 const FORMAT_VERSION: u32 = 1;
 
 /// Where the data stream is: epoch and examples consumed within it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataCursor {
+    /// Passes over the training examples completed (0 in the first).
     pub epoch: u64,
+    /// Examples consumed in the current epoch's shuffled order.
     pub position: u64,
 }
 
@@ -32,25 +35,34 @@ pub struct DataCursor {
 /// weights that embedded it, and the fingerprint in its manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexVersion {
+    /// The step of the document-tower weights that embedded the index.
     pub step: u64,
+    /// The index manifest's `model_fingerprint`: the hash of those weights.
     pub fingerprint: String,
 }
 
 /// Everything besides the weights and moments that a resumed run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
+    /// The `trainer.json` layout version; a build reads only its own.
     pub format_version: u32,
     /// "ict", "pretrain" or "finetune".
     pub stage: String,
     /// Steps completed.
     pub step: u64,
+    /// Steps of the whole run.
     pub total_steps: u64,
+    /// The run's seed; with the step it determines every random draw (see [`step_rng`]).
     pub seed: u64,
     /// Adam's update count (differs from `step` when f16 overflow skipped updates).
     pub optimizer_steps: u64,
+    /// The optimizer's hyper-parameters.
     pub adamw: AdamWConfig,
+    /// The learning-rate schedule.
     pub schedule: LinearSchedule,
+    /// Where the data stream stands after `step` steps.
     pub data: DataCursor,
+    /// The index in use; only pre-training records one, `None` in the other stages.
     pub index: Option<IndexVersion>,
     /// The dynamic loss scale (f16 training only).
     pub loss_scale: Option<f64>,
@@ -69,6 +81,8 @@ pub struct TrainerState {
 }
 
 impl TrainerState {
+    /// The state at step 0 of a run of `stage` ("ict", "pretrain" or "finetune") with `seed`,
+    /// `adamw` and `schedule` (whose `total` is the run's steps).
     pub fn new(stage: &str, seed: u64, adamw: AdamWConfig, schedule: LinearSchedule) -> Self {
         TrainerState {
             format_version: FORMAT_VERSION,
