@@ -89,16 +89,20 @@ enum Command {
     Report { run_dir: std::path::PathBuf },
     /// Build a document index: cut a corpus (JSONL or DPR TSV) into blocks and embed each with
     /// a model's document tower (a REALM/retriever checkpoint, or a plain BERT folder with a
-    /// fixed-seed projection), into a folder (f16 embeddings, block records, manifest).
+    /// fixed-seed projection), streaming, into a folder of format 3 (mapped arrays, manifest).
+    /// Subcommands upgrade, verify and merge index folders.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Index {
+        #[command(subcommand)]
+        action: Option<IndexAction>,
         #[command(flatten)]
         device: DeviceArg,
-        #[arg(long)]
-        model: std::path::PathBuf,
-        #[arg(long)]
-        corpus: std::path::PathBuf,
-        #[arg(long)]
-        out: std::path::PathBuf,
+        #[arg(long, required = true)]
+        model: Option<std::path::PathBuf>,
+        #[arg(long, required = true)]
+        corpus: Option<std::path::PathBuf>,
+        #[arg(long, required = true)]
+        out: Option<std::path::PathBuf>,
         /// Body wordpieces per block (default: REALM's 288, or as many as the model's positions
         /// hold beside [CLS] and two [SEP]).
         #[arg(long)]
@@ -108,6 +112,19 @@ enum Command {
         /// Skip (and count) malformed corpus lines instead of stopping at the first.
         #[arg(long)]
         skip_bad_lines: bool,
+        /// Go on from the last checkpoint of a build of the same options that was killed.
+        #[arg(long)]
+        resume: bool,
+        /// Blocks between checkpoints (written at the end of the chunk that reaches them).
+        #[arg(long, default_value_t = 100_000)]
+        checkpoint_every: usize,
+        /// Documents per chunk: the unit of embedding batches, checkpoints and shards (a
+        /// different value gives embeddings that differ in the last bits).
+        #[arg(long, default_value_t = 512)]
+        chunk_docs: usize,
+        /// Build one part I of N (chunks c with c % N == I), for `realm index merge`.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
     },
     /// Search an index with the query tower of the model that built it.
     Search {
@@ -123,10 +140,19 @@ enum Command {
         /// Blocks to show: 1 to the index's size (default 5, or all of a smaller index).
         #[arg(short, long)]
         k: Option<usize>,
-        /// One JSON object per hit (query, rank, block, doc_id, title, score) instead of text.
+        /// One JSON object per hit (query, rank, block, doc_id, title, score) instead of text;
+        /// with --queries, one object per query (query, hits).
         #[arg(long)]
         json: bool,
-        query: String,
+        /// Search every query of a file (one per line, or JSONL with "question"): one result
+        /// line per query, the throughput on stderr at the end.
+        #[arg(long, conflicts_with = "query")]
+        queries: Option<std::path::PathBuf>,
+        /// Queries per query-tower pass and index scan (with --queries).
+        #[arg(long, default_value_t = 64, requires = "queries")]
+        batch: usize,
+        #[arg(required_unless_present = "queries")]
+        query: Option<String>,
     },
     /// Evaluate a training checkpoint on questions: retrieval recall@1/@5/@k, the reader's exact
     /// match, zero-shot cloze exact match with retrieval and with the null document only, and
@@ -278,6 +304,21 @@ fn parse_dtype(dtype: &str) -> Result<candle_core::DType> {
 }
 
 #[derive(Subcommand)]
+enum IndexAction {
+    /// Rewrite an index of format 1 or 2 (blocks.jsonl) in format 3, in place.
+    Upgrade { dir: std::path::PathBuf },
+    /// Read a format-3 index whole: checksums, every block, the rows' finiteness and norms.
+    Verify { dir: std::path::PathBuf },
+    /// Join the shards of `realm index --shard I/N` (all N, any order) into one index.
+    Merge {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(required = true)]
+        shards: Vec<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchOp {
     /// One REALM pre-training step, phase by phase (retrieval, forward, backward, optimizer).
     TrainStep(realm::train::cli::TrainStepArgs),
@@ -410,6 +451,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Index {
+            action: Some(action),
+            ..
+        } => index_action(action),
+        Command::Index {
+            action: None,
             device,
             model,
             corpus,
@@ -417,30 +463,47 @@ fn run(cli: Cli) -> Result<()> {
             block_tokens,
             batch,
             skip_bad_lines,
-        } => index(
-            &device.resolve()?,
-            &model,
-            &corpus,
-            &out,
-            block_tokens,
-            batch,
-            skip_bad_lines,
-        ),
+            resume,
+            checkpoint_every,
+            chunk_docs,
+            shard,
+        } => {
+            let (Some(model), Some(corpus), Some(out)) = (model, corpus, out) else {
+                bail!("realm index needs --model, --corpus and --out");
+            };
+            index(
+                &device.resolve()?,
+                &model,
+                &corpus,
+                &out,
+                IndexFlags {
+                    block_tokens,
+                    batch,
+                    skip_bad_lines,
+                    resume,
+                    checkpoint_every,
+                    chunk_docs,
+                    shard: shard.as_deref().map(parse_shard).transpose()?,
+                },
+            )
+        }
         Command::Search {
             device,
             index,
             model,
             k,
             json,
+            queries,
+            batch,
             query,
-        } => search(
-            &device.resolve()?,
-            &index,
-            model.as_deref(),
-            k,
-            json,
-            &query,
-        ),
+        } => {
+            let asked = match (&queries, query) {
+                (Some(file), _) => Queries::File(file, batch),
+                (None, Some(q)) => Queries::One(q),
+                (None, None) => bail!("give a query or --queries FILE"),
+            };
+            search(&device.resolve()?, &index, model.as_deref(), k, json, asked)
+        }
         Command::Eval {
             device,
             checkpoint,
@@ -736,21 +799,45 @@ fn bench(op: BenchOp) -> Result<()> {
     Ok(())
 }
 
+/// `realm index`'s flags beside the paths.
+struct IndexFlags {
+    block_tokens: Option<usize>,
+    batch: usize,
+    skip_bad_lines: bool,
+    resume: bool,
+    checkpoint_every: usize,
+    chunk_docs: usize,
+    shard: Option<(usize, usize)>,
+}
+
+/// `I/N` with I < N.
+fn parse_shard(text: &str) -> Result<(usize, usize)> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    match parsed {
+        Some((i, n)) if i < n => Ok((i, n)),
+        _ => bail!("--shard {text}: give I/N with 0 <= I < N, e.g. 0/4"),
+    }
+}
+
 fn index(
     dev: &ComputeDevice,
     model: &std::path::Path,
     corpus: &std::path::Path,
     out: &std::path::Path,
-    block_tokens: Option<usize>,
-    batch: usize,
-    skip_bad_lines: bool,
+    flags: IndexFlags,
 ) -> Result<()> {
-    use realm::index::{build, RetrieverModel, StoredIndex};
+    use realm::index::{build, stream, RetrieverModel, StoredIndex};
     // Everything that can be checked is checked before the corpus is read and embedded.
     StoredIndex::check_replaceable(out, "--out")?;
     realm::io::check_new_output_dir(out, "--out")?;
-    if block_tokens == Some(0) || batch == 0 {
-        bail!("--block-tokens and --batch must be at least 1");
+    if flags.block_tokens == Some(0)
+        || flags.batch == 0
+        || flags.checkpoint_every == 0
+        || flags.chunk_docs == 0
+    {
+        bail!("--block-tokens, --batch, --checkpoint-every and --chunk-docs must be at least 1");
     }
     realm::data::CorpusFormat::from_path(corpus)?;
     std::fs::File::open(corpus).with_context(|| format!("--corpus {}", corpus.display()))?;
@@ -760,7 +847,7 @@ fn index(
     let positions = model.retriever.bert_config().max_position_embeddings;
     // `[CLS] title [SEP] body [SEP]`: the body alone must fit beside the three special tokens.
     let room = positions.saturating_sub(3);
-    let block_tokens = match block_tokens {
+    let block_tokens = match flags.block_tokens {
         Some(n) if n > room => bail!(
             "--block-tokens {n}: the model reads at most {positions} positions, so a block holds \
              at most {room} wordpieces ([CLS], [SEP] and [SEP] take three)"
@@ -769,31 +856,65 @@ fn index(
         None if room == 0 => bail!("--model: {positions} positions hold no block"),
         None => REALM_BLOCK_TOKENS.min(room),
     };
-    let opts = build::IndexCorpus {
+    let opts = stream::StreamOptions {
         max_block_tokens: block_tokens,
-        skip_bad_lines,
+        skip_bad_lines: flags.skip_bad_lines,
         embed: build::EmbedOptions {
-            batch,
+            batch: flags.batch,
             max_len: positions.min(block_tokens + 64),
-            progress: Some("embedding".into()),
+            progress: None,
         },
         step: 0,
+        docs_per_chunk: flags.chunk_docs,
+        checkpoint_every: flags.checkpoint_every,
+        resume: flags.resume,
+        shard: flags.shard,
+        progress: Some("indexing".into()),
     };
-    let (index, stats) = build::index_corpus(&model, corpus, &opts, &dev.device)
+    let stats = stream::build_index(&model, corpus, out, &opts, &dev.device)
         .with_context(|| format!("indexing {}", corpus.display()))?;
-    index
-        .save(out)
-        .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
-        "{} documents ({} malformed lines skipped) -> {} blocks, embedded in {:.1} s ({:.1} blocks/s); \
+        "{} documents ({} malformed lines skipped) -> {} blocks in {:.1} s ({:.1} blocks/s{}); \
          index in {}",
         stats.documents,
         stats.skipped,
         stats.blocks,
-        stats.embed_seconds,
-        stats.blocks as f64 / stats.embed_seconds,
+        stats.seconds,
+        stats.blocks as f64 / stats.seconds,
+        if stats.resumed_chunks > 0 {
+            format!(", resumed after {} chunks", stats.resumed_chunks)
+        } else {
+            String::new()
+        },
         out.display()
     );
+    Ok(())
+}
+
+fn index_action(action: IndexAction) -> Result<()> {
+    use realm::index::{stream, writer, BlockIndex};
+    match action {
+        IndexAction::Upgrade { dir } => {
+            let n =
+                writer::upgrade(&dir).with_context(|| format!("upgrading {}", dir.display()))?;
+            eprintln!("{}: {n} blocks rewritten in format 3", dir.display());
+        }
+        IndexAction::Verify { dir } => {
+            BlockIndex::open(&dir)
+                .and_then(|index| index.verify().map(|()| index.len()))
+                .map(|n| eprintln!("{}: {n} blocks, all checked", dir.display()))
+                .with_context(|| format!("verifying {}", dir.display()))?;
+        }
+        IndexAction::Merge { out, shards } => {
+            realm::index::StoredIndex::check_replaceable(&out, "--out")?;
+            let n = stream::merge(&shards, &out).context("merging the shards")?;
+            eprintln!(
+                "{} shards, {n} blocks: index in {}",
+                shards.len(),
+                out.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -813,17 +934,30 @@ fn blocks_per_query(flag: &str, n: Option<usize>, index_blocks: usize) -> Result
     }
 }
 
+/// What `realm search` is asked: one query, or a file of them (with the batch size).
+enum Queries<'a> {
+    One(String),
+    File(&'a std::path::Path, usize),
+}
+
 fn search(
     dev: &ComputeDevice,
     index: &std::path::Path,
     model: Option<&std::path::Path>,
     k: Option<usize>,
     json: bool,
-    query: &str,
+    asked: Queries,
 ) -> Result<()> {
-    if query.trim().is_empty() {
-        bail!("the query is empty");
-    }
+    let (queries, batch) = match asked {
+        Queries::One(q) if q.trim().is_empty() => bail!("the query is empty"),
+        Queries::One(q) => (vec![q], 1),
+        Queries::File(file, batch) => (
+            realm::index::batch::read_queries(file)
+                .with_context(|| format!("--queries {}", file.display()))?,
+            batch,
+        ),
+    };
+    let one = queries.len() == 1 && batch == 1;
     let _exec = dev.enter()?;
     let searcher = realm::index::Searcher::open(index, model, &dev.device)
         .with_context(|| format!("opening the index {}", index.display()))?;
@@ -834,8 +968,33 @@ fn search(
             index.display()
         );
     }
-    let k = blocks_per_query("-k", k, searcher.index.blocks.len())?;
-    let hits = searcher.search(&[query], k)?.remove(0);
+    let k = blocks_per_query("-k", k, searcher.len())?;
+    let speed = realm::index::batch::search_all(&searcher, &queries, k, batch, |query, hits| {
+        if !one {
+            print_query_line(query, hits, json)
+        } else {
+            print_hits(&searcher, query, hits, json)
+        }
+    })?;
+    if !one {
+        eprintln!(
+            "{} queries in {:.3} s: {:.1} queries/s (batches of {batch}, k = {k}, {} blocks)",
+            speed.queries,
+            speed.seconds,
+            speed.per_second(),
+            searcher.len()
+        );
+    }
+    Ok(())
+}
+
+/// One query's hits, one line each (text with a snippet, or JSON objects).
+fn print_hits(
+    searcher: &realm::index::Searcher,
+    query: &str,
+    hits: &[realm::index::Hit],
+    json: bool,
+) -> Result<()> {
     for (rank, hit) in hits.iter().enumerate() {
         if json {
             let mut obj = serde_json::to_value(hit)?;
@@ -845,7 +1004,7 @@ fn search(
         } else {
             let text = realm::model::reader::span_text(
                 &searcher.model.tokenizer,
-                &searcher.block(hit).tokens,
+                &searcher.block(hit)?.tokens,
             )?;
             let snippet: String = text.chars().take(100).collect();
             out!(
@@ -856,6 +1015,22 @@ fn search(
                 hit.title
             );
         }
+    }
+    Ok(())
+}
+
+/// One line for a query of a batch: JSON `{"query", "hits": [...]}`, or the query, a tab and
+/// `[block] title (score)` per hit.
+fn print_query_line(query: &str, hits: &[realm::index::Hit], json: bool) -> Result<()> {
+    if json {
+        let obj = serde_json::json!({ "query": query, "hits": hits });
+        out!("{obj}");
+    } else {
+        let found: Vec<String> = hits
+            .iter()
+            .map(|h| format!("[{}] {} ({:.3})", h.block, h.title, h.score))
+            .collect();
+        out!("{query}\t{}", found.join("; "));
     }
     Ok(())
 }
@@ -872,7 +1047,7 @@ fn ask(
     let checkpoint = realm::ask::find_checkpoint(run)?;
     let mut asker = realm::ask::Asker::load(&checkpoint, index, &dev.device)
         .with_context(|| format!("loading {}", checkpoint.display()))?;
-    asker.beam = blocks_per_query("--beam", beam, asker.searcher().index.blocks.len())?;
+    asker.beam = blocks_per_query("--beam", beam, asker.searcher().len())?;
     // Questions from stdin are echoed, so that each answer can be told from the next.
     let answer = |q: &str, echo: bool| -> Result<()> {
         let a = asker.ask(q)?;

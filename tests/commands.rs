@@ -185,12 +185,13 @@ fn old_or_new(target: &Path, refs: &[Reference]) -> &'static str {
         assert_eq!((g.0, &g.1), (want.0, &want.1), "{name}: {got:?}");
         assert!((g.2 - want.2).abs() < 1e-4, "{name}: {got:?}");
     }
-    // Nothing of an interrupted swap is left beside it.
+    // Nothing of an interrupted swap is left beside it (the build's own work folder,
+    // `.target.build`, stays for `--resume`).
     let parent = target.parent().unwrap();
     let leftovers: Vec<String> = std::fs::read_dir(parent)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".target."))
+        .filter(|n| n.starts_with(".target.") && n != ".target.build")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     name

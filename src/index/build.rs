@@ -28,7 +28,7 @@ const DOCS_PER_CHUNK: usize = 512;
 /// Text tokenised per call, at most (one sentence longer than this is tokenised in parts): the
 /// tokenizer keeps offsets and alignments of about 100 bytes per byte of text it is given, so
 /// what it is given must be bounded, whatever the length of a line of the corpus.
-const TEXT_PER_CHUNK: usize = 1 << 20;
+pub(super) const TEXT_PER_CHUNK: usize = 1 << 20;
 
 /// Reads a corpus (JSONL or DPR TSV, streaming) and cuts each document into blocks of at most
 /// `max_tokens` body wordpieces, whole sentences at a time. Documents with no text give none.
@@ -87,13 +87,13 @@ fn cut_corpus(
 
 /// Documents read but not yet cut into blocks, with the byte ranges of their sentences.
 #[derive(Default)]
-struct PendingDocs {
-    docs: Vec<(Document, Vec<(usize, usize)>)>,
-    bytes: usize,
+pub(super) struct PendingDocs {
+    pub docs: Vec<(Document, Vec<(usize, usize)>)>,
+    pub bytes: usize,
 }
 
 impl PendingDocs {
-    fn push(&mut self, doc: Document) {
+    pub fn push(&mut self, doc: Document) {
         let spans = sentences(&doc.text);
         self.bytes += doc.text.len();
         self.docs.push((doc, spans));
@@ -102,7 +102,7 @@ impl PendingDocs {
     /// Tokenises every pending sentence (at most [`TEXT_PER_CHUNK`] bytes per tokenizer call),
     /// telling `left` how many bytes are still to do after each call, and packs each document's
     /// sentences into blocks.
-    fn tokenize(
+    pub fn tokenize(
         &mut self,
         tokenizer: &BertTokenizer,
         blocks: &mut Vec<Block>,

@@ -2,12 +2,17 @@
 //! saved and loaded as a folder ([`store`]), searched with the matching query tower ([`search`]),
 //! and refreshed in the background while training goes on ([`refresh`]).
 
+pub mod batch;
 pub mod build;
+pub mod mapped;
 pub mod refresh;
 pub mod search;
 pub mod store;
+pub mod stream;
+pub mod writer;
 
 pub use build::{corpus_blocks, embed_blocks, index_corpus, weights_fingerprint};
+pub use mapped::BlockIndex;
 pub use refresh::{IndexSlot, Refresh, Refreshed, Versioned};
 pub use search::{Hit, RetrieverModel, Searcher};
 pub use store::{Manifest, StoredIndex};

@@ -70,9 +70,9 @@ impl Manifest {
 
 /// Size and CRC-32 of one file of the folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct FileDigest {
-    bytes: u64,
-    crc32: u32,
+pub(super) struct FileDigest {
+    pub bytes: u64,
+    pub crc32: u32,
 }
 
 /// `manifest.json` as stored: the manifest and the digests of the other files (format 2).
@@ -126,14 +126,14 @@ impl BlockRecord {
 }
 
 /// Counts and checksums the bytes that pass through it, read or written.
-struct Digesting<T> {
+pub(super) struct Digesting<T> {
     inner: T,
     bytes: u64,
     crc: crc32fast::Hasher,
 }
 
 impl<T> Digesting<T> {
-    fn new(inner: T) -> Self {
+    pub(super) fn new(inner: T) -> Self {
         Digesting {
             inner,
             bytes: 0,
@@ -141,14 +141,24 @@ impl<T> Digesting<T> {
         }
     }
 
-    fn digest(&self) -> FileDigest {
+    pub(super) fn digest(&self) -> FileDigest {
         FileDigest {
             bytes: self.bytes,
             crc32: self.crc.clone().finalize(),
         }
     }
 
-    fn eat(&mut self, bytes: &[u8]) {
+    /// Goes on from another digest's state (a file reopened to be appended to).
+    pub(super) fn continue_from<U>(&mut self, other: &Digesting<U>) {
+        self.bytes = other.bytes;
+        self.crc = other.crc.clone();
+    }
+
+    pub(super) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    pub(super) fn eat(&mut self, bytes: &[u8]) {
         self.bytes += bytes.len() as u64;
         self.crc.update(bytes);
     }
@@ -293,23 +303,20 @@ impl StoredIndex {
     pub fn load(dir: impl AsRef<Path>, expected_fingerprint: Option<&str>) -> Result<Self> {
         let dir = dir.as_ref();
         crate::io::recover_dir(dir, MANIFEST)?;
-        let (manifest, files) = read_manifest(dir)?;
-        let manifest_path = dir.join(MANIFEST);
-        if let Some(expected) = expected_fingerprint {
-            if expected != manifest.model_fingerprint {
-                return Err(Error::file(
-                    &manifest_path,
-                    format!(
-                        "index was built by model {} (step {}, {}), not by the model given ({expected}); rebuild it with `realm index`",
-                        manifest.model_fingerprint, manifest.step, manifest.model_path
-                    ),
-                ));
-            }
+        if super::mapped::format_version(dir)? == super::mapped::FORMAT_MAPPED {
+            // Format 3 in memory: everything read, so everything checked.
+            let mapped = super::mapped::BlockIndex::open(dir)?;
+            mapped.verify()?;
+            let index = mapped.to_stored()?;
+            check_fingerprint(dir, &index.manifest, expected_fingerprint)?;
+            return Ok(index);
         }
+        let (manifest, files) = read_manifest(dir)?;
+        check_fingerprint(dir, &manifest, expected_fingerprint)?;
         // The files first: a file that is not the one the manifest was written with is named as
         // such, before anything in it is read as data.
         for (name, want) in &files {
-            check_digest(&dir.join(name), want)?;
+            check_file_digest(&dir.join(name), want)?;
         }
         let emb_path = dir.join(EMBEDDINGS);
         let embeddings = load_embeddings(&emb_path, &manifest)?;
@@ -368,16 +375,35 @@ impl StoredIndex {
     }
 }
 
-/// The manifest of an index folder and the digests of its files (none in format 1).
-fn read_manifest(dir: &Path) -> Result<(Manifest, BTreeMap<String, FileDigest>)> {
-    let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+/// An error when the manifest's model fingerprint is not `expected`.
+fn check_fingerprint(dir: &Path, manifest: &Manifest, expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(expected) if expected != manifest.model_fingerprint => Err(Error::file(
+            dir.join(MANIFEST),
+            format!(
+                "index was built by model {} (step {}, {}), not by the model given ({expected}); rebuild it with `realm index`",
+                manifest.model_fingerprint, manifest.step, manifest.model_path
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `manifest.json` at `path` parsed as `T`.
+pub(super) fn read_stored_manifest<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
         Error::file(
-            &path,
+            path,
             format!("not an index folder (no readable manifest): {e}"),
         )
     })?;
-    let stored: StoredManifest = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, e))
+}
+
+/// The manifest of an index folder and the digests of its files (none in format 1).
+fn read_manifest(dir: &Path) -> Result<(Manifest, BTreeMap<String, FileDigest>)> {
+    let path = dir.join(MANIFEST);
+    let stored: StoredManifest = read_stored_manifest(&path)?;
     let m = &stored.manifest;
     match m.format_version {
         FORMAT_VERSION => {
@@ -440,7 +466,7 @@ fn write_digested(
 }
 
 /// Compares a file with the size and checksum its manifest recorded.
-fn check_digest(path: &Path, want: &FileDigest) -> Result<()> {
+fn check_file_digest(path: &Path, want: &FileDigest) -> Result<()> {
     let got = std::fs::File::open(path)
         .and_then(|file| {
             let mut reader = Digesting::new(file);
@@ -448,6 +474,18 @@ fn check_digest(path: &Path, want: &FileDigest) -> Result<()> {
             Ok(reader.digest())
         })
         .map_err(|e| Error::file(path, e))?;
+    compare_digest(path, &got, want)
+}
+
+/// Compares the bytes of the file at `path` (in memory, or mapped) with the size and checksum
+/// its manifest recorded.
+pub(super) fn check_digest(path: &Path, want: &FileDigest, bytes: &[u8]) -> Result<()> {
+    let mut d = Digesting::new(());
+    d.eat(bytes);
+    compare_digest(path, &d.digest(), want)
+}
+
+fn compare_digest(path: &Path, got: &FileDigest, want: &FileDigest) -> Result<()> {
     if got.bytes != want.bytes {
         return Err(Error::file(
             path,
@@ -498,7 +536,7 @@ fn load_embeddings(path: &Path, manifest: &Manifest) -> Result<Tensor> {
 /// `model_path` as the manifest of an index at `index_dir` stores it: relative to the index
 /// folder when it names a model folder (so the index and its model can move together and be
 /// used from any working directory), else unchanged.
-fn stored_model_path(index_dir: &Path, model_path: &str) -> String {
+pub(super) fn stored_model_path(index_dir: &Path, model_path: &str) -> String {
     let model = Path::new(model_path);
     let parent = match index_dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
