@@ -164,6 +164,27 @@ pub fn embed_blocks(
     opts: &EmbedOptions,
     device: &Device,
 ) -> Result<Tensor> {
+    let bar = Progress::optional(
+        opts.progress.as_deref(),
+        Unit::Items("blocks"),
+        Some(blocks.len() as u64),
+    );
+    let rows = embed_blocks_reporting(tower, tokenizer, blocks, opts, device, &mut |n| {
+        bar.inc(n as u64)
+    })?;
+    bar.finish();
+    Ok(rows)
+}
+
+/// [`embed_blocks`] telling `embedded` how many blocks each batch did (`opts.progress` unused).
+pub(super) fn embed_blocks_reporting(
+    tower: &Tower,
+    tokenizer: &BertTokenizer,
+    blocks: &[Block],
+    opts: &EmbedOptions,
+    device: &Device,
+    embedded: &mut dyn FnMut(usize),
+) -> Result<Tensor> {
     if opts.batch == 0 {
         return Err(Error::bad_input(OP, "batch", "must be at least 1"));
     }
@@ -176,11 +197,6 @@ pub fn embed_blocks(
     let mut order: Vec<usize> = (0..blocks.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(title_pieces[i].len() + blocks[i].tokens.len()));
 
-    let bar = Progress::optional(
-        opts.progress.as_deref(),
-        Unit::Items("blocks"),
-        Some(blocks.len() as u64),
-    );
     let mut rows: Vec<Vec<f16>> = vec![Vec::new(); blocks.len()];
     for ids in order.chunks(opts.batch) {
         let t: Vec<&[u32]> = ids.iter().map(|&i| title_pieces[i].as_slice()).collect();
@@ -194,9 +210,8 @@ pub fn embed_blocks(
         for (&i, row) in ids.iter().zip(emb) {
             rows[i] = row;
         }
-        bar.inc(ids.len() as u64);
+        embedded(ids.len());
     }
-    bar.finish();
     let dim = rows[0].len();
     let flat: Vec<f16> = rows.into_iter().flatten().collect();
     Ok(Tensor::from_vec(flat, (blocks.len(), dim), &Device::Cpu)?)

@@ -7,7 +7,7 @@
 //! from the same documents, so every embedding batch is the same. `shard (i, n)` builds the
 //! chunks `c` with `c % n == i`; [`merge`] joins the shards.
 
-use super::build::{embed_blocks, EmbedOptions, PendingDocs, TEXT_PER_CHUNK};
+use super::build::{embed_blocks_reporting, EmbedOptions, PendingDocs, TEXT_PER_CHUNK};
 use super::mapped::{token_bytes_for, BlockIndex, BuildInfo, Encoder};
 use super::search::RetrieverModel;
 use super::store::{stored_model_path, Manifest};
@@ -159,11 +159,15 @@ pub fn build_index(
         progress: None,
         ..opts.embed.clone()
     };
+    // Progress is in bytes of the corpus: a chunk's bytes count as its blocks are embedded.
+    let mut chunk_start = 0u64;
     let mut finish_chunk = |pending: &mut PendingDocs,
                             chunk: usize,
+                            chunk_end: u64,
                             enc: &mut Encoder,
                             writer: &mut FolderWriter|
      -> Result<()> {
+        let from = std::mem::replace(&mut chunk_start, chunk_end);
         let mine = opts.shard.is_none_or(|(i, n)| chunk % n == i);
         if chunk < done || !mine {
             pending.docs.clear();
@@ -173,12 +177,17 @@ pub fn build_index(
         let mut blocks: Vec<Block> = Vec::new();
         pending.tokenize(&model.tokenizer, &mut blocks, opts.max_block_tokens, |_| {})?;
         if !blocks.is_empty() {
-            let rows = embed_blocks(
+            let (total, mut done) = (blocks.len() as u64, 0u64);
+            let rows = embed_blocks_reporting(
                 model.retriever.doc_tower(),
                 &model.tokenizer,
                 &blocks,
                 &embed,
                 device,
+                &mut |n| {
+                    done += n as u64;
+                    progress.set(from + (chunk_end - from) * done / total);
+                },
             )?
             .to_dtype(DType::F16)?
             .to_vec2::<f16>()?;
@@ -206,13 +215,13 @@ pub fn build_index(
         pending.push(doc?);
         documents += 1;
         if pending.docs.len() >= opts.docs_per_chunk || pending.bytes >= TEXT_PER_CHUNK {
-            finish_chunk(&mut pending, chunk, &mut enc, &mut writer)?;
+            finish_chunk(&mut pending, chunk, reader.bytes_read(), &mut enc, &mut writer)?;
             chunk += 1;
             progress.set(reader.bytes_read());
         }
     }
     if !pending.docs.is_empty() {
-        finish_chunk(&mut pending, chunk, &mut enc, &mut writer)?;
+        finish_chunk(&mut pending, chunk, reader.bytes_read(), &mut enc, &mut writer)?;
     }
     progress.set(reader.bytes_read());
     progress.finish();
