@@ -320,6 +320,28 @@ enum IndexAction {
 
 #[derive(Subcommand)]
 enum BenchOp {
+    /// A synthetic index of format 3 with REALM's block lengths (written into --dir, or reused
+    /// when it holds one of --blocks and --dim): size on disk, open time, resident memory, exact
+    /// CPU search at each --queries batch size, random block reads.
+    Index {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Blocks (REALM's Wikipedia: 13,353,718).
+        #[arg(long, default_value_t = 1_000_000)]
+        blocks: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Query batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        queries: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// Searches timed per batch size after the first.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// One REALM pre-training step, phase by phase (retrieval, forward, backward, optimizer).
     TrainStep(realm::train::cli::TrainStepArgs),
     /// Softmax over retrieved documents, or with --targets the marginal log-likelihood.
@@ -673,6 +695,66 @@ fn selftest(dev: &ComputeDevice, filter: Option<&str>) -> Result<()> {
 
 fn bench(op: BenchOp) -> Result<()> {
     let (report, json) = match op {
+        BenchOp::Index {
+            dir,
+            blocks,
+            dim,
+            queries,
+            k,
+            runs,
+            json,
+        } => {
+            use realm::index::bench::{bench_index, write_synthetic, SyntheticSpec};
+            let reuse = realm::index::BlockIndex::open(&dir)
+                .is_ok_and(|i| i.len() == blocks && i.manifest.dim == dim);
+            if !reuse {
+                realm::index::StoredIndex::check_replaceable(&dir, "--dir")?;
+                let spec = SyntheticSpec {
+                    blocks,
+                    dim,
+                    max_tokens: REALM_BLOCK_TOKENS,
+                    vocab: 30_522,
+                    seed: 1,
+                };
+                let start = std::time::Instant::now();
+                write_synthetic(&dir, &spec).context("writing the synthetic index")?;
+                let s = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "wrote {blocks} blocks in {s:.1} s ({:.0} blocks/s)",
+                    blocks as f64 / s
+                );
+            }
+            let report = bench_index(&dir, &queries, runs, k).context("bench index")?;
+            if json {
+                out!("{}", serde_json::to_string(&report)?);
+            } else {
+                out!(
+                    "{} blocks x {} ({} tokens of {} bytes): {:.2} GB on disk, opened in {:.1} ms, \
+                     {:.0} MB resident after opening, {:.0} MB after searching; a random block \
+                     read in {:.1} us",
+                    report.blocks,
+                    report.dim,
+                    report.tokens,
+                    report.token_bytes,
+                    report.bytes_on_disk as f64 / 1e9,
+                    report.open_ms,
+                    report.rss_after_open_mb,
+                    report.rss_after_search_mb,
+                    report.block_read_us
+                );
+                for s in &report.search {
+                    out!(
+                        "  Q={:<4} k={}: first {:.0} ms, median {:.0} ms ({:.1} queries/s)",
+                        s.queries,
+                        s.k,
+                        s.first_ms,
+                        s.median_ms,
+                        s.queries_per_s
+                    );
+                }
+            }
+            return Ok(());
+        }
         BenchOp::TrainStep(args) => {
             let report = args.execute().context("bench train-step")?;
             if args.json {

@@ -506,3 +506,35 @@ fn search_answers_a_file_of_queries_as_one_query_at_a_time() {
     assert!(!out.status.success() && e.contains("bad.jsonl:2"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_synthetic_bench_index_is_a_valid_index_of_realistic_blocks() {
+    use realm::index::bench::{bench_index, write_synthetic, SyntheticSpec};
+    let dir = temp("bench");
+    let spec = SyntheticSpec {
+        blocks: 3000,
+        dim: 16,
+        max_tokens: 288,
+        vocab: 30_522,
+        seed: 3,
+    };
+    write_synthetic(&dir.join("idx"), &spec).unwrap();
+    let index = BlockIndex::open(dir.join("idx")).unwrap();
+    index.verify().unwrap();
+    let mean = index.layout.num_tokens as f64 / index.len() as f64;
+    assert!((200.0..288.0).contains(&mean), "mean block length {mean}");
+    let docs = index.layout.num_docs as f64;
+    assert!(
+        (2.0..3.0).contains(&(index.len() as f64 / docs)),
+        "{docs} documents"
+    );
+    let report = bench_index(&dir.join("idx"), &[1, 5], 1, 3).unwrap();
+    assert_eq!(report.blocks, 3000);
+    assert_eq!(report.search.len(), 2);
+    let files: u64 = std::fs::read_dir(dir.join("idx"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(report.bytes_on_disk, files);
+    std::fs::remove_dir_all(dir).unwrap();
+}

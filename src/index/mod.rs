@@ -3,6 +3,7 @@
 //! and refreshed in the background while training goes on ([`refresh`]).
 
 pub mod batch;
+pub mod bench;
 pub mod build;
 pub mod mapped;
 pub mod refresh;

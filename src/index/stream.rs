@@ -215,13 +215,25 @@ pub fn build_index(
         pending.push(doc?);
         documents += 1;
         if pending.docs.len() >= opts.docs_per_chunk || pending.bytes >= TEXT_PER_CHUNK {
-            finish_chunk(&mut pending, chunk, reader.bytes_read(), &mut enc, &mut writer)?;
+            finish_chunk(
+                &mut pending,
+                chunk,
+                reader.bytes_read(),
+                &mut enc,
+                &mut writer,
+            )?;
             chunk += 1;
             progress.set(reader.bytes_read());
         }
     }
     if !pending.docs.is_empty() {
-        finish_chunk(&mut pending, chunk, reader.bytes_read(), &mut enc, &mut writer)?;
+        finish_chunk(
+            &mut pending,
+            chunk,
+            reader.bytes_read(),
+            &mut enc,
+            &mut writer,
+        )?;
     }
     progress.set(reader.bytes_read());
     progress.finish();

@@ -1,0 +1,188 @@
+//! `realm bench index`: a synthetic index of format 3 with realistic block lengths (REALM's
+//! greedy packing: full blocks of up to 288 wordpieces, a shorter last block per document,
+//! sentences of 10 to 45 wordpieces), written by the streaming writer, then opened and searched:
+//! size on disk, time to open, resident memory after opening and after searching, exact CPU
+//! MIPS at a few query batch sizes, and random block reads.
+
+use super::mapped::{token_bytes_for, BlockIndex, FORMAT_MAPPED};
+use super::store::Manifest;
+use super::writer::write_index;
+use crate::data::Block;
+use crate::error::{Error, Result};
+use crate::ops::mips::mips_top_k;
+use crate::rng::SplitMix64;
+use candle_core::{Device, Tensor};
+use half::f16;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// The synthetic index.
+#[derive(Clone, Debug)]
+pub struct SyntheticSpec {
+    pub blocks: usize,
+    pub dim: usize,
+    /// Longest block body (REALM: 288).
+    pub max_tokens: usize,
+    /// Wordpiece ids are drawn below this (BERT's 30,522).
+    pub vocab: usize,
+    pub seed: u64,
+}
+
+/// Writes the synthetic index of `spec` into `dir` (atomically, streaming: memory does not
+/// grow with the number of blocks). Rows are uniform in ±1/√d per value.
+pub fn write_synthetic(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
+    if spec.blocks == 0 || spec.dim == 0 || spec.max_tokens < 16 || spec.vocab < 2 {
+        return Err(Error::bad_input(
+            "bench index",
+            "spec",
+            format!("{spec:?}: needs blocks, a dimension, at least 16 tokens and a vocabulary"),
+        ));
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_MAPPED,
+        model_fingerprint: "synthetic".into(),
+        model_path: "synthetic".into(),
+        step: 0,
+        num_blocks: spec.blocks,
+        dim: spec.dim,
+    };
+    let mut rng = SplitMix64::new(spec.seed);
+    let scale = 1.0 / (spec.dim as f64).sqrt();
+    let (mut doc, mut left_in_doc) = (0usize, 0u64);
+    let blocks = (0..spec.blocks).map(move |_| {
+        if left_in_doc == 0 {
+            doc += 1;
+            // 1 to 4 blocks per article, 2.5 on average (Wikipedia: about 2.2).
+            left_in_doc = 1 + rng.below(4);
+        }
+        left_in_doc -= 1;
+        let len = if left_in_doc == 0 {
+            16 + rng.below(spec.max_tokens as u64 - 15) as usize
+        } else {
+            spec.max_tokens - rng.below(spec.max_tokens as u64 / 10) as usize
+        };
+        let tokens: Vec<u32> = (0..len)
+            .map(|_| 1 + rng.below(spec.vocab as u64 - 1) as u32)
+            .collect();
+        let mut sentences = Vec::new();
+        let mut start = 0;
+        while start < len {
+            let end = (start + 10 + rng.below(36) as usize).min(len);
+            sentences.push(start..end);
+            start = end;
+        }
+        let row: Vec<f16> = (0..spec.dim)
+            .map(|_| f16::from_f64((2.0 * rng.uniform() - 1.0) * scale))
+            .collect();
+        Ok((
+            Block {
+                doc_id: format!("{doc}"),
+                title: format!("Synthetic article {doc}"),
+                tokens,
+                sentences,
+            },
+            row,
+        ))
+    });
+    write_index(dir, manifest, token_bytes_for(spec.vocab), None, blocks)
+}
+
+/// One search measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchTiming {
+    pub queries: usize,
+    pub k: usize,
+    /// The first search after opening (pages of the mapping come in).
+    pub first_ms: f64,
+    /// The median of the following runs.
+    pub median_ms: f64,
+    pub queries_per_s: f64,
+}
+
+/// What `realm bench index` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexBench {
+    pub blocks: usize,
+    pub dim: usize,
+    pub tokens: u64,
+    pub token_bytes: usize,
+    pub bytes_on_disk: u64,
+    pub open_ms: f64,
+    pub rss_after_open_mb: f64,
+    pub search: Vec<SearchTiming>,
+    pub rss_after_search_mb: f64,
+    /// Mean time to read one random block (tokens, sentences, title).
+    pub block_read_us: f64,
+}
+
+/// Opens the index at `dir` and measures it: `batches` query counts, `runs` searches each after
+/// the first, `k` results per query.
+pub fn bench_index(dir: &Path, batches: &[usize], runs: usize, k: usize) -> Result<IndexBench> {
+    let start = Instant::now();
+    let index = BlockIndex::open(dir)?;
+    let mips = index.mips()?;
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    let rss_after_open_mb = resident_mb();
+    let bytes_on_disk = std::fs::read_dir(dir)
+        .map_err(|e| Error::file(dir, e))?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let d = index.manifest.dim;
+    let mut search = Vec::new();
+    for &q in batches {
+        let queries = Tensor::randn(0f32, 1.0, (q, d), &Device::Cpu)?;
+        let mut times = Vec::with_capacity(runs + 1);
+        for _ in 0..=runs {
+            let t = Instant::now();
+            mips_top_k(&queries, &mips, k, None)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let first_ms = times.remove(0);
+        times.sort_by(f64::total_cmp);
+        let median_ms = times.get(times.len() / 2).copied().unwrap_or(first_ms);
+        search.push(SearchTiming {
+            queries: q,
+            k,
+            first_ms,
+            median_ms,
+            queries_per_s: q as f64 / (median_ms / 1e3),
+        });
+    }
+    let rss_after_search_mb = resident_mb();
+    let mut rng = SplitMix64::new(7);
+    let reads = 10_000;
+    let t = Instant::now();
+    for _ in 0..reads {
+        index.block(rng.below(index.len() as u64) as usize)?;
+    }
+    let block_read_us = t.elapsed().as_secs_f64() * 1e6 / reads as f64;
+    Ok(IndexBench {
+        blocks: index.len(),
+        dim: d,
+        tokens: index.layout.num_tokens,
+        token_bytes: index.layout.token_bytes,
+        bytes_on_disk,
+        open_ms,
+        rss_after_open_mb,
+        search,
+        rss_after_search_mb,
+        block_read_us,
+    })
+}
+
+/// This process's resident memory (VmRSS) in MB, 0 where /proc is not there.
+fn resident_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
