@@ -339,6 +339,9 @@ enum BenchOp {
         /// Searches timed per batch size after the first.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// 3 (mapped, the default) or 2 (blocks.jsonl parsed into memory, for comparison).
+        #[arg(long, default_value_t = 3)]
+        format: u32,
         #[arg(long)]
         json: bool,
     },
@@ -702,11 +705,27 @@ fn bench(op: BenchOp) -> Result<()> {
             queries,
             k,
             runs,
+            format,
             json,
         } => {
-            use realm::index::bench::{bench_index, write_synthetic, SyntheticSpec};
-            let reuse = realm::index::BlockIndex::open(&dir)
-                .is_ok_and(|i| i.len() == blocks && i.manifest.dim == dim);
+            use realm::index::bench::{
+                bench_index, write_synthetic, write_synthetic_format2, BenchFormat, SyntheticSpec,
+            };
+            let format = match format {
+                3 => BenchFormat::Mapped,
+                2 => BenchFormat::Parsed,
+                other => bail!("--format {other}: 2 or 3"),
+            };
+            let reuse = match format {
+                BenchFormat::Mapped => realm::index::BlockIndex::open(&dir)
+                    .is_ok_and(|i| i.len() == blocks && i.manifest.dim == dim),
+                BenchFormat::Parsed => std::fs::read_to_string(dir.join("manifest.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<realm::index::Manifest>(&t).ok())
+                    .is_some_and(|m| {
+                        m.format_version == 2 && m.num_blocks == blocks && m.dim == dim
+                    }),
+            };
             if !reuse {
                 realm::index::StoredIndex::check_replaceable(&dir, "--dir")?;
                 let spec = SyntheticSpec {
@@ -717,21 +736,25 @@ fn bench(op: BenchOp) -> Result<()> {
                     seed: 1,
                 };
                 let start = std::time::Instant::now();
-                write_synthetic(&dir, &spec).context("writing the synthetic index")?;
+                match format {
+                    BenchFormat::Mapped => write_synthetic(&dir, &spec),
+                    BenchFormat::Parsed => write_synthetic_format2(&dir, &spec),
+                }
+                .context("writing the synthetic index")?;
                 let s = start.elapsed().as_secs_f64();
                 eprintln!(
                     "wrote {blocks} blocks in {s:.1} s ({:.0} blocks/s)",
                     blocks as f64 / s
                 );
             }
-            let report = bench_index(&dir, &queries, runs, k).context("bench index")?;
+            let report = bench_index(&dir, format, &queries, runs, k).context("bench index")?;
             if json {
                 out!("{}", serde_json::to_string(&report)?);
             } else {
                 out!(
                     "{} blocks x {} ({} tokens of {} bytes): {:.2} GB on disk, opened in {:.1} ms, \
                      {:.0} MB resident after opening, {:.0} MB after searching; a random block \
-                     read in {:.1} us",
+                     read in {:.1} us ({:.0} MB resident after 10,000)",
                     report.blocks,
                     report.dim,
                     report.tokens,
@@ -740,7 +763,8 @@ fn bench(op: BenchOp) -> Result<()> {
                     report.open_ms,
                     report.rss_after_open_mb,
                     report.rss_after_search_mb,
-                    report.block_read_us
+                    report.block_read_us,
+                    report.rss_after_reads_mb
                 );
                 for s in &report.search {
                     out!(

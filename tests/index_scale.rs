@@ -509,7 +509,9 @@ fn search_answers_a_file_of_queries_as_one_query_at_a_time() {
 
 #[test]
 fn the_synthetic_bench_index_is_a_valid_index_of_realistic_blocks() {
-    use realm::index::bench::{bench_index, write_synthetic, SyntheticSpec};
+    use realm::index::bench::{
+        bench_index, write_synthetic, write_synthetic_format2, BenchFormat, SyntheticSpec,
+    };
     let dir = temp("bench");
     let spec = SyntheticSpec {
         blocks: 3000,
@@ -528,9 +530,17 @@ fn the_synthetic_bench_index_is_a_valid_index_of_realistic_blocks() {
         (2.0..3.0).contains(&(index.len() as f64 / docs)),
         "{docs} documents"
     );
-    let report = bench_index(&dir.join("idx"), &[1, 5], 1, 3).unwrap();
+    let report = bench_index(&dir.join("idx"), BenchFormat::Mapped, &[1, 5], 1, 3).unwrap();
     assert_eq!(report.blocks, 3000);
     assert_eq!(report.search.len(), 2);
+    // The same index in format 2 for comparison: the same blocks and tokens.
+    write_synthetic_format2(&dir.join("v2"), &spec).unwrap();
+    assert_eq!(
+        StoredIndex::load(dir.join("v2"), None).unwrap().blocks,
+        all_blocks(&index)
+    );
+    let parsed = bench_index(&dir.join("v2"), BenchFormat::Parsed, &[1], 1, 3).unwrap();
+    assert_eq!(parsed.tokens, report.tokens);
     let files: u64 = std::fs::read_dir(dir.join("idx"))
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())

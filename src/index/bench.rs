@@ -5,11 +5,11 @@
 //! MIPS at a few query batch sizes, and random block reads.
 
 use super::mapped::{token_bytes_for, BlockIndex, FORMAT_MAPPED};
-use super::store::Manifest;
+use super::store::{Manifest, StoredIndex};
 use super::writer::write_index;
 use crate::data::Block;
 use crate::error::{Error, Result};
-use crate::ops::mips::mips_top_k;
+use crate::ops::mips::{mips_top_k, MipsIndex};
 use crate::rng::SplitMix64;
 use candle_core::{Device, Tensor};
 use half::f16;
@@ -88,6 +88,43 @@ pub fn write_synthetic(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
     write_index(dir, manifest, token_bytes_for(spec.vocab), None, blocks)
 }
 
+/// The synthetic index of `spec` in format 2 (`blocks.jsonl`, as before format 3), for
+/// comparison: written in format 3 beside `dir`, loaded whole and saved.
+pub fn write_synthetic_format2(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| Error::file(dir, "must name a folder"))?;
+    let mapped = dir.with_file_name(format!(".{}.format3", name.to_string_lossy()));
+    write_synthetic(&mapped, spec)?;
+    let stored = BlockIndex::open(&mapped)?.to_stored()?;
+    stored.save(dir)?;
+    std::fs::remove_dir_all(&mapped).map_err(|e| Error::file(&mapped, e))
+}
+
+/// Which reader [`bench_index`] opens the folder with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchFormat {
+    /// Format 3, mapped ([`BlockIndex::open`]).
+    Mapped,
+    /// Format 2, parsed into memory ([`StoredIndex::load`]).
+    Parsed,
+}
+
+/// An opened index of either reader.
+enum Opened {
+    Mapped(BlockIndex),
+    Parsed(StoredIndex),
+}
+
+impl Opened {
+    fn block(&self, i: usize) -> Result<Block> {
+        match self {
+            Opened::Mapped(m) => m.block(i),
+            Opened::Parsed(s) => Ok(s.blocks[i].clone()),
+        }
+    }
+}
+
 /// One search measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchTiming {
@@ -114,14 +151,32 @@ pub struct IndexBench {
     pub rss_after_search_mb: f64,
     /// Mean time to read one random block (tokens, sentences, title).
     pub block_read_us: f64,
+    /// After the block reads: mapped pages read around each block count too.
+    pub rss_after_reads_mb: f64,
 }
 
-/// Opens the index at `dir` and measures it: `batches` query counts, `runs` searches each after
-/// the first, `k` results per query.
-pub fn bench_index(dir: &Path, batches: &[usize], runs: usize, k: usize) -> Result<IndexBench> {
+/// Opens the index at `dir` with `format`'s reader and measures it: `batches` query counts,
+/// `runs` searches each after the first, `k` results per query.
+pub fn bench_index(
+    dir: &Path,
+    format: BenchFormat,
+    batches: &[usize],
+    runs: usize,
+    k: usize,
+) -> Result<IndexBench> {
     let start = Instant::now();
-    let index = BlockIndex::open(dir)?;
-    let mips = index.mips()?;
+    let (index, mips) = match format {
+        BenchFormat::Mapped => {
+            let index = BlockIndex::open(dir)?;
+            let mips = index.mips()?;
+            (Opened::Mapped(index), mips)
+        }
+        BenchFormat::Parsed => {
+            let index = StoredIndex::load(dir, None)?;
+            let mips = MipsIndex::new(&index.embeddings)?;
+            (Opened::Parsed(index), mips)
+        }
+    };
     let open_ms = start.elapsed().as_secs_f64() * 1e3;
     let rss_after_open_mb = resident_mb();
     let bytes_on_disk = std::fs::read_dir(dir)
@@ -129,7 +184,7 @@ pub fn bench_index(dir: &Path, batches: &[usize], runs: usize, k: usize) -> Resu
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
-    let d = index.manifest.dim;
+    let (n, d) = (mips.len(), mips.dim());
     let mut search = Vec::new();
     for &q in batches {
         let queries = Tensor::randn(0f32, 1.0, (q, d), &Device::Cpu)?;
@@ -155,20 +210,25 @@ pub fn bench_index(dir: &Path, batches: &[usize], runs: usize, k: usize) -> Resu
     let reads = 10_000;
     let t = Instant::now();
     for _ in 0..reads {
-        index.block(rng.below(index.len() as u64) as usize)?;
+        index.block(rng.below(n as u64) as usize)?;
     }
     let block_read_us = t.elapsed().as_secs_f64() * 1e6 / reads as f64;
+    let (tokens, token_bytes) = match &index {
+        Opened::Mapped(m) => (m.layout.num_tokens, m.layout.token_bytes),
+        Opened::Parsed(s) => (s.blocks.iter().map(|b| b.tokens.len() as u64).sum(), 4),
+    };
     Ok(IndexBench {
-        blocks: index.len(),
+        blocks: n,
         dim: d,
-        tokens: index.layout.num_tokens,
-        token_bytes: index.layout.token_bytes,
+        tokens,
+        token_bytes,
         bytes_on_disk,
         open_ms,
         rss_after_open_mb,
         search,
         rss_after_search_mb,
         block_read_us,
+        rss_after_reads_mb: resident_mb(),
     })
 }
 
