@@ -429,7 +429,7 @@ fn four_shards_merge_into_the_whole_and_search_as_one() {
     ];
     let e = merge(&mixed, &dir.join("m3")).unwrap_err().to_string();
     assert!(e.contains("other options"), "{e}");
-    let e = merge(&[whole_dir.clone()], &dir.join("m4"))
+    let e = merge(std::slice::from_ref(&whole_dir), &dir.join("m4"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a shard"), "{e}");
