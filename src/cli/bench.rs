@@ -48,6 +48,31 @@ impl BenchCommon {
 
 #[derive(Subcommand)]
 enum BenchOp {
+    /// A synthetic index of format 3 with REALM's block lengths (written into --dir, or reused
+    /// when it holds one of --blocks and --dim): size on disk, open time, resident memory, exact
+    /// CPU search at each --queries batch size, random block reads.
+    Index {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Blocks (REALM's Wikipedia: 13,353,718).
+        #[arg(long, default_value_t = 1_000_000)]
+        blocks: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Query batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        queries: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// Searches timed per batch size after the first.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// 3 (mapped, the default) or 2 (blocks.jsonl parsed into memory, for comparison).
+        #[arg(long, default_value_t = 3)]
+        format: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// One REALM pre-training step, phase by phase (retrieval, forward, backward, optimizer).
     TrainStep(TrainStepArgs),
     /// Softmax over retrieved documents, or with --targets the marginal log-likelihood.
@@ -129,6 +154,39 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchOp::TrainStep(args) => {
             let report = args.execute().context("bench train-step")?;
             print(&report, args.json)
+        }
+        BenchOp::Index {
+            dir,
+            blocks,
+            dim,
+            queries,
+            k,
+            runs,
+            format,
+            json,
+        } => {
+            use realm::index::bench::{bench_index, ensure_synthetic, BenchFormat, SyntheticSpec};
+            let format = match format {
+                3 => BenchFormat::Mapped,
+                2 => BenchFormat::Parsed,
+                other => bail!("--format {other}: 2 or 3"),
+            };
+            let spec = SyntheticSpec {
+                blocks,
+                dim,
+                max_tokens: realm::index::build::REALM_BLOCK_TOKENS,
+                vocab: 30_522,
+                seed: 1,
+            };
+            let written = ensure_synthetic(&dir, format, &spec).context("the synthetic index")?;
+            if let Some(s) = written {
+                eprintln!(
+                    "wrote {blocks} blocks in {s:.1} s ({:.0} blocks/s)",
+                    blocks as f64 / s
+                );
+            }
+            let report = bench_index(&dir, format, &queries, runs, k).context("bench index")?;
+            print(&report, json)
         }
         BenchOp::DocSoftmax {
             common,
