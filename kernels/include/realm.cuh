@@ -47,4 +47,5 @@
 
 #include "realm_abi.h"
 #include "realm/collectives.cuh"
+#include "realm/rows.cuh"
 #include "realm/convert.cuh"

@@ -9,7 +9,6 @@ mod copy_head;
 mod dropout;
 pub mod embed;
 pub mod encoder;
-mod fused;
 mod heads;
 pub mod loss_scale;
 pub mod pooling;
