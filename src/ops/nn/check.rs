@@ -219,6 +219,24 @@ pub enum NnBenchOp {
     Gelu(GeluForm),
 }
 
+impl std::str::FromStr for NnBenchOp {
+    type Err = Error;
+
+    /// `layer-norm`, `gelu-erf` or `gelu-tanh`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "layer-norm" => Ok(NnBenchOp::LayerNorm),
+            "gelu-erf" => Ok(NnBenchOp::Gelu(GeluForm::Erf)),
+            "gelu-tanh" => Ok(NnBenchOp::Gelu(GeluForm::Tanh)),
+            other => Err(Error::bad_input(
+                "bench nn",
+                "op",
+                format!("{other:?}: use layer-norm, gelu-erf or gelu-tanh"),
+            )),
+        }
+    }
+}
+
 /// What `realm bench nn` measures: `rows` rows of `hidden` values.
 #[derive(Clone, Copy, Debug)]
 pub struct NnBench {
