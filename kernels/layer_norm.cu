@@ -19,6 +19,8 @@ REALM_EXPORT constexpr int kLayerNormThreads = 256;
 // The widest row accepted: the backward keeps a block's partial dw and db, 2 h floats, in
 // dynamic shared memory (128 KiB at this width).
 REALM_EXPORT constexpr int kLayerNormMaxHidden = 16384;
+static_assert(2 * kLayerNormMaxHidden * sizeof(float) <= 227 * 1024,
+              "the backward's partial sums fit in a block's shared memory");
 
 // A row's statistics. The mean is taken of x - x[0] (exact for the values near x[0] that a large
 // mean gives, by Sterbenz's lemma), so that a row far from 0 keeps its precision: the mean of x
