@@ -159,8 +159,8 @@ fn gelu_errors(
 }
 
 /// The bound: the dtype's, and the plain composition's own error where that is smaller (twice
-/// it, and at least 16 f32 ulp at 1: candle's CPU GELU computes in f64, the fused op's f32 slope
-/// adds a few ulp): the fused op is never less accurate than what it replaces.
+/// it, and at least 16 f32 ulp at 1: candle's CPU GELU computes in f64, the fused op's f32 erf
+/// and slope add a few ulp): the fused op is never less accurate than what it replaces.
 fn outcome(e: Errors, dtype: DType) -> Outcome {
     let composed = (2.0 * e.composed).max(16.0 * f64::from(f32::EPSILON));
     Outcome {

@@ -9,8 +9,9 @@
 //!   and finite.
 //! - [`gelu`]`(x, form)`: the erf form `x Φ(x)` (Hugging Face's "gelu") or the tanh form
 //!   (`"gelu_new"`), f32 arithmetic, `x`'s dtype kept. Φ and the tanh form's `(1 + tanh u) / 2`
-//!   are computed without the cancellation of `1 + …` for negative x (from erfc, as a sigmoid),
-//!   so the values keep their relative precision in the tails.
+//!   are computed without the cancellation of `1 + …` for negative x on the GPU (erfc, a
+//!   sigmoid) and, for the tanh form, on the CPU; the CPU's erf is a vectorisable rational
+//!   approximation (absolute error < 1e-6).
 //! - NaN propagates (elementwise work; nothing is checked).
 //! - The CPU results do not depend on the thread count (LayerNorm's sums over rows are partial
 //!   sums over fixed row ranges added in order); the GPU's are the same on every run (no atomics).
