@@ -42,6 +42,34 @@ fn bits(values: &[f64]) -> Vec<u64> {
 }
 
 #[test]
+fn layer_norm_backward_is_the_same_for_every_thread_count() {
+    // More rows than the backward's partial sums (dw, db) have tasks: each task sums many rows.
+    let (rows, h) = (9000, 16);
+    let mut rng = realm::rng::SplitMix64::new(3);
+    let t = |v: Vec<f64>, shape: &[usize]| {
+        Tensor::from_vec(v, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
+    let x = t(rng.normal_vec(rows * h, 3.0), &[rows, h]);
+    let r = t(rng.normal_vec(rows * h, 1.0), &[rows, h]);
+    let w = candle_core::Var::from_tensor(&t(rng.normal_vec(h, 1.0), &[h])).unwrap();
+    let b = candle_core::Var::from_tensor(&t(rng.normal_vec(h, 1.0), &[h])).unwrap();
+    same_in_every_pool("layer_norm", || {
+        let xv = candle_core::Var::from_tensor(&x).unwrap();
+        let y = realm::ops::layer_norm(xv.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+        let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        [xv.as_tensor(), w.as_tensor(), b.as_tensor()]
+            .map(|v| {
+                let g = grads.get(v).unwrap().to_dtype(DType::F64).unwrap();
+                bits(&g.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+            })
+            .to_vec()
+    });
+}
+
+#[test]
 fn attention_backward_is_the_same_for_every_thread_count() {
     // One head with many key blocks (the backward splits its keys into groups), and many heads.
     for (shape, lens) in [

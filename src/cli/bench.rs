@@ -93,6 +93,24 @@ enum BenchOp {
         #[arg(long)]
         composition: bool,
     },
+    /// LayerNorm or GELU over [rows, hidden] (--dtype), or the candle composition it replaces.
+    Nn {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// layer-norm, gelu-erf or gelu-tanh.
+        #[arg(long, default_value = "layer-norm")]
+        op: String,
+        #[arg(long, default_value_t = 4096)]
+        rows: usize,
+        #[arg(long, default_value_t = 768)]
+        hidden: usize,
+        /// Forward and backward.
+        #[arg(long)]
+        backward: bool,
+        /// Time the plain candle composition instead of the fused op.
+        #[arg(long)]
+        composition: bool,
+    },
     /// Exact inner-product top-k of random queries (--dtype) over a random f16 index.
     Mips {
         #[command(flatten)]
@@ -207,6 +225,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
             };
             let report = realm::ops::doc_softmax::bench(&dev, spec, common.budget()?)
                 .context("bench doc-softmax")?;
+            print(&report, common.json)
+        }
+        BenchOp::Nn {
+            common,
+            op,
+            rows,
+            hidden,
+            backward,
+            composition,
+        } => {
+            let dev = common.device.resolve()?;
+            let spec = realm::ops::nn::NnBench {
+                op: op.parse()?,
+                rows,
+                hidden,
+                dtype: parse_dtype(&common.dtype)?,
+                backward,
+                composition,
+            };
+            let report = realm::ops::nn::bench(&dev, spec, common.budget()?).context("bench nn")?;
             print(&report, common.json)
         }
         BenchOp::Mips {

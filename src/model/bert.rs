@@ -10,8 +10,8 @@
 use super::checkpoint::{self, Checkpoint, Init, ParamSource, RandomInit};
 use super::config::{Activation, BertConfig};
 use super::dropout::{Site, TrainRng};
-use super::fused;
 use crate::error::{Error, Result};
+use crate::ops::nn;
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::Path;
 
@@ -419,7 +419,7 @@ impl LayerNorm {
     /// Statistics in f32 with the f32 master scale and shift, whatever `x`'s dtype (kept).
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let (w, b) = (ctx.master(&self.weight), ctx.master(&self.bias));
-        fused::layer_norm(x, &w, &b, self.eps)
+        nn::layer_norm(x, &w, &b, self.eps)
     }
 }
 
@@ -502,8 +502,8 @@ impl Layer {
 
         let inner = self.intermediate.forward(&x, ctx)?;
         let inner = match cfg.hidden_act {
-            Activation::Gelu => fused::gelu_erf(&inner)?,
-            Activation::GeluNew => inner.gelu()?,
+            Activation::Gelu => nn::gelu(&inner, nn::GeluForm::Erf)?,
+            Activation::GeluNew => nn::gelu(&inner, nn::GeluForm::Tanh)?,
             Activation::Relu => inner.relu()?,
         };
         let out = self.output.forward(&inner, ctx)?;

@@ -11,10 +11,10 @@ use super::bert::{BertInput, BertModel, Mode};
 use super::checkpoint::{self, Init, ParamSource, RandomInit};
 use super::config::{Activation, BertConfig};
 use super::copy_head::CopyHead;
-use super::fused;
 use super::heads::{param, take, Dense, Norm, Source, TensorFile};
 use super::retriever::{ConfigFile, RetrieverConfig};
 use crate::error::{Error, Result};
+use crate::ops::nn;
 use candle_core::{DType, Device, Tensor, Var, D};
 use std::path::Path;
 
@@ -311,8 +311,8 @@ impl KnowledgeEncoder {
             .to_dtype(DType::F32)?;
         let x = self.transform.forward(&picked, train)?;
         let x = match self.bert.config().hidden_act {
-            Activation::Gelu => fused::gelu_erf(&x)?,
-            Activation::GeluNew => x.gelu()?,
+            Activation::Gelu => nn::gelu(&x, nn::GeluForm::Erf)?,
+            Activation::GeluNew => nn::gelu(&x, nn::GeluForm::Tanh)?,
             Activation::Relu => x.relu()?,
         };
         let x = self.norm.forward(&x, train)?;

@@ -7,7 +7,6 @@ pub mod config;
 mod copy_head;
 mod dropout;
 pub mod encoder;
-mod fused;
 mod heads;
 pub mod loss_scale;
 pub mod pooling;

@@ -11,6 +11,7 @@ pub mod doc_softmax;
 pub(crate) mod elem;
 pub(crate) mod math;
 pub mod mips;
+pub mod nn;
 
 pub use crate::device::{
     check_cpu_simd_env, cpu_simd, CpuExec, CpuSimd, Exec, ExecGuard, CPU_SIMD_ENV,
@@ -18,6 +19,7 @@ pub use crate::device::{
 pub use attention::{attention, Dropout};
 pub use doc_softmax::{doc_softmax, marginal_log_likelihood};
 pub use mips::{mips_top_k, MipsIndex, ShardedIndex};
+pub use nn::{gelu, layer_norm, GeluForm};
 
 use crate::error::Result;
 
