@@ -60,7 +60,7 @@ enum Command {
         /// Truncate texts to this many wordpieces (default: the model's max_position_embeddings).
         #[arg(long)]
         max_len: Option<usize>,
-        /// Compute dtype: f32, f16 or bf16 (default: f32 on the CPU, bf16 on a GPU).
+        /// Compute dtype: f32, f16 or bf16 (default: bf16 on a GPU or the emulator, f32 on the CPU).
         #[arg(long)]
         dtype: Option<String>,
     },
@@ -241,9 +241,9 @@ impl DeviceArg {
 struct BenchCommon {
     #[command(flatten)]
     device: DeviceArg,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// f32, f16 or bf16 (default: the device's, bf16 on a GPU or the emulator, f32 on the CPU).
+    #[arg(long)]
+    dtype: Option<String>,
     /// Seconds of measurement after warm-up.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -253,8 +253,12 @@ struct BenchCommon {
 }
 
 impl BenchCommon {
-    fn dtype(&self) -> Result<candle_core::DType> {
-        parse_dtype(&self.dtype)
+    /// The dtype asked, else the device's default.
+    fn dtype(&self, dev: &ComputeDevice) -> Result<candle_core::DType> {
+        match &self.dtype {
+            Some(d) => parse_dtype(d),
+            None => Ok(dev.default_dtype()),
+        }
     }
 
     fn budget(&self) -> Result<Budget> {
@@ -632,7 +636,7 @@ fn bench(op: BenchOp) -> Result<()> {
                 batch,
                 k,
                 targets,
-                dtype: common.dtype()?,
+                dtype: common.dtype(&dev)?,
                 backward,
                 composition,
             };
@@ -653,7 +657,7 @@ fn bench(op: BenchOp) -> Result<()> {
                 dim,
                 queries,
                 k,
-                dtype: common.dtype()?,
+                dtype: common.dtype(&dev)?,
             };
             let report =
                 realm::ops::mips::bench(&dev, spec, common.budget()?).context("bench mips")?;
@@ -677,7 +681,7 @@ fn bench(op: BenchOp) -> Result<()> {
                 model,
                 batch,
                 len,
-                dtype: common.dtype()?,
+                dtype: common.dtype(&dev)?,
                 backward,
             };
             let report =
@@ -706,7 +710,7 @@ fn bench(op: BenchOp) -> Result<()> {
                 len,
                 head_dim,
                 pad_frac,
-                dtype: common.dtype()?,
+                dtype: common.dtype(&dev)?,
                 backward,
                 composition,
             };

@@ -61,7 +61,7 @@ impl TrainRng {
                 *m = if d < threshold { 0.0 } else { keep };
             }
         });
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        let mask = crate::device::upload(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)
     }
 

@@ -15,7 +15,7 @@ pub mod mips;
 pub use crate::device::{
     check_cpu_simd_env, cpu_simd, CpuExec, CpuSimd, Exec, ExecGuard, CPU_SIMD_ENV,
 };
-pub use attention::{attention, Dropout};
+pub use attention::{attention, Dropout, KeyLens};
 pub use doc_softmax::{doc_softmax, marginal_log_likelihood};
 pub use mips::{mips_top_k, MipsIndex, ShardedIndex};
 

@@ -155,7 +155,7 @@ pub struct LoopArgs {
     pub log_every: Option<u64>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// BERT compute dtype: f32, bf16 or f16 (default: f32 on the CPU, bf16 on a GPU).
+    /// BERT compute dtype: f32, bf16 or f16 (default: bf16 on a GPU or the emulator, f32 on the CPU).
     #[arg(long)]
     pub dtype: Option<String>,
 }
@@ -521,7 +521,7 @@ pub struct TrainStepArgs {
     /// Blocks in the random index.
     #[arg(long, default_value_t = 100_000)]
     pub index_size: usize,
-    /// f32, bf16 or f16 (default: f32 on the CPU, bf16 on a GPU).
+    /// f32, bf16 or f16 (default: bf16 on a GPU or the emulator, f32 on the CPU).
     #[arg(long)]
     pub dtype: Option<String>,
     /// Measured steps (after one warm-up step).
@@ -548,7 +548,7 @@ impl TrainStepArgs {
             query_len: self.query_len,
             masks: self.masks,
             index_size: self.index_size,
-            dtype: loop_cfg.compute_dtype(device.is_cuda())?,
+            dtype: loop_cfg.compute_dtype(device.default_dtype())?,
             steps: self.steps,
         };
         bench_train_step(&device, &spec)
