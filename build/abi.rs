@@ -540,7 +540,11 @@ pub fn generate(modules: &[Module], fatbins: Option<&str>) -> Result<Generated, 
                 m.path
             );
             for v in &variants {
-                let _ = writeln!(body, "    {},", camel(v));
+                let _ = writeln!(
+                    body,
+                    "    /// The kernels whose name has `_{v}` after the family.\n    {},",
+                    camel(v)
+                );
             }
             body.push_str("}\n");
         }
@@ -639,7 +643,17 @@ fn gen_family(
             } => format!("A::PtrMut<'a, {}>", elem.rust()),
             Kind::Value(s) => s.rust().to_string(),
         };
-        let _ = writeln!(rust, "    pub {}: {ty},", rust_field(&fl.name));
+        let what = match fl.kind {
+            Kind::Ptr { mutable: false, .. } => "device memory, read only",
+            Kind::Ptr { mutable: true, .. } => "device memory the kernel may write",
+            Kind::Value(_) => "a value",
+        };
+        let _ = writeln!(
+            rust,
+            "    /// The kernel parameter `{}`: {what}.\n    pub {}: {ty},",
+            fl.name,
+            rust_field(&fl.name)
+        );
     }
     rust.push_str("}\n\n");
 

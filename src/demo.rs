@@ -1,10 +1,9 @@
 //! `realm demo`: the whole REALM pipeline on the embedded demo data set (`data/demo/`), from
 //! nothing, on a laptop CPU: tokenizer → a small BERT from scratch (or `--init DIR`) → ICT warm
 //! start → index → pre-training with salient spans and index refresh → open-QA fine-tuning →
-//! evaluation with retrieval and with the null document only → answered questions with their
-//! evidence → a knowledge update (one fact changed in a copy of the corpus, only the index
-//! rebuilt, the same model asked again).
-
+//! evaluation with retrieval and with the null document only → the first three dev questions
+//! answered, with their evidence and gold answers → a knowledge update (up to 25 facts changed in
+//! a copy of the corpus, only the index rebuilt, the same model asked again).
 use crate::ask::{Answer, Asker};
 use crate::data::demo::{parse_demo_questions, write_demo_files, DemoFiles, DemoQuestion, DEV};
 use crate::data::{contains_answer, exact_match, Answer as Gold};
@@ -86,10 +85,49 @@ pub struct ChangedFact {
 /// rebuilt once, the same model asked again.
 #[derive(Clone, Debug, Serialize)]
 pub struct KnowledgeUpdate {
+    /// The changed facts, at most [`UPDATES`].
     pub facts: Vec<ChangedFact>,
     /// How many of the questions are now answered with the new fact.
     pub answered_new: usize,
-    pub index_rebuild_s: f64,
+    /// How many still get the old fact (from the model's weights: the new text no longer says it).
+    pub answered_old: usize,
+    /// `answered_new / facts.len()`; None when no fact could be changed.
+    pub rate: Option<f64>,
+    /// What limits the number of facts: the dev questions examined and why the others were not
+    /// used.
+    pub selection: UpdateSelection,
+    /// Seconds to rebuild the index over the changed corpus (None: nothing changed).
+    pub index_rebuild_s: Option<f64>,
+}
+
+/// How the knowledge update chose its facts: a fact can be changed only where the model answers
+/// its question right from the fact's own document and no other block it reads states the answer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UpdateSelection {
+    /// Dev questions asked (in file order, until [`UPDATES`] facts were found).
+    pub examined: usize,
+    /// Answered wrong before any change.
+    pub answered_wrong: usize,
+    /// Answered right, but read from another document than the question's own.
+    pub other_document: usize,
+    /// Another block the model reads states the answer too.
+    pub stated_elsewhere: usize,
+    /// No other answer of the same relation, or the document does not contain the answer text.
+    pub no_replacement: usize,
+    /// A second question about a document already changed.
+    pub same_document: usize,
+}
+
+/// One of the demo's answered questions: the first dev questions, with their gold answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoAnswer {
+    /// The model's answer and evidence.
+    #[serde(flatten)]
+    pub answer: Answer,
+    /// The gold answers of the dev question.
+    pub gold: Vec<String>,
+    /// Whether the answer matches one of them (exact match after SQuAD normalisation).
+    pub correct: bool,
 }
 
 /// `summary.json`: the final table.
@@ -113,8 +151,8 @@ pub struct DemoSummary {
     #[serde(skip)]
     pub stages: Vec<StageTime>,
     pub total_seconds: f64,
-    pub answers: Vec<Answer>,
-    pub knowledge_update: Option<KnowledgeUpdate>,
+    pub answers: Vec<DemoAnswer>,
+    pub knowledge_update: KnowledgeUpdate,
 }
 
 /// A stage's loop: warm-up over the first tenth (the default's floor of 100 steps would be
@@ -266,10 +304,19 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     let _exec = device.enter()?;
     let asker = Asker::load(&checkpoint, None, &device.device)?;
     let dev_questions = parse_demo_questions(&files.dev, DEV)?;
+    // The first three dev questions: a fixed rule, right or wrong.
     let answers = dev_questions
         .iter()
         .take(3)
-        .map(|q| asker.ask(&q.question))
+        .map(|q| {
+            let answer = asker.ask(&q.question)?;
+            let correct = exact_match(&answer.answer, &golds(q));
+            Ok(DemoAnswer {
+                answer,
+                gold: q.answers.clone(),
+                correct,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     clock.lap("answering", "answering");
 
@@ -295,8 +342,8 @@ fn summarize(
     device: &ComputeDevice,
     report: &EvalReport,
     clock: Clock,
-    answers: Vec<Answer>,
-    knowledge_update: Option<KnowledgeUpdate>,
+    answers: Vec<DemoAnswer>,
+    knowledge_update: KnowledgeUpdate,
 ) -> DemoSummary {
     DemoSummary {
         device: device.to_string(),
@@ -320,8 +367,18 @@ fn summarize(
     }
 }
 
-/// Facts the knowledge update changes (each in its own document).
-const UPDATES: usize = 5;
+/// Facts the knowledge update changes (fewer when fewer questions qualify).
+pub const UPDATES: usize = 25;
+
+fn golds(q: &DemoQuestion) -> Vec<Gold> {
+    q.answers
+        .iter()
+        .map(|a| Gold {
+            text: a.clone(),
+            char_start: None,
+        })
+        .collect()
+}
 
 /// REALM's promise: change facts in the corpus, rebuild only the index, and the same model
 /// answers from the new text. The questions are the first dev questions (one per document) the
@@ -335,7 +392,7 @@ fn knowledge_update(
     questions: &[DemoQuestion],
     cfg: &DemoConfig,
     device: &ComputeDevice,
-) -> Result<Option<KnowledgeUpdate>> {
+) -> Result<KnowledgeUpdate> {
     let text = std::fs::read_to_string(&files.docs).map_err(|e| Error::file(&files.docs, e))?;
     let mut docs: Vec<serde_json::Value> = text
         .lines()
@@ -365,30 +422,34 @@ fn knowledge_update(
             .to_string()
     };
     let mut changed: Vec<(&DemoQuestion, ChangedFact)> = Vec::new();
+    let mut selection = UpdateSelection::default();
     for q in questions {
         if changed.len() == UPDATES {
             break;
         }
+        selection.examined += 1;
         if changed.iter().any(|(c, _)| c.doc_id == q.doc_id) {
+            selection.same_document += 1;
             continue;
         }
         let doc_id = q.doc_id.to_string();
         let answer = asker.ask(&q.question)?;
-        let golds: Vec<Gold> = q
-            .answers
-            .iter()
-            .map(|a| Gold {
-                text: a.clone(),
-                char_start: None,
-            })
-            .collect();
+        if !exact_match(&answer.answer, &golds(q)) {
+            selection.answered_wrong += 1;
+            continue;
+        }
         let own = answer.evidence.get(answer.from).map(|e| e.doc_id.as_str());
-        if !exact_match(&answer.answer, &golds) || own != Some(doc_id.as_str()) {
+        if own != Some(doc_id.as_str()) {
+            selection.other_document += 1;
             continue;
         }
         let elsewhere = answer.evidence.iter().enumerate().any(|(i, e)| {
             i != answer.from && contains_answer(&text_of(&docs, &e.doc_id), &q.answers)
         });
+        if elsewhere {
+            selection.stated_elsewhere += 1;
+            continue;
+        }
         let new_fact = questions
             .iter()
             .filter(|o| o.relation == q.relation)
@@ -399,15 +460,15 @@ fn knowledge_update(
                     .any(|g| contains_answer(a, std::slice::from_ref(g)))
             });
         let old_fact = &q.answers[0];
-        let (Some(new_fact), Some(&at), false) = (new_fact, position.get(&doc_id), elsewhere)
-        else {
-            continue;
+        let body = match (new_fact, position.get(&doc_id)) {
+            (Some(new_fact), Some(&at)) => docs[at]["text"]
+                .as_str()
+                .filter(|t| t.contains(old_fact.as_str()))
+                .map(|t| (at, new_fact, t.replace(old_fact.as_str(), new_fact))),
+            _ => None,
         };
-        let Some(body) = docs[at]["text"]
-            .as_str()
-            .filter(|t| t.contains(old_fact.as_str()))
-            .map(|t| t.replace(old_fact.as_str(), new_fact))
-        else {
+        let Some((at, new_fact, body)) = body else {
+            selection.no_replacement += 1;
             continue;
         };
         docs[at]["text"] = body.into();
@@ -424,7 +485,14 @@ fn knowledge_update(
         ));
     }
     if changed.is_empty() {
-        return Ok(None);
+        return Ok(KnowledgeUpdate {
+            facts: Vec::new(),
+            answered_new: 0,
+            answered_old: 0,
+            rate: None,
+            selection,
+            index_rebuild_s: None,
+        });
     }
     let dir = cfg.out.join("update");
     let corpus = dir.join("docs.jsonl");
@@ -449,21 +517,25 @@ fn knowledge_update(
     let index_rebuild_s = start.elapsed().as_secs_f64();
     let updated = Asker::load(checkpoint, Some(&dir.join("index")), &device.device)?;
     let mut facts = Vec::with_capacity(changed.len());
-    let mut answered_new = 0;
+    let (mut answered_new, mut answered_old) = (0, 0);
     for (q, mut fact) in changed {
         fact.answer_after = updated.ask(&q.question)?.answer;
-        let new = Gold {
-            text: fact.new_fact.clone(),
+        let gold = |text: &str| Gold {
+            text: text.to_string(),
             char_start: None,
         };
-        answered_new += usize::from(exact_match(&fact.answer_after, &[new]));
+        answered_new += usize::from(exact_match(&fact.answer_after, &[gold(&fact.new_fact)]));
+        answered_old += usize::from(exact_match(&fact.answer_after, &golds(q)));
         facts.push(fact);
     }
-    Ok(Some(KnowledgeUpdate {
+    Ok(KnowledgeUpdate {
+        rate: Some(answered_new as f64 / facts.len() as f64),
         facts,
         answered_new,
-        index_rebuild_s,
-    }))
+        answered_old,
+        selection,
+        index_rebuild_s: Some(index_rebuild_s),
+    })
 }
 
 /// The final table, as printed.
@@ -493,10 +565,19 @@ pub fn render(summary: &DemoSummary) -> String {
         s += &format!("| {} | {:.1} |\n", t.label, t.seconds);
     }
     s += &format!("| total | {:.1} |\n", summary.total_seconds);
-    for a in &summary.answers {
+    for DemoAnswer {
+        answer: a,
+        gold,
+        correct,
+    } in &summary.answers
+    {
         s += &format!(
-            "\nQ: {}\nA: {} (score {:.2})\n",
-            a.question, a.answer, a.score
+            "\nQ: {}\nA: {} (score {:.2}): {} (gold: {})\n",
+            a.question,
+            a.answer,
+            a.score,
+            if *correct { "right" } else { "wrong" },
+            gold.join(" / ")
         );
         for (i, e) in a.evidence.iter().enumerate().take(3) {
             s += &format!(
@@ -508,24 +589,39 @@ pub fn render(summary: &DemoSummary) -> String {
             );
         }
     }
-    match &summary.knowledge_update {
-        Some(u) => {
+    let u = &summary.knowledge_update;
+    let sel = &u.selection;
+    match (u.rate, u.index_rebuild_s) {
+        (Some(rate), Some(rebuild_s)) => {
             s += &format!(
                 "\nKnowledge update: {} facts changed in a copy of the corpus (one document each), \
-                 index rebuilt in {:.1} s, model unchanged; {} of {} questions now get the new fact.\n",
+                 index rebuilt in {rebuild_s:.1} s, model unchanged; {} of {} questions ({:.0}%) \
+                 now get the new fact, {} still the old one.\n",
                 u.facts.len(),
-                u.index_rebuild_s,
                 u.answered_new,
-                u.facts.len()
+                u.facts.len(),
+                100.0 * rate,
+                u.answered_old,
             );
-            for f in &u.facts {
-                s += &format!(
-                    "  \"{}\": {} -> {}\n  Q: {}\n     before: {}\n     after:  {}\n",
-                    f.document, f.old_fact, f.new_fact, f.question, f.answer_before, f.answer_after
-                );
-            }
         }
-        None => s += "\nKnowledge update: skipped (no held-out question was answered correctly from its own document alone).\n",
+        _ => s += "\nKnowledge update: skipped, no fact could be changed.\n",
+    }
+    s += &format!(
+        "Facts that could be changed: of {} dev questions asked, {} were answered wrong, {} from \
+         another document, {} had the answer in another block read too, {} had no replacement \
+         answer, {} asked about a document already changed.\n",
+        sel.examined,
+        sel.answered_wrong,
+        sel.other_document,
+        sel.stated_elsewhere,
+        sel.no_replacement,
+        sel.same_document
+    );
+    for f in &u.facts {
+        s += &format!(
+            "  \"{}\": {} -> {}\n  Q: {}\n     before: {}\n     after:  {}\n",
+            f.document, f.old_fact, f.new_fact, f.question, f.answer_before, f.answer_after
+        );
     }
     s
 }

@@ -154,6 +154,43 @@ fn writes_valid_pngs_for_the_metrics_that_have_data_and_a_summary() {
 }
 
 #[test]
+fn lists_of_records_in_the_summary_are_tables_of_their_own() {
+    let dir = temp_dir("records");
+    std::fs::write(
+        dir.join("metrics.jsonl"),
+        "{\"stage\":\"eval\",\"step\":0,\"time_s\":0.1,\"loss\":5.0}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("summary.json"),
+        r#"{"em_retrieval":0.5,
+            "answers":[{"question":"Q1 is","answer":"paris","gold":["paris","Paris"],"correct":true,
+                        "evidence":[{"title":"a"},{"title":"b"}]},
+                       {"question":"Q2 | x","answer":"rome","gold":["oslo"],"correct":false}],
+            "knowledge_update":{"answered_new":1,"facts":[{"old_fact":"a","new_fact":"b"}]}}"#,
+    )
+    .unwrap();
+    let readme = std::fs::read_to_string(write_report(&dir).unwrap().readme).unwrap();
+    for needed in [
+        "| em_retrieval | 0.5000 |",
+        "| knowledge_update.answered_new | 1 |",
+        "`answers` from `summary.json`:",
+        "| answer | correct | evidence | gold | question |",
+        "| paris | true | 2 items | paris, Paris | Q1 is |",
+        "| rome | false | – | oslo | Q2 \\| x |",
+        "`knowledge_update.facts` from `summary.json`:",
+        "| new_fact | old_fact |\n|---|---|\n| b | a |",
+    ] {
+        assert!(readme.contains(needed), "{needed:?} missing from\n{readme}");
+    }
+    assert!(
+        !readme.contains("[{"),
+        "a JSON blob in a table cell:\n{readme}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn only_metrics_with_data_are_plotted_and_optional_files_may_be_absent() {
     let dir = temp_dir("loss-only");
     std::fs::write(

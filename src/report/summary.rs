@@ -164,6 +164,10 @@ fn metrics_section(md: &mut String, inp: &Inputs) {
             let _ = writeln!(md, "From `summary.json`:\n");
             table_of(md, &rows);
         }
+        for (key, items) in lists_of_records(summary) {
+            let _ = writeln!(md, "`{key}` from `summary.json`:\n");
+            records_table(md, items);
+        }
     }
     let fields: Vec<Field> = Field::ALL
         .into_iter()
@@ -206,31 +210,91 @@ fn table_of(md: &mut String, rows: &[(String, String)]) {
     md.push('\n');
 }
 
-/// Scalars of a JSON value with dotted keys; arrays of scalars on one line.
+/// Scalars of a JSON value with dotted keys; arrays of scalars on one line. Arrays of objects
+/// are left to [`lists_of_records`]: as one cell they would be a JSON blob.
 fn flatten(value: &Value) -> Vec<(String, String)> {
     fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
+                    walk(&dotted(prefix, k), v, out);
                 }
             }
-            Value::Number(n) => out.push((
-                prefix.to_string(),
-                n.as_f64().map_or_else(|| n.to_string(), number),
-            )),
-            Value::String(s) => out.push((prefix.to_string(), s.clone())),
-            other => out.push((prefix.to_string(), other.to_string())),
+            v if is_records(v) => {}
+            other => out.push((prefix.to_string(), cell(other))),
         }
     }
     let mut out = Vec::new();
     walk("", value, &mut out);
     out
+}
+
+fn dotted(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// A non-empty array whose items are all objects (`answers`, `knowledge_update.facts`).
+fn is_records(v: &Value) -> bool {
+    matches!(v, Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object))
+}
+
+/// The arrays of objects in a JSON value, by dotted key, in document order.
+fn lists_of_records(value: &Value) -> Vec<(String, &Vec<Value>)> {
+    fn walk<'a>(prefix: &str, v: &'a Value, out: &mut Vec<(String, &'a Vec<Value>)>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    walk(&dotted(prefix, k), v, out);
+                }
+            }
+            Value::Array(items) if is_records(v) => out.push((prefix.to_string(), items)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// One row per object, one column per field (in first-seen order: serde_json's maps sort their
+/// keys); a nested list of records is shown by its length.
+fn records_table(md: &mut String, items: &[Value]) {
+    let mut columns: Vec<&str> = Vec::new();
+    for item in items {
+        for k in item.as_object().into_iter().flat_map(|m| m.keys()) {
+            if !columns.contains(&k.as_str()) {
+                columns.push(k);
+            }
+        }
+    }
+    let _ = writeln!(md, "| {} |", columns.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(columns.len()));
+    for item in items {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match item.get(c) {
+                None | Some(Value::Null) => "–".to_string(),
+                Some(Value::Array(v)) if is_records(&item[c]) => format!("{} items", v.len()),
+                Some(v) => cell(v).replace('|', "\\|").replace('\n', " "),
+            })
+            .collect();
+        let _ = writeln!(md, "| {} |", cells.join(" | "));
+    }
+    md.push('\n');
+}
+
+/// A scalar (or an array of scalars) as table text.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), number),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
 }
 
 /// Integers as they are, other numbers with four significant digits.
