@@ -40,6 +40,8 @@ done
 # Exact MIPS top-k over REALM's index shape (13M × 128 f16): the Q and k points.
 for q in 1 64 256 1024; do bench mips --docs 13000000 --dim 128 --queries "$q" --k 8 --dtype f16; done
 bench mips --docs 13000000 --dim 128 --queries 256 --k 5000 --dtype f16
+# Hidden-state dropout, BERT-base's b·l × 768: the device-drawn mask against the host mask + upload.
+for c in "" "--composition"; do bench dropout --rows 2304 --hidden 768 --dtype bf16 $c; done
 # Ops that register later add their lines here (attention, bert, train-step).
 
 echo "== PyTorch baselines (same card)"

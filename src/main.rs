@@ -357,6 +357,21 @@ enum BenchOp {
         #[arg(long)]
         composition: bool,
     },
+    /// Hidden-state dropout of a [rows, hidden] tensor by the device-drawn Philox mask.
+    Dropout {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Rows (BERT's b·l).
+        #[arg(long, default_value_t = 8 * 288)]
+        rows: usize,
+        #[arg(long, default_value_t = 768)]
+        hidden: usize,
+        #[arg(long, default_value_t = 0.1)]
+        p: f32,
+        /// Time the mask drawn on the host and uploaded, multiplied in (what the op replaced).
+        #[arg(long)]
+        composition: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -692,6 +707,25 @@ fn bench(op: BenchOp) -> Result<()> {
                 out!("{report}");
             }
             return Ok(());
+        }
+        BenchOp::Dropout {
+            common,
+            rows,
+            hidden,
+            p,
+            composition,
+        } => {
+            let dev = common.device.resolve()?;
+            let spec = realm::ops::dropout::BenchSpec {
+                rows,
+                hidden,
+                p,
+                dtype: common.dtype(&dev)?,
+                composition,
+            };
+            let report = realm::ops::dropout::bench(&dev, spec, common.budget()?)
+                .context("bench dropout")?;
+            (report, common.json)
         }
         BenchOp::Attention {
             common,

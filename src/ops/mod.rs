@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod doc_softmax;
+pub mod dropout;
 pub(crate) mod elem;
 pub(crate) mod math;
 pub mod mips;
