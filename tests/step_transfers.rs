@@ -8,8 +8,8 @@ mod common;
 
 use candle_core::{DType, Tensor};
 use realm::device::{ComputeDevice, DeviceSpec, Transfers};
-use realm::ops::mips::{mips_top_k, MipsIndex};
 use realm::model::BertConfig;
+use realm::ops::mips::{mips_top_k, MipsIndex};
 use realm::train::models::{ModelInit, Origin};
 use realm::train::pretrain::{run_pretrain, PretrainConfig};
 use realm::train::search::RefreshPolicy;

@@ -31,7 +31,11 @@ fn check(dev: &ComputeDevice, n: usize, p: f32, dtype: DType, seed: u64) -> Resu
     let _exec = dev.enter()?;
     let mut rng = SplitMix64::new(seed);
     let values = |rng: &mut SplitMix64| -> Result<Tensor> {
-        let v: Vec<f32> = rng.normal_vec(n, 1.0).into_iter().map(|v| v as f32).collect();
+        let v: Vec<f32> = rng
+            .normal_vec(n, 1.0)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
         Ok(Tensor::from_vec(v, n, &Device::Cpu)?
             .to_dtype(dtype)?
             .to_device(&dev.device)?)

@@ -35,6 +35,11 @@ pub(super) fn apply<B: Backend, T: Element>(
         threshold: mask.threshold(),
         scale,
     };
-    be.launch(b, (), Launch::linear(blocks as u32, DROPOUT_THREADS), params)?;
+    be.launch(
+        b,
+        (),
+        Launch::linear(blocks as u32, DROPOUT_THREADS),
+        params,
+    )?;
     Ok(out)
 }
