@@ -50,6 +50,8 @@ for dt in f32 bf16; do
     bench nn --op gelu-tanh --rows 4096 --hidden 3072 --dtype "$dt" $dir
   done
 done
+# Hidden-state dropout, BERT-base's b·l × 768: the device-drawn mask against the host mask + upload.
+for c in "" "--composition"; do bench dropout --rows 2304 --hidden 768 --dtype bf16 $c; done
 # Ops that register later add their lines here (attention, bert, train-step).
 
 echo "== PyTorch baselines (same card)"

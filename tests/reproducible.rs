@@ -77,7 +77,7 @@ fn attention_backward_is_the_same_for_every_thread_count() {
         ((2, 3, 130, 32), vec![130, 77]),
     ] {
         let qkvg = random_qkv(5, shape, DType::F32, &Device::Cpu).unwrap();
-        let lens = Tensor::new(lens.as_slice(), &Device::Cpu).unwrap();
+        let lens = realm::ops::KeyLens::new(&lens, &Device::Cpu).unwrap();
         same_in_every_pool(&format!("attention {shape:?}"), || {
             let grads = forward_backward(
                 |q, k, v| realm::ops::attention(q, k, v, Some(&lens), 0.125, None),
@@ -98,13 +98,8 @@ fn a_bert_forward_and_backward_is_the_same_for_every_thread_count() {
     let bert = BertModel::new_random(&config, 3, &Device::Cpu).unwrap();
     let (b, l) = (8, 100);
     let ids: Vec<u32> = (0..b * l).map(|i| (i * 7919 % 499) as u32 + 1).collect();
-    let ids = Tensor::from_vec(ids, (b, l), &Device::Cpu).unwrap();
     let lens: Vec<u32> = (0..b as u32).map(|i| 100 - 9 * i).collect();
-    let input = BertInput {
-        input_ids: ids,
-        token_type_ids: None,
-        lens: Tensor::new(lens.as_slice(), &Device::Cpu).unwrap(),
-    };
+    let input = BertInput::new(ids, None, &lens, &Device::Cpu).unwrap();
     same_in_every_pool("BERT forward+backward", || {
         let out = bert
             .forward(&input, Mode::Train { seed: 1, step: 2 })

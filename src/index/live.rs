@@ -144,7 +144,7 @@ impl Knowledge {
         let wanted = (k + extra).min(self.len());
         let queries = queries.detach().to_device(index.device())?;
         let (_, ids) = mips_top_k(&queries, index, wanted, None)?;
-        let ids = ids.to_device(&candle_core::Device::Cpu)?.to_vec2::<u32>()?;
+        let ids = crate::device::read_vec2::<u32>(&ids)?;
         Ok(ids
             .into_iter()
             .zip(exclude)

@@ -366,11 +366,7 @@ impl Queries {
             }
         };
         // Exact in f32 for every input dtype; queries are small, so one host copy.
-        let values = queries
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_device(&Device::Cpu)?
-            .to_vec1::<f32>()?;
+        let values = crate::device::read_vec1::<f32>(&queries.to_dtype(DType::F32)?)?;
         let dp = d.next_multiple_of(DIM_ALIGN);
         let mut rows = vec![0.0f32; q * dp];
         let mut margin = Vec::with_capacity(q);

@@ -2,11 +2,11 @@
 //! the ops' `realm selftest` cases and their `realm bench` measurement.
 
 use super::GeluForm;
-use crate::measure::{self, Budget, Report};
+use crate::check::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::measure::{self, Budget, Report};
 use crate::rng::SplitMix64;
-use crate::check::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use candle_core::{DType, Device, Tensor, Var};
 
 /// LayerNorm composed of candle ops in `w`'s dtype (f32: what the model ran before the fused op;
