@@ -354,6 +354,24 @@ impl ComputeDevice {
             .map_err(|e| Error::Device(format!("{name} thread pool: {e}")))
     }
 
+    /// The device a background index refresh computes on. On CUDA, a second handle to the same
+    /// GPU with its own stream, cuBLAS handle and random generator (candle's device issues on
+    /// the calling thread's per-thread stream and shares one cuBLAS handle and workspace between
+    /// threads); cudarc's per-allocation events order copies between the two streams. On the
+    /// CPU and the emulator, this device.
+    pub fn refresh_device(&self) -> Result<ComputeDevice> {
+        let device = match self.device.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => {
+                candle_core::Device::new_cuda_with_stream(gpu_id)?
+            }
+            _ => self.device.clone(),
+        };
+        Ok(ComputeDevice {
+            device,
+            exec: self.exec.clone(),
+        })
+    }
+
     /// Waits for queued GPU work (a no-op on the CPU), so timings cover the work itself.
     pub fn synchronize(&self) -> Result<()> {
         Ok(self.device.synchronize()?)

@@ -166,7 +166,8 @@ pub struct LiveIndex {
 }
 
 impl LiveIndex {
-    /// Embeds every block with `tower` (in batches, longest first).
+    /// Embeds every block with `tower` (in batches, longest first, on the tower's device) into
+    /// an index searched on `device`.
     pub fn build(
         tower: &Tower,
         tok: &BertTokenizer,
@@ -174,7 +175,7 @@ impl LiveIndex {
         options: &EmbedBlocks,
         device: &candle_core::Device,
     ) -> Result<Self> {
-        let emb = embed_blocks(tower, tok, blocks, options, device)?;
+        let emb = embed_blocks(tower, tok, blocks, options, tower.device())?;
         Ok(LiveIndex {
             mips: MipsIndex::new(&emb.to_device(device)?)?,
             fingerprint: weights_fingerprint(tower.vars())?,
@@ -241,7 +242,10 @@ pub struct Refresher {
     tokenizer: Arc<BertTokenizer>,
     blocks: Arc<Vec<Block>>,
     options: EmbedBlocks,
+    /// Where a refresh embeds: [`ComputeDevice::refresh_device`].
     device: ComputeDevice,
+    /// Where the index it builds is searched: the training device.
+    index_device: candle_core::Device,
 }
 
 impl Refresher {
@@ -264,7 +268,8 @@ impl Refresher {
             tokenizer,
             blocks: knowledge.blocks.clone(),
             options,
-            device: device.clone(),
+            device: device.refresh_device()?,
+            index_device: device.device.clone(),
         })
     }
 
@@ -292,14 +297,14 @@ impl Refresher {
 
     /// Starts a refresh from a snapshot of `tower` (the weights after `step` steps).
     pub fn start(&mut self, step: u64, tower: &Tower) -> Result<()> {
-        self.spawn(step, tower.snapshot()?)
+        self.spawn(step, tower.snapshot_on(&self.device.device)?)
     }
 
     /// Starts again, in a resumed run, the refresh that was running when its checkpoint was
     /// written: `snapshot` holds the weights after `step` steps ([`load_snapshot`]). It is
     /// swapped in by the same policy as if it had never stopped.
     pub fn restart(&mut self, step: u64, snapshot: Tower) -> Result<()> {
-        self.spawn(step, snapshot)
+        self.spawn(step, snapshot.snapshot_on(&self.device.device)?)
     }
 
     fn spawn(&mut self, step: u64, snapshot: Tower) -> Result<()> {
@@ -309,11 +314,15 @@ impl Refresher {
             self.tokenizer.clone(),
             self.blocks.clone(),
         );
-        let (options, device, weights) =
-            (self.options.clone(), self.device.clone(), snapshot.clone());
+        let (options, device, index_device, weights) = (
+            self.options.clone(),
+            self.device.clone(),
+            self.index_device.clone(),
+            snapshot.clone(),
+        );
         self.pending = Some(Refresh::spawn(step, move || {
             let _exec = device.enter()?;
-            pool.install(|| LiveIndex::build(&weights, &tok, &blocks, &options, &device.device))
+            pool.install(|| LiveIndex::build(&weights, &tok, &blocks, &options, &index_device))
         })?);
         self.pending_step = step;
         self.snapshot = Some(snapshot);

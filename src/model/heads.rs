@@ -174,7 +174,8 @@ pub(crate) fn copy_params(to: &[(String, Var)], from: &[(String, Var)]) -> Resul
                 format!("parameter `{src_name}` where `{dst_name}` was expected"),
             ));
         }
-        dst.set(&src.as_detached_tensor())?;
+        // On another device (a refresh's stream), copied there first.
+        dst.set(&src.as_detached_tensor().to_device(dst.device())?)?;
     }
     Ok(())
 }

@@ -250,6 +250,11 @@ impl Tower {
         &self.bert
     }
 
+    /// The device its weights are on.
+    pub fn device(&self) -> &Device {
+        self.bert.device()
+    }
+
     /// Width of the embeddings the tower outputs.
     pub fn proj_size(&self) -> usize {
         self.norm.weight.dims()[0]
@@ -261,15 +266,21 @@ impl Tower {
     }
 
     /// A deep copy of the weights, on the same device, that further training of `self` leaves
-    /// untouched: what a background index refresh embeds the corpus with.
+    /// untouched.
     pub fn snapshot(&self) -> Result<Tower> {
+        self.snapshot_on(self.bert.device())
+    }
+
+    /// A deep copy of the weights on `device` (the same GPU through another stream, for a
+    /// background index refresh), that further training of `self` leaves untouched.
+    pub fn snapshot_on(&self, device: &Device) -> Result<Tower> {
         let cfg = RetrieverConfig {
             proj_size: self.proj_size(),
             shared_towers: true,
             proj_dropout: self.proj_dropout,
             pooling: self.pooling,
         };
-        let mut copy = Tower::random(self.bert.config(), &cfg, 0, self.bert.device())?;
+        let mut copy = Tower::random(self.bert.config(), &cfg, 0, device)?;
         copy_params(&copy.params, &self.params)?;
         copy.bert.set_compute_dtype(self.bert.compute_dtype())?;
         Ok(copy)

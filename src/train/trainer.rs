@@ -254,8 +254,10 @@ impl Trainer {
             schedule,
             clip_norm: cfg.clip_norm,
             checkpoint_every: cfg.checkpoint_every,
+            // An interval too long for a Duration means never by wall time.
             checkpoint_interval: (cfg.checkpoint_minutes > 0.0)
-                .then(|| Duration::from_secs_f64(cfg.checkpoint_minutes * 60.0)),
+                .then(|| Duration::try_from_secs_f64(cfg.checkpoint_minutes * 60.0).ok())
+                .flatten(),
             last_checkpoint: Instant::now(),
             log_every: cfg.log_every.max(1),
             scaler,
