@@ -437,7 +437,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let grads = used.as_tensor().sum_all().unwrap().backward().unwrap();
-        assert_eq!(opt.step(&grads, 0.1, 1.0).unwrap().updated, 1);
+        assert_eq!(opt.step(&grads, 0.1, 0.0).unwrap().updated, 1);
         assert_eq!(unused.as_tensor().to_vec1::<f32>().unwrap(), [5.0]);
 
         let state: HashMap<String, Tensor> = opt.state_tensors().unwrap().into_iter().collect();
