@@ -53,7 +53,12 @@ impl Setup {
             .zip(&self.grads)
             .enumerate()
             .map(|(i, (theta, grad))| {
-                let p = AdamWParam { theta, grad, offset, decay: i % 3 != 0 };
+                let p = AdamWParam {
+                    theta,
+                    grad,
+                    offset,
+                    decay: i % 3 != 0,
+                };
                 offset += theta.elem_count();
                 p
             })

@@ -315,8 +315,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 numel,
                 composition,
             };
-            let report = realm::ops::adamw::bench(&dev, spec, common.budget()?)
-                .context("bench adamw")?;
+            let report =
+                realm::ops::adamw::bench(&dev, spec, common.budget()?).context("bench adamw")?;
             print(&report, common.json)
         }
         BenchOp::Mips {

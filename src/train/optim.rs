@@ -8,8 +8,8 @@
 //! and the clip factor applied there, nothing read back unless the caller reads the norm.
 
 use crate::error::{Error, Result};
-pub use crate::ops::adamw::{clip_factor, global_grad_norm};
 use crate::ops::adamw::{adamw_step, stats_len, AdamWParam, AdamWStep};
+pub use crate::ops::adamw::{clip_factor, global_grad_norm};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::{HashMap, HashSet};
@@ -514,7 +514,9 @@ pub(crate) mod tests {
         assert!(!sq.is_finite(), "{sq}");
         assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), [1.0, 2.0]);
         let state = opt.state_tensors().unwrap();
-        assert!(state.iter().all(|(_, t)| t.sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0));
+        assert!(state
+            .iter()
+            .all(|(_, t)| t.sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0));
     }
 
     #[test]

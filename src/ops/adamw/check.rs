@@ -97,14 +97,21 @@ fn fused(dev: &Device, p: &Problem, s: &AdamWStep) -> Result<Vec<Vec<f64>>> {
             .to_dtype(DType::F32)?
             .to_device(dev)?)
     };
-    let theta = p.theta.iter().map(|x| tensor(x)).collect::<Result<Vec<_>>>()?;
+    let theta = p
+        .theta
+        .iter()
+        .map(|x| tensor(x))
+        .collect::<Result<Vec<_>>>()?;
     let sizes: Vec<usize> = p.theta.iter().map(Vec::len).collect();
     let total: usize = sizes.iter().sum();
     let m = Tensor::zeros(total, DType::F32, dev)?;
     let v = Tensor::zeros(total, DType::F32, dev)?;
     let stats = Tensor::zeros(stats_len(sizes.iter().copied()), DType::F64, dev)?;
     for (i, grads) in p.grads.iter().enumerate() {
-        let grads = grads.iter().map(|x| tensor(x)).collect::<Result<Vec<_>>>()?;
+        let grads = grads
+            .iter()
+            .map(|x| tensor(x))
+            .collect::<Result<Vec<_>>>()?;
         let mut offset = 0;
         let params: Vec<AdamWParam> = theta
             .iter()
@@ -121,7 +128,16 @@ fn fused(dev: &Device, p: &Problem, s: &AdamWStep) -> Result<Vec<Vec<f64>>> {
                 p
             })
             .collect();
-        adamw_step(&params, &m, &v, &stats, &AdamWStep { t: i as u64 + 1, ..*s })?;
+        adamw_step(
+            &params,
+            &m,
+            &v,
+            &stats,
+            &AdamWStep {
+                t: i as u64 + 1,
+                ..*s
+            },
+        )?;
     }
     let mut out = Vec::new();
     let mut offset = 0;
@@ -145,21 +161,42 @@ fn composed(dev: &Device, p: &Problem, s: &AdamWStep, dtype: DType) -> Result<Ve
             .to_dtype(dtype)?
             .to_device(dev)?)
     };
-    let mut theta = p.theta.iter().map(|x| tensor(x)).collect::<Result<Vec<_>>>()?;
-    let mut m: Vec<Tensor> = theta.iter().map(|t| t.zeros_like()).collect::<candle_core::Result<_>>()?;
+    let mut theta = p
+        .theta
+        .iter()
+        .map(|x| tensor(x))
+        .collect::<Result<Vec<_>>>()?;
+    let mut m: Vec<Tensor> = theta
+        .iter()
+        .map(|t| t.zeros_like())
+        .collect::<candle_core::Result<_>>()?;
     let mut v = m.clone();
     let mut sq = 0.0;
     for (i, grads) in p.grads.iter().enumerate() {
-        let grads = grads.iter().map(|x| tensor(x)).collect::<Result<Vec<_>>>()?;
+        let grads = grads
+            .iter()
+            .map(|x| tensor(x))
+            .collect::<Result<Vec<_>>>()?;
         sq = 0.0;
         for g in &grads {
-            sq += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            sq += g
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
         }
         let factor = clip_factor(sq.sqrt(), s.max_norm)?;
-        let step = AdamWStep { t: i as u64 + 1, ..*s };
+        let step = AdamWStep {
+            t: i as u64 + 1,
+            ..*s
+        };
         for k in 0..theta.len() {
-            let (t2, m2, v2) =
-                composition((&theta[k], &grads[k], &m[k], &v[k]), &step, k % 2 == 0, factor)?;
+            let (t2, m2, v2) = composition(
+                (&theta[k], &grads[k], &m[k], &v[k]),
+                &step,
+                k % 2 == 0,
+                factor,
+            )?;
             (theta[k], m[k], v[k]) = (t2, m2, v2);
         }
     }
@@ -183,7 +220,13 @@ fn max_err(actual: &[Vec<f64>], reference: &[Vec<f64>]) -> f64 {
             let scale = r.iter().fold(f64::MIN_POSITIVE, |s, x| s.max(x.abs()));
             a.iter()
                 .zip(r)
-                .map(|(a, r)| if a.is_nan() { f64::INFINITY } else { (a - r).abs() / scale })
+                .map(|(a, r)| {
+                    if a.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        (a - r).abs() / scale
+                    }
+                })
                 .fold(0.0, f64::max)
         })
         .fold(0.0, f64::max)
@@ -245,7 +288,10 @@ pub fn bench(dev: &ComputeDevice, spec: AdamWBench, budget: Budget) -> Result<Re
         return Err(Error::bad_input(
             "bench adamw",
             "tensors",
-            format!("{} tensors of {} elements in all: need 1 ≤ tensors ≤ numel", spec.tensors, spec.numel),
+            format!(
+                "{} tensors of {} elements in all: need 1 ≤ tensors ≤ numel",
+                spec.tensors, spec.numel
+            ),
         ));
     }
     let d = &dev.device;

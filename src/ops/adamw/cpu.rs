@@ -27,9 +27,8 @@ impl HostRegions<'_> {
     /// and the parameters' moment ranges must lie in `m` and `v` in increasing order without
     /// overlapping.
     pub(super) unsafe fn new(r: &Regions) -> Self {
-        let f32s = |addr: u64, bytes: usize| {
-            std::slice::from_raw_parts_mut(addr as *mut f32, bytes / 4)
-        };
+        let f32s =
+            |addr: u64, bytes: usize| std::slice::from_raw_parts_mut(addr as *mut f32, bytes / 4);
         let stats = std::slice::from_raw_parts_mut(r.stats.addr as *mut f64, r.stats.bytes / 8);
         let (mut m, mut v) = (f32s(r.m.addr, r.m.bytes), f32s(r.v.addr, r.v.bytes));
         let mut at = 0;

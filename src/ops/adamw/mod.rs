@@ -210,7 +210,11 @@ fn validate(
     }
     let dev = m.device();
     let same_dev = |t: &Tensor| t.device().same_device(dev);
-    for (arg, t, dtype) in [("m", m, DType::F32), ("v", v, DType::F32), ("stats", stats, DType::F64)] {
+    for (arg, t, dtype) in [
+        ("m", m, DType::F32),
+        ("v", v, DType::F32),
+        ("stats", stats, DType::F64),
+    ] {
         if t.dtype() != dtype || t.rank() != 1 || !t.is_contiguous() || !same_dev(t) {
             return Err(Error::bad_input(
                 OP,
@@ -236,7 +240,10 @@ fn validate(
         return Err(Error::bad_input(
             OP,
             "stats",
-            format!("{} elements; these parameters need {need}", stats.elem_count()),
+            format!(
+                "{} elements; these parameters need {need}",
+                stats.elem_count()
+            ),
         ));
     }
     let mut end = 0;
@@ -347,8 +354,20 @@ fn cuda_region(
     let stream = s.device.cuda_stream();
     // Everything runs on the device's one stream: the pointer's guard has nothing to order.
     let (addr, size) = match s.dtype() {
-        DType::F32 => (s.as_cuda_slice::<f32>()?.slice(start..end).device_ptr(&stream).0, 4),
-        DType::F64 => (s.as_cuda_slice::<f64>()?.slice(start..end).device_ptr(&stream).0, 8),
+        DType::F32 => (
+            s.as_cuda_slice::<f32>()?
+                .slice(start..end)
+                .device_ptr(&stream)
+                .0,
+            4,
+        ),
+        DType::F64 => (
+            s.as_cuda_slice::<f64>()?
+                .slice(start..end)
+                .device_ptr(&stream)
+                .0,
+            8,
+        ),
         other => {
             return Err(Error::bad_input(
                 OP,
