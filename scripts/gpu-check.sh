@@ -3,14 +3,30 @@
 # here with `cargo build --release --features cuda`, its selftest on the GPU and the benchmarks,
 # plus PyTorch's baselines on the same card, and prints a short summary last.
 #
-#   scripts/gpu-check.sh [path/to/realm]   (default: target/release/realm, or $REALM_BIN)
+#   scripts/gpu-check.sh [--device cuda|emulate] [path/to/realm]
+#       (default: cuda and target/release/realm, or $REALM_CHECK_DEVICE and $REALM_BIN)
+#
+# `--device emulate` runs the same steps at tiny sizes on the CPU emulator of the kernels (a
+# binary built with `--features emulate`, no GPU): CI runs it so that the script itself is
+# tested. What needs a GPU or PyTorch (nvidia-smi, compute-sanitizer, the torch baselines) is
+# skipped there with the reason printed.
 #
 # Results go to $OUT (or ./gpu-check-out) as JSON lines; record them in docs/gpu-results.md.
 set -uo pipefail
+DEVICE="${REALM_CHECK_DEVICE:-cuda}"
+if [[ "${1:-}" == "--device" ]]; then DEVICE="${2:-}"; shift 2; fi
+case "$DEVICE" in
+  cuda|emulate) ;;
+  *) echo "gpu-check: --device must be cuda or emulate, not '$DEVICE'"; exit 2 ;;
+esac
 BIN="${1:-${REALM_BIN:-target/release/realm}}"
 OUT="${OUT:-./gpu-check-out}"
 mkdir -p "$OUT"
-[[ -x "$BIN" ]] || { echo "gpu-check: no executable at $BIN (build it with --features cuda and carry it)"; exit 2; }
+[[ -x "$BIN" ]] || { echo "gpu-check: no executable at $BIN (build it with --features cuda, or emulate for --device emulate)"; exit 2; }
+emulate() { [[ "$DEVICE" == emulate ]]; }
+skip() { echo "skipped: $*"; }
+# A size: the first on a GPU, the second (tiny) on the emulator.
+size() { if emulate; then echo "$2"; else echo "$1"; fi; }
 
 # The CUDA libraries candle links (cuBLAS, cuRAND, NVRTC) live in the PyTorch venv's wheels.
 PY=/opt/torch/.venv/bin/python3
@@ -21,45 +37,88 @@ for d in "$SITE"/nvidia/*/lib "$SITE"/nvidia/cu13/lib; do
 done
 export LD_LIBRARY_PATH
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+if emulate; then
+  skip "nvidia-smi (--device emulate)"
+  echo "device: the kernel emulator" > "$OUT/gpu.txt"
+else
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+fi
 status=0
 
 echo "== selftest"
-timeout 180 "$BIN" selftest --device cuda | tee "$OUT/selftest.txt"
-selftest_rc=${PIPESTATUS[0]}
+# On the emulator only the kernels whose cases are quick there (the others run in `cargo test`).
+if emulate; then
+  for f in doc_softmax layer_norm gelu dropout adamw conformance; do
+    timeout 180 "$BIN" selftest --device emulate --filter "$f" || status=1
+  done 2>&1 | tee "$OUT/selftest.txt"
+  selftest_rc=$status
+else
+  timeout 180 "$BIN" selftest --device cuda | tee "$OUT/selftest.txt"
+  selftest_rc=${PIPESTATUS[0]}
+fi
 [[ $selftest_rc -eq 0 ]] || status=1
 
+echo "== compute-sanitizer"
+if emulate; then
+  skip "compute-sanitizer (--device emulate: the emulator checks bounds and races itself)"
+elif ! command -v compute-sanitizer >/dev/null; then
+  skip "compute-sanitizer is not installed on this machine"
+else
+  for tool in memcheck racecheck; do
+    timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 1 "$BIN" selftest --device cuda --filter dropout \
+      > "$OUT/sanitizer-$tool.txt" 2>&1 && echo "$tool: clean" || { echo "$tool: FAILED (see $OUT/sanitizer-$tool.txt)"; status=1; }
+  done
+fi
+
 echo "== benchmarks"
-bench() { timeout 60 "$BIN" bench "$@" --device cuda --json --seconds 1 | tee -a "$OUT/bench.jsonl" || status=1; }
-for k in 8 5000; do
+SECONDS_PER_BENCH="$(size 1 0.05)"
+bench() { timeout 60 "$BIN" bench "$@" --device "$DEVICE" --json --seconds "$SECONDS_PER_BENCH" | tee -a "$OUT/bench.jsonl" || status=1; }
+for k in 8 "$(size 5000 50)"; do
   for dir in "" "--backward"; do
-    bench doc-softmax --batch 512 --k "$k" $dir
-    bench doc-softmax --batch 512 --k "$k" $dir --composition
+    bench doc-softmax --batch "$(size 512 4)" --k "$k" $dir
+    bench doc-softmax --batch "$(size 512 4)" --k "$k" $dir --composition
   done
 done
 # Exact MIPS top-k over REALM's index shape (13M × 128 f16): the issue's Q and k points.
-for q in 1 64 256 1024; do bench mips --docs 13000000 --dim 128 --queries "$q" --k 8 --dtype f16; done
-bench mips --docs 13000000 --dim 128 --queries 256 --k 5000 --dtype f16
+for q in 1 64 256 1024; do
+  emulate && [[ $q -gt 1 ]] && continue
+  bench mips --docs "$(size 13000000 2000)" --dim 128 --queries "$q" --k 8 --dtype f16
+done
+bench mips --docs "$(size 13000000 2000)" --dim 128 --queries "$(size 256 2)" --k "$(size 5000 50)" --dtype f16
 # LayerNorm and GELU on BERT-base's activations (32 × 128 tokens; GELU on the 3072-wide FFN).
+ROWS="$(size 4096 8)"
 for dt in f32 bf16; do
   for dir in "" "--backward"; do
-    bench nn --op layer-norm --rows 4096 --hidden 768 --dtype "$dt" $dir
-    bench nn --op layer-norm --rows 4096 --hidden 768 --dtype "$dt" $dir --composition
-    bench nn --op gelu-erf --rows 4096 --hidden 3072 --dtype "$dt" $dir
-    bench nn --op gelu-erf --rows 4096 --hidden 3072 --dtype "$dt" $dir --composition
-    bench nn --op gelu-tanh --rows 4096 --hidden 3072 --dtype "$dt" $dir
+    bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir
+    bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir --composition
+    bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
+    bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir --composition
+    bench nn --op gelu-tanh --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
   done
 done
 # Hidden-state dropout, BERT-base's b·l × 768: the device-drawn mask against the host mask + upload.
-for c in "" "--composition"; do bench dropout --rows 2304 --hidden 768 --dtype bf16 $c; done
-# Ops that register later add their lines here (attention, bert, train-step).
+for c in "" "--composition"; do bench dropout --rows "$(size 2304 8)" --hidden 768 --dtype bf16 $c; done
+# AdamW over BERT-base's parameters (199 tensors, 110M elements): one multi-tensor update
+# against the norm read + candle ops per parameter.
+for c in "" "--composition"; do bench adamw --tensors 199 --numel "$(size 110000000 20000)" $c; done
+# A REALM pre-training step (launches and reads per step in its JSON).
+timeout 300 "$BIN" bench train-step --device "$DEVICE" --json --model "$(size base tiny)" --batch "$(size 8 1)" \
+  --docs "$(size 8 2)" --len "$(size 288 32)" --query-len "$(size 64 8)" --masks "$(size 10 2)" \
+  --index-size "$(size 100000 64)" --steps "$(size 5 1)" | tee -a "$OUT/bench.jsonl" || status=1
+# Ops that register later add their lines here (attention, bert).
 
 echo "== PyTorch baselines (same card)"
-timeout 120 "$PY" "$(dirname "$0")/gpu/torch_baselines.py" | tee "$OUT/torch.jsonl" || status=1
+if emulate; then
+  skip "PyTorch baselines (--device emulate: they measure the GPU)"
+elif ! "$PY" -c 'import torch' 2>/dev/null; then
+  skip "PyTorch baselines: $PY has no torch"
+else
+  timeout 120 "$PY" "$(dirname "$0")/gpu/torch_baselines.py" | tee "$OUT/torch.jsonl" || status=1
+fi
 
 echo "== summary"
-echo "selftest: $(tail -n 1 "$OUT/selftest.txt" 2>/dev/null) (exit $selftest_rc)"
-"$PY" - "$OUT" <<'PY'
+echo "selftest: $(grep -c '' "$OUT/selftest.txt" 2>/dev/null) lines, exit $selftest_rc"
+python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 for name in ["bench.jsonl", "torch.jsonl"]:
@@ -71,6 +130,8 @@ for name in ["bench.jsonl", "torch.jsonl"]:
             r = json.loads(line)
         except ValueError:
             continue
-        print(f"{r.get('op','?'):<48} {r.get('shape',''):<22} {r.get('dtype',''):<5} {r.get('median_ms', float('nan')):9.4f} ms")
+        ms = r.get('median_ms', r.get('step_ms', float('nan')))
+        print(f"{r.get('op','?'):<48} {r.get('shape',''):<22} {r.get('dtype',''):<5} {ms:9.4f} ms")
 PY
+echo "gpu-check on $DEVICE: $([[ $status -eq 0 ]] && echo passed || echo FAILED)"
 exit $status

@@ -11,6 +11,7 @@ pub fn cases() -> Vec<Case> {
     cases.extend(crate::ops::attention::selftest_cases());
     cases.extend(crate::ops::nn::selftest_cases());
     cases.extend(crate::ops::dropout::selftest_cases());
+    cases.extend(crate::ops::adamw::selftest_cases());
     cases.extend(conformance_cases());
     cases
 }

@@ -135,6 +135,19 @@ enum BenchOp {
         #[arg(long)]
         composition: bool,
     },
+    /// One multi-tensor AdamW update (f32 parameters, clipped to norm 1) of --tensors
+    /// parameters of --numel elements in all (BERT-base: 199 tensors, 110M elements).
+    Adamw {
+        #[command(flatten)]
+        common: BenchCommon,
+        #[arg(long, default_value_t = 199)]
+        tensors: usize,
+        #[arg(long, default_value_t = 110_000_000)]
+        numel: usize,
+        /// Time the composition it replaced (the norm read, candle ops per parameter).
+        #[arg(long)]
+        composition: bool,
+    },
     /// Exact inner-product top-k of random queries (--dtype) over a random f16 index.
     Mips {
         #[command(flatten)]
@@ -288,6 +301,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
             };
             let report = realm::ops::dropout::bench(&dev, spec, common.budget()?)
                 .context("bench dropout")?;
+            print(&report, common.json)
+        }
+        BenchOp::Adamw {
+            common,
+            tensors,
+            numel,
+            composition,
+        } => {
+            let dev = common.device.resolve()?;
+            let spec = realm::ops::adamw::AdamWBench {
+                tensors,
+                numel,
+                composition,
+            };
+            let report =
+                realm::ops::adamw::bench(&dev, spec, common.budget()?).context("bench adamw")?;
             print(&report, common.json)
         }
         BenchOp::Mips {

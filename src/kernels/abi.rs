@@ -78,6 +78,11 @@ pub trait Abi: 'static {
     type Ptr<'a, T: 'a>;
     /// `gptr<T>`
     type PtrMut<'a, T: 'a>;
+
+    /// Appends the words of a pointer to the `bytes` bytes at `addr` (a host address under the
+    /// emulator, a device address on a GPU) as a kernel reads it from a table of pointers in
+    /// memory: the bytes of its `gptr<T>`, `size_of::<gptr<T>>() / 8` words.
+    fn pointer_words(addr: u64, bytes: usize, out: &mut Vec<u64>);
 }
 
 /// The emulator's ABI: a pointer carries its buffer's bounds (`gptr<T>` in device_emu.hpp).
@@ -86,6 +91,11 @@ pub enum EmuAbi {}
 impl Abi for EmuAbi {
     type Ptr<'a, T: 'a> = EmuPtr<'a, T>;
     type PtrMut<'a, T: 'a> = EmuPtrMut<'a, T>;
+
+    /// Position, begin and end: the kernel's accesses through it stay bounds-checked.
+    fn pointer_words(addr: u64, bytes: usize, out: &mut Vec<u64>) {
+        out.extend([addr, addr, addr + bytes as u64]);
+    }
 }
 
 /// The GPU's ABI: a device address (`T*`).
@@ -94,6 +104,10 @@ pub enum CudaAbi {}
 impl Abi for CudaAbi {
     type Ptr<'a, T: 'a> = CudaPtr<'a, T>;
     type PtrMut<'a, T: 'a> = CudaPtrMut<'a, T>;
+
+    fn pointer_words(addr: u64, _bytes: usize, out: &mut Vec<u64>) {
+        out.push(addr);
+    }
 }
 
 /// A read-only, bounds-carrying pointer into a host buffer, layout-identical to `gptr<const T>`

@@ -4,7 +4,7 @@
 //! Master weights stay f32; bf16 needs none of this.
 
 use crate::error::Result;
-use crate::train::optim::global_grad_norm;
+use crate::ops::adamw::global_grad_norm;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 

@@ -6,6 +6,7 @@
 //! ([`crate::device::Exec::current`]); the op keeps it, so its backward runs the same way on
 //! whatever thread autograd uses.
 
+pub mod adamw;
 pub mod attention;
 pub mod doc_softmax;
 pub mod dropout;
@@ -17,6 +18,7 @@ pub mod nn;
 pub use crate::device::{
     check_cpu_simd_env, cpu_simd, CpuExec, CpuSimd, Exec, ExecGuard, CPU_SIMD_ENV,
 };
+pub use adamw::{adamw_step, AdamWParam, AdamWStep};
 pub use attention::{attention, Dropout, KeyLens};
 pub use doc_softmax::{doc_softmax, marginal_log_likelihood};
 pub use mips::{mips_top_k, MipsIndex, ShardedIndex};

@@ -3,16 +3,16 @@
 //! weight decay on biases and LayerNorm parameters, the linear warm-up then linear decay schedule,
 //! and global-norm gradient clipping.
 //!
-//! On the CPU the update is one fused in-place pass over (θ, g, m, v) per parameter, with the
-//! moments in host memory; elsewhere it is a composition of tensor ops with the moments on the
-//! device. Both compute the same f32 arithmetic.
+//! The update is the multi-tensor op [`crate::ops::adamw`] on every device: every parameter in
+//! one pass (three kernel launches on a GPU or the emulator), the gradients' global norm reduced
+//! and the clip factor applied there, nothing read back unless the caller reads the norm.
 
 use crate::error::{Error, Result};
+use crate::ops::adamw::{adamw_step, stats_len, AdamWParam, AdamWStep};
+pub use crate::ops::adamw::{clip_factor, global_grad_norm};
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
-use rayon::prelude::*;
-use std::cell::RefCell;
-use std::collections::HashMap;
+use candle_core::{DType, Device, Tensor, Var};
+use std::collections::{HashMap, HashSet};
 
 const OP: &str = "AdamW";
 
@@ -64,87 +64,80 @@ pub fn decays(name: &str) -> bool {
         .any(|s| name.contains(s))
 }
 
-enum Moments {
-    /// CPU parameters: updated by [`HostUpdate`] in place.
-    Host { m: Vec<f32>, v: Vec<f32> },
-    /// Any other device: tensors of the parameter's shape, f32.
-    Device { m: Tensor, v: Tensor },
-}
-
 struct Param {
     name: String,
     var: Var,
     decay: bool,
-    moments: Moments,
+    /// Where its moments start in the flat `m` and `v`.
+    offset: usize,
 }
 
-/// AdamW over named f32 parameters.
+/// AdamW over named f32 parameters: the moments of all of them in two flat f32 tensors on
+/// their device, updated by the multi-tensor op ([`crate::ops::adamw`]) in one pass.
 pub struct AdamW {
     params: Vec<Param>,
+    m: Tensor,
+    v: Tensor,
+    /// What the update writes besides: ‖g‖², the clip factor, the norm's partial sums.
+    stats: Tensor,
     config: AdamWConfig,
     /// Updates taken so far (Adam's t, for the bias correction).
     steps: u64,
 }
 
 /// What one optimizer step did.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct StepStats {
-    /// Parameters that had a gradient and were updated.
+    /// Parameters that had a gradient.
     pub updated: usize,
+    /// The squared global norm of their gradients, a scalar f64 on the device (reading it is a
+    /// synchronisation). When it is not finite nothing was updated.
+    pub grad_norm_sq: Tensor,
 }
 
 impl AdamW {
-    /// An optimizer for `params` (HF names, f32 `Var`s); names must be unique.
+    /// An optimizer for `params` (HF names, f32 `Var`s on one device); names and variables
+    /// must be unique.
     pub fn new(params: Vec<(String, Var)>, config: AdamWConfig) -> Result<Self> {
-        Self::build(params, config, false)
-    }
-
-    /// `device_moments`: keep the moments as tensors even on the CPU (the GPU path, for tests).
-    fn build(
-        params: Vec<(String, Var)>,
-        config: AdamWConfig,
-        device_moments: bool,
-    ) -> Result<Self> {
         config.validate()?;
-        let mut seen = std::collections::HashSet::new();
+        let device = params
+            .first()
+            .map_or(Device::Cpu, |(_, v)| v.device().clone());
+        let (mut names, mut ids) = (HashSet::new(), HashSet::new());
+        let mut offset = 0;
         let params = params
             .into_iter()
             .map(|(name, var)| {
-                if !seen.insert(name.clone()) {
-                    return Err(Error::bad_input(
-                        OP,
-                        "params",
-                        format!("parameter `{name}` appears twice"),
-                    ));
+                let bad = |msg: String| Error::bad_input(OP, "params", msg);
+                if !names.insert(name.clone()) || !ids.insert(var.as_tensor().id()) {
+                    return Err(bad(format!("parameter `{name}` appears twice")));
                 }
                 if var.dtype() != DType::F32 {
-                    return Err(Error::bad_input(
-                        OP,
-                        "params",
-                        format!("`{name}` is {:?}; master weights must be f32", var.dtype()),
-                    ));
+                    return Err(bad(format!(
+                        "`{name}` is {:?}; master weights must be f32",
+                        var.dtype()
+                    )));
                 }
-                let n = var.elem_count();
-                let moments = if var.device().is_cpu() && !device_moments {
-                    Moments::Host {
-                        m: vec![0.0; n],
-                        v: vec![0.0; n],
-                    }
-                } else {
-                    Moments::Device {
-                        m: var.zeros_like()?,
-                        v: var.zeros_like()?,
-                    }
-                };
-                Ok(Param {
+                if !var.device().same_device(&device) {
+                    return Err(bad(format!(
+                        "`{name}` is not on the first parameter's device"
+                    )));
+                }
+                let p = Param {
                     decay: decays(&name),
                     name,
+                    offset,
                     var,
-                    moments,
-                })
+                };
+                offset += p.var.elem_count();
+                Ok(p)
             })
             .collect::<Result<Vec<_>>>()?;
+        let stats = stats_len(params.iter().map(|p| p.var.elem_count()));
         Ok(AdamW {
+            m: Tensor::zeros(offset, DType::F32, &device)?,
+            v: Tensor::zeros(offset, DType::F32, &device)?,
+            stats: Tensor::zeros(stats, DType::F64, &device)?,
             params,
             config,
             steps: 0,
@@ -165,34 +158,24 @@ impl AdamW {
         self.params.iter().map(|p| (p.name.as_str(), &p.var))
     }
 
-    /// One update with learning rate `lr`, every gradient multiplied by `grad_scale` first (the
-    /// clipping factor of [`clip_factor`]). Parameters without a gradient are left alone, moments
-    /// included (as PyTorch does).
-    pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<StepStats> {
-        if !(lr.is_finite() && lr >= 0.0 && grad_scale.is_finite()) {
-            return Err(Error::bad_input(
-                OP,
-                "lr",
-                format!(
-                    "learning rate {lr} and gradient scale {grad_scale} must be finite, lr ≥ 0"
-                ),
-            ));
-        }
-        self.steps += 1;
-        let t = self.steps as i32;
+    /// One update with learning rate `lr`, the gradients clipped to the global norm `max_norm`
+    /// (≤ 0 or infinite: not clipped; the norm is reduced and applied on the device, nothing is
+    /// read). Parameters without a gradient are left alone, moments included (as PyTorch
+    /// does). When the gradients' norm is not finite nothing is updated: read
+    /// [`StepStats::grad_norm_sq`] to know.
+    pub fn step(&mut self, grads: &GradStore, lr: f64, max_norm: f64) -> Result<StepStats> {
         let c = self.config;
-        let coef = Coefficients {
+        let step = AdamWStep {
             lr,
             beta1: c.beta1,
             beta2: c.beta2,
             eps: c.eps,
-            bias1: 1.0 - c.beta1.powi(t),
-            bias2: 1.0 - c.beta2.powi(t),
-            grad_scale,
-            decay: 0.0,
+            weight_decay: c.weight_decay,
+            t: self.steps + 1,
+            max_norm,
         };
-        let mut updated = 0;
-        for p in &mut self.params {
+        let mut present = Vec::new();
+        for p in &self.params {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
@@ -208,48 +191,34 @@ impl AdamW {
                     ),
                 ));
             }
-            let g = g.to_dtype(DType::F32)?.contiguous()?;
-            let coef = Coefficients {
-                decay: if p.decay { c.weight_decay } else { 0.0 },
-                ..coef
-            };
-            match &mut p.moments {
-                Moments::Host { m, v } => {
-                    let op = HostUpdate {
-                        coef,
-                        m: RefCell::new(m),
-                        v: RefCell::new(v),
-                    };
-                    p.var.as_tensor().inplace_op2(&g, &op)?;
-                }
-                Moments::Device { m, v } => {
-                    let (next, m2, v2) = device_update(p.var.as_tensor(), &g, m, v, &coef)?;
-                    p.var.set(&next)?;
-                    *m = m2;
-                    *v = v2;
-                }
-            }
-            updated += 1;
+            present.push((p, g.to_dtype(DType::F32)?.contiguous()?));
         }
-        Ok(StepStats { updated })
+        let params: Vec<AdamWParam> = present
+            .iter()
+            .map(|(p, g)| AdamWParam {
+                theta: p.var.as_tensor(),
+                grad: g,
+                offset: p.offset,
+                decay: p.decay,
+            })
+            .collect();
+        adamw_step(&params, &self.m, &self.v, &self.stats, &step)?;
+        self.steps += 1;
+        Ok(StepStats {
+            updated: params.len(),
+            grad_norm_sq: self.stats.narrow(0, 0, 1)?,
+        })
     }
 
     /// The optimizer state as tensors (on the CPU): `m.NAME` and `v.NAME` for every parameter.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(2 * self.params.len());
         for p in &self.params {
-            let shape = p.var.shape();
-            let (m, v) = match &p.moments {
-                Moments::Host { m, v } => (
-                    Tensor::from_slice(m, shape, &Device::Cpu)?,
-                    Tensor::from_slice(v, shape, &Device::Cpu)?,
-                ),
-                Moments::Device { m, v } => {
-                    (m.to_device(&Device::Cpu)?, v.to_device(&Device::Cpu)?)
-                }
-            };
-            out.push((format!("m.{}", p.name), m));
-            out.push((format!("v.{}", p.name), v));
+            let (shape, n) = (p.var.shape(), p.var.elem_count());
+            for (key, flat) in [("m", &self.m), ("v", &self.v)] {
+                let t = flat.narrow(0, p.offset, n)?.reshape(shape)?;
+                out.push((format!("{key}.{}", p.name), t.to_device(&Device::Cpu)?));
+            }
         }
         Ok(out)
     }
@@ -264,27 +233,22 @@ impl AdamW {
         steps: u64,
     ) -> Result<()> {
         let (mut missing, mut wrong_shape) = (Vec::new(), Vec::new());
-        let mut loaded = Vec::with_capacity(self.params.len());
+        let (mut ms, mut vs) = (Vec::new(), Vec::new());
         for p in &self.params {
-            let mut get = |key: String| match tensors.remove(&key) {
-                None => {
-                    missing.push(key);
-                    None
+            for (key, into) in [("m", &mut ms), ("v", &mut vs)] {
+                let key = format!("{key}.{}", p.name);
+                match tensors.remove(&key) {
+                    None => missing.push(key),
+                    Some(t) if t.dims() != p.var.dims() || t.dtype() != DType::F32 => wrong_shape
+                        .push(format!(
+                            "{key}: expected f32 {:?}, found {:?} {:?}",
+                            p.var.dims(),
+                            t.dtype(),
+                            t.dims()
+                        )),
+                    Some(t) => into.push(t.flatten_all()?),
                 }
-                Some(t) if t.dims() != p.var.dims() || t.dtype() != DType::F32 => {
-                    wrong_shape.push(format!(
-                        "{key}: expected f32 {:?}, found {:?} {:?}",
-                        p.var.dims(),
-                        t.dtype(),
-                        t.dims()
-                    ));
-                    None
-                }
-                Some(t) => Some(t),
-            };
-            let m = get(format!("m.{}", p.name));
-            let v = get(format!("v.{}", p.name));
-            loaded.push(m.zip(v));
+            }
         }
         let mut unexpected: Vec<String> = tensors.into_keys().collect();
         unexpected.sort();
@@ -296,154 +260,14 @@ impl AdamW {
                 wrong_shape,
             });
         }
-        for (p, mv) in self.params.iter_mut().zip(loaded) {
-            let Some((m, v)) = mv else { continue };
-            p.moments = match p.moments {
-                Moments::Host { .. } => Moments::Host {
-                    m: m.flatten_all()?.to_vec1()?,
-                    v: v.flatten_all()?.to_vec1()?,
-                },
-                Moments::Device { .. } => Moments::Device {
-                    m: m.to_device(p.var.device())?,
-                    v: v.to_device(p.var.device())?,
-                },
-            };
+        if !self.params.is_empty() {
+            let device = self.m.device().clone();
+            self.m = Tensor::cat(&ms, 0)?.to_device(&device)?;
+            self.v = Tensor::cat(&vs, 0)?.to_device(&device)?;
         }
         self.steps = steps;
         Ok(())
     }
-}
-
-/// The scalars of one parameter's update.
-#[derive(Clone, Copy, Debug)]
-struct Coefficients {
-    lr: f64,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    /// 1 − β₁ᵗ and 1 − β₂ᵗ.
-    bias1: f64,
-    bias2: f64,
-    grad_scale: f64,
-    /// The weight decay of this parameter (0 for biases and LayerNorm).
-    decay: f64,
-}
-
-/// The update as tensor ops: returns (θ', m', v').
-fn device_update(
-    theta: &Tensor,
-    g: &Tensor,
-    m: &Tensor,
-    v: &Tensor,
-    c: &Coefficients,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    let g = (g * c.grad_scale)?;
-    let m = ((m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-    let v = ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-    let denom = ((&v / c.bias2)?.sqrt()? + c.eps)?;
-    let step = ((&m / c.bias1)? / denom)?;
-    let theta = theta.detach();
-    let next = ((&theta * (1.0 - c.lr * c.decay))? - (step * c.lr)?)?;
-    Ok((next, m, v))
-}
-
-/// The fused CPU update: θ (in place) and the host moments in one pass.
-struct HostUpdate<'a> {
-    coef: Coefficients,
-    m: RefCell<&'a mut Vec<f32>>,
-    v: RefCell<&'a mut Vec<f32>>,
-}
-
-impl InplaceOp2 for HostUpdate<'_> {
-    fn name(&self) -> &'static str {
-        "adamw-update"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let (CpuStorage::F32(theta), CpuStorage::F32(grad)) = (s1, s2) else {
-            candle_core::bail!("adamw-update: parameter and gradient must be f32");
-        };
-        let (Some((t0, t1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("adamw-update: parameter and gradient must be contiguous");
-        };
-        let (theta, grad) = (&mut theta[t0..t1], &grad[g0..g1]);
-        let mut m = self.m.borrow_mut();
-        let mut v = self.v.borrow_mut();
-        if grad.len() != theta.len() || m.len() != theta.len() || v.len() != theta.len() {
-            candle_core::bail!("adamw-update: parameter, gradient and moments differ in size");
-        }
-        let c = self.coef;
-        let f = |x: f64| x as f32;
-        let (lr, b1, b2, eps, gs) = (f(c.lr), f(c.beta1), f(c.beta2), f(c.eps), f(c.grad_scale));
-        let (inv_bias1, inv_bias2) = (f(1.0 / c.bias1), f(1.0 / c.bias2));
-        let shrink = f(1.0 - c.lr * c.decay);
-        const CHUNK: usize = 1 << 14;
-        theta
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|(((th, gr), mm), vv)| {
-                for i in 0..th.len() {
-                    let g = gr[i] * gs;
-                    let m = b1 * mm[i] + (1.0 - b1) * g;
-                    let v = b2 * vv[i] + (1.0 - b2) * g * g;
-                    mm[i] = m;
-                    vv[i] = v;
-                    let step = (m * inv_bias1) / ((v * inv_bias2).sqrt() + eps);
-                    th[i] = th[i] * shrink - lr * step;
-                }
-            });
-        Ok(())
-    }
-}
-
-/// The global L2 norm of the gradients of `vars` (those without one count as zero): each
-/// gradient's sum of squares in f32, their sum in f64 in the order of `vars`, reduced on the
-/// device and read once (one synchronisation per step, not one per parameter).
-pub fn global_grad_norm<'a>(
-    grads: &GradStore,
-    vars: impl IntoIterator<Item = &'a Var>,
-) -> Result<f64> {
-    let squares = vars
-        .into_iter()
-        .filter_map(|v| grads.get(v.as_tensor()))
-        .map(|g| Ok(g.to_dtype(DType::F32)?.sqr()?.sum_all()?))
-        .collect::<Result<Vec<Tensor>>>()?;
-    if squares.is_empty() {
-        return Ok(0.0);
-    }
-    let sum = Tensor::stack(&squares, 0)?
-        .to_dtype(DType::F64)?
-        .sum_all()?;
-    Ok(crate::device::read_scalar::<f64>(&sum)?.sqrt())
-}
-
-/// The factor that brings a gradient of global norm `norm` to at most `max_norm` (1 when it is
-/// already within; `max_norm` ≤ 0 or infinite: no clipping). A non-finite norm is an error: the
-/// step must not be taken.
-pub fn clip_factor(norm: f64, max_norm: f64) -> Result<f64> {
-    if !norm.is_finite() {
-        return Err(Error::bad_input(
-            "clip_grad_norm",
-            "grads",
-            format!("the gradient norm is {norm}: a loss or gradient is not finite"),
-        ));
-    }
-    Ok(
-        if max_norm > 0.0 && max_norm.is_finite() && norm > max_norm {
-            max_norm / (norm + 1e-6)
-        } else {
-            1.0
-        },
-    )
 }
 
 /// Linear warm-up to the peak learning rate, then linear decay to zero at `total` steps.
@@ -506,8 +330,12 @@ pub(crate) mod tests {
             .unwrap()
     }
 
-    /// One parameter through two steps, checked against the formula evaluated by hand in f64.
-    fn two_steps(device_moments: bool) -> (Vec<f32>, Vec<f32>) {
+    /// The two steps of both tests below: learning rate and clipping norm (the second clips:
+    /// the gradients' norm is about 6).
+    const STEPS: [(f64, f64); 2] = [(0.1, 0.0), (0.05, 2.0)];
+
+    /// Two parameters through two steps of the optimizer.
+    fn two_steps() -> (Vec<f32>, Vec<f32>) {
         let w = var(&[1.0, -2.0]);
         let b = var(&[0.5]);
         let cfg = AdamWConfig {
@@ -516,24 +344,23 @@ pub(crate) mod tests {
             eps: 1e-8,
             weight_decay: 0.1,
         };
-        let mut opt = AdamW::build(
+        let mut opt = AdamW::new(
             vec![
                 ("layer.dense.weight".into(), w.clone()),
                 ("layer.dense.bias".into(), b.clone()),
             ],
             cfg,
-            device_moments,
         )
         .unwrap();
         // loss = 3 w0 + w1² + 4 b: gradients (3, 2 w1) and 4.
-        for (lr, scale) in [(0.1, 1.0), (0.05, 0.5)] {
+        for (lr, max_norm) in STEPS {
             let wt = w.as_tensor();
             let loss = ((wt.get(0).unwrap() * 3.0).unwrap()
                 + wt.get(1).unwrap().sqr().unwrap()
                 + (b.as_tensor().sum_all().unwrap() * 4.0).unwrap())
             .unwrap();
             let grads = loss.backward().unwrap();
-            let stats = opt.step(&grads, lr, scale).unwrap();
+            let stats = opt.step(&grads, lr, max_norm).unwrap();
             assert_eq!(stats.updated, 2);
         }
         (
@@ -542,38 +369,41 @@ pub(crate) mod tests {
         )
     }
 
+    /// The same, the formula evaluated by hand in f64.
     fn by_hand() -> (Vec<f64>, f64) {
         let (b1, b2, eps, wd) = (0.9f64, 0.99f64, 1e-8f64, 0.1f64);
-        let adam = |theta: &mut f64, grads: &[f64], decay: f64| {
-            let (mut m, mut v) = (0.0, 0.0);
-            for (t, (&g, (lr, scale))) in grads.iter().zip([(0.1, 1.0), (0.05, 0.5)]).enumerate() {
-                let g = g * scale;
-                m = b1 * m + (1.0 - b1) * g;
-                v = b2 * v + (1.0 - b2) * g * g;
-                let mh = m / (1.0 - b1.powi(t as i32 + 1));
-                let vh = v / (1.0 - b2.powi(t as i32 + 1));
-                *theta = *theta * (1.0 - lr * decay) - lr * mh / (vh.sqrt() + eps);
+        let mut theta = [1.0, -2.0, 0.5];
+        let decay = [wd, wd, 0.0];
+        let (mut m, mut v) = ([0.0; 3], [0.0; 3]);
+        for (t, (lr, max_norm)) in STEPS.into_iter().enumerate() {
+            let g = [3.0, 2.0 * theta[1], 4.0];
+            let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let scale = if max_norm > 0.0 && norm > max_norm {
+                max_norm / (norm + 1e-6)
+            } else {
+                1.0
+            };
+            for i in 0..3 {
+                let g = g[i] * scale;
+                m[i] = b1 * m[i] + (1.0 - b1) * g;
+                v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+                let mh = m[i] / (1.0 - b1.powi(t as i32 + 1));
+                let vh = v[i] / (1.0 - b2.powi(t as i32 + 1));
+                theta[i] = theta[i] * (1.0 - lr * decay[i]) - lr * mh / (vh.sqrt() + eps);
             }
-        };
-        let mut w0 = 1.0;
-        adam(&mut w0, &[3.0, 3.0], wd);
-        // w1's gradient 2·w1 depends on the first update.
-        let mut w1 = -2.0f64;
-        let g1 = 2.0 * w1;
-        let mut first = w1;
-        adam(&mut first, &[g1], wd);
-        let g2 = 2.0 * first;
-        adam(&mut w1, &[g1, g2], wd);
-        let mut b = 0.5;
-        adam(&mut b, &[4.0, 4.0], 0.0);
-        (vec![w0, w1], b)
+        }
+        (vec![theta[0], theta[1]], theta[2])
     }
 
     #[test]
-    fn adamw_matches_a_hand_computed_update_on_both_paths() {
+    fn adamw_matches_a_hand_computed_update_natively_and_on_the_emulator() {
         let (want_w, want_b) = by_hand();
-        for device_moments in [false, true] {
-            let (w, b) = two_steps(device_moments);
+        let mut modes = vec![None];
+        if cfg!(feature = "emulate") {
+            modes.push(Some(crate::ops::use_emulator().unwrap()));
+        }
+        for mode in modes {
+            let (w, b) = two_steps();
             for (got, want) in w.iter().zip(&want_w) {
                 assert!((f64::from(*got) - want).abs() < 1e-6, "{got} vs {want}");
             }
@@ -583,6 +413,7 @@ pub(crate) mod tests {
                 "{} vs {want_b}",
                 b[0]
             );
+            drop(mode);
         }
     }
 
@@ -606,7 +437,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let grads = used.as_tensor().sum_all().unwrap().backward().unwrap();
-        assert_eq!(opt.step(&grads, 0.1, 1.0).unwrap().updated, 1);
+        assert_eq!(opt.step(&grads, 0.1, 0.0).unwrap().updated, 1);
         assert_eq!(unused.as_tensor().to_vec1::<f32>().unwrap(), [5.0]);
 
         let state: HashMap<String, Tensor> = opt.state_tensors().unwrap().into_iter().collect();
@@ -652,6 +483,8 @@ pub(crate) mod tests {
         let a = var(&[1.0]);
         let twice = vec![("a".to_string(), a.clone()), ("a".to_string(), a.clone())];
         assert!(AdamW::new(twice, AdamWConfig::default()).is_err());
+        let aliased = vec![("a".to_string(), a.clone()), ("b".to_string(), a.clone())];
+        assert!(AdamW::new(aliased, AdamWConfig::default()).is_err());
         let half = Var::from_tensor(
             &Tensor::new(&[1f32], &Device::Cpu)
                 .unwrap()
@@ -668,6 +501,22 @@ pub(crate) mod tests {
         let mut opt = AdamW::new(vec![("a".into(), a.clone())], AdamWConfig::default()).unwrap();
         let g = a.as_tensor().sum_all().unwrap().backward().unwrap();
         assert!(opt.step(&g, f64::NAN, 1.0).is_err());
+        assert_eq!(opt.steps(), 0);
+    }
+
+    #[test]
+    fn a_gradient_that_is_not_finite_updates_nothing() {
+        let a = var(&[1.0, 2.0]);
+        let mut opt = AdamW::new(vec![("a".into(), a.clone())], AdamWConfig::default()).unwrap();
+        let loss = (a.as_tensor() * f64::INFINITY).unwrap().sum_all().unwrap();
+        let stats = opt.step(&loss.backward().unwrap(), 0.1, 1.0).unwrap();
+        let sq = stats.grad_norm_sq.to_vec1::<f64>().unwrap()[0];
+        assert!(!sq.is_finite(), "{sq}");
+        assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), [1.0, 2.0]);
+        let state = opt.state_tensors().unwrap();
+        assert!(state
+            .iter()
+            .all(|(_, t)| t.sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0));
     }
 
     #[test]

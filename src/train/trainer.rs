@@ -7,10 +7,10 @@
 //! would all-reduce the `GradStore` in between.
 
 use super::interrupt::StopRequest;
-use super::optim::{clip_factor, global_grad_norm, AdamW, AdamWConfig, LinearSchedule};
+use super::optim::{clip_factor, AdamW, AdamWConfig, LinearSchedule};
 use super::run::{progress, Metric, MetricsLog, RunDir, Stage};
 use super::state::{load_trainer, save_checkpoint, TrainerState};
-use crate::device::ComputeDevice;
+use crate::device::{read_scalar, ComputeDevice};
 use crate::error::{Error, Result};
 use crate::model::DynamicLossScaler;
 use candle_core::backprop::GradStore;
@@ -186,7 +186,9 @@ pub struct Update {
 /// the device).
 pub struct Gradients {
     store: GradStore,
-    norm: f64,
+    /// Their global norm when it was read already (the f16 loss scaler's check); else the
+    /// update reads the one it reduced on the device.
+    norm: Option<f64>,
 }
 
 /// The loop state of one stage.
@@ -300,15 +302,17 @@ impl Trainer {
         match &mut self.scaler {
             None => {
                 let store = loss.backward()?;
-                let norm = global_grad_norm(&store, &self.vars)?;
-                Ok(Some(Gradients { store, norm }))
+                Ok(Some(Gradients { store, norm: None }))
             }
             Some(scaler) => {
                 let mut store = scaler.scale_loss(loss)?.backward()?;
                 let norm = scaler.unscale(&mut store, &self.vars)?;
                 self.state.loss_scale = Some(scaler.scale());
                 self.state.loss_scale_good_steps = scaler.good_steps();
-                Ok(norm.map(|norm| Gradients { store, norm }))
+                Ok(norm.map(|norm| Gradients {
+                    store,
+                    norm: Some(norm),
+                }))
             }
         }
     }
@@ -318,14 +322,21 @@ impl Trainer {
         let lr = self.schedule.lr(self.state.step);
         let grad_norm = match grads {
             Some(Gradients { store: grads, norm }) => {
-                let factor = clip_factor(norm, self.clip_norm).map_err(|e| {
+                // The clipping happens on the device; the norm is read after the update is
+                // queued (the step's one read of it), and a norm that is not finite (the update
+                // was skipped) stops the run.
+                let stats = self.opt.step(&grads, lr, self.clip_norm)?;
+                let norm = match norm {
+                    Some(norm) => norm,
+                    None => read_scalar::<f64>(&stats.grad_norm_sq)?.sqrt(),
+                };
+                clip_factor(norm, self.clip_norm).map_err(|e| {
                     Error::bad_input(
                         "training",
                         "loss",
                         format!("{} step {}: {e}", self.stage.name(), self.state.step + 1),
                     )
                 })?;
-                self.opt.step(&grads, lr, factor)?;
                 Some(norm)
             }
             None => None,
