@@ -90,10 +90,15 @@ pub struct TrainStepReport {
 /// [`Transfers`] of each phase of a step, and of the whole step.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct PhaseTransfers {
+    /// The query tower and the MIPS search.
     pub retrieval: Transfers,
+    /// Relevance, the encoder over the joined rows and the marginal loss.
     pub forward: Transfers,
+    /// The backward pass.
     pub backward: Transfers,
+    /// Gradient norm, clipping and AdamW.
     pub optimizer: Transfers,
+    /// The whole step.
     pub step: Transfers,
 }
 

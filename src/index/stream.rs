@@ -50,7 +50,8 @@ pub struct StreamOptions {
 /// How a build went, for the user.
 #[derive(Clone, Debug)]
 pub struct StreamStats {
-    /// Documents read from the corpus (all of it, also those of other shards or done before a resume).
+    /// Documents read from the corpus (all of it: those of other shards and those done before a
+    /// resume included).
     pub documents: usize,
     /// Malformed lines skipped (only with `skip_bad_lines`).
     pub skipped: usize,

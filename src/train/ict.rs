@@ -37,7 +37,8 @@ pub struct IctConfig {
     pub corpus: PathBuf,
     /// The towers' projection, when the retriever starts from BERT.
     pub retriever: RetrieverConfig,
-    /// Steps, batch (queries per step, each with its context), learning rate and the rest of the loop.
+    /// Steps, batch (queries per step, each with its context), learning rate and the rest of
+    /// the loop.
     pub train: LoopConfig,
     /// Body wordpieces per block.
     pub block_len: usize,

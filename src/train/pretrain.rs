@@ -83,7 +83,8 @@ pub struct PretrainConfig {
     /// `model::copy_head`) when the starting encoder has none.
     #[serde(default)]
     pub copy_head: bool,
-    /// Skip (and count) malformed lines of the corpus and examples instead of stopping at the first.
+    /// Skip (and count) malformed lines of the corpus and examples instead of stopping at the
+    /// first.
     pub skip_bad_lines: bool,
 }
 
