@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 /// A retrieved block shown as evidence.
 #[derive(Clone, Debug, Serialize)]
 pub struct Evidence {
+    /// The block's document title.
     pub title: String,
+    /// The block's source document id in the corpus.
     pub doc_id: String,
     /// p(z | x): softmax of the retrieval scores over the blocks read.
     pub p: f64,
@@ -27,12 +29,15 @@ pub struct Evidence {
 /// The answer to one question.
 #[derive(Clone, Debug, Serialize)]
 pub struct Answer {
+    /// The question as asked (trimmed).
     pub question: String,
+    /// The best span's text.
     pub answer: String,
     /// Reader span score plus retrieval score of its block.
     pub score: f32,
     /// Which of `evidence` holds the answer.
     pub from: usize,
+    /// The blocks read, in retrieval order.
     pub evidence: Vec<Evidence>,
 }
 
@@ -86,6 +91,7 @@ impl Asker {
         })
     }
 
+    /// The index and retriever the questions are searched with.
     pub fn searcher(&self) -> &Searcher {
         &self.searcher
     }

@@ -10,19 +10,25 @@ pub type CheckFn = Box<dyn Fn(&ComputeDevice) -> Result<Outcome> + Send + Sync>;
 
 /// One check: an op, a case name (shape, dtype, direction) and how to run it on a device.
 pub struct Case {
+    /// The op checked, e.g. `mips_top_k`.
     pub op: &'static str,
+    /// The case: shape, dtype and direction, e.g. `b=3 k=7 F16 fwd+bwd`.
     pub name: String,
+    /// Runs the case on a device and measures it.
     pub run: CheckFn,
 }
 
 /// What a check measured: the largest error against the reference and the bound it must meet.
 #[derive(Clone, Debug)]
 pub struct Outcome {
+    /// Largest error against the f64 reference, as [`max_rel_err`] measures it.
     pub max_rel_err: f64,
+    /// The bound `max_rel_err` must not exceed (fitted to the dtype).
     pub tolerance: f64,
 }
 
 impl Outcome {
+    /// Whether the error is within the tolerance (a NaN error fails).
     pub fn passed(&self) -> bool {
         self.max_rel_err <= self.tolerance
     }
@@ -30,12 +36,16 @@ impl Outcome {
 
 /// A finished check.
 pub struct Row {
+    /// The case's [`Case::op`].
     pub op: &'static str,
+    /// The case's [`Case::name`].
     pub name: String,
+    /// What it measured, or the error that stopped it.
     pub outcome: Result<Outcome>,
 }
 
 impl Row {
+    /// Whether the case ran and its outcome passed.
     pub fn passed(&self) -> bool {
         matches!(&self.outcome, Ok(o) if o.passed())
     }

@@ -31,10 +31,12 @@ pub struct DemoConfig {
     pub out: PathBuf,
     /// Start from this BERT folder instead of a small BERT from scratch.
     pub init: Option<PathBuf>,
+    /// The seed of every training stage (with the step, it determines every random draw).
     pub seed: u64,
     /// Multiplies every training stage's step count (1.0: sized for under 10 minutes on a
     /// 2-core CPU from scratch).
     pub scale: f64,
+    /// No progress output from training, evaluation and re-indexing.
     pub quiet: bool,
 }
 
@@ -66,18 +68,24 @@ pub struct StageTime {
     pub stage: &'static str,
     /// What it does, for the printed table.
     pub label: &'static str,
+    /// Wall-clock seconds the stage took.
     pub seconds: f64,
 }
 
 /// One changed fact of the knowledge update and the question about it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChangedFact {
+    /// The dev question about the fact.
     pub question: String,
     /// The title of the document changed.
     pub document: String,
+    /// The gold answer replaced in the document's text.
     pub old_fact: String,
+    /// Its replacement: another question's answer of the same relation.
     pub new_fact: String,
+    /// The model's answer before the change (right, by the selection rule).
     pub answer_before: String,
+    /// The model's answer after the index was rebuilt over the changed text.
     pub answer_after: String,
 }
 
@@ -133,7 +141,9 @@ pub struct DemoAnswer {
 /// `summary.json`: the final table.
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoSummary {
+    /// The device that ran it (`cpu`, `emulate`, `cuda:0`).
     pub device: String,
+    /// The `--init` folder, or "a small BERT from scratch".
     pub init: String,
     /// Held-out (dev) questions evaluated.
     pub questions: usize,
@@ -143,15 +153,20 @@ pub struct DemoSummary {
     pub em_null_doc: Option<f64>,
     /// Exact match of the fine-tuned reader (open-QA, as ORQA/REALM answer).
     pub em_reader: Option<f64>,
+    /// Fraction of the questions with an answer in the top 5 retrieved blocks.
     pub recall_at_5: Option<f64>,
+    /// Mean retrieval utility over the cloze questions, in nats (see [`crate::eval::EvalReport`]).
     pub retrieval_utility: Option<f64>,
     /// Seconds per stage, by stage name.
     pub seconds: BTreeMap<&'static str, f64>,
     /// The same, in the order the stages ran.
     #[serde(skip)]
     pub stages: Vec<StageTime>,
+    /// Wall-clock seconds of the whole demo.
     pub total_seconds: f64,
+    /// The first three dev questions, answered (right or wrong).
     pub answers: Vec<DemoAnswer>,
+    /// The knowledge update's outcome.
     pub knowledge_update: KnowledgeUpdate,
 }
 

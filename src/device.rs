@@ -24,8 +24,11 @@ use std::sync::{Arc, OnceLock};
 pub enum DeviceSpec {
     /// CUDA device 0 when this build has CUDA and a GPU is visible, else the CPU.
     Auto,
+    /// The CPU with the native Rust ops (`cpu`).
     Cpu,
+    /// The CPU with the CUDA kernels run by the emulator (`emulate`; needs feature `emulate`).
     Emulate,
+    /// CUDA device N (`cuda` is 0, `cuda:N`; needs feature `cuda`).
     Cuda(usize),
 }
 
@@ -277,7 +280,9 @@ impl Drop for ExecGuard {
 /// A resolved device: the candle device tensors live on, and the execution mode.
 #[derive(Clone, Debug)]
 pub struct ComputeDevice {
+    /// The candle device tensors are created on.
     pub device: candle_core::Device,
+    /// How ops run there (execution mode), entered with [`ComputeDevice::enter`].
     pub exec: Exec,
 }
 
@@ -377,6 +382,7 @@ impl ComputeDevice {
         Ok(self.device.synchronize()?)
     }
 
+    /// Whether tensors live on a CUDA GPU.
     pub fn is_cuda(&self) -> bool {
         self.device.is_cuda()
     }

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 /// A model folder ready to embed text.
 pub struct Embedder {
+    /// The encoder.
     pub model: BertModel,
+    /// The folder's tokenizer (its vocabulary checked against the model's).
     pub tokenizer: BertTokenizer,
     /// Longer texts are truncated to this many wordpieces (`[CLS]` and `[SEP]` included).
     pub max_len: usize,
@@ -59,10 +61,15 @@ impl Embedder {
 /// What `realm embed` was asked to do.
 #[derive(Clone, Debug)]
 pub struct EmbedFile {
+    /// A Hugging Face BERT folder: config.json, model.safetensors, tokenizer.json or vocab.txt.
     pub model: PathBuf,
+    /// The texts: one per line, or the `"text"` fields of a `.jsonl` file.
     pub input: PathBuf,
+    /// The safetensors file written: `embeddings`, `[n, hidden]` f32, in input order.
     pub out: PathBuf,
+    /// How a text's hidden states become one vector.
     pub pooling: Pooling,
+    /// L2-normalise each vector.
     pub normalize: bool,
     /// Texts per forward pass.
     pub batch: usize,

@@ -67,6 +67,8 @@ pub struct EvalConfig {
 }
 
 impl EvalConfig {
+    /// The defaults (top 5, reader beam 5, queries of 64 and blocks of 288 wordpieces, batch 8, 5
+    /// examples, quiet) for `checkpoint` and `questions`.
     pub fn new(checkpoint: impl Into<PathBuf>, questions: impl Into<PathBuf>) -> Self {
         EvalConfig {
             checkpoint: checkpoint.into(),
@@ -88,7 +90,9 @@ impl EvalConfig {
 /// One evaluated question, for display.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalExample {
+    /// The question as in the file.
     pub question: String,
+    /// The gold answers, joined by ` | `.
     pub gold: String,
     /// The reader's answer (with a reader), else the cloze answer with retrieval.
     pub prediction: Option<String>,
@@ -102,6 +106,7 @@ pub struct EvalExample {
 /// (or, for recall@5, when the index has fewer than 5 blocks).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
+    /// The checkpoint folder evaluated.
     pub checkpoint: String,
     /// Questions evaluated.
     pub questions: usize,
@@ -111,16 +116,26 @@ pub struct EvalReport {
     pub blocks: usize,
     /// The k of `recall_at_k`.
     pub k: usize,
+    /// Fraction of questions with an answer in the top block.
     pub recall_at_1: f64,
+    /// Fraction with an answer in one of the top 5 blocks; None when the index has fewer than 5.
     pub recall_at_5: Option<f64>,
+    /// Fraction with an answer in one of the top `k` blocks.
     pub recall_at_k: f64,
+    /// Exact match of the reader's answers over all questions (None without a reader).
     pub em_reader: Option<f64>,
+    /// Exact match of the masked-LM answers over the cloze questions, with retrieval (REALM's
+    /// marginal); None without the knowledge-augmented encoder or cloze questions.
     pub em_cloze_retrieval: Option<f64>,
+    /// The same with the null document only (retrieval off).
     pub em_cloze_null_doc: Option<f64>,
+    /// Mean over the cloze questions of log p(y | top block, x) − log p(y | ∅, x), in nats.
     pub retrieval_utility: Option<f64>,
     /// The checkpoint's training step (its trainer state), when recorded.
     pub step: Option<u64>,
+    /// Wall-clock seconds of the evaluation (loading and indexing included).
     pub seconds: f64,
+    /// The first few questions with their predictions (at most `examples` of the config).
     pub examples: Vec<EvalExample>,
 }
 

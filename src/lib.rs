@@ -10,6 +10,8 @@
 //! - [`selftest`] and [`mod@bench`]: the checks and measurements behind `realm selftest` and
 //!   `realm bench`.
 
+#![warn(missing_docs)]
+
 pub mod alloc;
 pub mod ask;
 pub mod bench;

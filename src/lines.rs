@@ -14,8 +14,11 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 pub enum LineError {
     /// The source failed (the line and what follows are lost).
     Io(std::io::Error),
-    /// The line is not UTF-8: the byte offset of the first bad byte within the line.
-    NotUtf8 { at: usize },
+    /// The line is not UTF-8.
+    NotUtf8 {
+        /// 0-based byte offset of the first invalid byte within the line.
+        at: usize,
+    },
 }
 
 /// The lines of a reader, with their 1-based numbers.
@@ -30,6 +33,7 @@ pub struct Lines<R> {
 }
 
 impl<R: BufRead> Lines<R> {
+    /// The lines of `reader`; `origin` names it in errors (a file path, or "stdin").
     pub fn new(reader: R, origin: impl Into<PathBuf>) -> Self {
         Lines {
             reader,

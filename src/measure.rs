@@ -10,12 +10,19 @@ use std::time::{Duration, Instant};
 /// One measurement, printed by `realm bench --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// What was timed, e.g. `mips_top_k` or `attention (candle composition) fwd`.
     pub op: String,
+    /// The case's sizes as `name=value` pairs, e.g. `n=100000 d=128 q=8 k=5`.
     pub shape: String,
+    /// The element type in lower case (`f32`, `bf16`, ...).
     pub dtype: String,
+    /// The device it ran on (`cpu`, `emulate`, `cuda:0`).
     pub device: String,
+    /// Median time of one run, in milliseconds.
     pub median_ms: f64,
+    /// Fastest run, in milliseconds.
     pub min_ms: f64,
+    /// Runs timed (after warm-up).
     pub iters: usize,
     /// Bytes moved per run / median time, when the op is memory-bound.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,17 +50,24 @@ impl std::fmt::Display for Report {
 /// Median and minimum of repeated runs of `f`.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
+    /// Median time of one run, in milliseconds.
     pub median_ms: f64,
+    /// Fastest run, in milliseconds.
     pub min_ms: f64,
+    /// Runs timed (warm-up runs not counted).
     pub iters: usize,
 }
 
 /// How long and how often to measure.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
+    /// Untimed runs first (default 3).
     pub warmup: usize,
+    /// Timed runs at least, however long they take (default 5).
     pub min_iters: usize,
+    /// Timed runs at most (default 200).
     pub max_iters: usize,
+    /// Keep timing runs until this much time has passed, within the limits (default 3 s).
     pub time: Duration,
 }
 

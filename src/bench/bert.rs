@@ -21,19 +21,25 @@ pub enum ModelSource {
     Preset(String),
 }
 
+/// What `realm bench bert` times: `batch` random sequences of `len` tokens through `model`.
 #[derive(Clone, Debug)]
 pub struct BertBench {
+    /// The encoder: a model folder or a preset with random weights.
     pub model: ModelSource,
+    /// Sequences per run.
     pub batch: usize,
+    /// Tokens per sequence, all real (no padding); at most the model's positions.
     pub len: usize,
     /// Compute dtype; the weights stay f32.
     pub dtype: DType,
+    /// Time forward and backward in training mode (dropout on), not the eval forward alone.
     pub backward: bool,
 }
 
 /// A timing plus throughput.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
+    /// The timing, its `tflop_per_s` counting the dense layers and attention products.
     #[serde(flatten)]
     pub timing: Report,
     /// batch × len / median time.
@@ -60,6 +66,8 @@ fn flops_per_token(c: &BertConfig, l: usize) -> f64 {
     2.0 * c.num_hidden_layers as f64 * (dense + attention)
 }
 
+/// Median time of the encoder on `dev` as `spec` says; errors when the model cannot be loaded
+/// or the preset is unknown.
 pub fn bench(dev: &ComputeDevice, spec: &BertBench, budget: Budget) -> Result<BenchReport> {
     let _exec = dev.enter()?;
     let mut model = match &spec.model {

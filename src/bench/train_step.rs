@@ -20,6 +20,7 @@ use std::time::Instant;
 
 const OP: &str = "bench train-step";
 
+/// What `realm bench train-step` runs: one pre-training step of random data at these sizes.
 #[derive(Clone, Debug)]
 pub struct TrainStepSpec {
     /// A preset size (tiny, mini, small, medium, base, large) or a Hugging Face BERT folder.
@@ -45,26 +46,42 @@ pub struct TrainStepSpec {
 /// Median milliseconds of each phase, and throughput.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainStepReport {
+    /// Always `train-step`.
     pub op: String,
+    /// The model as given: a preset name or a folder.
     pub model: String,
+    /// The device it ran on (`cpu`, `emulate`, `cuda:0`).
     pub device: String,
+    /// BERT's compute dtype, lower case.
     pub dtype: String,
+    /// Queries per step.
     pub batch: usize,
+    /// Candidates per query, the null document included.
     pub docs: usize,
+    /// Wordpieces per joined encoder row.
     pub len: usize,
+    /// Wordpieces per query.
     pub query_len: usize,
+    /// Blocks in the random index searched.
     pub index_size: usize,
+    /// Trainable parameters (elements) the optimizer updates.
     pub parameters: usize,
+    /// Median milliseconds of the query tower and the exact MIPS.
     pub retrieval_ms: f64,
+    /// Median milliseconds of relevance, encoder over the joined rows and marginal loss.
     pub forward_ms: f64,
+    /// Median milliseconds of the backward pass.
     pub backward_ms: f64,
+    /// Median milliseconds of the gradient norm, clipping and AdamW.
     pub optimizer_ms: f64,
+    /// Median milliseconds of the whole step (the median of the phase sums).
     pub step_ms: f64,
     /// b·k·len (the encoder's joined rows) per second of the whole step: comparable with a
     /// plain masked-LM step over the same b·k sequences.
     pub tokens_per_s: f64,
     /// Every wordpiece through a BERT (queries twice, documents, joined rows) per second.
     pub all_tokens_per_s: f64,
+    /// Steps measured (after one warm-up step).
     pub steps: usize,
     /// Kernel launches, device→host reads and host→device uploads of one step, by phase.
     pub transfers: PhaseTransfers,
@@ -73,10 +90,15 @@ pub struct TrainStepReport {
 /// [`Transfers`] of each phase of a step, and of the whole step.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct PhaseTransfers {
+    /// The query tower and the MIPS search.
     pub retrieval: Transfers,
+    /// Relevance, the encoder over the joined rows and the marginal loss.
     pub forward: Transfers,
+    /// The backward pass.
     pub backward: Transfers,
+    /// Gradient norm, clipping and AdamW.
     pub optimizer: Transfers,
+    /// The whole step.
     pub step: Transfers,
 }
 
@@ -158,6 +180,9 @@ fn random_rows(
     BertInput::new(ids, Some(segments), &vec![len as u32; rows], dev)
 }
 
+/// Loads the model (a folder, or a preset with random weights) and a random index on `dev` and
+/// times `spec.steps` steps phase by phase; an unknown preset, an unloadable folder or
+/// inconsistent sizes are errors.
 pub fn bench_train_step(dev: &ComputeDevice, spec: &TrainStepSpec) -> Result<TrainStepReport> {
     let _exec = dev.enter()?;
     let d = &dev.device;

@@ -36,7 +36,10 @@ pub struct VocabSpec {
 /// What [`build_vocab`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VocabSummary {
+    /// Texts trained on: corpus titles and bodies, then the QA files' questions, answers and
+    /// paragraphs.
     pub texts: usize,
+    /// Tokens in the written vocabulary, the special tokens included.
     pub tokens: usize,
 }
 

@@ -44,11 +44,14 @@ pub fn read_queries(path: &Path) -> Result<Vec<String>> {
 /// How a batch of searches went.
 #[derive(Clone, Debug)]
 pub struct Throughput {
+    /// Queries searched.
     pub queries: usize,
+    /// Wall-clock seconds of the whole batch (query tower, scans and the `found` callbacks).
     pub seconds: f64,
 }
 
 impl Throughput {
+    /// Queries per second (a zero time counts as 1 ns).
     pub fn per_second(&self) -> f64 {
         self.queries as f64 / self.seconds.max(1e-9)
     }

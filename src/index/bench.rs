@@ -20,12 +20,15 @@ use std::time::Instant;
 /// The synthetic index.
 #[derive(Clone, Debug)]
 pub struct SyntheticSpec {
+    /// Blocks (rows) of the index.
     pub blocks: usize,
+    /// Embedding dimension.
     pub dim: usize,
     /// Longest block body (REALM: 288).
     pub max_tokens: usize,
     /// Wordpiece ids are drawn below this (BERT's 30,522).
     pub vocab: usize,
+    /// Seed of the block lengths, wordpieces and rows.
     pub seed: u64,
 }
 
@@ -128,26 +131,38 @@ impl Opened {
 /// One search measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchTiming {
+    /// Queries per search (the batch size).
     pub queries: usize,
+    /// Results per query.
     pub k: usize,
     /// The first search after opening (pages of the mapping come in).
     pub first_ms: f64,
     /// The median of the following runs.
     pub median_ms: f64,
+    /// `queries` / `median_ms`, per second.
     pub queries_per_s: f64,
 }
 
 /// What `realm bench index` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct IndexBench {
+    /// Blocks (rows) of the index.
     pub blocks: usize,
+    /// Embedding dimension.
     pub dim: usize,
+    /// Body wordpieces over all blocks.
     pub tokens: u64,
+    /// Bytes per stored wordpiece id (2 or 4; 4 for format 2, whose blocks are parsed into u32).
     pub token_bytes: usize,
+    /// Total size of the folder's files, in bytes.
     pub bytes_on_disk: u64,
+    /// Milliseconds to open the index and prepare its MIPS index.
     pub open_ms: f64,
+    /// Resident memory of the process after opening, MB (0 without /proc).
     pub rss_after_open_mb: f64,
+    /// One timing per query batch size, in the order asked.
     pub search: Vec<SearchTiming>,
+    /// Resident memory after the searches, MB (0 without /proc).
     pub rss_after_search_mb: f64,
     /// Mean time to read one random block (tokens, sentences, title).
     pub block_read_us: f64,

@@ -16,7 +16,9 @@ const OP: &str = "index build";
 
 /// Documents read and blocks cut from a corpus file.
 pub struct CorpusBlocks {
+    /// The blocks, in corpus order.
     pub blocks: Vec<Block>,
+    /// Documents read from the corpus.
     pub documents: usize,
     /// Malformed lines skipped (only with `skip_bad_lines`).
     pub skipped: usize,
@@ -240,7 +242,9 @@ pub(super) fn embed_blocks_reporting(
 pub struct IndexCorpus {
     /// Body wordpieces per block (REALM: 288).
     pub max_block_tokens: usize,
+    /// Skip (and count) malformed corpus lines instead of stopping at the first.
     pub skip_bad_lines: bool,
+    /// Batch size, input length and progress of the embedding.
     pub embed: EmbedBlocks,
     /// The training step of the model's weights, recorded in the manifest.
     pub step: u64,
@@ -248,9 +252,13 @@ pub struct IndexCorpus {
 
 /// How building went, for the user.
 pub struct IndexStats {
+    /// Documents read from the corpus.
     pub documents: usize,
+    /// Malformed lines skipped (only with `skip_bad_lines`).
     pub skipped: usize,
+    /// Blocks in the index.
     pub blocks: usize,
+    /// Wall-clock seconds spent embedding the blocks (reading and cutting not included).
     pub embed_seconds: f64,
 }
 

@@ -24,6 +24,7 @@ const OP: &str = "retrieval";
 
 /// The retrievable blocks of a run, fixed while it trains.
 pub struct Knowledge {
+    /// The blocks, in index row order (shared with refreshes).
     pub blocks: Arc<Vec<Block>>,
     /// Title wordpieces of each block.
     pub titles: Vec<Vec<u32>>,
@@ -36,6 +37,8 @@ pub struct Knowledge {
 }
 
 impl Knowledge {
+    /// The knowledge of `blocks`: their titles tokenised and their documents numbered in order of
+    /// first appearance; no blocks is an error.
     pub fn new(blocks: Vec<Block>, tokenizer: &BertTokenizer) -> Result<Self> {
         if blocks.is_empty() {
             return Err(Error::bad_input(OP, "corpus", "the corpus has no blocks"));
@@ -65,10 +68,12 @@ impl Knowledge {
         })
     }
 
+    /// Number of blocks.
     pub fn len(&self) -> usize {
         self.blocks.len()
     }
 
+    /// Whether there are no blocks (never, by [`Knowledge::new`]).
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
     }
@@ -161,7 +166,9 @@ impl Knowledge {
 /// The index being searched: the embeddings, and the fingerprint of the document-tower weights
 /// that produced them (what a saved index's manifest records).
 pub struct LiveIndex {
+    /// The `[n, d]` block embeddings, ready for [`mips_top_k`].
     pub mips: MipsIndex,
+    /// Fingerprint of the document-tower weights that embedded the blocks.
     pub fingerprint: String,
 }
 
@@ -249,6 +256,8 @@ pub struct Refresher {
 }
 
 impl Refresher {
+    /// A refresher with no refresh running; its pool has `policy.threads` threads in `device`'s
+    /// execution mode.
     pub fn new(
         policy: RefreshPolicy,
         tokenizer: Arc<BertTokenizer>,

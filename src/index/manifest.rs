@@ -1,5 +1,5 @@
 //! What every index format shares: the [`Manifest`] (what produced the index), the size and
-//! CRC-32 of each file ([`FileDigest`], counted by [`Digesting`] as bytes pass) and the checks
+//! CRC-32 of each file (`FileDigest`, counted by `Digesting` as bytes pass) and the checks
 //! that a file is the one its manifest was written with.
 
 use crate::error::{Error, Result};
@@ -15,6 +15,8 @@ pub(super) const FORMAT_UNCHECKED: u32 = 1;
 /// What produced an index: checked against the model that searches it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The folder's format: 1 and 2 `blocks.jsonl` + safetensors (2 binds its files by size and
+    /// CRC-32), 3 flat arrays used memory-mapped.
     pub format_version: u32,
     /// An identifier of the document tower's weights (e.g. a content hash of the checkpoint).
     pub model_fingerprint: String,
@@ -23,7 +25,9 @@ pub struct Manifest {
     pub model_path: String,
     /// The training step of those weights.
     pub step: u64,
+    /// Blocks (rows) of the index.
     pub num_blocks: usize,
+    /// Embedding dimension.
     pub dim: usize,
 }
 

@@ -38,17 +38,26 @@ pub const FORMAT_MAPPED: u32 = 3;
 /// The files of the layout, in the order the writers produce them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
+    /// `embeddings.f16`: the `[n, d]` rows.
     Embeddings,
+    /// `tokens.u16` or `tokens.u32`: every block's body wordpieces, concatenated.
     Tokens,
+    /// `token_offsets.u64`: `n + 1` offsets of the blocks' tokens.
     TokenOffsets,
+    /// `sentence_ends.u16`: sentence ends, relative to their block.
     SentenceEnds,
+    /// `sentence_offsets.u64`: `n + 1` offsets of the blocks' sentence ends.
     SentenceOffsets,
+    /// `block_docs.u32`: each block's entry in the document strings.
     BlockDocs,
+    /// `doc_strings.utf8`: documents' ids and titles, concatenated.
     DocStrings,
+    /// `doc_offsets.u64`: `2 · docs + 1` offsets of the ids and titles.
     DocOffsets,
 }
 
 impl Part {
+    /// Every part, in file order.
     pub const ALL: [Part; 8] = [
         Part::Embeddings,
         Part::Tokens,
@@ -75,6 +84,7 @@ impl Part {
         }
     }
 
+    /// Position in [`Part::ALL`].
     pub fn index(self) -> usize {
         self as usize
     }
@@ -83,9 +93,13 @@ impl Part {
 /// What the files hold: every file's size follows from these counts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Layout {
+    /// Document entries (consecutive blocks of one document share one).
     pub num_docs: u64,
+    /// Body wordpieces over all blocks.
     pub num_tokens: u64,
+    /// Sentence ends over all blocks.
     pub num_sentences: u64,
+    /// Bytes of `doc_strings.utf8`.
     pub doc_string_bytes: u64,
     /// 2 (u16) or 4 (u32).
     pub token_bytes: usize,
@@ -116,12 +130,17 @@ impl Layout {
 pub struct BuildInfo {
     /// The corpus file as given, and its size.
     pub corpus: String,
+    /// Size of the corpus file, in bytes.
     pub corpus_bytes: u64,
+    /// Body wordpieces per block (REALM: 288).
     pub block_tokens: usize,
+    /// Whether malformed corpus lines were skipped.
     pub skip_bad_lines: bool,
     /// Documents per chunk: the unit of embedding batches, checkpoints and shards.
     pub docs_per_chunk: usize,
+    /// Blocks per forward pass of the document tower.
     pub batch: usize,
+    /// Longest document-tower input, in wordpieces.
     pub max_len: usize,
     /// `(i, n)`: this index holds the chunks `c` with `c % n == i`.
     pub shard: Option<(usize, usize)>,
@@ -175,7 +194,9 @@ impl HostRows for Bytes {
 /// An index of format 3, opened in place (or converted in memory from an older format).
 #[derive(Debug)]
 pub struct BlockIndex {
+    /// Model fingerprint and path, step, block count and dimension.
     pub manifest: Manifest,
+    /// The counts that size every file, the token width, largest id and row norm.
     pub layout: Layout,
     /// How `realm index` built it (none for an index upgraded or converted).
     pub build: Option<BuildInfo>,
@@ -569,6 +590,7 @@ pub fn token_bytes_for(vocab_size: usize) -> usize {
 
 /// Where an [`Encoder`] puts the bytes of each part.
 pub trait Sink {
+    /// Appends `bytes` to `part`.
     fn put(&mut self, part: Part, bytes: &[u8]) -> Result<()>;
 }
 
@@ -589,8 +611,11 @@ impl Sink for MemorySink {
 /// and serialisable, so a build can stop and go on ([`super::stream`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Encoder {
+    /// Blocks encoded so far.
     pub num_blocks: usize,
+    /// Embedding dimension.
     pub dim: usize,
+    /// The counts of what was encoded so far.
     pub layout: Layout,
     /// The last block's document id and title: a following block of the same document shares
     /// its entry.
@@ -619,6 +644,7 @@ impl Encoder {
         })
     }
 
+    /// The counts of what was encoded so far (a copy).
     pub fn layout(&self) -> Layout {
         self.layout.clone()
     }

@@ -14,10 +14,13 @@ pub const PLAIN_BERT_PROJECTION_SEED: u64 = 0;
 
 /// A retriever with its tokenizer, and the fingerprint of its document tower.
 pub struct RetrieverModel {
+    /// The query and document towers.
     pub retriever: Retriever,
+    /// The model's tokenizer.
     pub tokenizer: BertTokenizer,
     /// [`weights_fingerprint`] of the document tower: what an index built by it records.
     pub fingerprint: String,
+    /// The folder it was loaded from.
     pub path: PathBuf,
 }
 

@@ -16,11 +16,14 @@ pub struct IndexSlot<T> {
 /// An index with the training step of the weights that built it.
 #[derive(Debug)]
 pub struct Versioned<T> {
+    /// The index.
     pub index: T,
+    /// The training step of the weights that built it.
     pub step: u64,
 }
 
 impl<T> IndexSlot<T> {
+    /// A slot holding `index`, built by the weights of step `step`.
     pub fn new(index: T, step: u64) -> Self {
         IndexSlot {
             current: RwLock::new(Arc::new(Versioned { index, step })),
@@ -53,9 +56,11 @@ impl<T> IndexSlot<T> {
 /// A finished refresh.
 #[derive(Debug)]
 pub struct Refreshed<T> {
+    /// The new index.
     pub index: T,
     /// The step of the weight snapshot it was built from.
     pub step: u64,
+    /// Wall time of the rebuild.
     pub build_time: Duration,
 }
 

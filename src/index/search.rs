@@ -36,6 +36,7 @@ pub struct Hit {
     pub block: u32,
     /// The block's source document id.
     pub doc_id: String,
+    /// The source document's title.
     pub title: String,
     /// Inner product of query and block embeddings.
     pub score: f32,
@@ -44,7 +45,9 @@ pub struct Hit {
 /// An index opened for searching (format 3 in place, older formats converted in memory), with the
 /// model that built it.
 pub struct Searcher {
+    /// The model that built the index (the fingerprints match): its query tower searches.
     pub model: RetrieverModel,
+    /// The blocks and their embeddings.
     pub index: BlockIndex,
     mips: MipsIndex,
     /// Longest query tower input (`[CLS] x [SEP]`).

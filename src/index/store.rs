@@ -86,8 +86,11 @@ impl BlockRecord {
 /// An index in memory: its manifest, blocks and `[n, d]` f16 embeddings on the CPU.
 #[derive(Clone, Debug)]
 pub struct StoredIndex {
+    /// What built it: model fingerprint and path, step, block count and dimension.
     pub manifest: Manifest,
+    /// The blocks, row i for block i.
     pub blocks: Vec<Block>,
+    /// `[n, d]` f16 embeddings on the CPU.
     pub embeddings: Tensor,
 }
 

@@ -28,6 +28,7 @@ const CHECKPOINT: &str = "checkpoint.json";
 pub struct StreamOptions {
     /// Body wordpieces per block (REALM: 288).
     pub max_block_tokens: usize,
+    /// Skip (and count) malformed corpus lines instead of stopping at the first.
     pub skip_bad_lines: bool,
     /// Blocks per forward pass and longest input (`progress` is not used: the build reports
     /// its own).
@@ -49,11 +50,16 @@ pub struct StreamOptions {
 /// How a build went, for the user.
 #[derive(Clone, Debug)]
 pub struct StreamStats {
+    /// Documents read from the corpus (all of it: those of other shards and those done before a
+    /// resume included).
     pub documents: usize,
+    /// Malformed lines skipped (only with `skip_bad_lines`).
     pub skipped: usize,
+    /// Blocks in the index written (resumed ones included).
     pub blocks: usize,
     /// Chunks found done at a checkpoint (resumed).
     pub resumed_chunks: usize,
+    /// Wall-clock seconds of this call.
     pub seconds: f64,
 }
 

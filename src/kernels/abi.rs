@@ -25,6 +25,7 @@ pub trait Word: Copy + Send + Sync + fmt::Debug + 'static {
     /// What the emulator fills an output with before a launch when outputs are poisoned: NaN for
     /// floats, a recognisable pattern for integers.
     const POISON: Self;
+    /// The value 0 (what a zeroed buffer holds).
     const ZERO: Self;
 }
 
@@ -34,11 +35,13 @@ pub trait Word: Copy + Send + Sync + fmt::Debug + 'static + cudarc::driver::Devi
     /// What the emulator fills an output with before a launch when outputs are poisoned: NaN for
     /// floats, a recognisable pattern for integers.
     const POISON: Self;
+    /// The value 0 (what a zeroed buffer holds).
     const ZERO: Self;
 }
 
 /// The element type `T` of a dtype-generic kernel family (the `_f32`, `_f16`, `_bf16` kernels).
 pub trait Element: Word {
+    /// The candle dtype of this type (`F32`, `F16`, `BF16`).
     const DTYPE: DType;
 }
 
@@ -130,6 +133,7 @@ pub struct EmuPtrMut<'a, T> {
 }
 
 impl<'a, T> EmuPtr<'a, T> {
+    /// A pointer to the start of `data`, bounded by it.
     pub fn new(data: &'a [T]) -> Self {
         let range = data.as_ptr_range();
         EmuPtr {
@@ -142,6 +146,7 @@ impl<'a, T> EmuPtr<'a, T> {
 }
 
 impl<'a, T> EmuPtrMut<'a, T> {
+    /// A pointer to the start of `data`, bounded by it.
     pub fn new(data: &'a mut [T]) -> Self {
         let range = data.as_mut_ptr_range();
         EmuPtrMut {
@@ -178,6 +183,7 @@ impl<T> CudaPtr<'_, T> {
         }
     }
 
+    /// The device address.
     pub fn addr(&self) -> u64 {
         self.addr
     }
@@ -194,6 +200,7 @@ impl<T> CudaPtrMut<'_, T> {
         }
     }
 
+    /// The device address.
     pub fn addr(&self) -> u64 {
         self.addr
     }
@@ -215,16 +222,23 @@ pub trait Params<A: Abi> {
 /// Launch configuration, as `RealmEmuLaunch` in device_emu.hpp.
 #[repr(C)]
 pub struct EmuLaunch {
+    /// Blocks along x, y, z.
     pub grid: [u32; 3],
+    /// Threads per block along x, y, z.
     pub block: [u32; 3],
+    /// Bytes of dynamic shared memory per block.
     pub dyn_smem: u32,
+    /// Where the runtime writes a NUL-terminated message when the launch fails.
     pub err: *mut c_char,
+    /// Bytes available at `err`.
     pub err_len: usize,
 }
 
 /// One kernel: its symbol in its module, and its launcher under the emulator.
 pub struct Kernel {
+    /// The kernel's symbol, `<family>[_<variant>][_<dtype>]`, e.g. `doc_softmax_fwd_warp_f16`.
     pub name: &'static str,
+    /// The `.cu` file (CUDA module) that defines it.
     pub module: Module,
     #[cfg(feature = "emulate")]
     pub(crate) emu: EmuEntry,

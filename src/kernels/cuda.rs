@@ -27,6 +27,7 @@ pub struct Cuda {
 }
 
 impl Cuda {
+    /// A backend on `dev`'s stream that counts its launches in `exec`.
     pub fn new(dev: &CudaDevice, exec: Exec) -> Self {
         Cuda {
             stream: dev.cuda_stream(),
@@ -35,6 +36,7 @@ impl Cuda {
         }
     }
 
+    /// The CUDA device it launches on.
     pub fn device(&self) -> &CudaDevice {
         &self.dev
     }

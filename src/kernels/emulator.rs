@@ -16,6 +16,7 @@ pub struct Emulator {
 }
 
 impl Emulator {
+    /// An emulator backend that counts its launches in `exec`.
     pub fn new(exec: Exec) -> Self {
         Emulator { exec }
     }

@@ -38,7 +38,9 @@ use crate::error::{Error, Result};
 /// Grid, block and dynamic shared memory of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Launch {
+    /// Blocks along x, y, z.
     pub grid: [u32; 3],
+    /// Threads per block along x, y, z.
     pub block: [u32; 3],
     /// Bytes of dynamic shared memory per block.
     pub dyn_smem: u32,
@@ -59,6 +61,7 @@ impl Launch {
         }
     }
 
+    /// The same launch with `bytes` of dynamic shared memory per block.
     pub fn with_dyn_smem(self, bytes: u32) -> Self {
         Launch {
             dyn_smem: bytes,

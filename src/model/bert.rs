@@ -23,8 +23,15 @@ const OP: &str = "bert";
 /// parameters; `Eval` does neither.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Inference: no dropout, no gradients needed.
     Eval,
-    Train { seed: u64, step: u64 },
+    /// Training: dropout drawn from (seed, step), the graph recorded for gradients.
+    Train {
+        /// The run's seed.
+        seed: u64,
+        /// The training step (0-based): a new dropout mask each step.
+        step: u64,
+    },
 }
 
 /// One batch for the encoder, on the model's device. Built from host data ([`BertInput::new`]),
@@ -282,10 +289,12 @@ impl BertModel {
         })
     }
 
+    /// The model's size and layout.
     pub fn config(&self) -> &BertConfig {
         &self.config
     }
 
+    /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
     }

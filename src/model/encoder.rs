@@ -235,10 +235,12 @@ impl KnowledgeEncoder {
         .write(&dir.join("config.json"))
     }
 
+    /// The BERT under the masked-LM head.
     pub fn bert(&self) -> &BertModel {
         &self.bert
     }
 
+    /// The BERT's size and layout.
     pub fn config(&self) -> &BertConfig {
         self.bert.config()
     }

@@ -8,6 +8,7 @@ use crate::ops::adamw::global_grad_norm;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
+/// The loss scale of f16 training and its growth schedule.
 #[derive(Clone, Debug)]
 pub struct DynamicLossScaler {
     scale: f64,
@@ -23,6 +24,8 @@ impl Default for DynamicLossScaler {
 }
 
 impl DynamicLossScaler {
+    /// A scaler starting at `initial_scale` that doubles after `growth_interval` (at least 1) good
+    /// steps in a row.
     pub fn new(initial_scale: f64, growth_interval: u32) -> Self {
         DynamicLossScaler {
             scale: initial_scale,
@@ -31,10 +34,12 @@ impl DynamicLossScaler {
         }
     }
 
+    /// The current scale the loss is multiplied by.
     pub fn scale(&self) -> f64 {
         self.scale
     }
 
+    /// Good steps in a row after which the scale doubles.
     pub fn growth_interval(&self) -> u32 {
         self.growth_interval
     }

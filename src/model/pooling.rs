@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Tensor, D};
 use std::str::FromStr;
 
+/// How a sequence's hidden states become one vector (`mean` or `cls` on the command line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pooling {
     /// Mean of the hidden states of the first `len` tokens (`[CLS]` and `[SEP]` included).

@@ -11,27 +11,40 @@ use std::path::Path;
 /// Absent fields were not measured at that step.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record<S = String> {
+    /// The training stage that wrote the line (text when read back, e.g. `pretrain`).
     pub stage: S,
+    /// Optimizer steps of the stage done when the line was written (eval: the checkpoint's step).
     pub step: u64,
     /// Seconds since the stage started (across resumes: the time of the resumed process is
     /// added to what the checkpoint had recorded).
     pub time_s: f64,
+    /// Training loss in nats, the mean over the steps since the previous line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
+    /// Learning rate of this step's update (after warm-up and decay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
+    /// Retrieval utility in nats, log p(y|z,x) − log p(y|∅,x) for the top block, averaged
+    /// (positive when retrieval helps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval_utility: Option<f64>,
+    /// Steps since the weights the index in use was built with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staleness: Option<u64>,
+    /// Seconds the index refresh that was swapped in at this step took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_s: Option<f64>,
+    /// Fraction (0..=1) of questions with an answer in the top retrieved block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recall_at_1: Option<f64>,
+    /// Fraction (0..=1) of questions with an answer in one of the top 5 blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recall_at_5: Option<f64>,
+    /// Exact match (0..=1, SQuAD normalisation): the reader's, else the cloze answer with
+    /// retrieval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub em: Option<f64>,
+    /// Training throughput in tokens per second since the previous line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_s: Option<f64>,
 }
@@ -39,18 +52,28 @@ pub struct Record<S = String> {
 /// A metric field of [`Record`] by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
+    /// [`Record::loss`].
     Loss,
+    /// [`Record::lr`].
     Lr,
+    /// [`Record::retrieval_utility`].
     RetrievalUtility,
+    /// [`Record::staleness`].
     Staleness,
+    /// [`Record::refresh_s`].
     RefreshS,
+    /// [`Record::recall_at_1`].
     RecallAt1,
+    /// [`Record::recall_at_5`].
     RecallAt5,
+    /// [`Record::em`].
     Em,
+    /// [`Record::tokens_per_s`].
     TokensPerS,
 }
 
 impl Field {
+    /// Every field, in the order of the report's tables.
     pub const ALL: [Field; 9] = [
         Field::Loss,
         Field::Lr,
@@ -93,6 +116,7 @@ impl Field {
         }
     }
 
+    /// This field's value in `r` (staleness as f64); None when the line did not measure it.
     pub fn get(self, r: &Record) -> Option<f64> {
         match self {
             Field::Loss => r.loss,

@@ -93,6 +93,7 @@ pub struct Report {
     pub readme: PathBuf,
     /// The PNGs, in the order of the summary.
     pub images: Vec<PathBuf>,
+    /// Records (non-empty lines of `metrics.jsonl`) read, over every stage's file.
     pub records: usize,
 }
 

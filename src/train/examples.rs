@@ -20,6 +20,7 @@ const OP: &str = "examples";
 pub struct SpanExample {
     /// The corpus id of the document it was cut from (retrieval excludes that document).
     pub doc_id: String,
+    /// The text's wordpieces (no `[CLS]`/`[SEP]`).
     pub tokens: Vec<u32>,
     /// Wordpiece range of each sentence, in order, covering `tokens`.
     pub sentences: Vec<Range<usize>>,
@@ -233,6 +234,8 @@ pub struct DataOrder {
 }
 
 impl DataOrder {
+    /// The order over `n` examples, `batch` per step, drawn from `seed` and `stream`; no examples
+    /// or a zero batch is an error.
     pub fn new(n: usize, batch: usize, seed: u64, stream: u64) -> Result<Self> {
         if n == 0 {
             return Err(Error::bad_input(

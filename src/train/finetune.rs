@@ -30,6 +30,7 @@ const OP: &str = "finetune";
 const STREAM_ORDER: u64 = 0xf1e_0001;
 const STREAM_DROPOUT: u64 = 0xf1e_0002;
 
+/// What `realm finetune` trains and how (saved as the run's `config.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneConfig {
     /// A pre-training (or ICT) checkpoint, whose `index/` is used unless `corpus` is given; or a
@@ -42,7 +43,9 @@ pub struct FinetuneConfig {
     pub corpus: Option<PathBuf>,
     /// Used when the retriever starts from BERT rather than a checkpoint.
     pub retriever: RetrieverConfig,
+    /// The reader's span scorer, when it does not come from the checkpoint.
     pub reader: ReaderConfig,
+    /// Steps, batch (questions per step), learning rate and the rest of the loop.
     pub train: LoopConfig,
     /// Blocks the retriever's marginal runs over (ORQA/REALM: 5,000 on accelerators).
     pub retriever_beam: usize,
@@ -54,6 +57,7 @@ pub struct FinetuneConfig {
     pub doc_len: usize,
     /// Body wordpieces per block when `corpus` is indexed.
     pub block_len: usize,
+    /// Skip (and count) malformed lines of `corpus` instead of stopping at the first.
     pub skip_bad_lines: bool,
 }
 
@@ -115,12 +119,17 @@ impl StageConfig for FinetuneConfig {
 /// What a run of the stage did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneReport {
+    /// Steps done in all (resumed ones included).
     pub steps: u64,
+    /// Mean loss of the first logged window of this invocation (None: nothing logged).
     pub first_loss: Option<f64>,
+    /// Mean loss of the last logged window.
     pub last_loss: Option<f64>,
     /// Fraction of the last logged window's questions with an answer in the reader's blocks.
     pub train_recall_at_reader_beam: Option<f64>,
+    /// Seconds in the stage, across resumes.
     pub seconds: f64,
+    /// Whether the run stopped before its last step (a stop request or `stop_after`).
     pub interrupted: bool,
 }
 

@@ -28,12 +28,17 @@ const STREAM_ORDER: u64 = 0x1c7_0001;
 const STREAM_EXAMPLES: u64 = 0x1c7_0002;
 const STREAM_HELDOUT: u64 = 0x1c7_0003;
 
+/// What `realm ict` trains and how (saved as the run's `config.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IctConfig {
+    /// A BERT folder, a from-scratch size, or an earlier ICT checkpoint.
     pub init: ModelInit,
     /// Corpus file (JSONL or DPR TSV).
     pub corpus: PathBuf,
+    /// The towers' projection, when the retriever starts from BERT.
     pub retriever: RetrieverConfig,
+    /// Steps, batch (queries per step, each with its context), learning rate and the rest of
+    /// the loop.
     pub train: LoopConfig,
     /// Body wordpieces per block.
     pub block_len: usize,
@@ -49,6 +54,7 @@ pub struct IctConfig {
     pub eval_pool: usize,
     /// Measure held-out recall every this many steps (0: only before and after).
     pub eval_every: u64,
+    /// Skip (and count) malformed corpus lines instead of stopping at the first.
     pub skip_bad_lines: bool,
 }
 
@@ -94,15 +100,20 @@ impl StageConfig for IctConfig {
 /// Held-out retrieval quality.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recall {
+    /// Fraction of the held-out queries whose own context ranks first in the pool.
     pub recall_at_1: f64,
+    /// Fraction whose own context is among the top 5.
     pub recall_at_5: f64,
+    /// Held-out queries measured.
     pub queries: usize,
+    /// Contexts searched among (the held-out ones included).
     pub pool: usize,
 }
 
 /// What a run of the stage did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IctReport {
+    /// Steps done in all (resumed ones included).
     pub steps: u64,
     /// Mean loss of the last logged window.
     pub loss: Option<f64>,
@@ -110,6 +121,7 @@ pub struct IctReport {
     pub recall_before: Option<Recall>,
     /// Held-out recall of the trained retriever (None when the run stopped early).
     pub recall_after: Option<Recall>,
+    /// Seconds in the stage, across resumes.
     pub seconds: f64,
     /// Whether the run stopped before its last step (a stop request or `stop_after`).
     pub interrupted: bool,

@@ -23,6 +23,7 @@ impl StopRequest {
     /// The "signal" of a stop requested by [`StopRequest::request`] rather than by a signal.
     pub const MANUAL: i32 = -1;
 
+    /// A request not yet made.
     pub fn new() -> Self {
         Self::default()
     }

@@ -24,8 +24,11 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// A checkpoint's record of the BERT the chain started from ([`Origin`], JSON).
 pub const ORIGIN: &str = "origin.json";
+/// A checkpoint's reader folder (from fine-tuning on).
 pub const READER: &str = "reader";
+/// A checkpoint's index folder, when the stage has one.
 pub const INDEX: &str = "index";
 
 /// The BERT a chain of stages started from.
@@ -33,11 +36,17 @@ pub const INDEX: &str = "index";
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// A Hugging Face BERT folder (config.json, model.safetensors, a tokenizer).
-    Bert { dir: PathBuf },
+    Bert {
+        /// The folder.
+        dir: PathBuf,
+    },
     /// Random weights: a [`BertConfig`] (its vocab_size is the vocabulary's) and the vocabulary.
     Scratch {
+        /// The model's size and layout.
         config: BertConfig,
+        /// The vocabulary file (`vocab.txt`).
         vocab: PathBuf,
+        /// Whether the tokenizer lower-cases text (uncased BERT).
         lowercase: bool,
     },
 }
@@ -46,9 +55,11 @@ pub enum Origin {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelInit {
+    /// A plain BERT folder or random weights: no earlier stage.
     Origin(Origin),
     /// The checkpoint folder of an earlier stage.
     Checkpoint {
+        /// The checkpoint folder (it holds `origin.json`).
         dir: PathBuf,
     },
 }
@@ -130,6 +141,8 @@ impl Origin {
     }
 }
 
+/// The origin recorded in checkpoint `dir`'s `origin.json`; an error names the file when it is
+/// missing, malformed or has an unusable size.
 pub fn read_origin(dir: &Path) -> Result<Origin> {
     let path = dir.join(ORIGIN);
     let text = fs::read_to_string(&path)
@@ -145,13 +158,20 @@ pub fn read_origin(dir: &Path) -> Result<Origin> {
 /// from (the run's own checkpoint when resuming), their origin, and the tokenizer, whose files
 /// are copied into `RUN/tokenizer/` for every checkpoint to carry.
 pub struct StageStart {
+    /// The stage's run directory.
     pub run: super::run::RunDir,
+    /// Where the models come from (the run's own checkpoint when resuming).
     pub init: ModelInit,
+    /// The BERT the chain started from.
     pub origin: Origin,
+    /// `RUN/tokenizer/`: the tokenizer files every checkpoint copies.
     pub tok_dir: PathBuf,
+    /// The tokenizer read from `tok_dir`.
     pub tokenizer: BertTokenizer,
 }
 
+/// Starts (or, with `resume`, reopens) the run directory with `cfg`, and sets up the tokenizer; a
+/// from-scratch vocabulary size that is not the vocabulary's is an error.
 pub fn start_stage<C: Serialize + serde::de::DeserializeOwned>(
     run_dir: &Path,
     cfg: &C,

@@ -19,9 +19,14 @@ const OP: &str = "AdamW";
 /// AdamW's hyper-parameters (the learning rate comes from the schedule at each step).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
+    /// Decay of the first-moment (mean) estimate, in [0, 1) (BERT: 0.9).
     pub beta1: f64,
+    /// Decay of the second-moment estimate, in [0, 1) (BERT: 0.999).
     pub beta2: f64,
+    /// Added to the root of the (bias-corrected) second moment, > 0 (BERT: 1e-6).
     pub eps: f64,
+    /// Decoupled weight decay, ≥ 0 (BERT: 0.01): each update scales a weight by 1 − lr · decay
+    /// (biases and LayerNorm weights excepted, see [`decays`]).
     pub weight_decay: f64,
 }
 
@@ -38,6 +43,7 @@ impl Default for AdamWConfig {
 }
 
 impl AdamWConfig {
+    /// An error unless the betas are in [0, 1), eps > 0 and weight decay ≥ 0 (all finite).
     pub fn validate(&self) -> Result<()> {
         let ok = (0.0..1.0).contains(&self.beta1)
             && (0.0..1.0).contains(&self.beta2)
@@ -144,6 +150,7 @@ impl AdamW {
         })
     }
 
+    /// The hyper-parameters.
     pub fn config(&self) -> &AdamWConfig {
         &self.config
     }
@@ -273,8 +280,11 @@ impl AdamW {
 /// Linear warm-up to the peak learning rate, then linear decay to zero at `total` steps.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LinearSchedule {
+    /// The learning rate at the end of the warm-up.
     pub peak_lr: f64,
+    /// Warm-up steps (at most `total`).
     pub warmup: u64,
+    /// Steps of the run; the rate is 0 from there on.
     pub total: u64,
 }
 
@@ -284,6 +294,7 @@ impl LinearSchedule {
         Self::with_warmup(peak_lr, default_warmup(total), total)
     }
 
+    /// A schedule of `total` steps with `warmup` of them warm-up (capped at `total`).
     pub fn with_warmup(peak_lr: f64, warmup: u64, total: u64) -> Self {
         LinearSchedule {
             peak_lr,

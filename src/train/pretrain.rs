@@ -37,6 +37,7 @@ const STREAM_MASK: u64 = 0x9e7_0002;
 /// The checkpoint folder of a refresh that was running when it was written (its weights).
 pub const REFRESH: &str = "refresh";
 
+/// What `realm pretrain` trains and how (saved as the run's `config.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainConfig {
     /// A BERT folder, a from-scratch size, or an ICT (or earlier pre-training) checkpoint.
@@ -55,6 +56,7 @@ pub struct PretrainConfig {
     pub index: Option<PathBuf>,
     /// Used when the retriever starts from BERT rather than a checkpoint.
     pub retriever: RetrieverConfig,
+    /// Steps, batch (masked texts per step), learning rate and the rest of the loop.
     pub train: LoopConfig,
     /// Candidates per query, the null document included (REALM: 8). 1: the null document alone
     /// (no retrieval: the baseline).
@@ -67,6 +69,7 @@ pub struct PretrainConfig {
     pub block_len: usize,
     /// Masked wordpieces per example at most (REALM: 10).
     pub max_masks: usize,
+    /// When the index is rebuilt with the current document tower and swapped in.
     pub refresh: RefreshPolicy,
     /// Blocks per document-tower batch when (re)building the index.
     pub index_batch: usize,
@@ -80,6 +83,8 @@ pub struct PretrainConfig {
     /// `model::copy_head`) when the starting encoder has none.
     #[serde(default)]
     pub copy_head: bool,
+    /// Skip (and count) malformed lines of the corpus and examples instead of stopping at the
+    /// first.
     pub skip_bad_lines: bool,
 }
 
@@ -150,29 +155,39 @@ impl StageConfig for PretrainConfig {
 /// What a run of the stage did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainReport {
+    /// Steps done in all (resumed ones included).
     pub steps: u64,
     /// Mean loss of the first and the last logged window.
     pub first_loss: Option<f64>,
+    /// Mean loss of the last logged window (None: nothing logged).
     pub last_loss: Option<f64>,
     /// Mean retrieval utility (marginal) of the last logged window.
     pub retrieval_utility: Option<f64>,
     /// Refreshes swapped in, and their mean wall time.
     pub refreshes: usize,
+    /// Mean wall time of those refreshes, seconds (None: none was swapped in).
     pub mean_refresh_s: Option<f64>,
+    /// The most steps the index in use lagged behind the weights, in this invocation.
     pub max_staleness: u64,
+    /// Seconds in the stage, across resumes.
     pub seconds: f64,
+    /// Whether the run stopped before its last step (a stop request or `stop_after`).
     pub interrupted: bool,
 }
 
 /// Everything the loop reads besides the model.
 pub struct PretrainData {
+    /// The corpus's blocks: what is retrieved.
     pub knowledge: Knowledge,
+    /// The texts masked: examples, the corpus itself, or the questions' cloze forms.
     pub examples: Vec<SpanExample>,
     /// The document index (in `knowledge`) of each example's source, when excluded.
     pub exclude: Vec<Option<u32>>,
 }
 
 impl PretrainData {
+    /// Cuts the corpus into blocks and reads the masked texts as `cfg` says; an error when top-k
+    /// cannot be met or there is no text to pre-train on.
     pub fn load(cfg: &PretrainConfig, tok: &BertTokenizer) -> Result<Self> {
         let cut = corpus_blocks(&cfg.corpus, tok, cfg.block_len, cfg.skip_bad_lines)?;
         let knowledge = Knowledge::new(cut.blocks, tok)?;

@@ -19,24 +19,33 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+/// The stage's configuration in a run directory, written when it starts.
 pub const CONFIG: &str = "config.json";
+/// The metrics log in a run directory: one [`Metric`] per line.
 pub const METRICS: &str = "metrics.jsonl";
+/// The latest checkpoint folder in a run directory.
 pub const CHECKPOINT: &str = "checkpoint";
+/// The index folder the stage started from, in a run directory.
 pub const INDEX: &str = "index";
 
 /// The training stages, as the metrics name them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
+    /// Inverse cloze task: pre-training the retriever.
     Ict,
+    /// REALM pre-training: masked-LM with retrieval and index refreshes.
     Pretrain,
+    /// Open-QA fine-tuning of the reader (and the query tower).
     Finetune,
     /// Pre-training on questions' cloze forms (`pretrain --cloze-questions`).
     Cloze,
+    /// An evaluation (`realm eval`), logged as one line.
     Eval,
 }
 
 impl Stage {
+    /// The name in `metrics.jsonl` (`ict`, `pretrain`, `finetune`, `cloze`, `eval`).
     pub fn name(self) -> &'static str {
         match self {
             Stage::Ict => "ict",
@@ -147,18 +156,22 @@ impl RunDir {
         Ok(RunDir { root })
     }
 
+    /// The run directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// `RUN/checkpoint`: the latest checkpoint (it may not exist yet).
     pub fn checkpoint(&self) -> PathBuf {
         self.root.join(CHECKPOINT)
     }
 
+    /// `RUN/index`: the index the stage started from (it may not exist).
     pub fn index(&self) -> PathBuf {
         self.root.join(INDEX)
     }
 
+    /// `RUN/metrics.jsonl`.
     pub fn metrics_path(&self) -> PathBuf {
         self.root.join(METRICS)
     }
@@ -277,6 +290,7 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
+    /// Appends `metric` as one JSON line.
     pub fn log(&mut self, metric: &Metric) -> Result<()> {
         let mut line = serde_json::to_string(metric).map_err(|e| Error::file(&self.path, e))?;
         line.push('\n');

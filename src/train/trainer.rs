@@ -42,6 +42,7 @@ pub struct LoopConfig {
     pub lr: f64,
     /// Warm-up steps (None: min(10000, max(100, steps / 10)), capped at `steps`).
     pub warmup: Option<u64>,
+    /// The optimizer's hyper-parameters.
     pub adamw: AdamWConfig,
     /// Global gradient-norm clip (≤ 0: none).
     pub clip_norm: f64,
@@ -54,6 +55,7 @@ pub struct LoopConfig {
     pub checkpoint_minutes: f64,
     /// A metrics line every this many steps.
     pub log_every: u64,
+    /// The run's seed: with the step, it determines every random draw (data order, masks, dropout).
     pub seed: u64,
     /// BERT's compute dtype: "f32", "bf16" or "f16" (None: the device's,
     /// [`ComputeDevice::default_dtype`]: bf16 where the CUDA kernels run, on a GPU or the
@@ -79,6 +81,8 @@ impl LoopConfig {
         }
     }
 
+    /// An error naming the field when a value is unusable (no steps, a non-positive rate, a bad
+    /// dtype, ...).
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "training config";
         if self.steps == 0 || self.batch == 0 {
@@ -120,6 +124,7 @@ impl LoopConfig {
         Ok(())
     }
 
+    /// The learning-rate schedule: `warmup` (or the REALM default) up to `lr`, then linear decay.
     pub fn schedule(&self) -> LinearSchedule {
         match self.warmup {
             Some(w) => LinearSchedule::with_warmup(self.lr, w, self.steps),
@@ -149,6 +154,7 @@ impl LoopConfig {
 /// How one invocation runs, besides what the run's `config.json` records.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// The device the stage runs on.
     pub device: ComputeDevice,
     /// Continue the run directory's checkpoint.
     pub resume: bool,
@@ -163,6 +169,7 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// A fresh start on `device`: no resume, progress shown, no stop.
     pub fn new(device: ComputeDevice) -> Self {
         RunOptions {
             device,
@@ -177,6 +184,7 @@ impl RunOptions {
 /// What [`Trainer::update`] did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Update {
+    /// The learning rate of this update.
     pub lr: f64,
     /// The global gradient norm before clipping (None when an f16 overflow skipped the update).
     pub grad_norm: Option<f64>,
@@ -194,6 +202,7 @@ pub struct Gradients {
 /// The loop state of one stage.
 pub struct Trainer {
     stage: Stage,
+    /// Step, data position, loss scale and the rest a resume needs.
     pub state: TrainerState,
     opt: AdamW,
     vars: Vec<Var>,
@@ -362,6 +371,7 @@ impl Trainer {
         self.state.step.is_multiple_of(self.log_every) || self.state.step == self.schedule.total
     }
 
+    /// Appends `metric` to `metrics.jsonl` (and shows its loss on the progress bar).
     pub fn log(&mut self, metric: &Metric) -> Result<()> {
         if let Some(loss) = metric.loss {
             self.bar.set_message(format!("loss {loss:.4}"));

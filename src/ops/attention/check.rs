@@ -186,8 +186,11 @@ pub fn errors(actual: &[Vec<f64>; 4], reference: &[Vec<f64>; 4]) -> [f64; 4] {
 /// composition, per output (out, dq, dk, dv).
 #[derive(Clone, Debug)]
 pub struct Accuracy {
+    /// The fused op's [`errors`] against the f64 composition, per output.
     pub ours: [f64; 4],
+    /// The same-precision composition's errors against the f64 composition, per output.
     pub composition: [f64; 4],
+    /// The precision compared.
     pub dtype: DType,
 }
 
@@ -203,6 +206,7 @@ impl Accuracy {
         2.0 * self.composition[i] + unit
     }
 
+    /// Whether every output of the fused op is within its [`Accuracy::bound`].
     pub fn passed(&self) -> bool {
         (0..4).all(|i| self.ours[i] <= self.bound(i))
     }
@@ -224,11 +228,17 @@ impl Accuracy {
 /// scaled by `sharpness` / √dh, optional key lengths and dropout.
 #[derive(Clone, Debug)]
 pub struct CheckSpec {
+    /// `(batch, heads, len, head_dim)` of q, k and v.
     pub shape: (usize, usize, usize, usize),
+    /// Key length of each batch entry (`[batch]`); None: all `len` keys.
     pub lens: Option<Vec<u32>>,
+    /// Logit scale times √dh: larger values give peakier softmaxes.
     pub sharpness: f64,
+    /// Dropout on the probabilities, applied identically by both sides.
     pub dropout: Option<Dropout>,
+    /// Element type of the inputs.
     pub dtype: DType,
+    /// Seed of the random inputs.
     pub seed: u64,
 }
 
@@ -335,13 +345,19 @@ pub fn selftest_cases() -> Vec<Case> {
 /// What `realm bench attention` measures.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionBench {
+    /// Batch entries.
     pub batch: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Sequence length (queries and keys).
     pub len: usize,
+    /// Dimension per head.
     pub head_dim: usize,
     /// Fraction of every entry's tokens that are padding (key_lens = l − round(pad_frac · l)).
     pub pad_frac: f64,
+    /// Element type of q, k and v.
     pub dtype: DType,
+    /// Time the forward and the backward pass, not the forward alone.
     pub backward: bool,
     /// Measure the candle composition instead of the fused op.
     pub composition: bool,

@@ -18,6 +18,7 @@ use crate::rng::Philox4x32;
 pub struct Dropout {
     /// Probability of dropping an element, in [0, 1).
     pub p: f32,
+    /// Key of the Philox stream the masks are drawn from.
     pub seed: u64,
     /// Distinguishes calls with the same seed (e.g. the step count).
     pub offset: u64,

@@ -69,10 +69,12 @@ impl KeyLens {
         &self.tensor
     }
 
+    /// The batch size: one length per entry.
     pub fn len(&self) -> usize {
         self.host.len()
     }
 
+    /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.host.is_empty()
     }

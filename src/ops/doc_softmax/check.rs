@@ -254,11 +254,15 @@ pub fn selftest_cases() -> Vec<Case> {
 /// What `realm bench doc-softmax` measures.
 #[derive(Clone, Copy, Debug)]
 pub struct DocSoftmaxBench {
+    /// Examples: rows of the `[batch, k]` logits.
     pub batch: usize,
+    /// Candidate documents per example.
     pub k: usize,
     /// Targets per example for the marginal; 0 measures doc_softmax alone.
     pub targets: usize,
+    /// Element type of the logits and conditionals.
     pub dtype: DType,
+    /// Time the forward and the backward pass, not the forward alone.
     pub backward: bool,
     /// Measure the candle composition instead of the fused op.
     pub composition: bool,

@@ -98,10 +98,13 @@ pub fn selftest_cases() -> Vec<Case> {
 /// What `realm bench dropout` measures.
 #[derive(Clone, Copy, Debug)]
 pub struct DropoutBench {
-    /// Rows × hidden size, e.g. BERT's b·l × 768.
+    /// Rows of the `[rows, hidden]` tensor, e.g. BERT's b·l.
     pub rows: usize,
+    /// Values per row, e.g. BERT's 768.
     pub hidden: usize,
+    /// Probability of dropping a value, in [0, 1).
     pub p: f32,
+    /// Element type of the tensor masked.
     pub dtype: DType,
     /// Measure the composition (mask drawn on the host and uploaded) instead of the op.
     pub composition: bool,

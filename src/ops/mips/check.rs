@@ -207,10 +207,15 @@ pub fn selftest_cases() -> Vec<Case> {
 /// index of `docs × dim`, top `k`.
 #[derive(Clone, Copy, Debug)]
 pub struct MipsBench {
+    /// Rows (documents) of the index.
     pub docs: usize,
+    /// Embedding dimension of the index and the queries.
     pub dim: usize,
+    /// Queries searched at once.
     pub queries: usize,
+    /// Best documents returned per query.
     pub k: usize,
+    /// Element type of the queries (the index is f16).
     pub dtype: DType,
 }
 

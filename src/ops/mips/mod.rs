@@ -181,6 +181,7 @@ impl MipsIndex {
         self.d
     }
 
+    /// The device the index rows live on.
     pub fn device(&self) -> &Device {
         match &self.data {
             Rows::Tensor(t) => t.device(),

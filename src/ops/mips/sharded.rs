@@ -24,8 +24,11 @@ pub struct ShardedIndex {
 /// (−inf, u32::MAX) where a shard has fewer than k documents to give.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShardHits {
+    /// Results per query: the row length of `scores` and `ids`.
     pub k: usize,
+    /// Row-major `[q, k]` inner products (a merge's best first per query).
     pub scores: Vec<f64>,
+    /// Row-major `[q, k]` global document ids, matching `scores`.
     pub ids: Vec<u32>,
 }
 
@@ -72,6 +75,7 @@ impl ShardedIndex {
         self.n == 0
     }
 
+    /// The shards, in global id order.
     pub fn shards(&self) -> &[MipsIndex] {
         &self.shards
     }

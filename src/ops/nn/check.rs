@@ -215,7 +215,9 @@ pub fn selftest_cases() -> Vec<Case> {
 /// Which op `realm bench nn` measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NnBenchOp {
+    /// LayerNorm over the last dimension.
     LayerNorm,
+    /// GELU, in its erf or tanh form.
     Gelu(GeluForm),
 }
 
@@ -240,10 +242,15 @@ impl std::str::FromStr for NnBenchOp {
 /// What `realm bench nn` measures: `rows` rows of `hidden` values.
 #[derive(Clone, Copy, Debug)]
 pub struct NnBench {
+    /// The op timed.
     pub op: NnBenchOp,
+    /// Rows of the input.
     pub rows: usize,
+    /// Values per row (the normalised dimension).
     pub hidden: usize,
+    /// Element type of the input.
     pub dtype: DType,
+    /// Time the forward and the backward pass, not the forward alone.
     pub backward: bool,
     /// Measure the candle composition (in f32, as the model ran before) instead of the fused op.
     pub composition: bool,
