@@ -104,7 +104,13 @@ impl MipsIndex {
             ));
         }
         check_float(OP_INDEX, "embeddings", embeddings.dtype())?;
-        let data = embeddings.to_dtype(DType::F16)?.contiguous()?;
+        let mut data = embeddings.to_dtype(DType::F16)?.contiguous()?;
+        // The kernels read rows with 16-byte cp.async copies, which need 16-byte aligned
+        // addresses: a view that starts inside its storage (a narrowed tensor) is copied to a
+        // storage of its own.
+        if data.layout().start_offset() % DIM_ALIGN != 0 {
+            data = data.force_contiguous()?;
+        }
         let max_norm_sq = max_row_norm_sq(&data)?;
         let data = match data.device() {
             Device::Cpu => data,
@@ -360,11 +366,7 @@ impl Queries {
             }
         };
         // Exact in f32 for every input dtype; queries are small, so one host copy.
-        let values = queries
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_device(&Device::Cpu)?
-            .to_vec1::<f32>()?;
+        let values = crate::device::read_vec1::<f32>(&queries.to_dtype(DType::F32)?)?;
         let dp = d.next_multiple_of(DIM_ALIGN);
         let mut rows = vec![0.0f32; q * dp];
         let mut margin = Vec::with_capacity(q);
@@ -550,6 +552,7 @@ fn emulated_search(
             ids: Vec::new(),
         });
     }
+    // Host memory: the lists of test shapes are small, so no limit.
     let plan = KernelPlan::new(n, dp, q, k, EMULATOR_SLICES, usize::MAX)?;
     // The kernels read rows of dp values (16-byte aligned chunks).
     let padded: Cow<[f16]> = if dp == d {
@@ -564,11 +567,6 @@ fn emulated_search(
     let (scores, ids) = launch::search(emu, &&*padded, n, queries, k, &plan)?;
     Ok(Hits { k, scores, ids })
 }
-
-/// Bytes the candidate lists of one search may take on a GPU: beyond it, fewer slices (less
-/// parallelism).
-#[cfg(feature = "cuda")]
-const GPU_LIST_BUDGET: usize = 512 << 20;
 
 /// The kernels on the index's GPU (its rows are padded to a multiple of 8 dimensions).
 #[cfg(feature = "cuda")]
@@ -610,7 +608,14 @@ fn gpu_search(
         as usize;
     // Two blocks per SM over all query batches (of up to 64 queries).
     let wish = (2 * sms).div_ceil(q.div_ceil(64));
-    let plan = KernelPlan::new(n, dp, q, k, wish, GPU_LIST_BUDGET)?;
+    // The candidate lists are sized to the memory free now (fewer slices, less parallelism,
+    // where it is short).
+    let (free, _) = dev
+        .cuda_stream()
+        .context()
+        .mem_get_info()
+        .map_err(|e| Error::Device(format!("{OP}: reading the free device memory: {e}")))?;
+    let plan = KernelPlan::new(n, dp, q, k, wish, free)?;
     let be = crate::kernels::Cuda::new(dev, exec);
     let (scores, ids) = launch::search(&be, &x, n, queries, k, &plan)?;
     let tensor =
