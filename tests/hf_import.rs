@@ -112,26 +112,50 @@ fn model_safetensors_imports_like_pytorch_model_bin() {
 #[test]
 fn import_refuses_what_it_cannot_map_and_replaces_nothing() {
     let model = fixture().join("model");
-    let err = |src: &Path, out: &Path| format!("{:#}", import_hf_realm(src, out, false).unwrap_err());
+    let err =
+        |src: &Path, out: &Path| format!("{:#}", import_hf_realm(src, out, false).unwrap_err());
 
     // An output folder with the user's files in it.
     let out = common::temp_dir("hf-import-busy");
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    assert!(err(&model, &out).contains("not empty"), "{}", err(&model, &out));
-    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    assert!(
+        err(&model, &out).contains("not empty"),
+        "{}",
+        err(&model, &out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
 
     // Fewer records than block_emb rows; no records file; no weights.
     let src = common::temp_dir("hf-import-src");
-    for name in ["config.json", "pytorch_model.bin", "vocab.txt", "tokenizer.json"] {
+    for name in [
+        "config.json",
+        "pytorch_model.bin",
+        "vocab.txt",
+        "tokenizer.json",
+    ] {
         std::fs::copy(model.join(name), src.join(name)).unwrap();
     }
     let fresh = common::temp_path("hf-import-out");
-    assert!(err(&src, &fresh).contains("block_records.npy"), "{}", err(&src, &fresh));
+    assert!(
+        err(&src, &fresh).contains("block_records.npy"),
+        "{}",
+        err(&src, &fresh)
+    );
     std::fs::write(src.join("block_records.npy"), npy_fixed(&[b"a", b"b"], 4)).unwrap();
     let msg = err(&src, &fresh);
-    assert!(msg.contains("2 records") && msg.contains("16 rows"), "{msg}");
+    assert!(
+        msg.contains("2 records") && msg.contains("16 rows"),
+        "{msg}"
+    );
     std::fs::remove_file(src.join("pytorch_model.bin")).unwrap();
-    assert!(err(&src, &fresh).contains("pytorch_model.bin"), "{}", err(&src, &fresh));
+    assert!(
+        err(&src, &fresh).contains("pytorch_model.bin"),
+        "{}",
+        err(&src, &fresh)
+    );
     assert!(!fresh.exists(), "a failed import leaves nothing");
 
     // Not a REALM config.
@@ -147,7 +171,7 @@ fn npy_fixed(records: &[&[u8]], width: usize) -> Vec<u8> {
         "{{'descr': '|S{width}', 'fortran_order': False, 'shape': ({},), }}",
         records.len()
     );
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -170,7 +194,10 @@ fn npy_records_read_from_object_and_fixed_width_arrays() {
     for i in 0..records.len() {
         records.read(i, &mut buf).unwrap();
         let text = std::str::from_utf8(&buf).unwrap();
-        assert!(text.starts_with(char::is_uppercase) && text.len() > 20, "{text}");
+        assert!(
+            text.starts_with(char::is_uppercase) && text.len() > 20,
+            "{text}"
+        );
     }
     assert!(records.read(16, &mut buf).is_err());
 
@@ -194,7 +221,7 @@ fn npy_records_read_from_object_and_fixed_width_arrays() {
 fn npy_pickle_bombs_are_errors() {
     let header = |pickle: &[u8]| {
         let mut h = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }".to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');

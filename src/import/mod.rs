@@ -88,7 +88,10 @@ pub fn import_hf_realm(src: &Path, out: &Path, progress: bool) -> Result<ImportR
     let mut weights = HfWeights::open(src)?;
     let (embedder, reader) = split_names(&weights)?;
     let [n, dim] = weights.dims("block_emb")?[..] else {
-        return Err(Error::file(weights.path(), "block_emb is not [blocks, dim]"));
+        return Err(Error::file(
+            weights.path(),
+            "block_emb is not [blocks, dim]",
+        ));
     };
     let records_path = src.join("block_records.npy");
     let records = ByteRecords::open(&records_path)?;
@@ -284,7 +287,7 @@ impl Blocks<'_> {
             let block = crate::data::Block {
                 doc_id: i.to_string(),
                 title: String::new(),
-                sentences: vec![0..tokens.len()],
+                sentences: std::iter::once(0..tokens.len()).collect(),
                 tokens,
             };
             self.pending

@@ -60,9 +60,15 @@ impl ByteRecords {
         };
         let header = read_header(&mut input).map_err(err)?;
         let (spans, strip_nul) = match header.descr {
-            Descr::Object => (read_pickled_array(&mut input, header.count).map_err(err)?, false),
+            Descr::Object => (
+                read_pickled_array(&mut input, header.count).map_err(err)?,
+                false,
+            ),
             Descr::Bytes(width) => {
-                let need = header.count.checked_mul(width).filter(|&n| n <= input.left());
+                let need = header
+                    .count
+                    .checked_mul(width)
+                    .filter(|&n| n <= input.left());
                 if need.is_none() {
                     return Err(err(format!(
                         "{} records of {width} bytes, but only {} bytes follow the header",
@@ -202,7 +208,10 @@ impl<R: BufRead> Input<R> {
             .map_err(|e| e.to_string())?;
         self.pos += v.len() as u64;
         if v.pop() != Some(b'\n') {
-            return Err(format!("a GLOBAL name without its end before byte {}", self.pos));
+            return Err(format!(
+                "a GLOBAL name without its end before byte {}",
+                self.pos
+            ));
         }
         String::from_utf8(v).map_err(|_| "a GLOBAL name that is not UTF-8".to_string())
     }
@@ -223,7 +232,10 @@ impl<R: BufRead> Input<R> {
         let skipped = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink())
             .map_err(|e| e.to_string())?;
         if skipped != n {
-            return Err(format!("the file ends inside a byte string at byte {}", self.pos));
+            return Err(format!(
+                "the file ends inside a byte string at byte {}",
+                self.pos
+            ));
         }
         self.pos += n;
         Ok(span)
@@ -477,7 +489,7 @@ impl Machine {
     fn add_to_top(&mut self, items: Vec<Obj>, dict: bool) -> Parse<()> {
         match self.top()? {
             Obj::List(c) if !dict => c.extend(items),
-            Obj::Dict(c) if dict && items.len() % 2 == 0 => c.extend(items),
+            Obj::Dict(c) if dict && items.len().is_multiple_of(2) => c.extend(items),
             Obj::Dict(_) if dict => Err("SETITEMS with an odd number of objects".into()),
             other => Err(format!(
                 "{} onto a {}",
@@ -639,8 +651,10 @@ fn read_pickled_array<R: BufRead>(input: &mut Input<R>, count: u64) -> Parse<Vec
     };
     match call.items.first() {
         Some(Obj::Global(g))
-            if matches!(g.0.as_str(), "numpy.core.multiarray" | "numpy._core.multiarray")
-                && g.1 == "_reconstruct" => {}
+            if matches!(
+                g.0.as_str(),
+                "numpy.core.multiarray" | "numpy._core.multiarray"
+            ) && g.1 == "_reconstruct" => {}
         _ => return Err(not_array("no numpy _reconstruct call")),
     }
     let Obj::Tuple(state) = state else {
@@ -648,7 +662,8 @@ fn read_pickled_array<R: BufRead>(input: &mut Input<R>, count: u64) -> Parse<Vec
     };
     let mut state = state.items.into_iter();
     match state.nth(1) {
-        Some(Obj::Tuple(shape)) if matches!(shape.items[..], [Obj::Int(n)] if n as u64 == count) => {}
+        Some(Obj::Tuple(shape)) if matches!(shape.items[..], [Obj::Int(n)] if n as u64 == count) => {
+        }
         _ => return Err(format!("the pickle's shape is not the header's ({count},)")),
     }
     let Some(Obj::List(list)) = state.nth(2) else {

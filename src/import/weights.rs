@@ -56,7 +56,8 @@ impl HfWeights {
         } else if bin.is_file() {
             let pth = PthTensors::new(&bin, None).map_err(|e| Error::file(&bin, e))?;
             let file = File::open(&bin).map_err(|e| Error::file(&bin, e))?;
-            let zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| Error::file(&bin, e))?;
+            let zip =
+                zip::ZipArchive::new(BufReader::new(file)).map_err(|e| Error::file(&bin, e))?;
             Ok(HfWeights {
                 path: bin,
                 kind: Kind::Torch {
@@ -113,8 +114,9 @@ impl HfWeights {
                 let len = info.layout.shape().elem_count() * info.dtype.size_in_bytes();
                 let mut bytes = vec![0u8; len];
                 entry.read_exact(&mut bytes).map_err(|e| err(&e))?;
-                let t = Tensor::from_raw_buffer(&bytes, info.dtype, info.layout.dims(), &Device::Cpu)
-                    .map_err(|e| err(&e))?;
+                let t =
+                    Tensor::from_raw_buffer(&bytes, info.dtype, info.layout.dims(), &Device::Cpu)
+                        .map_err(|e| err(&e))?;
                 Ok(t.to_dtype(DType::F32)?)
             }
         }
@@ -190,7 +192,12 @@ impl Rows<'_> {
     /// The next `count` rows, flattened, as f32 (an error if fewer are left).
     pub fn next_rows(&mut self, count: usize) -> Result<Vec<f32>> {
         let want = count * self.row_bytes;
-        let short = || Error::file(&self.path, format!("fewer rows left than the {count} asked for"));
+        let short = || {
+            Error::file(
+                &self.path,
+                format!("fewer rows left than the {count} asked for"),
+            )
+        };
         match &mut self.source {
             RowSource::Mapped(rest) => {
                 if rest.len() < want {
@@ -218,8 +225,8 @@ fn torch_entry<'a>(
     name: &str,
 ) -> std::result::Result<(TensorInfo, zip::read::ZipFile<'a, BufReader<File>>), String> {
     let info = infos.get(name).ok_or("no such tensor")?.clone();
-    let bytes = element_bytes(info.dtype)
-        .ok_or_else(|| format!("{:?} is not a float type", info.dtype))?;
+    let bytes =
+        element_bytes(info.dtype).ok_or_else(|| format!("{:?} is not a float type", info.dtype))?;
     if !info.layout.is_contiguous() {
         return Err(format!("a strided tensor ({:?})", info.layout));
     }

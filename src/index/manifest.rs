@@ -1,5 +1,5 @@
 //! What every index format shares: the [`Manifest`] (what produced the index), the size and
-//! CRC-32 of each file ([`FileDigest`], counted by [`Digesting`] as bytes pass) and the checks
+//! CRC-32 of each file (`FileDigest`, counted by `Digesting` as bytes pass) and the checks
 //! that a file is the one its manifest was written with.
 
 use crate::error::{Error, Result};
