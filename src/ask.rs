@@ -48,7 +48,8 @@ pub struct Asker {
     /// Blocks read per question: between 1 and the blocks of the index ([`Searcher::search`]'s
     /// rule for k).
     pub beam: usize,
-    /// Longest `[CLS] question [SEP] body [SEP]` row.
+    /// Longest `[CLS] question [SEP] body [SEP]` row: the reader's `reader_seq_len` when its
+    /// config has one (an imported transformers model), else 256, within its positions.
     pub max_len: usize,
 }
 
@@ -81,7 +82,11 @@ impl Asker {
             None => Searcher::open_checkpoint(checkpoint, device)?,
         };
         let reader = Reader::load(checkpoint.join(READER), device)?;
-        let max_len = reader.bert().config().max_position_embeddings.min(256);
+        let max_len = reader
+            .bert()
+            .config()
+            .max_position_embeddings
+            .min(reader.config().reader_seq_len.unwrap_or(256));
         let beam = crate::index::search::DEFAULT_K.min(searcher.len());
         Ok(Asker {
             searcher,

@@ -425,7 +425,11 @@ fn read_answer(
 ) -> Result<String> {
     let tok = &searcher.model.tokenizer;
     let device = reader.device();
-    let max_len = joined_max_len(cfg, reader.bert().config());
+    // An imported transformers reader reads the rows it was trained on (`reader_seq_len`).
+    let max_len = match reader.config().reader_seq_len {
+        Some(n) => n.min(reader.bert().config().max_position_embeddings),
+        None => joined_max_len(cfg, reader.bert().config()),
+    };
     let q = tok.wordpieces(&[question])?.remove(0);
     let q = &q[..q
         .len()

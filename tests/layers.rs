@@ -21,7 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("data", &["data"]),
     ("index", &["index"]),
     ("train", &["train", "report"]),
-    ("use", &["eval", "ask", "embed"]),
+    ("use", &["eval", "ask", "embed", "import"]),
     ("verify", &["selftest", "conformance", "bench"]),
     ("app", &["demo", "demo_dir"]),
     ("cli", &["cli", "main"]),

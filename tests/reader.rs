@@ -348,6 +348,7 @@ fn tiny(max_span_width: usize, seed: u64) -> Reader {
         span_hidden_size: 16,
         max_span_width,
         reader_layer_norm_eps: 1e-3,
+        reader_seq_len: None,
     };
     Reader::new_random(&bert, &config, seed, &Device::Cpu).unwrap()
 }

@@ -294,3 +294,42 @@ proptest! {
         }
     }
 }
+
+/// transformers' `block_records.npy` (an object array of pickled byte strings) of the tiny REALM
+/// fixture.
+const BLOCK_RECORDS: &[u8] = include_bytes!("fixtures/hf-realm-tiny/model/block_records.npy");
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// The `.npy` reader of `realm import hf-realm`: every record it lists is inside the file
+    /// and reads back (or is an error naming the file); never a panic, an allocation beyond the
+    /// file's size, or a record past its end.
+    #[test]
+    fn npy_byte_records_never_panic(
+        bytes in file_bytes(BLOCK_RECORDS),
+        pickle_edits in proptest::collection::vec(edit(), 1..4),
+        keep_header in any::<bool>(),
+    ) {
+        // Half the cases keep the 128-byte header whole, so the edits reach the pickle.
+        let bytes = if keep_header {
+            let (header, pickle) = BLOCK_RECORDS.split_at(128);
+            [header.to_vec(), apply(pickle.to_vec(), &pickle_edits)].concat()
+        } else {
+            bytes
+        };
+        let path = write("block_records.npy", &bytes);
+        match realm::import::npy::ByteRecords::open(&path) {
+            Ok(mut records) => {
+                prop_assert!(records.len() <= bytes.len());
+                let mut buf = Vec::new();
+                for i in 0..records.len() {
+                    records.read(i, &mut buf).unwrap();
+                    prop_assert!(buf.len() <= bytes.len());
+                }
+            }
+            Err(e) => prop_assert!(e.to_string().contains("block_records.npy"), "{e}"),
+        }
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -9,6 +9,7 @@ pub mod embed;
 pub mod eval;
 pub mod finetune;
 pub mod ict;
+pub mod import;
 pub mod index;
 pub mod pretrain;
 pub mod report;

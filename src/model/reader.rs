@@ -47,6 +47,11 @@ pub struct ReaderConfig {
     /// Epsilon of the span LayerNorm (1e-3: Keras' default, which ORQA used).
     #[serde(default = "default_reader_layer_norm_eps")]
     pub reader_layer_norm_eps: f64,
+    /// Longest `[CLS] question [SEP] block [SEP]` row read when answering (HF's
+    /// `reader_seq_len`: 320 in the released REALM models; the pair is cut to it). None: the
+    /// answering command's own limit. Absent from the checkpoints realm trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader_seq_len: Option<usize>,
 }
 
 fn default_span_hidden_size() -> usize {
@@ -65,6 +70,7 @@ impl Default for ReaderConfig {
             span_hidden_size: default_span_hidden_size(),
             max_span_width: default_max_span_width(),
             reader_layer_norm_eps: default_reader_layer_norm_eps(),
+            reader_seq_len: None,
         }
     }
 }
