@@ -5,7 +5,7 @@ pub mod bert;
 mod checkpoint;
 pub mod config;
 mod copy_head;
-mod dropout;
+mod train_rng;
 pub mod encoder;
 mod heads;
 pub mod loss_scale;

@@ -14,7 +14,7 @@
 use super::bert::{BertInput, BertModel, Mode};
 use super::checkpoint::{self, RandomInit};
 use super::config::BertConfig;
-use super::dropout::{Site, TrainRng};
+use super::train_rng::{Site, TrainRng};
 use super::heads::{copy_params, Dense, Norm, Source, TensorFile};
 use super::pooling::{pool, Pooling};
 use crate::error::{Error, Result};
