@@ -15,8 +15,8 @@
 
 mod check;
 mod cpu;
-mod prob_dropout;
 mod launch;
+mod prob_dropout;
 mod tile;
 
 pub use check::{
