@@ -32,6 +32,56 @@ pub struct Report {
     pub tflop_per_s: Option<f64>,
 }
 
+impl Report {
+    /// The report of `timing` for `op` (see [`op_name`]) at `shape`, computing in `dtype` on
+    /// `dev`; add rates with [`Report::moving`] and [`Report::computing`].
+    pub fn new(
+        op: impl Into<String>,
+        shape: impl Into<String>,
+        dtype: candle_core::DType,
+        dev: &ComputeDevice,
+        timing: &Timing,
+    ) -> Self {
+        Report {
+            op: op.into(),
+            shape: shape.into(),
+            dtype: format!("{dtype:?}").to_lowercase(),
+            device: dev.to_string(),
+            median_ms: timing.median_ms,
+            min_ms: timing.min_ms,
+            iters: timing.iters,
+            gb_per_s: None,
+            tflop_per_s: None,
+        }
+    }
+
+    /// With the bandwidth of moving `bytes` per run.
+    pub fn moving(mut self, bytes: f64) -> Self {
+        self.gb_per_s = Some(bytes / (self.median_ms * 1e-3) / 1e9);
+        self
+    }
+
+    /// With the throughput of `flops` floating-point operations per run.
+    pub fn computing(mut self, flops: f64) -> Self {
+        self.tflop_per_s = Some(flops / (self.median_ms * 1e-3) / 1e12);
+        self
+    }
+}
+
+/// A benchmarked variant's name: `name`, `(candle composition)` when the plain composition the
+/// op replaces was timed, and `fwd` or `fwd+bwd`.
+pub fn op_name(name: &str, composition: bool, backward: bool) -> String {
+    format!(
+        "{name}{} {}",
+        if composition {
+            " (candle composition)"
+        } else {
+            ""
+        },
+        if backward { "fwd+bwd" } else { "fwd" }
+    )
+}
+
 /// The line `realm bench` prints without `--json`.
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -169,23 +169,7 @@ test_exec!(fn the_backward_is_deterministic(dev) {
 
 test_exec!(fn every_registered_check_passes(dev) {
     let rows = realm::selftest::run(dev, Some("attention/"));
-    assert!(
-        rows.len() >= 15,
-        "expected the registered cases, got {}",
-        rows.len()
-    );
-    for row in rows {
-        match &row.outcome {
-            Ok(o) => assert!(
-                o.passed(),
-                "{}: error {:e} > {:e}",
-                row.name,
-                o.max_rel_err,
-                o.tolerance
-            ),
-            Err(e) => panic!("{}: {e}", row.name),
-        }
-    }
+    common::assert_selftest_passed(rows, 15);
 });
 
 test_exec!(kernels fn the_kernels_refuse_f32(dev) {

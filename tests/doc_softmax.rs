@@ -40,24 +40,7 @@ test_exec!(fn every_registered_check_passes(dev) {
         .into_iter()
         .chain(realm::selftest::run(dev, Some("marginal_log_likelihood")))
         .collect::<Vec<_>>();
-    assert!(
-        rows.len() >= 30,
-        "expected the registered cases, got {}",
-        rows.len()
-    );
-    for row in rows {
-        match &row.outcome {
-            Ok(o) => assert!(
-                o.passed(),
-                "{}/{}: error {:e} > {:e}",
-                row.op,
-                row.name,
-                o.max_rel_err,
-                o.tolerance
-            ),
-            Err(e) => panic!("{}/{}: {e}", row.op, row.name),
-        }
-    }
+    common::assert_selftest_passed(rows, 30);
 });
 
 test_exec!(fn large_magnitudes_match_the_f64_composition(dev) {

@@ -88,17 +88,7 @@ fn bad_input_arg(e: Error) -> &'static str {
 
 test_exec!(fn every_registered_check_passes(dev) {
     let rows = realm::selftest::run(dev, Some("mips_top_k"));
-    assert!(
-        rows.len() >= 9,
-        "expected the registered cases, got {}",
-        rows.len()
-    );
-    for row in rows {
-        match &row.outcome {
-            Ok(o) => assert!(o.passed(), "{}: error {:e}", row.name, o.max_rel_err),
-            Err(e) => panic!("{}: {e}", row.name),
-        }
-    }
+    common::assert_selftest_passed(rows, 9);
 });
 
 test_exec!(fn many_tiles_and_query_blocks_match_the_reference(dev) {

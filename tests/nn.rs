@@ -35,20 +35,7 @@ test_exec!(fn every_registered_check_passes(dev) {
         .into_iter()
         .chain(realm::selftest::run(dev, Some("gelu")))
         .collect::<Vec<_>>();
-    assert!(rows.len() >= 39, "expected the registered cases, got {}", rows.len());
-    for row in rows {
-        match &row.outcome {
-            Ok(o) => assert!(
-                o.passed(),
-                "{}/{}: error {:e} > {:e}",
-                row.op,
-                row.name,
-                o.max_rel_err,
-                o.tolerance
-            ),
-            Err(e) => panic!("{}/{}: {e}", row.op, row.name),
-        }
-    }
+    common::assert_selftest_passed(rows, 39);
 });
 
 /// Output and gradients of LayerNorm then GELU (as in BERT's feed-forward output), any rank.

@@ -5,6 +5,8 @@
 //! pools of 1, 2, 3 and 4 threads. (Another CPU or `REALM_CPU_SIMD=portable` may round differently:
 //! see docs/training.md, "Reproducibility".)
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use realm::device::ComputeDevice;
 use realm::model::{BertConfig, BertInput, BertModel, Mode};
@@ -156,11 +158,7 @@ fn an_ict_run_is_the_same_for_every_thread_count() {
     let mut bert = BertConfig::new(64, 2, 2);
     bert.vocab_size = 8000;
     bert.max_position_embeddings = 64;
-    let init = ModelInit::Origin(Origin::Scratch {
-        config: bert,
-        vocab: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt"),
-        lowercase: true,
-    });
+    let init = common::scratch_init(bert);
     let mut cfg = IctConfig::new(init, corpus);
     cfg.retriever.proj_size = 32;
     cfg.block_len = 32;

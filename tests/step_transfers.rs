@@ -37,11 +37,7 @@ fn tiny(corpus: PathBuf, steps: u64, dtype: &str) -> PretrainConfig {
     let mut bert = BertConfig::new(32, 1, 1);
     bert.vocab_size = 8000;
     bert.max_position_embeddings = 64;
-    let init = ModelInit::Origin(Origin::Scratch {
-        config: bert,
-        vocab: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt"),
-        lowercase: true,
-    });
+    let init = common::scratch_init(bert);
     let mut cfg = PretrainConfig::new(init, corpus);
     cfg.retriever.proj_size = 16;
     cfg.top_k = 3;

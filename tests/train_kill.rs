@@ -9,6 +9,8 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use realm::index::live::RefreshPolicy;
 use realm::model::BertConfig;
 use realm::train::ict::IctConfig;
@@ -32,11 +34,7 @@ fn scratch_init(hidden: usize, layers: usize) -> ModelInit {
     let mut bert = BertConfig::new(hidden, layers, hidden / 32);
     bert.vocab_size = 8000;
     bert.max_position_embeddings = 64;
-    ModelInit::Origin(Origin::Scratch {
-        config: bert,
-        vocab: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt"),
-        lowercase: true,
-    })
+    common::scratch_init(bert)
 }
 
 /// 32 one-sentence documents about 32 people (pre-training).

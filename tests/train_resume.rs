@@ -1,5 +1,7 @@
 //! Kill-and-resume equality, the background index refresh, and clear errors for bad configs.
 
+mod common;
+
 use realm::data::Block;
 use realm::device::ComputeDevice;
 use realm::index::build::EmbedBlocks;
@@ -55,11 +57,7 @@ fn tiny(seed: u64, corpus: PathBuf) -> PretrainConfig {
     let mut bert = BertConfig::new(32, 1, 1);
     bert.vocab_size = 8000;
     bert.max_position_embeddings = 64;
-    let init = ModelInit::Origin(Origin::Scratch {
-        config: bert,
-        vocab: repo().join("data/demo/vocab.txt"),
-        lowercase: true,
-    });
+    let init = common::scratch_init(bert);
     let mut cfg = PretrainConfig::new(init, corpus);
     cfg.retriever.proj_size = 16;
     cfg.top_k = 3;

@@ -2,6 +2,8 @@
 //! field replaced by any JSON value, or removed — is resumed as `realm ict --resume` would: the
 //! result is an error or a finished run, never a panic, a hang or an unbounded allocation.
 
+mod common;
+
 use proptest::prelude::*;
 use realm::device::ComputeDevice;
 use realm::model::BertConfig;
@@ -38,11 +40,7 @@ fn template() -> &'static Path {
         let mut bert = BertConfig::new(32, 1, 1);
         bert.vocab_size = 8000;
         bert.max_position_embeddings = 64;
-        let init = ModelInit::Origin(Origin::Scratch {
-            config: bert,
-            vocab: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/demo/vocab.txt"),
-            lowercase: true,
-        });
+        let init = common::scratch_init(bert);
         let mut cfg = IctConfig::new(init, dir.join("docs.jsonl"));
         cfg.retriever.proj_size = 16;
         (cfg.query_len, cfg.doc_len, cfg.block_len) = (16, 24, 32);

@@ -3,7 +3,7 @@
 
 use crate::device::ComputeDevice;
 use crate::error::Result;
-use crate::measure::{time, Budget, Report};
+use crate::measure::{op_name, time, Budget, Report};
 use crate::model::bert::{BertInput, BertModel, Mode};
 use crate::model::config::BertConfig;
 use crate::rng::SplitMix64;
@@ -101,25 +101,17 @@ pub fn bench(dev: &ComputeDevice, spec: &BertBench, budget: Budget) -> Result<Be
     let passes = if spec.backward { 3.0 } else { 1.0 };
     let seconds = timing.median_ms / 1e3;
     Ok(BenchReport {
-        timing: Report {
-            op: if spec.backward {
-                "bert fwd+bwd"
-            } else {
-                "bert fwd"
-            }
-            .into(),
-            shape: format!(
+        timing: Report::new(
+            op_name("bert", false, spec.backward),
+            format!(
                 "b={b} l={l} layers={} hidden={} heads={}",
                 c.num_hidden_layers, c.hidden_size, c.num_attention_heads
             ),
-            dtype: format!("{:?}", spec.dtype).to_lowercase(),
-            device: dev.to_string(),
-            median_ms: timing.median_ms,
-            min_ms: timing.min_ms,
-            iters: timing.iters,
-            gb_per_s: None,
-            tflop_per_s: Some(passes * tokens * flops_per_token(c, l) / seconds / 1e12),
-        },
+            spec.dtype,
+            dev,
+            &timing,
+        )
+        .computing(passes * tokens * flops_per_token(c, l)),
         tokens_per_s: tokens / seconds,
     })
 }

@@ -10,6 +10,7 @@ pub mod ict;
 pub mod masking;
 pub mod qa;
 pub mod salient;
+pub mod tokenized;
 pub mod vocab;
 
 pub use answers::{answer_spans, contains_answer};

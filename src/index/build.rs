@@ -2,7 +2,8 @@
 //! by a document tower ([`embed_blocks`]), recorded with the fingerprint of the weights that did
 //! it ([`super::model::weights_fingerprint`]).
 
-use crate::data::{pack_blocks, sentences, Block, CorpusReader, Document};
+use crate::data::tokenized::{PendingDocs, TEXT_PER_CHUNK};
+use crate::data::{pack_blocks, Block, CorpusReader};
 use crate::error::{Error, Result};
 use crate::model::realm_inputs::doc_inputs;
 use crate::model::retriever::Tower;
@@ -27,10 +28,6 @@ pub struct CorpusBlocks {
 /// Documents tokenised per call: big enough for the tokenizer's own parallelism, small enough
 /// that a 21M-passage corpus streams through without holding its text.
 const DOCS_PER_CHUNK: usize = 512;
-/// Text tokenised per call, at most (one sentence longer than this is tokenised in parts): the
-/// tokenizer keeps offsets and alignments of about 100 bytes per byte of text it is given, so
-/// what it is given must be bounded, whatever the length of a line of the corpus.
-pub(super) const TEXT_PER_CHUNK: usize = 1 << 20;
 
 /// Reads a corpus (JSONL or DPR TSV, streaming) and cuts each document into blocks of at most
 /// `max_tokens` body wordpieces, whole sentences at a time. Documents with no text give none.
@@ -73,77 +70,36 @@ fn cut_corpus(
         pending.push(doc?);
         out.documents += 1;
         let read = reader.bytes_read();
-        if pending.docs.len() >= DOCS_PER_CHUNK || pending.bytes >= TEXT_PER_CHUNK {
-            pending.tokenize(tokenizer, &mut out.blocks, max_tokens, |left| {
-                progress.set(read.saturating_sub(left as u64))
-            })?;
+        if pending.len() >= DOCS_PER_CHUNK || pending.bytes() >= TEXT_PER_CHUNK {
+            pack_pending(
+                &mut pending,
+                tokenizer,
+                &mut out.blocks,
+                max_tokens,
+                |left| progress.set(read.saturating_sub(left as u64)),
+            )?;
         }
-        progress.set(read.saturating_sub(pending.bytes as u64));
+        progress.set(read.saturating_sub(pending.bytes() as u64));
     }
-    pending.tokenize(tokenizer, &mut out.blocks, max_tokens, |_| {})?;
+    pack_pending(&mut pending, tokenizer, &mut out.blocks, max_tokens, |_| {})?;
     progress.set(reader.bytes_read());
     progress.finish();
     out.skipped = reader.skipped();
     Ok(out)
 }
 
-/// Documents read but not yet cut into blocks, with the byte ranges of their sentences.
-#[derive(Default)]
-pub(super) struct PendingDocs {
-    pub docs: Vec<(Document, Vec<(usize, usize)>)>,
-    pub bytes: usize,
-}
-
-impl PendingDocs {
-    pub fn push(&mut self, doc: Document) {
-        let spans = sentences(&doc.text);
-        self.bytes += doc.text.len();
-        self.docs.push((doc, spans));
+/// Tokenises the waiting documents and packs each one's sentences into blocks.
+pub(super) fn pack_pending(
+    pending: &mut PendingDocs,
+    tokenizer: &BertTokenizer,
+    blocks: &mut Vec<Block>,
+    max_tokens: usize,
+    left: impl Fn(usize),
+) -> Result<()> {
+    for t in pending.tokenize(tokenizer, left)? {
+        blocks.extend(pack_blocks(&t.doc.id, &t.doc.title, &t.pieces, max_tokens));
     }
-
-    /// Tokenises every pending sentence (at most [`TEXT_PER_CHUNK`] bytes per tokenizer call),
-    /// telling `left` how many bytes are still to do after each call, and packs each document's
-    /// sentences into blocks.
-    pub fn tokenize(
-        &mut self,
-        tokenizer: &BertTokenizer,
-        blocks: &mut Vec<Block>,
-        max_tokens: usize,
-        left: impl Fn(usize),
-    ) -> Result<()> {
-        let texts: Vec<&str> = self
-            .docs
-            .iter()
-            .flat_map(|(doc, spans)| spans.iter().map(|&(a, b)| &doc.text[a..b]))
-            .collect();
-        let mut pieces = Vec::with_capacity(texts.len());
-        let (mut start, mut done) = (0, 0);
-        while start < texts.len() {
-            if texts[start].len() > TEXT_PER_CHUNK {
-                pieces.push(tokenizer.wordpieces_streaming(texts[start], TEXT_PER_CHUNK)?);
-                done += texts[start].len();
-                start += 1;
-            } else {
-                let mut end = start;
-                let mut bytes = 0;
-                while end < texts.len() && bytes + texts[end].len() <= TEXT_PER_CHUNK {
-                    bytes += texts[end].len();
-                    end += 1;
-                }
-                pieces.extend(tokenizer.wordpieces(&texts[start..end])?);
-                done += bytes;
-                start = end;
-            }
-            left(self.bytes.saturating_sub(done));
-        }
-        let mut pieces = pieces.into_iter();
-        for (doc, spans) in self.docs.drain(..) {
-            let doc_sentences: Vec<Vec<u32>> = pieces.by_ref().take(spans.len()).collect();
-            blocks.extend(pack_blocks(&doc.id, &doc.title, &doc_sentences, max_tokens));
-        }
-        self.bytes = 0;
-        Ok(())
-    }
+    Ok(())
 }
 
 /// REALM's block length in wordpieces: the default of `realm index`.

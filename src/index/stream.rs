@@ -7,11 +7,12 @@
 //! from the same documents, so every embedding batch is the same. `shard (i, n)` builds the
 //! chunks `c` with `c % n == i`; [`merge`] joins the shards.
 
-use super::build::{embed_blocks_reporting, EmbedBlocks, PendingDocs, TEXT_PER_CHUNK};
+use super::build::{embed_blocks_reporting, pack_pending, EmbedBlocks};
 use super::mapped::{token_bytes_for, BlockIndex, BuildInfo, Encoder};
 use super::model::RetrieverModel;
 use super::store::{stored_model_path, Manifest};
 use super::writer::{write_index, FolderWriter};
+use crate::data::tokenized::{PendingDocs, TEXT_PER_CHUNK};
 use crate::data::{Block, CorpusReader};
 use crate::error::{Error, Result};
 use crate::io::{install_dir, write_json_atomic};
@@ -176,12 +177,17 @@ pub fn build_index(
         let from = std::mem::replace(&mut chunk_start, chunk_end);
         let mine = opts.shard.is_none_or(|(i, n)| chunk % n == i);
         if chunk < done || !mine {
-            pending.docs.clear();
-            pending.bytes = 0;
+            pending.clear();
             return Ok(());
         }
         let mut blocks: Vec<Block> = Vec::new();
-        pending.tokenize(&model.tokenizer, &mut blocks, opts.max_block_tokens, |_| {})?;
+        pack_pending(
+            pending,
+            &model.tokenizer,
+            &mut blocks,
+            opts.max_block_tokens,
+            |_| {},
+        )?;
         if !blocks.is_empty() {
             let (total, mut done) = (blocks.len() as u64, 0u64);
             let rows = embed_blocks_reporting(
@@ -220,7 +226,7 @@ pub fn build_index(
     while let Some(doc) = reader.next() {
         pending.push(doc?);
         documents += 1;
-        if pending.docs.len() >= opts.docs_per_chunk || pending.bytes >= TEXT_PER_CHUNK {
+        if pending.len() >= opts.docs_per_chunk || pending.bytes() >= TEXT_PER_CHUNK {
             finish_chunk(
                 &mut pending,
                 chunk,
@@ -232,7 +238,7 @@ pub fn build_index(
             progress.set(reader.bytes_read());
         }
     }
-    if !pending.docs.is_empty() {
+    if !pending.is_empty() {
         finish_chunk(
             &mut pending,
             chunk,

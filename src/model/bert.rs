@@ -9,7 +9,7 @@
 
 use super::checkpoint::{self, Checkpoint, Init, ParamSource, RandomInit};
 use super::config::{Activation, BertConfig};
-use super::dropout::{Site, TrainRng};
+use super::train_rng::{Site, TrainRng};
 use crate::device;
 use crate::error::{Error, Result};
 use crate::ops::{nn, KeyLens};

@@ -5,7 +5,6 @@ pub mod bert;
 mod checkpoint;
 pub mod config;
 mod copy_head;
-mod dropout;
 pub mod encoder;
 mod heads;
 pub mod loss_scale;
@@ -16,6 +15,7 @@ mod realm;
 pub mod realm_inputs;
 pub mod retriever;
 pub mod tokenizer;
+mod train_rng;
 
 /// The trainer's state in a training checkpoint folder (written by `train::state`): what tells a
 /// checkpoint of a training run from a plain model folder.

@@ -14,9 +14,9 @@
 use super::bert::{BertInput, BertModel, Mode};
 use super::checkpoint::{self, RandomInit};
 use super::config::BertConfig;
-use super::dropout::{Site, TrainRng};
 use super::heads::{copy_params, Dense, Norm, Source, TensorFile};
 use super::pooling::{pool, Pooling};
+use super::train_rng::{Site, TrainRng};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};

@@ -4,9 +4,8 @@
 
 use super::state::{step_rng, DataCursor};
 use crate::data::masking::{mask_salient_spans, shuffle};
-use crate::data::{
-    sentences, CorpusReader, MaskConfig, MaskedExample, SalientTagger, Span, SpanKind,
-};
+use crate::data::tokenized::PendingDocs;
+use crate::data::{CorpusReader, MaskConfig, MaskedExample, SalientTagger, Span, SpanKind};
 use crate::error::{Error, Result};
 use crate::model::BertTokenizer;
 use std::ops::Range;
@@ -68,55 +67,53 @@ pub fn span_examples(
         return Err(Error::bad_input(OP, "max_tokens", "must be at least 1"));
     }
     let mut reader = CorpusReader::open(path, skip_bad_lines)?;
+    let mut pending = PendingDocs::default();
     let mut out = Vec::new();
     loop {
-        let chunk = reader
-            .by_ref()
-            .take(DOCS_PER_CHUNK)
-            .collect::<Result<Vec<_>>>()?;
-        if chunk.is_empty() {
+        for doc in reader.by_ref().take(DOCS_PER_CHUNK) {
+            pending.push(doc?);
+        }
+        if pending.is_empty() {
             break;
         }
-        // (document, sentence text, its salient spans as text)
-        let mut sents: Vec<(usize, &str)> = Vec::new();
-        let mut span_texts: Vec<Vec<&str>> = Vec::new();
-        for (d, doc) in chunk.iter().enumerate() {
-            for (a, b) in sentences(&doc.text) {
-                let text = &doc.text[a..b];
-                span_texts.push(
-                    tagger
-                        .tag(text)
-                        .iter()
-                        .filter_map(|s| text.get(s.start..s.end))
-                        .collect(),
-                );
-                sents.push((d, text));
-            }
-        }
-        let texts: Vec<&str> = sents.iter().map(|s| s.1).collect();
-        let pieces = tokenizer.wordpieces(&texts)?;
-        let flat: Vec<&str> = span_texts.iter().flatten().copied().collect();
-        let span_pieces = if flat.is_empty() {
-            Vec::new()
-        } else {
-            tokenizer.wordpieces(&flat)?
+        let docs = pending.tokenize(tokenizer, |_| {})?;
+        // The salient spans of every sentence as text, all tokenised in one call.
+        let (span_counts, span_pieces) = {
+            let span_texts: Vec<Vec<&str>> = docs
+                .iter()
+                .flat_map(|t| {
+                    t.sentences.iter().map(|r| {
+                        let text = &t.doc.text[r.clone()];
+                        tagger
+                            .tag(text)
+                            .iter()
+                            .filter_map(|s| text.get(s.start..s.end))
+                            .collect()
+                    })
+                })
+                .collect();
+            let flat: Vec<&str> = span_texts.iter().flatten().copied().collect();
+            let pieces = if flat.is_empty() {
+                Vec::new()
+            } else {
+                tokenizer.wordpieces(&flat)?
+            };
+            (span_texts.iter().map(Vec::len).collect::<Vec<_>>(), pieces)
         };
-        let mut span_pieces = span_pieces.into_iter();
-        let mut current: Option<(usize, Vec<TaggedSentence>)> = None;
-        for ((d, _), (sentence, spans)) in sents.iter().zip(pieces.into_iter().zip(&span_texts)) {
-            let located = locate(&sentence, span_pieces.by_ref().take(spans.len()));
-            match &mut current {
-                Some((cd, list)) if *cd == *d => list.push((sentence, located)),
-                _ => {
-                    if let Some((cd, list)) = current.take() {
-                        out.extend(pack(&chunk[cd].id, list, max_tokens));
-                    }
-                    current = Some((*d, vec![(sentence, located)]));
-                }
+        let (mut counts, mut span_pieces) = (span_counts.into_iter(), span_pieces.into_iter());
+        for t in docs {
+            let list: Vec<TaggedSentence> = t
+                .pieces
+                .into_iter()
+                .zip(counts.by_ref())
+                .map(|(sentence, n)| {
+                    let located = locate(&sentence, span_pieces.by_ref().take(n));
+                    (sentence, located)
+                })
+                .collect();
+            if !list.is_empty() {
+                out.extend(pack(&t.doc.id, list, max_tokens));
             }
-        }
-        if let Some((cd, list)) = current.take() {
-            out.extend(pack(&chunk[cd].id, list, max_tokens));
         }
     }
     Ok(out)

@@ -41,6 +41,29 @@ pub fn tiny_config(vocab: usize, positions: usize) -> BertConfig {
     c
 }
 
+/// Every row of a `realm selftest` run passed (at least `min_rows` of them, the registered
+/// cases), else a panic naming the case, its error and its tolerance.
+pub fn assert_selftest_passed(rows: Vec<realm::check::Row>, min_rows: usize) {
+    assert!(
+        rows.len() >= min_rows,
+        "expected the registered cases, got {}",
+        rows.len()
+    );
+    for row in rows {
+        match &row.outcome {
+            Ok(o) => assert!(
+                o.passed(),
+                "{}/{}: error {:e} > {:e}",
+                row.op,
+                row.name,
+                o.max_rel_err,
+                o.tolerance
+            ),
+            Err(e) => panic!("{}/{}: {e}", row.op, row.name),
+        }
+    }
+}
+
 /// `dir` when it holds every one of `needed` (relative paths); else None after printing which is
 /// missing, so the test is skipped with a reason rather than passing silently. `hint` says how
 /// to get it.
@@ -131,6 +154,15 @@ pub const CORPUS: &str = r#"{"id": "1", "title": "Paris", "text": "Paris is the 
 {"id": "2", "title": "Nile", "text": "The Nile is a river in Africa. It flows north."}
 {"id": "3", "title": "Mozart", "text": "Mozart was a composer. He was born in Salzburg in 1756."}
 "#;
+
+/// A BERT trained from scratch on `config` with the demo vocabulary (uncased).
+pub fn scratch_init(config: BertConfig) -> realm::train::models::ModelInit {
+    realm::train::models::ModelInit::Origin(realm::train::models::Origin::Scratch {
+        config,
+        vocab: demo_vocab(),
+        lowercase: true,
+    })
+}
 
 /// The demo vocabulary (8,000 uncased wordpieces).
 pub fn demo_vocab() -> PathBuf {

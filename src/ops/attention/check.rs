@@ -5,7 +5,7 @@ use super::{attention, dropout_multipliers, Dropout, KeyLens};
 use crate::check::{host_f64, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::measure::{self, Budget, Report};
+use crate::measure::{self, op_name, Budget, Report};
 use crate::rng::SplitMix64;
 use candle_core::{DType, Device, Tensor, Var, D};
 
@@ -410,23 +410,12 @@ pub fn bench(dev: &ComputeDevice, spec: AttentionBench, budget: Budget) -> Resul
     let timing = measure::time(dev, budget, run)?;
     let fwd_flops = 4.0 * (b * h * len * len * dh) as f64;
     let flops = if backward { 3.5 * fwd_flops } else { fwd_flops };
-    Ok(Report {
-        op: format!(
-            "attention{}{}",
-            if composed {
-                " (candle composition)"
-            } else {
-                ""
-            },
-            if backward { " fwd+bwd" } else { " fwd" }
-        ),
-        shape: format!("b={b} h={h} l={l} dh={dh} len={len}"),
-        dtype: format!("{dtype:?}").to_lowercase(),
-        device: dev.to_string(),
-        median_ms: timing.median_ms,
-        min_ms: timing.min_ms,
-        iters: timing.iters,
-        gb_per_s: None,
-        tflop_per_s: Some(flops / (timing.median_ms * 1e-3) / 1e12),
-    })
+    Ok(Report::new(
+        op_name("attention", composed, backward),
+        format!("b={b} h={h} l={l} dh={dh} len={len}"),
+        dtype,
+        dev,
+        &timing,
+    )
+    .computing(flops))
 }

@@ -16,7 +16,7 @@
 //!   so the result is deterministic.
 //! - Only keys and queries below the entry's length are visited; the rest of the outputs stay 0.
 
-use super::dropout::Mask;
+use super::prob_dropout::Mask;
 use super::tile::{gemm, run, transpose, Isa, Strided, Task, Tiles, NR};
 use super::Params;
 use crate::ops::elem::{widened, Elem};

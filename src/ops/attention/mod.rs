@@ -15,15 +15,15 @@
 
 mod check;
 mod cpu;
-mod dropout;
 mod launch;
+mod prob_dropout;
 mod tile;
 
 pub use check::{
     accuracy, bench, check_padding, composition, errors, forward_backward, on_cpu_f64, random_qkv,
     selftest_cases, Accuracy, AttentionBench, CheckSpec,
 };
-pub use dropout::{dropout_multipliers, Dropout};
+pub use prob_dropout::{dropout_multipliers, Dropout};
 
 use super::elem::{check_float, contiguous_range, cpu_data, with_float_elem, Elem};
 use crate::device::{CpuExec, Exec};
@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::kernels::Emulator;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor};
-use dropout::Mask;
+use prob_dropout::Mask;
 use std::sync::{Arc, Mutex};
 
 const OP: &str = "attention";

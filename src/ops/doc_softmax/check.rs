@@ -4,7 +4,7 @@
 use crate::check::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::Result;
-use crate::measure::{self, Budget, Report};
+use crate::measure::{self, op_name, Budget, Report};
 use crate::rng::SplitMix64;
 use candle_core::{DType, Device, Tensor, Var, D};
 
@@ -320,27 +320,17 @@ pub fn bench(dev: &ComputeDevice, spec: DocSoftmaxBench, budget: Budget) -> Resu
     } else {
         "doc_softmax"
     };
-    Ok(Report {
-        op: format!(
-            "{op}{}{}",
-            if composition {
-                " (candle composition)"
-            } else {
-                ""
-            },
-            if backward { " fwd+bwd" } else { " fwd" }
-        ),
-        shape: if m > 0 {
-            format!("b={b} k={k} m={m}")
-        } else {
-            format!("b={b} k={k}")
-        },
-        dtype: format!("{dtype:?}").to_lowercase(),
-        device: dev.to_string(),
-        median_ms: timing.median_ms,
-        min_ms: timing.min_ms,
-        iters: timing.iters,
-        gb_per_s: Some(bytes / (timing.median_ms * 1e-3) / 1e9),
-        tflop_per_s: None,
-    })
+    let shape = if m > 0 {
+        format!("b={b} k={k} m={m}")
+    } else {
+        format!("b={b} k={k}")
+    };
+    Ok(Report::new(
+        op_name(op, composition, backward),
+        shape,
+        dtype,
+        dev,
+        &timing,
+    )
+    .moving(bytes))
 }

@@ -132,22 +132,11 @@ pub fn bench(dev: &ComputeDevice, spec: DropoutBench, budget: Budget) -> Result<
         Ok(())
     })?;
     let bytes = 2.0 * (n * dtype.size_in_bytes()) as f64;
-    Ok(Report {
-        op: format!(
-            "dropout{}",
-            if spec.composition {
-                " (host mask + upload)"
-            } else {
-                ""
-            }
-        ),
-        shape: format!("{}x{} p={}", spec.rows, spec.hidden, spec.p),
-        dtype: format!("{dtype:?}").to_lowercase(),
-        device: dev.to_string(),
-        median_ms: timing.median_ms,
-        min_ms: timing.min_ms,
-        iters: timing.iters,
-        gb_per_s: Some(bytes / (timing.median_ms * 1e-3) / 1e9),
-        tflop_per_s: None,
-    })
+    let op = if spec.composition {
+        "dropout (host mask + upload)"
+    } else {
+        "dropout"
+    };
+    let shape = format!("{}x{} p={}", spec.rows, spec.hidden, spec.p);
+    Ok(Report::new(op, shape, dtype, dev, &timing).moving(bytes))
 }

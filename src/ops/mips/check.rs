@@ -246,17 +246,9 @@ pub fn bench(dev: &ComputeDevice, spec: MipsBench, budget: Budget) -> Result<Rep
         mips_top_k(&queries, &index, k, None)?;
         Ok(())
     })?;
-    let seconds = timing.median_ms * 1e-3;
-    Ok(Report {
-        op: "mips_top_k".to_string(),
-        shape: format!("n={docs} d={dim} q={q} k={k}"),
-        dtype: format!("{dtype:?}").to_lowercase(),
-        device: dev.to_string(),
-        median_ms: timing.median_ms,
-        min_ms: timing.min_ms,
-        iters: timing.iters,
-        // One pass over the f16 index; 2·q·n·d flops.
-        gb_per_s: Some((docs * dim * 2) as f64 / seconds / 1e9),
-        tflop_per_s: Some(2.0 * (q * docs * dim) as f64 / seconds / 1e12),
-    })
+    let shape = format!("n={docs} d={dim} q={q} k={k}");
+    // One pass over the f16 index; 2·q·n·d flops.
+    Ok(Report::new("mips_top_k", shape, dtype, dev, &timing)
+        .moving((docs * dim * 2) as f64)
+        .computing(2.0 * (q * docs * dim) as f64))
 }

@@ -5,7 +5,7 @@ use super::GeluForm;
 use crate::check::{host_f64, max_rel_err, tolerance, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::measure::{self, Budget, Report};
+use crate::measure::{self, op_name, Budget, Report};
 use crate::rng::SplitMix64;
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -300,23 +300,12 @@ pub fn bench(dev: &ComputeDevice, spec: NnBench, budget: Budget) -> Result<Repor
         NnBenchOp::LayerNorm => "layer_norm".to_string(),
         NnBenchOp::Gelu(form) => format!("gelu_{}", format!("{form:?}").to_lowercase()),
     };
-    Ok(Report {
-        op: format!(
-            "{name}{}{}",
-            if composition {
-                " (candle composition)"
-            } else {
-                ""
-            },
-            if backward { " fwd+bwd" } else { " fwd" }
-        ),
-        shape: format!("rows={rows} h={h}"),
-        dtype: format!("{dtype:?}").to_lowercase(),
-        device: dev.to_string(),
-        median_ms: timing.median_ms,
-        min_ms: timing.min_ms,
-        iters: timing.iters,
-        gb_per_s: Some(bytes / (timing.median_ms * 1e-3) / 1e9),
-        tflop_per_s: None,
-    })
+    Ok(Report::new(
+        op_name(&name, composition, backward),
+        format!("rows={rows} h={h}"),
+        dtype,
+        dev,
+        &timing,
+    )
+    .moving(bytes))
 }
