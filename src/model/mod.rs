@@ -11,6 +11,7 @@ mod fused;
 mod heads;
 pub mod loss_scale;
 pub mod pooling;
+pub mod projection;
 pub mod reader;
 mod realm;
 pub mod realm_inputs;

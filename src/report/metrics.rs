@@ -30,6 +30,13 @@ pub struct Record<S = String> {
     pub recall_at_1: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recall_at_5: Option<f64>,
+    /// Retrieval recall@1 of held-out *questions* (`realm eval`; `realm demo` after every
+    /// stage), where `recall_at_*` is ICT's held-out recall of pseudo-queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_recall_at_1: Option<f64>,
+    /// The same at 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_recall_at_5: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub em: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,12 +53,14 @@ pub enum Field {
     RefreshS,
     RecallAt1,
     RecallAt5,
+    QuestionRecallAt1,
+    QuestionRecallAt5,
     Em,
     TokensPerS,
 }
 
 impl Field {
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 11] = [
         Field::Loss,
         Field::Lr,
         Field::RetrievalUtility,
@@ -59,6 +68,8 @@ impl Field {
         Field::RefreshS,
         Field::RecallAt1,
         Field::RecallAt5,
+        Field::QuestionRecallAt1,
+        Field::QuestionRecallAt5,
         Field::Em,
         Field::TokensPerS,
     ];
@@ -73,6 +84,8 @@ impl Field {
             Field::RefreshS => "refresh_s",
             Field::RecallAt1 => "recall_at_1",
             Field::RecallAt5 => "recall_at_5",
+            Field::QuestionRecallAt1 => "question_recall_at_1",
+            Field::QuestionRecallAt5 => "question_recall_at_5",
             Field::Em => "em",
             Field::TokensPerS => "tokens_per_s",
         }
@@ -88,6 +101,8 @@ impl Field {
             Field::RefreshS => "refresh time (s)",
             Field::RecallAt1 => "recall@1",
             Field::RecallAt5 => "recall@5",
+            Field::QuestionRecallAt1 => "questions' recall@1",
+            Field::QuestionRecallAt5 => "questions' recall@5",
             Field::Em => "exact match",
             Field::TokensPerS => "tokens/s",
         }
@@ -102,6 +117,8 @@ impl Field {
             Field::RefreshS => r.refresh_s,
             Field::RecallAt1 => r.recall_at_1,
             Field::RecallAt5 => r.recall_at_5,
+            Field::QuestionRecallAt1 => r.question_recall_at_1,
+            Field::QuestionRecallAt5 => r.question_recall_at_5,
             Field::Em => r.em,
             Field::TokensPerS => r.tokens_per_s,
         }
