@@ -44,14 +44,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut docs: Vec<f32> = Vec::with_capacity(blocks.len() * h);
     for chunk in blocks.chunks(32) {
-        let titles =
-            tok.wordpieces(&chunk.iter().map(|b| b.title.as_str()).collect::<Vec<_>>())?;
+        let titles = tok.wordpieces(&chunk.iter().map(|b| b.title.as_str()).collect::<Vec<_>>())?;
         let titles: Vec<&[u32]> = titles.iter().map(Vec::as_slice).collect();
         let bodies: Vec<&[u32]> = chunk.iter().map(|b| b.tokens.as_slice()).collect();
         let input = doc_inputs(&tok, &titles, &bodies, doc_len, &dev)?;
         let out = bert.forward(&input, Mode::Eval)?;
         docs.extend(
-            pool(&out.last_hidden_state, &input.lens, Pooling::Mean)?
+            pool(&out.last_hidden_state, input.lens().tensor(), Pooling::Mean)?
                 .flatten_all()?
                 .to_vec1::<f32>()?,
         );
@@ -68,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let input = query_inputs(&tok, &pieces, QUERY_LEN, &dev)?;
         let out = bert.forward(&input, Mode::Eval)?;
         queries.extend(
-            pool(&out.last_hidden_state, &input.lens, Pooling::Mean)?
+            pool(&out.last_hidden_state, input.lens().tensor(), Pooling::Mean)?
                 .flatten_all()?
                 .to_vec1::<f32>()?,
         );
@@ -153,7 +152,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect();
             scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             for (slot, k) in [1, 5, 20].into_iter().enumerate() {
-                if scored.iter().take(k).any(|&(_, i)| contains_answer(&texts[i], gold)) {
+                if scored
+                    .iter()
+                    .take(k)
+                    .any(|&(_, i)| contains_answer(&texts[i], gold))
+                {
                     hits[slot] += 1;
                 }
             }

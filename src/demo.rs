@@ -277,7 +277,10 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     run_pretrain(&pre, &pre_dir, &opts)?;
     clock.lap("pretrain", "index + pre-training (refreshes)");
     let recall_pre = question_recall(&pre_dir, Stage::Pretrain, true, &files, cfg, device)?;
-    clock.lap("recall_pretrain", "recall of the dev questions after pre-training");
+    clock.lap(
+        "recall_pretrain",
+        "recall of the dev questions after pre-training",
+    );
 
     let ft_dir = cfg.out.join("finetune");
     let mut ft = FinetuneConfig::new(checkpoint_of(&pre_dir), files.train.clone());
@@ -287,7 +290,10 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     run_finetune(&ft, &ft_dir, &opts)?;
     clock.lap("finetune", "open-QA fine-tuning");
     let recall_ft = question_recall(&ft_dir, Stage::Finetune, false, &files, cfg, device)?;
-    clock.lap("recall_finetune", "recall of the dev questions after fine-tuning");
+    clock.lap(
+        "recall_finetune",
+        "recall of the dev questions after fine-tuning",
+    );
 
     // The masked-LM learns to read: REALM's marginal loss on the training questions' cloze forms
     // over the fine-tuned retriever's blocks (frozen, so its recall is kept), with a copy head
@@ -338,7 +344,15 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     clock.lap("update", "knowledge update");
 
     let recalls = [recall_ict, recall_pre, recall_ft];
-    let summary = summarize(cfg, device, &report, &recalls, clock, answers, knowledge_update);
+    let summary = summarize(
+        cfg,
+        device,
+        &report,
+        &recalls,
+        clock,
+        answers,
+        knowledge_update,
+    );
     crate::io::write_json_atomic(cfg.out.join("summary.json"), &summary)?;
     crate::report::write_report(&cfg.out)?;
     out_dir.finish()?;

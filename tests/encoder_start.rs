@@ -83,13 +83,21 @@ fn random_bert_folder(name: &str) -> PathBuf {
         .save(&dir)
         .unwrap();
     std::fs::copy(&vocab, dir.join("vocab.txt")).unwrap();
-    std::fs::write(dir.join("tokenizer_config.json"), r#"{"do_lower_case": true}"#).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"do_lower_case": true}"#,
+    )
+    .unwrap();
     dir
 }
 
 /// `[queries, blocks]` scores: the encoder's cosine of mean-pooled hidden states, and the
 /// retriever's relevance.
-fn scores(dir: &Path, retriever: &Retriever, tok: &BertTokenizer) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn scores(
+    dir: &Path,
+    retriever: &Retriever,
+    tok: &BertTokenizer,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let dev = Device::Cpu;
     let blocks = blocks(tok);
     let titles = tok
@@ -108,7 +116,8 @@ fn scores(dir: &Path, retriever: &Retriever, tok: &BertTokenizer) -> (Vec<Vec<f3
     let bert = BertModel::load(dir, &dev).unwrap();
     let sentence = |input| -> Tensor {
         let out = bert.forward(input, Mode::Eval).unwrap();
-        l2_normalize(&pool(&out.last_hidden_state, &input.lens, Pooling::Mean).unwrap()).unwrap()
+        l2_normalize(&pool(&out.last_hidden_state, input.lens().tensor(), Pooling::Mean).unwrap())
+            .unwrap()
     };
     let cosine = sentence(&queries)
         .matmul(&sentence(&docs).t().unwrap())
@@ -127,7 +136,10 @@ fn misordered(cosine: &[Vec<f32>], relevance: &[Vec<f32>], margin: f32) -> Vec<S
         for i in 0..c.len() {
             for j in 0..c.len() {
                 if c[i] > c[j] + margin && r[i] <= r[j] {
-                    bad.push(format!("query {q}: blocks {i} > {j} ({} vs {})", c[i], c[j]));
+                    bad.push(format!(
+                        "query {q}: blocks {i} > {j} ({} vs {})",
+                        c[i], c[j]
+                    ));
                 }
             }
         }
@@ -162,10 +174,18 @@ fn check_encoder_start(dir: &Path) {
     let r = retriever(&init, &cfg, 5, &Device::Cpu, Some(&fit)).unwrap();
     let (cosine, relevance) = scores(dir, &r, &tok);
     let bad = misordered(&cosine, &relevance, 1e-4);
-    assert!(bad.is_empty(), "{} pairs misordered: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{} pairs misordered: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     for k in [1, 5] {
         let (enc, ret) = (recall(&cosine, k), recall(&relevance, k));
-        println!("{}: recall@{k} encoder {enc:.3}, initialised retriever {ret:.3}", dir.display());
+        println!(
+            "{}: recall@{k} encoder {enc:.3}, initialised retriever {ret:.3}",
+            dir.display()
+        );
         assert_eq!(enc, ret, "recall@{k}");
     }
 }
@@ -211,7 +231,9 @@ fn a_plain_bert_folder_is_a_mean_pooled_retriever_and_stages_default_to_it() {
     assert_eq!(ict.retriever.pooling, TowerPooling::Mean);
     let scratch = ModelInit::from_args(None, Some("tiny"), Some(&common::demo_vocab())).unwrap();
     assert_eq!(
-        IctConfig::new(scratch, "docs.jsonl".into()).retriever.pooling,
+        IctConfig::new(scratch, "docs.jsonl".into())
+            .retriever
+            .pooling,
         TowerPooling::Pooler
     );
     let _ = std::fs::remove_dir_all(&dir);

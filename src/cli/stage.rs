@@ -6,8 +6,8 @@
 use super::DeviceArg;
 use clap::Args;
 use realm::error::{Error, Result};
-use realm::train::interrupt::{exit_status, install_signal_handlers};
 use realm::model::TowerPooling;
+use realm::train::interrupt::{exit_status, install_signal_handlers};
 use realm::train::models::ModelInit;
 use realm::train::run::{RunDir, StageConfig};
 use realm::train::trainer::{LoopConfig, RunOptions};
@@ -148,7 +148,7 @@ pub struct LoopArgs {
     pub log_every: Option<u64>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// BERT compute dtype: f32, bf16 or f16 (default: f32 on the CPU, bf16 on a GPU).
+    /// BERT compute dtype: f32, bf16 or f16 (default: bf16 on a GPU or the emulator, f32 on the CPU).
     #[arg(long)]
     pub dtype: Option<String>,
 }

@@ -194,7 +194,10 @@ mod tests {
         for i in 0..5 {
             for j in 0..5 {
                 let d = dot(&rows[i * 8..(i + 1) * 8], &rows[j * 8..(j + 1) * 8]);
-                assert!((d - f64::from(u8::from(i == j))).abs() < 1e-12, "{i} {j} {d}");
+                assert!(
+                    (d - f64::from(u8::from(i == j))).abs() < 1e-12,
+                    "{i} {j} {d}"
+                );
             }
         }
         assert!(orthonormal_basis(9, 8, 0).is_err());

@@ -227,9 +227,7 @@ impl Tower {
         // LayerNorm scale p^(-1/4): relevance = p·s²·cos = √p·cos, ±11.3 at p = 128, the spread
         // a fresh in-batch softmax trains well from (see `with_random_projection`).
         let scale = (p as f64).powf(-0.25);
-        self.norm
-            .weight
-            .set(&Tensor::full(scale as f32, p, dev)?)?;
+        self.norm.weight.set(&Tensor::full(scale as f32, p, dev)?)?;
         self.norm.bias.set(&Tensor::zeros(p, DType::F32, dev)?)?;
         Ok(())
     }
@@ -240,7 +238,9 @@ impl Tower {
         let out = self.bert.forward(input, mode)?;
         Ok(match self.pooling {
             TowerPooling::Pooler => out.pooler_output.to_dtype(DType::F32)?,
-            TowerPooling::Mean => pool(&out.last_hidden_state, &input.lens, Pooling::Mean)?,
+            TowerPooling::Mean => {
+                pool(&out.last_hidden_state, input.lens().tensor(), Pooling::Mean)?
+            }
         })
     }
 
@@ -400,7 +400,8 @@ impl Retriever {
         if cfg.pooling == TowerPooling::Mean {
             let h = retriever.bert_config().hidden_size;
             let r = super::projection::basis_rows(cfg.proj_size, h);
-            retriever.set_geometry_projection(&super::projection::orthonormal_basis(r, h, seed)?)?;
+            retriever
+                .set_geometry_projection(&super::projection::orthonormal_basis(r, h, seed)?)?;
         }
         Ok(retriever)
     }

@@ -179,7 +179,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         &dev,
         &run.root().join("reader-scratch"),
     )?;
-    let dtype = cfg.train.compute_dtype(dev.is_cuda())?;
+    let dtype = cfg.train.compute_dtype(opts.device.default_dtype())?;
     reader.set_compute_dtype(dtype)?;
     limits::fits_positions(
         OP,
@@ -375,7 +375,11 @@ fn starting_index(
     dev: &candle_core::Device,
 ) -> Result<StoredIndex> {
     let Some(blocks) = fresh else {
-        return match init.checkpoint().map(|d| d.join(INDEX)).filter(|d| d.exists()) {
+        return match init
+            .checkpoint()
+            .map(|d| d.join(INDEX))
+            .filter(|d| d.exists())
+        {
             Some(dir) => StoredIndex::load(dir, None),
             None => Err(Error::bad_input(
                 OP,

@@ -138,15 +138,14 @@ fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport
         blocks: &corpus.blocks,
         doc_len: cfg.doc_len,
     };
-    let mut retriever =
-        models::retriever(&init, &cfg.retriever, cfg.train.seed, &dev, Some(&fit))?;
+    let mut retriever = models::retriever(&init, &cfg.retriever, cfg.train.seed, &dev, Some(&fit))?;
     tok.check_vocab(retriever.bert_config())?;
     limits::fits_positions(
         OP,
         retriever.bert_config(),
         &[("query_len", cfg.query_len), ("doc_len", cfg.doc_len)],
     )?;
-    retriever.set_compute_dtype(cfg.train.compute_dtype(dev.is_cuda())?)?;
+    retriever.set_compute_dtype(cfg.train.compute_dtype(opts.device.default_dtype())?)?;
 
     let data = IctData::new(&corpus.blocks, cfg)?;
 
@@ -263,7 +262,7 @@ pub fn ict_loss(
     let bodies: Vec<&[u32]> = examples.iter().map(|e| e.context.as_slice()).collect();
     let q_in = query_inputs(tok, &queries, cfg.query_len, dev)?;
     let d_in = doc_inputs(tok, &titles, &bodies, cfg.doc_len, dev)?;
-    let tokens = (q_in.input_ids.elem_count() + d_in.input_ids.elem_count()) as usize;
+    let tokens = (q_in.input_ids().elem_count() + d_in.input_ids().elem_count()) as usize;
     let logits = retriever_logits(retriever, &q_in, &d_in, mode)?;
     let b = examples.len();
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
