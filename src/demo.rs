@@ -17,7 +17,7 @@ use crate::train::finetune::{run_finetune, FinetuneConfig};
 use crate::train::ict::{run_ict, IctConfig};
 use crate::train::models::{ModelInit, Origin};
 use crate::train::pretrain::{run_pretrain, PretrainConfig};
-use crate::train::{LoopConfig, RunOptions};
+use crate::train::{LoopConfig, RunOptions, Stage};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -155,6 +155,13 @@ pub struct DemoSummary {
     pub em_reader: Option<f64>,
     /// Fraction of the questions with an answer in the top 5 retrieved blocks.
     pub recall_at_5: Option<f64>,
+    /// Zero-shot retrieval recall@5 of the dev questions by the ICT-trained retriever (over
+    /// the corpus indexed by its document tower).
+    pub recall_at_5_ict: Option<f64>,
+    /// The same after REALM pre-training (the index rebuilt by its final document tower).
+    pub recall_at_5_pretrained: Option<f64>,
+    /// The same after open-QA fine-tuning (over its fixed index, which the later stages keep).
+    pub recall_at_5_finetuned: Option<f64>,
     /// Mean retrieval utility over the cloze questions, in nats (see [`crate::eval::EvalReport`]).
     pub retrieval_utility: Option<f64>,
     /// Seconds per stage, by stage name.
@@ -273,6 +280,8 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     ict.eval_pool = 2000;
     run_ict(&ict, &ict_dir, &opts)?;
     clock.lap("ict", "ICT warm start");
+    let recall_ict = question_recall(&ict_dir, Stage::Ict, true, &files, cfg, device)?;
+    clock.lap("recall_ict", "recall of the dev questions after ICT");
 
     let pre_dir = cfg.out.join("pretrain");
     let mut pre = PretrainConfig::new(checkpoint_of(&ict_dir), files.docs.clone());
@@ -282,6 +291,11 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     pre.refresh.every = steps(20, cfg.scale);
     run_pretrain(&pre, &pre_dir, &opts)?;
     clock.lap("pretrain", "index + pre-training (refreshes)");
+    let recall_pre = question_recall(&pre_dir, Stage::Pretrain, true, &files, cfg, device)?;
+    clock.lap(
+        "recall_pretrain",
+        "recall of the dev questions after pre-training",
+    );
 
     let ft_dir = cfg.out.join("finetune");
     let mut ft = FinetuneConfig::new(checkpoint_of(&pre_dir), files.train.clone());
@@ -290,6 +304,11 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
     (ft.retriever_beam, ft.reader_beam) = (50, 3);
     run_finetune(&ft, &ft_dir, &opts)?;
     clock.lap("finetune", "open-QA fine-tuning");
+    let recall_ft = question_recall(&ft_dir, Stage::Finetune, false, &files, cfg, device)?;
+    clock.lap(
+        "recall_finetune",
+        "recall of the dev questions after fine-tuning",
+    );
 
     // The masked-LM learns to read: REALM's marginal loss on the training questions' cloze forms
     // over the fine-tuned retriever's blocks (frozen, so its recall is kept), with a copy head
@@ -339,7 +358,16 @@ pub fn run_demo(cfg: &DemoConfig, device: &ComputeDevice) -> Result<DemoSummary>
         knowledge_update(&asker, &checkpoint, &files, &dev_questions, cfg, device)?;
     clock.lap("update", "knowledge update");
 
-    let summary = summarize(cfg, device, &report, clock, answers, knowledge_update);
+    let recalls = [recall_ict, recall_pre, recall_ft];
+    let summary = summarize(
+        cfg,
+        device,
+        &report,
+        &recalls,
+        clock,
+        answers,
+        knowledge_update,
+    );
     crate::io::write_json_atomic(cfg.out.join("summary.json"), &summary)?;
     crate::report::write_report(&cfg.out)?;
     out_dir.finish()?;
@@ -352,10 +380,51 @@ fn checkpoint_of(stage_dir: &Path) -> ModelInit {
     }
 }
 
+/// Zero-shot retrieval of the dev questions by a stage's checkpoint, logged into the stage's
+/// metrics (`question_recall_at_*`, plotted through the stages by `realm report`): over the
+/// corpus indexed by its final document tower when `fresh_index` (ICT has no index, and
+/// pre-training's may be a refresh behind), else over the index it holds (fine-tuning's, fixed).
+fn question_recall(
+    stage_dir: &Path,
+    stage: Stage,
+    fresh_index: bool,
+    files: &DemoFiles,
+    cfg: &DemoConfig,
+    device: &ComputeDevice,
+) -> Result<EvalReport> {
+    let checkpoint = stage_dir.join("checkpoint");
+    let mut eval = EvalConfig::new(&checkpoint, &files.dev);
+    if fresh_index {
+        let model = RetrieverModel::load(&checkpoint, &device.device)?;
+        let opts = IndexCorpus {
+            max_block_tokens: BLOCK_LEN,
+            skip_bad_lines: false,
+            embed: EmbedBlocks {
+                batch: 64,
+                max_len: DOC_LEN,
+                progress: (!cfg.quiet).then(|| format!("{} index", stage.name())),
+            },
+            step: 0,
+        };
+        let (index, _) = index_corpus(&model, &files.docs, &opts, &device.device)?;
+        let dir = stage_dir.join("dev-index");
+        index.save(&dir)?;
+        eval.index = Some(dir);
+    }
+    eval.top_k = 5;
+    eval.query_len = QUERY_LEN;
+    eval.doc_len = BLOCK_LEN;
+    eval.quiet = cfg.quiet;
+    let report = evaluate(&eval, device)?;
+    crate::eval::log_question_recall(stage_dir, stage, &report)?;
+    Ok(report)
+}
+
 fn summarize(
     cfg: &DemoConfig,
     device: &ComputeDevice,
     report: &EvalReport,
+    recalls: &[EvalReport; 3],
     clock: Clock,
     answers: Vec<DemoAnswer>,
     knowledge_update: KnowledgeUpdate,
@@ -373,6 +442,9 @@ fn summarize(
         em_null_doc: report.em_cloze_null_doc,
         em_reader: report.em_reader,
         recall_at_5: report.recall_at_5,
+        recall_at_5_ict: recalls[0].recall_at_5,
+        recall_at_5_pretrained: recalls[1].recall_at_5,
+        recall_at_5_finetuned: recalls[2].recall_at_5,
         retrieval_utility: report.retrieval_utility,
         total_seconds: clock.start.elapsed().as_secs_f64(),
         seconds: clock.times.iter().map(|t| (t.stage, t.seconds)).collect(),
@@ -574,6 +646,14 @@ pub fn render(summary: &DemoSummary) -> String {
     s += &format!(
         "| fine-tuned reader over the top 5 | {} | - |\n\n",
         pct(summary.em_reader)
+    );
+    s += &format!(
+        "Retrieval recall@5 of the held-out questions after each stage: ICT {}, pre-training {}, \
+         fine-tuning {}, final {}.\n\n",
+        pct(summary.recall_at_5_ict),
+        pct(summary.recall_at_5_pretrained),
+        pct(summary.recall_at_5_finetuned),
+        pct(summary.recall_at_5)
     );
     s += "| stage | seconds |\n|---|---:|\n";
     for t in &summary.stages {

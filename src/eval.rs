@@ -566,14 +566,30 @@ fn realm_device(realm: &RealmModel) -> &Device {
     realm.encoder().bert().device()
 }
 
+/// Appends a line with the questions' recall alone to `run`'s `metrics.jsonl`, as `stage` at the
+/// checkpoint's step and the stage's last time: how `realm demo` follows retrieval through its
+/// stages.
+pub fn log_question_recall(run: &Path, stage: Stage, report: &EvalReport) -> Result<()> {
+    let dir = RunDir::open(run)?;
+    let path = dir.metrics_path();
+    let time_s = crate::report::metrics::read_metrics(&path)?
+        .iter()
+        .map(|r| r.time_s)
+        .fold(0.0, f64::max);
+    let mut metric = Metric::at(stage, report.step.unwrap_or(0), time_s);
+    metric.question_recall_at_1 = Some(report.recall_at_1);
+    metric.question_recall_at_5 = report.recall_at_5;
+    dir.metrics(stage, None)?.log(&metric)
+}
+
 /// Appends the report's metrics line (`stage: "eval"`) to `run`'s `metrics.jsonl`; `em` is the
 /// reader's exact match when there is a reader, else the cloze exact match with retrieval.
 pub fn log_metrics(run: &Path, report: &EvalReport) -> Result<()> {
     let dir = RunDir::open(run)?;
     let mut metric = Metric::at(Stage::Eval, report.step.unwrap_or(0), report.seconds);
     metric.em = report.em_reader.or(report.em_cloze_retrieval);
-    metric.recall_at_1 = Some(report.recall_at_1);
-    metric.recall_at_5 = report.recall_at_5;
+    metric.question_recall_at_1 = Some(report.recall_at_1);
+    metric.question_recall_at_5 = report.recall_at_5;
     metric.retrieval_utility = report.retrieval_utility;
     dir.metrics(Stage::Eval, None)?.log(&metric)
 }

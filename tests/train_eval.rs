@@ -260,7 +260,7 @@ fn every_part_of_a_full_checkpoint_is_measured() {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(line["stage"], "eval");
-    assert_eq!(line["recall_at_1"], 0.4);
+    assert_eq!(line["question_recall_at_1"], 0.4);
     assert_eq!(line["em"], report.em_reader.unwrap());
 }
 

@@ -69,6 +69,7 @@ impl FinetuneArgs {
 
     pub fn execute(&self) -> Result<FinetuneReport> {
         let cfg = self.config()?;
+        super::stage::warn_short_run(&cfg.train);
         run_finetune(&cfg, &self.run.run, &self.run.options()?)
     }
 }

@@ -64,6 +64,7 @@ impl IctArgs {
 
     pub fn execute(&self) -> Result<IctReport> {
         let cfg = self.config()?;
+        super::stage::warn_short_run(&cfg.train);
         run_ict(&cfg, &self.run.run, &self.run.options()?)
     }
 }

@@ -113,6 +113,7 @@ impl PretrainArgs {
 
     pub fn execute(&self) -> Result<PretrainReport> {
         let cfg = self.config()?;
+        super::stage::warn_short_run(&cfg.train);
         run_pretrain(&cfg, &self.run.run, &self.run.options()?)
     }
 }

@@ -6,6 +6,7 @@
 use super::DeviceArg;
 use clap::Args;
 use realm::error::{Error, Result};
+use realm::model::TowerPooling;
 use realm::train::interrupt::{exit_status, install_signal_handlers};
 use realm::train::models::ModelInit;
 use realm::train::run::{RunDir, StageConfig};
@@ -218,6 +219,11 @@ pub struct RetrieverArgs {
     /// Separate query and document towers (default: shared).
     #[arg(long)]
     pub separate_towers: bool,
+    /// What the projection reads: `mean` (the mean of the hidden states; the default from a
+    /// BERT folder, whose towers then start as that encoder's own mean-pooled cosine retrieval)
+    /// or `pooler` (REALM's [CLS] pooler output; the default from scratch).
+    #[arg(long, value_parser = ["mean", "pooler"])]
+    pub pooling: Option<String>,
 }
 
 impl RetrieverArgs {
@@ -226,11 +232,11 @@ impl RetrieverArgs {
     pub fn apply(&self, init: &ModelInit, c: &mut realm::model::RetrieverConfig) -> Result<()> {
         if let (Some(dir), true) = (
             init.checkpoint(),
-            self.proj_size.is_some() || self.separate_towers,
+            self.proj_size.is_some() || self.separate_towers || self.pooling.is_some(),
         ) {
             return Err(Error::bad_input(
                 "command line",
-                "--proj-size/--separate-towers",
+                "--proj-size/--separate-towers/--pooling",
                 format!(
                     "shape a retriever that starts from BERT; {} is a checkpoint, whose retriever keeps its shape",
                     dir.display()
@@ -241,7 +247,20 @@ impl RetrieverArgs {
             c.proj_size = p;
         }
         c.shared_towers = !self.separate_towers;
+        match self.pooling.as_deref() {
+            Some("mean") => c.pooling = TowerPooling::Mean,
+            Some(_) => c.pooling = TowerPooling::Pooler,
+            None => {}
+        }
         Ok(())
+    }
+}
+
+/// Says on stderr what makes the run too short to train at its learning rate
+/// ([`LoopConfig::short_run_warnings`]); the run goes ahead.
+pub fn warn_short_run(train: &LoopConfig) {
+    for warning in train.short_run_warnings() {
+        eprintln!("warning: {warning}");
     }
 }
 

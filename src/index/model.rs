@@ -3,7 +3,7 @@
 //! other weights by mistake.
 
 use crate::error::{Error, Result};
-use crate::model::retriever::{Retriever, RetrieverConfig};
+use crate::model::retriever::{Retriever, RetrieverConfig, TowerPooling};
 use crate::model::BertTokenizer;
 use candle_core::{DType, Device, Var};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,8 @@ pub struct RetrieverModel {
 
 impl RetrieverModel {
     /// A REALM/retriever checkpoint folder (its `config.json` has `retriever_proj_size`), or a
-    /// plain Hugging Face BERT folder.
+    /// plain Hugging Face BERT folder, used as a sentence encoder (mean pooling, cosine; see
+    /// [`Retriever::from_bert_dir`]).
     pub fn load(dir: &Path, dev: &Device) -> Result<Self> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path)
@@ -36,12 +37,13 @@ impl RetrieverModel {
         let retriever = if config.get("retriever_proj_size").is_some() {
             Retriever::load(dir, dev)?
         } else {
-            Retriever::from_bert_dir(
-                dir,
-                &RetrieverConfig::default(),
-                PLAIN_BERT_PROJECTION_SEED,
-                dev,
-            )?
+            // As a sentence encoder: mean pooling, and a projection that keeps its cosine
+            // geometry in a fixed random orthonormal view (no corpus to fit one to here).
+            let cfg = RetrieverConfig {
+                pooling: TowerPooling::Mean,
+                ..RetrieverConfig::default()
+            };
+            Retriever::from_bert_dir(dir, &cfg, PLAIN_BERT_PROJECTION_SEED, dev)?
         };
         let tokenizer = BertTokenizer::from_dir(dir)?;
         tokenizer.check_vocab(retriever.bert_config())?;

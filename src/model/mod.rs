@@ -10,6 +10,7 @@ mod heads;
 pub mod loss_scale;
 pub mod mask_slots;
 pub mod pooling;
+pub mod projection;
 pub mod reader;
 mod realm;
 pub mod realm_inputs;

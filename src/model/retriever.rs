@@ -214,17 +214,41 @@ impl Tower {
         Ok(tower)
     }
 
-    /// `[b, proj_size]` f32 embeddings of one batch, differentiable in the tower's parameters when
-    /// `mode` is `Train` (which also applies dropout: BERT's and the projection's).
-    pub fn embed(&self, input: &BertInput, mode: Mode) -> Result<Tensor> {
-        let train = matches!(mode, Mode::Train { .. });
+    /// Sets the projection to keep the geometry of the pooled vectors (see
+    /// [`super::projection`]): `basis` holds r ≤ proj_size − 1 orthonormal rows of the hidden
+    /// space (row-major); the relevance of two inputs becomes √proj_size times the cosine of their
+    /// pooled vectors' components in that span.
+    pub fn set_geometry_projection(&self, basis: &[f64]) -> Result<()> {
+        let (h, p) = (self.bert.config().hidden_size, self.proj_size());
+        let w = super::projection::sum_zero_projection(basis, h, p)?;
+        let dev = self.bert.device();
+        self.dense.weight.set(&Tensor::from_vec(w, (p, h), dev)?)?;
+        self.dense.bias.set(&Tensor::zeros(p, DType::F32, dev)?)?;
+        // LayerNorm scale p^(-1/4): relevance = p·s²·cos = √p·cos, ±11.3 at p = 128, the spread
+        // a fresh in-batch softmax trains well from (see `with_random_projection`).
+        let scale = (p as f64).powf(-0.25);
+        self.norm.weight.set(&Tensor::full(scale as f32, p, dev)?)?;
+        self.norm.bias.set(&Tensor::zeros(p, DType::F32, dev)?)?;
+        Ok(())
+    }
+
+    /// `[b, hidden]` f32: what the projection reads (the pooler output, or the mean of the real
+    /// tokens' hidden states), in `mode`.
+    pub fn pooled(&self, input: &BertInput, mode: Mode) -> Result<Tensor> {
         let out = self.bert.forward(input, mode)?;
-        let pooled = match self.pooling {
+        Ok(match self.pooling {
             TowerPooling::Pooler => out.pooler_output.to_dtype(DType::F32)?,
             TowerPooling::Mean => {
                 pool(&out.last_hidden_state, input.lens().tensor(), Pooling::Mean)?
             }
-        };
+        })
+    }
+
+    /// `[b, proj_size]` f32 embeddings of one batch, differentiable in the tower's parameters when
+    /// `mode` is `Train` (which also applies dropout: BERT's and the projection's).
+    pub fn embed(&self, input: &BertInput, mode: Mode) -> Result<Tensor> {
+        let train = matches!(mode, Mode::Train { .. });
+        let pooled = self.pooled(input, mode)?;
         let projected = self
             .norm
             .forward(&self.dense.forward(&pooled, train)?, train)?;
@@ -363,7 +387,11 @@ impl Retriever {
     }
 
     /// Both towers' BERT from a plain Hugging Face BERT folder (`config.json`,
-    /// `model.safetensors`), the projection drawn from `seed` (the same for both towers).
+    /// `model.safetensors`), the projection from `seed` (the same for both towers). With mean
+    /// pooling the towers start as the encoder used as a sentence encoder (mean pooling, cosine
+    /// similarity): the projection keeps the geometry of a random orthonormal `proj_size − 1`
+    /// dimensional view of the pooled vectors ([`Retriever::set_geometry_projection`] fits a
+    /// better one to a corpus); with REALM's pooler it is drawn at random.
     pub fn from_bert_dir(
         dir: impl AsRef<Path>,
         cfg: &RetrieverConfig,
@@ -375,11 +403,28 @@ impl Retriever {
         let query = (!cfg.shared_towers)
             .then(|| Tower::with_random_projection(BertModel::load(dir, dev)?, cfg, seed))
             .transpose()?;
-        Ok(Retriever {
+        let retriever = Retriever {
             config: cfg.clone(),
             doc,
             query,
-        })
+        };
+        if cfg.pooling == TowerPooling::Mean {
+            let h = retriever.bert_config().hidden_size;
+            let r = super::projection::basis_rows(cfg.proj_size, h);
+            retriever
+                .set_geometry_projection(&super::projection::orthonormal_basis(r, h, seed)?)?;
+        }
+        Ok(retriever)
+    }
+
+    /// Sets both towers' projection to keep the geometry of the pooled vectors' components in the
+    /// span of `basis` (see [`Tower::set_geometry_projection`]).
+    pub fn set_geometry_projection(&self, basis: &[f64]) -> Result<()> {
+        self.doc.set_geometry_projection(basis)?;
+        if let Some(q) = &self.query {
+            q.set_geometry_projection(basis)?;
+        }
+        Ok(())
     }
 
     /// Loads a checkpoint folder: ours, or HF's `RealmScorer`/`RealmEmbedder` (`config.json`

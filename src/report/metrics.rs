@@ -40,6 +40,13 @@ pub struct Record<S = String> {
     /// Fraction (0..=1) of questions with an answer in one of the top 5 blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recall_at_5: Option<f64>,
+    /// Retrieval recall@1 of held-out *questions* (`realm eval`; `realm demo` after every
+    /// stage), where `recall_at_*` is ICT's held-out recall of pseudo-queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_recall_at_1: Option<f64>,
+    /// The same at 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_recall_at_5: Option<f64>,
     /// Exact match (0..=1, SQuAD normalisation): the reader's, else the cloze answer with
     /// retrieval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +73,10 @@ pub enum Field {
     RecallAt1,
     /// [`Record::recall_at_5`].
     RecallAt5,
+    /// [`Record::question_recall_at_1`].
+    QuestionRecallAt1,
+    /// [`Record::question_recall_at_5`].
+    QuestionRecallAt5,
     /// [`Record::em`].
     Em,
     /// [`Record::tokens_per_s`].
@@ -74,7 +85,7 @@ pub enum Field {
 
 impl Field {
     /// Every field, in the order of the report's tables.
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 11] = [
         Field::Loss,
         Field::Lr,
         Field::RetrievalUtility,
@@ -82,6 +93,8 @@ impl Field {
         Field::RefreshS,
         Field::RecallAt1,
         Field::RecallAt5,
+        Field::QuestionRecallAt1,
+        Field::QuestionRecallAt5,
         Field::Em,
         Field::TokensPerS,
     ];
@@ -96,6 +109,8 @@ impl Field {
             Field::RefreshS => "refresh_s",
             Field::RecallAt1 => "recall_at_1",
             Field::RecallAt5 => "recall_at_5",
+            Field::QuestionRecallAt1 => "question_recall_at_1",
+            Field::QuestionRecallAt5 => "question_recall_at_5",
             Field::Em => "em",
             Field::TokensPerS => "tokens_per_s",
         }
@@ -111,6 +126,8 @@ impl Field {
             Field::RefreshS => "refresh time (s)",
             Field::RecallAt1 => "recall@1",
             Field::RecallAt5 => "recall@5",
+            Field::QuestionRecallAt1 => "questions' recall@1",
+            Field::QuestionRecallAt5 => "questions' recall@5",
             Field::Em => "exact match",
             Field::TokensPerS => "tokens/s",
         }
@@ -126,6 +143,8 @@ impl Field {
             Field::RefreshS => r.refresh_s,
             Field::RecallAt1 => r.recall_at_1,
             Field::RecallAt5 => r.recall_at_5,
+            Field::QuestionRecallAt1 => r.question_recall_at_1,
+            Field::QuestionRecallAt5 => r.question_recall_at_5,
             Field::Em => r.em,
             Field::TokensPerS => r.tokens_per_s,
         }

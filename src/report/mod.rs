@@ -27,7 +27,7 @@ struct PlotSpec {
     legend_low: bool,
 }
 
-const PLOTS: [PlotSpec; 8] = [
+const PLOTS: [PlotSpec; 9] = [
     PlotSpec {
         file: "loss.png",
         title: "Training loss",
@@ -65,9 +65,16 @@ const PLOTS: [PlotSpec; 8] = [
     },
     PlotSpec {
         file: "recall.png",
-        title: "Retrieval recall (answer in the top k)",
+        title: "ICT held-out recall (pseudo-query's block in the top k)",
         y_label: "recall",
         fields: &[Field::RecallAt5, Field::RecallAt1],
+        legend_low: true,
+    },
+    PlotSpec {
+        file: "question_recall.png",
+        title: "Held-out questions: an answer-bearing block in the top k",
+        y_label: "recall",
+        fields: &[Field::QuestionRecallAt5, Field::QuestionRecallAt1],
         legend_low: true,
     },
     PlotSpec {

@@ -64,11 +64,12 @@ pub struct FinetuneConfig {
 impl FinetuneConfig {
     /// Small-scale CPU defaults (ORQA's learning rate 1e-5).
     pub fn new(init: ModelInit, questions: PathBuf) -> Self {
+        let retriever = models::default_retriever_config(&init);
         FinetuneConfig {
             init,
             questions,
             corpus: None,
-            retriever: RetrieverConfig::default(),
+            retriever,
             reader: ReaderConfig::default(),
             train: LoopConfig::new(300, 8, 1e-5),
             retriever_beam: 100,
@@ -165,6 +166,12 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         candidate_seq_len: cfg.doc_len,
         ..RealmSettings::default()
     };
+    let fresh = fresh_blocks(cfg, &init, opts.resume, &tok)?;
+    let fit = fresh.as_ref().map(|blocks| models::ProjectionFit {
+        tokenizer: &tok,
+        blocks,
+        doc_len: cfg.doc_len,
+    });
     let model = models::realm_model(
         &init,
         &cfg.retriever,
@@ -172,6 +179,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         cfg.train.seed,
         &dev,
         &tok_dir,
+        fit.as_ref(),
     )?;
     let mut reader = models::reader(
         &init,
@@ -191,7 +199,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         ],
     )?;
 
-    let index = starting_index(cfg, &init, opts.resume, &model, &tok, &dev)?;
+    let index = starting_index(cfg, &init, fresh, &model, &tok, &dev)?;
     let n = index.blocks.len();
     if cfg.retriever_beam > n {
         return Err(Error::bad_input(
@@ -347,34 +355,48 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
     Ok(report)
 }
 
-/// The index fine-tuning reads: when resuming, the one the run's checkpoint holds (the index it
-/// started with); else `corpus` embedded by the starting document tower when given, else the
-/// starting checkpoint's `index/`.
-fn starting_index(
+/// The blocks of `corpus` when fine-tuning indexes it at the start: not when resuming (the run's
+/// checkpoint holds the index it started with), and only when given (else the starting
+/// checkpoint's `index/` is read).
+fn fresh_blocks(
     cfg: &FinetuneConfig,
     init: &ModelInit,
     resume: bool,
+    tok: &crate::model::BertTokenizer,
+) -> Result<Option<Vec<crate::data::Block>>> {
+    let own = init.checkpoint().is_some_and(|d| d.join(INDEX).exists());
+    match &cfg.corpus {
+        Some(corpus) if !resume || !own => Ok(Some(
+            corpus_blocks(corpus, tok, cfg.block_len, cfg.skip_bad_lines)?.blocks,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The index fine-tuning reads: `fresh` blocks (see [`fresh_blocks`]) embedded by the starting
+/// document tower, else the starting checkpoint's `index/` (when resuming, the run's own).
+fn starting_index(
+    cfg: &FinetuneConfig,
+    init: &ModelInit,
+    fresh: Option<Vec<crate::data::Block>>,
     model: &crate::model::RealmModel,
     tok: &crate::model::BertTokenizer,
     dev: &candle_core::Device,
 ) -> Result<StoredIndex> {
-    let own = init
-        .checkpoint()
-        .map(|d| d.join(INDEX))
-        .filter(|d| d.exists());
-    let corpus = match (&cfg.corpus, own) {
-        (Some(corpus), _) if !resume => corpus,
-        (_, Some(dir)) => return StoredIndex::load(dir, None),
-        (Some(corpus), None) => corpus,
-        (None, None) => {
-            return Err(Error::bad_input(
+    let Some(blocks) = fresh else {
+        return match init
+            .checkpoint()
+            .map(|d| d.join(INDEX))
+            .filter(|d| d.exists())
+        {
+            Some(dir) => StoredIndex::load(dir, None),
+            None => Err(Error::bad_input(
                 OP,
                 "corpus",
                 "the starting checkpoint has no index/: give a corpus to index",
-            ))
-        }
+            )),
+        };
     };
-    let blocks = corpus_blocks(corpus, tok, cfg.block_len, cfg.skip_bad_lines)?.blocks;
     let tower = model.retriever().doc_tower();
     let opts = EmbedBlocks {
         batch: 64,

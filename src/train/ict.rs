@@ -61,10 +61,11 @@ pub struct IctConfig {
 impl IctConfig {
     /// Small-scale CPU defaults.
     pub fn new(init: ModelInit, corpus: PathBuf) -> Self {
+        let retriever = models::default_retriever_config(&init);
         IctConfig {
             init,
             corpus,
-            retriever: RetrieverConfig::default(),
+            retriever,
             train: LoopConfig::new(200, 32, 1e-4),
             block_len: 288,
             query_len: 64,
@@ -143,7 +144,13 @@ fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport
         tok_dir,
         tokenizer: tok,
     } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
-    let mut retriever = models::retriever(&init, &cfg.retriever, cfg.train.seed, &dev)?;
+    let corpus = corpus_blocks(&cfg.corpus, &tok, cfg.block_len, cfg.skip_bad_lines)?;
+    let fit = models::ProjectionFit {
+        tokenizer: &tok,
+        blocks: &corpus.blocks,
+        doc_len: cfg.doc_len,
+    };
+    let mut retriever = models::retriever(&init, &cfg.retriever, cfg.train.seed, &dev, Some(&fit))?;
     tok.check_vocab(retriever.bert_config())?;
     limits::fits_positions(
         OP,
@@ -152,7 +159,6 @@ fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport
     )?;
     retriever.set_compute_dtype(cfg.train.compute_dtype(opts.device.default_dtype())?)?;
 
-    let corpus = corpus_blocks(&cfg.corpus, &tok, cfg.block_len, cfg.skip_bad_lines)?;
     let data = IctData::new(&corpus.blocks, cfg)?;
 
     let mut trainer = Trainer::new(&run, Stage::Ict, retriever.vars(), &cfg.train, opts)?;

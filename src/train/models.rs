@@ -15,7 +15,10 @@
 //! start as REALM does: the retriever's towers and the encoder from the original BERT (the
 //! encoder is not initialised from ICT), the reader from the pre-trained encoder's BERT.
 
+use crate::data::Block;
 use crate::error::{Error, Result};
+use crate::model::projection::{basis_rows, principal_basis};
+use crate::model::{doc_inputs, Mode, TowerPooling};
 use crate::model::{BertConfig, BertTokenizer, KnowledgeEncoder, Reader, ReaderConfig};
 use crate::model::{RealmModel, RealmSettings};
 use crate::model::{Retriever, RetrieverConfig};
@@ -273,25 +276,88 @@ pub fn has_encoder(dir: &Path) -> bool {
         .is_some_and(|v| v.get("encoder_bert").is_some())
 }
 
+/// The retriever settings a stage starts with by default: mean pooling when the towers start
+/// from a pretrained BERT folder (so that they start as that encoder used as a sentence
+/// encoder: see [`retriever`]), REALM's pooler from scratch and for a checkpoint (which keeps its
+/// own).
+pub fn default_retriever_config(init: &ModelInit) -> RetrieverConfig {
+    let mut cfg = RetrieverConfig::default();
+    if matches!(init, ModelInit::Origin(Origin::Bert { .. })) {
+        cfg.pooling = TowerPooling::Mean;
+    }
+    cfg
+}
+
+/// Corpus blocks a retriever started from a pretrained encoder fits its projection to, as the
+/// document tower reads them.
+pub struct ProjectionFit<'a> {
+    pub tokenizer: &'a BertTokenizer,
+    pub blocks: &'a [Block],
+    /// Document-tower input length, `[CLS] title [SEP] body [SEP]`.
+    pub doc_len: usize,
+}
+
+/// Blocks embedded to fit the projection, at most (evenly spaced over the corpus): a
+/// 384-dimensional covariance is well estimated from a thousand, and embedding them costs about
+/// a minute for all-MiniLM-L6-v2 on 2 CPU cores.
+pub const PROJECTION_FIT_BLOCKS: usize = 1024;
+
 /// The retriever: the checkpoint's (an ICT or REALM checkpoint), or both towers from the
-/// origin's BERT with a projection drawn from `seed`.
+/// origin's BERT, or from scratch, with a projection from `seed`. Towers from a BERT folder with
+/// mean pooling start as the encoder's own retrieval (mean pooling, cosine): the projection keeps
+/// the geometry of the top `proj_size − 1` principal directions of `fit`'s blocks when given, of
+/// a random orthonormal view otherwise (`model::projection`).
 pub fn retriever(
     init: &ModelInit,
     cfg: &RetrieverConfig,
     seed: u64,
     dev: &Device,
+    fit: Option<&ProjectionFit>,
 ) -> Result<Retriever> {
     match init {
         ModelInit::Checkpoint { dir } => Retriever::load(dir, dev),
-        ModelInit::Origin(Origin::Bert { dir }) => Retriever::from_bert_dir(dir, cfg, seed, dev),
+        ModelInit::Origin(Origin::Bert { dir }) => {
+            let r = Retriever::from_bert_dir(dir, cfg, seed, dev)?;
+            if let (TowerPooling::Mean, Some(fit)) = (cfg.pooling, fit) {
+                fit_projection(&r, fit, dev)?;
+            }
+            Ok(r)
+        }
         ModelInit::Origin(Origin::Scratch { config, .. }) => {
             Retriever::new_random(config, cfg, seed, dev)
         }
     }
 }
 
+/// Sets the towers' projection to the principal directions of the pooled vectors of (up to
+/// [`PROJECTION_FIT_BLOCKS`] of) `fit`'s blocks.
+fn fit_projection(r: &Retriever, fit: &ProjectionFit, dev: &Device) -> Result<()> {
+    if fit.blocks.is_empty() {
+        return Ok(());
+    }
+    let n = fit.blocks.len().min(PROJECTION_FIT_BLOCKS);
+    let picked: Vec<&Block> = (0..n)
+        .map(|i| &fit.blocks[i * fit.blocks.len() / n])
+        .collect();
+    let tower = r.doc_tower();
+    let h = r.bert_config().hidden_size;
+    let mut x: Vec<f32> = Vec::with_capacity(n * h);
+    for chunk in picked.chunks(32) {
+        let titles = fit
+            .tokenizer
+            .wordpieces(&chunk.iter().map(|b| b.title.as_str()).collect::<Vec<_>>())?;
+        let titles: Vec<&[u32]> = titles.iter().map(Vec::as_slice).collect();
+        let bodies: Vec<&[u32]> = chunk.iter().map(|b| b.tokens.as_slice()).collect();
+        let input = doc_inputs(fit.tokenizer, &titles, &bodies, fit.doc_len, dev)?;
+        let pooled = tower.pooled(&input, Mode::Eval)?;
+        x.extend(pooled.flatten_all()?.to_vec1::<f32>()?);
+    }
+    let rows = basis_rows(r.config().proj_size, h);
+    r.set_geometry_projection(&principal_basis(&x, n, h, rows)?)
+}
+
 /// Retriever and knowledge-augmented encoder: the checkpoint's when it has an encoder; else the
-/// retriever as [`retriever`] gives it and the encoder from the origin's BERT (REALM starts the
+/// retriever as [`retriever`] gives it (fitted to `fit`) and the encoder from the origin's BERT (REALM starts the
 /// encoder from BERT, not from the ICT towers). `tokenizer_dir` holds the tokenizer files.
 pub fn realm_model(
     init: &ModelInit,
@@ -300,11 +366,12 @@ pub fn realm_model(
     seed: u64,
     dev: &Device,
     tokenizer_dir: &Path,
+    fit: Option<&ProjectionFit>,
 ) -> Result<RealmModel> {
     if let Some(dir) = init.checkpoint().filter(|d| has_encoder(d)) {
         return RealmModel::load(dir, dev);
     }
-    let r = retriever(init, retriever_cfg, seed, dev)?;
+    let r = retriever(init, retriever_cfg, seed, dev, fit)?;
     // Its own seed, so that a from-scratch encoder is not a copy of the towers' BERT.
     let encoder_seed = seed ^ 0x656e_636f_6465_7201;
     let e = match init.origin()? {

@@ -91,13 +91,14 @@ pub struct PretrainConfig {
 impl PretrainConfig {
     /// Small-scale CPU defaults.
     pub fn new(init: ModelInit, corpus: PathBuf) -> Self {
+        let retriever = models::default_retriever_config(&init);
         PretrainConfig {
             init,
             corpus,
             examples: None,
             cloze_questions: None,
             index: None,
-            retriever: RetrieverConfig::default(),
+            retriever,
             train: LoopConfig::new(300, 8, 1e-4),
             top_k: 8,
             query_len: 64,
@@ -248,6 +249,12 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         tokenizer,
     } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
     let tok = Arc::new(tokenizer);
+    let data = PretrainData::load(cfg, &tok)?;
+    let fit = models::ProjectionFit {
+        tokenizer: &tok,
+        blocks: &data.knowledge.blocks[..],
+        doc_len: cfg.doc_len,
+    };
     let mut model = models::realm_model(
         &init,
         &cfg.retriever,
@@ -255,6 +262,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         cfg.train.seed,
         &dev,
         &tok_dir,
+        Some(&fit),
     )?;
     model.set_compute_dtype(cfg.train.compute_dtype(opts.device.default_dtype())?)?;
     limits::fits_positions(
@@ -266,7 +274,6 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             ("query_len + doc_len", cfg.query_len + cfg.doc_len),
         ],
     )?;
-    let data = PretrainData::load(cfg, &tok)?;
 
     if cfg.copy_head {
         model.add_copy_head(cfg.train.seed)?;

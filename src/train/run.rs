@@ -74,6 +74,8 @@ impl Metric {
             refresh_s: None,
             recall_at_1: None,
             recall_at_5: None,
+            question_recall_at_1: None,
+            question_recall_at_5: None,
             em: None,
             tokens_per_s: None,
         }

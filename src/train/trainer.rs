@@ -124,6 +124,39 @@ impl LoopConfig {
         Ok(())
     }
 
+    /// What makes this run too short to train at its learning rate, for the user (empty when
+    /// nothing does): a warm-up over more than half the steps (the default's floor of 100 steps
+    /// is all of a run of 100 steps or fewer) leaves the rate below its peak for most of the run,
+    /// and one of all the steps never reaches it before the last step.
+    pub fn short_run_warnings(&self) -> Vec<String> {
+        let warmup = self.schedule().warmup;
+        let given = if self.warmup.is_some() {
+            "--warmup"
+        } else {
+            "the default warm-up, min(10000, max(100, steps/10))"
+        };
+        let mut out = Vec::new();
+        if warmup >= self.steps {
+            out.push(format!(
+                "{given} lasts all {} steps: the learning rate rises to --lr {} only at the last \
+                 step and never decays, so the run mostly trains at a fraction of it; give \
+                 --warmup {} (a tenth) or more steps",
+                self.steps,
+                self.lr,
+                (self.steps / 10).max(1)
+            ));
+        } else if 2 * warmup > self.steps {
+            out.push(format!(
+                "{given} is {warmup} of the {} steps: the learning rate stays below --lr {} for \
+                 most of the run; give --warmup {} (a tenth) or more steps",
+                self.steps,
+                self.lr,
+                (self.steps / 10).max(1)
+            ));
+        }
+        out
+    }
+
     /// The learning-rate schedule: `warmup` (or the REALM default) up to `lr`, then linear decay.
     pub fn schedule(&self) -> LinearSchedule {
         match self.warmup {
@@ -431,5 +464,30 @@ impl Trainer {
 impl Drop for Trainer {
     fn drop(&mut self) {
         self.disarm();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoopConfig;
+
+    #[test]
+    fn short_runs_are_told_about_their_warm_up() {
+        // The default warm-up (at least 100 steps) is all of a 40-step run, most of a 150-step one.
+        let all = LoopConfig::new(40, 8, 1e-5).short_run_warnings();
+        assert!(all.len() == 1 && all[0].contains("all 40 steps"), "{all:?}");
+        let most = LoopConfig::new(150, 8, 1e-5).short_run_warnings();
+        assert!(
+            most.len() == 1 && most[0].contains("100 of the 150"),
+            "{most:?}"
+        );
+        assert!(LoopConfig::new(1000, 8, 1e-5)
+            .short_run_warnings()
+            .is_empty());
+        let mut given = LoopConfig::new(40, 8, 1e-5);
+        given.warmup = Some(4);
+        assert!(given.short_run_warnings().is_empty());
+        given.warmup = Some(40);
+        assert!(given.short_run_warnings()[0].contains("--warmup lasts"));
     }
 }
