@@ -22,6 +22,7 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod index;
 pub mod io;
 pub mod kernels;
