@@ -171,7 +171,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         &dev,
         &run.root().join("reader-scratch"),
     )?;
-    let dtype = cfg.train.compute_dtype(dev.is_cuda())?;
+    let dtype = cfg.train.compute_dtype(opts.device.default_dtype())?;
     reader.set_compute_dtype(dtype)?;
     limits::fits_positions(
         OP,

@@ -55,8 +55,9 @@ pub struct LoopConfig {
     /// A metrics line every this many steps.
     pub log_every: u64,
     pub seed: u64,
-    /// BERT's compute dtype: "f32", "bf16" or "f16" (None: f32 on the CPU, bf16 on a GPU). f16
-    /// trains with dynamic loss scaling.
+    /// BERT's compute dtype: "f32", "bf16" or "f16" (None: the device's,
+    /// [`ComputeDevice::default_dtype`]: bf16 where the CUDA kernels run, on a GPU or the
+    /// emulator; f32 on the native CPU). f16 trains with dynamic loss scaling.
     pub dtype: Option<String>,
 }
 
@@ -115,7 +116,7 @@ impl LoopConfig {
             ));
         }
         self.adamw.validate()?;
-        self.compute_dtype(false)?;
+        self.compute_dtype(DType::F32)?;
         Ok(())
     }
 
@@ -126,11 +127,12 @@ impl LoopConfig {
         }
     }
 
-    /// The compute dtype on a device (`cuda`: whether it is a GPU).
-    pub fn compute_dtype(&self, cuda: bool) -> Result<DType> {
+    /// The compute dtype: the one asked, else `default` (the device's,
+    /// [`ComputeDevice::default_dtype`]).
+    pub fn compute_dtype(&self, default: DType) -> Result<DType> {
         Ok(match self.dtype.as_deref() {
-            None if cuda => DType::BF16,
-            None | Some("f32") => DType::F32,
+            None => default,
+            Some("f32") => DType::F32,
             Some("bf16") => DType::BF16,
             Some("f16") => DType::F16,
             Some(other) => {
@@ -180,6 +182,13 @@ pub struct Update {
     pub grad_norm: Option<f64>,
 }
 
+/// One step's gradients with their global norm (computed with them: the step's one read from
+/// the device).
+pub struct Gradients {
+    store: GradStore,
+    norm: f64,
+}
+
 /// The loop state of one stage.
 pub struct Trainer {
     stage: Stage,
@@ -216,7 +225,7 @@ impl Trainer {
         let vars = params.iter().map(|(_, v)| v.clone()).collect();
         let mut opt = AdamW::new(params, cfg.adamw)?;
         let schedule = cfg.schedule();
-        let f16 = cfg.compute_dtype(opts.device.is_cuda())? == DType::F16;
+        let f16 = cfg.compute_dtype(opts.device.default_dtype())? == DType::F16;
         let mut state = TrainerState::new(stage.name(), cfg.seed, cfg.adamw, schedule);
         let mut scaler = f16.then(DynamicLossScaler::default);
         let growth = DynamicLossScaler::default().growth_interval();
@@ -283,26 +292,30 @@ impl Trainer {
         self.state.step < self.schedule.total
     }
 
-    /// Gradients of `loss` (scaled and unscaled again under f16; None when they overflowed).
-    pub fn backward(&mut self, loss: &Tensor) -> Result<Option<GradStore>> {
+    /// Gradients of `loss` and their global norm (scaled and unscaled again under f16; None
+    /// when they overflowed).
+    pub fn backward(&mut self, loss: &Tensor) -> Result<Option<Gradients>> {
         match &mut self.scaler {
-            None => Ok(Some(loss.backward()?)),
+            None => {
+                let store = loss.backward()?;
+                let norm = global_grad_norm(&store, &self.vars)?;
+                Ok(Some(Gradients { store, norm }))
+            }
             Some(scaler) => {
-                let mut grads = scaler.scale_loss(loss)?.backward()?;
-                let ok = scaler.unscale(&mut grads, &self.vars)?;
+                let mut store = scaler.scale_loss(loss)?.backward()?;
+                let norm = scaler.unscale(&mut store, &self.vars)?;
                 self.state.loss_scale = Some(scaler.scale());
                 self.state.loss_scale_good_steps = scaler.good_steps();
-                Ok(ok.then_some(grads))
+                Ok(norm.map(|norm| Gradients { store, norm }))
             }
         }
     }
 
     /// Clips and applies the gradients (None: skip the update) and counts the step.
-    pub fn update(&mut self, grads: Option<GradStore>) -> Result<Update> {
+    pub fn update(&mut self, grads: Option<Gradients>) -> Result<Update> {
         let lr = self.schedule.lr(self.state.step);
         let grad_norm = match grads {
-            Some(grads) => {
-                let norm = global_grad_norm(&grads, &self.vars)?;
+            Some(Gradients { store: grads, norm }) => {
                 let factor = clip_factor(norm, self.clip_norm).map_err(|e| {
                     Error::bad_input(
                         "training",
