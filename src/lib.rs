@@ -24,6 +24,7 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod import;
 pub mod index;
 pub mod io;

@@ -23,7 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("train", &["train", "report"]),
     ("use", &["eval", "ask", "embed", "import"]),
     ("verify", &["selftest", "conformance", "bench"]),
-    ("app", &["demo", "demo_dir"]),
+    ("app", &["demo", "demo_dir", "experiment"]),
     ("cli", &["cli", "main"]),
 ];
 

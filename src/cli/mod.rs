@@ -7,6 +7,7 @@ pub mod bench;
 pub mod demo;
 pub mod embed;
 pub mod eval;
+pub mod experiment;
 pub mod finetune;
 pub mod ict;
 pub mod import;

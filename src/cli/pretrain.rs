@@ -70,6 +70,9 @@ pub struct PretrainFlags {
     /// Add a copy head (a pointer over the retrieved block) to the masked-LM head.
     #[arg(long)]
     pub copy_head: bool,
+    /// Mask random wordpieces instead of salient spans (REALM's random-token ablation).
+    #[arg(long)]
+    pub random_masks: bool,
 }
 
 impl PretrainArgs {
@@ -107,6 +110,7 @@ impl PretrainArgs {
             c.exclude_own_doc = !flags.keep_own_doc;
             c.freeze_retriever = flags.freeze_retriever;
             c.copy_head = flags.copy_head;
+            c.random_masks = flags.random_masks;
             Ok(c)
         })
     }

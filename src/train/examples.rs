@@ -44,6 +44,13 @@ impl SpanExample {
             .collect();
         mask_salient_spans(&self.tokens, &offsets, &self.sentences, &spans, cfg, rng)
     }
+
+    /// Masks random wordpieces, `cfg.random_fraction` of each sentence, at most `cfg.max_masks`
+    /// in all (the masker's fallback for every sentence): REALM's random-token baseline.
+    pub fn mask_random(&self, cfg: MaskConfig, rng: &mut crate::rng::SplitMix64) -> MaskedExample {
+        let offsets: Vec<(usize, usize)> = (0..self.tokens.len()).map(|i| (i, i + 1)).collect();
+        mask_salient_spans(&self.tokens, &offsets, &self.sentences, &[], cfg, rng)
+    }
 }
 
 /// A sentence's wordpieces and the wordpiece ranges of its salient spans.

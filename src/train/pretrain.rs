@@ -83,6 +83,10 @@ pub struct PretrainConfig {
     /// `model::copy_head`) when the starting encoder has none.
     #[serde(default)]
     pub copy_head: bool,
+    /// Mask random wordpieces (15% of each sentence, at most `max_masks`) instead of salient
+    /// spans: REALM's random-token ablation.
+    #[serde(default)]
+    pub random_masks: bool,
     /// Skip (and count) malformed lines of the corpus and examples instead of stopping at the
     /// first.
     pub skip_bad_lines: bool,
@@ -110,6 +114,7 @@ impl PretrainConfig {
             exclude_own_doc: true,
             freeze_retriever: false,
             copy_head: false,
+            random_masks: false,
             skip_bad_lines: false,
         }
     }
@@ -389,7 +394,14 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         let mut rng = step_rng(cfg.train.seed, STREAM_MASK, step);
         let queries: Vec<MaskedQuery> = ids
             .iter()
-            .map(|&i| data.examples[i].mask(mask_cfg, &mut rng).into())
+            .map(|&i| {
+                let e = &data.examples[i];
+                match cfg.random_masks {
+                    true => e.mask_random(mask_cfg, &mut rng),
+                    false => e.mask(mask_cfg, &mut rng),
+                }
+                .into()
+            })
             .collect();
         let exclude: Vec<Option<u32>> = ids.iter().map(|&i| data.exclude[i]).collect();
         let index = slot.get();

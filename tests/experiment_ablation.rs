@@ -1,0 +1,64 @@
+//! `realm experiment ablation` at its tiny size: every arm of every seed runs, is evaluated and
+//! lands in the results files, which `realm report` renders. Measures nothing about REALM (a few
+//! steps on 24 documents); docs/realm-ablation.md has the CPU-size results.
+
+mod common;
+
+use realm::device::ComputeDevice;
+use realm::experiment::ablation::{run_ablation, AblationConfig, Arm, Size};
+
+#[test]
+fn tiny_ablation_runs_every_arm_and_writes_its_results() {
+    let out = common::temp_dir("ablation").join("out");
+    let cfg = AblationConfig {
+        out: out.clone(),
+        size: Size::Tiny,
+        scale: 1.0,
+        seeds: vec![0, 1],
+        corpus: None,
+        questions: None,
+        init: None,
+        quiet: true,
+    };
+    let s = run_ablation(&cfg, &ComputeDevice::cpu()).unwrap();
+
+    assert_eq!(s.runs.len(), 8, "4 arms x 2 seeds");
+    assert_eq!(s.eval_questions, 6);
+    assert!(s.blocks >= 6 && s.blocks <= 40, "{} blocks", s.blocks);
+    for r in &s.runs {
+        assert!((0.0..=1.0).contains(&r.recall_at_1) && r.recall_at_1 <= r.recall_at_k);
+        // The ICT checkpoint has no masked-LM; every pre-trained arm has one and trained it.
+        let pretrained = r.arm != Arm::Ict;
+        assert_eq!(r.em_cloze_retrieval.is_some(), pretrained, "{:?}", r.arm);
+        assert_eq!(r.pretrain_last_loss.is_some(), pretrained, "{:?}", r.arm);
+    }
+    // Arm (d) never refreshes within 2 steps (every 30); (b) refreshes every step.
+    let refreshes = |arm| s.runs.iter().find(|r| r.arm == arm).unwrap().refreshes;
+    assert_eq!(refreshes(Arm::Stale), Some(0));
+    assert!(refreshes(Arm::Salient).unwrap() >= 1);
+    for a in &s.arms {
+        let r5 = a.recall_at_5.unwrap();
+        assert!(r5.min <= r5.median && r5.median <= r5.max, "{:?}", a.arm);
+    }
+    assert!(s.recall_at_5_b_vs_a.is_some());
+    assert!(s.answerable.spans > 0 && s.answerable.in_other_document <= s.answerable.spans);
+
+    for f in [
+        "summary.json",
+        "ablation.csv",
+        "metrics.jsonl",
+        "seed-1/stale/checkpoint",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(out.join("ablation.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 9, "header + 8 runs");
+    let report = realm::report::write_report(&out).unwrap();
+    let md = std::fs::read_to_string(&report.readme).unwrap();
+    assert!(md.contains("salient"), "the report names the arms:\n{md}");
+    assert!(!report.images.is_empty());
+
+    // A second run into the same folder is refused before anything is written.
+    let err = run_ablation(&cfg, &ComputeDevice::cpu()).unwrap_err();
+    assert!(format!("{err}").contains("new or empty"), "{err}");
+}
