@@ -2,7 +2,7 @@
 //! forward+backward, and all-MiniLM-L6-v2 forward when ../shared holds it. Short measurements;
 //! `realm bench bert` gives the tokens/s figures of docs/bert.md.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use realm::model::{BertConfig, BertInput, BertModel, Mode};
 use realm::rng::SplitMix64;
@@ -17,11 +17,7 @@ fn input(model: &BertModel, b: usize, l: usize) -> BertInput {
     let lens: Vec<u32> = (0..b)
         .map(|i| if i % 2 == 0 { l } else { 3 * l / 4 } as u32)
         .collect();
-    BertInput {
-        input_ids: Tensor::from_vec(ids, (b, l), &Device::Cpu).expect("ids"),
-        token_type_ids: None,
-        lens: Tensor::new(lens.as_slice(), &Device::Cpu).expect("lens"),
-    }
+    BertInput::new(ids, None, &lens, &Device::Cpu).expect("input")
 }
 
 fn bench(c: &mut Criterion) {

@@ -16,7 +16,7 @@ fn main() -> realm::Result<()> {
     let k = Tensor::randn(0f32, 1.0, (b, h, l, dh), &dev)?;
     let v = Tensor::randn(0f32, 1.0, (b, h, l, dh), &dev)?;
     // Example 0 has all 64 tokens, example 1 only 40 (the rest is padding).
-    let lens = Tensor::new(&[64u32, 40], &dev)?;
+    let lens = realm::ops::KeyLens::new(&[64, 40], &dev)?;
     let scale = 1.0 / (dh as f64).sqrt();
 
     let out = attention(q.as_tensor(), &k, &v, Some(&lens), scale, None)?;

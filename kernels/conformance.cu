@@ -124,6 +124,17 @@ REALM_KERNEL(conformance_atomics, 128, (gptr<const unsigned> input, gptr<unsigne
   }
 }
 
+// Two blocks of 64 threads: every thread atomic_max's its input into its block's cell, and after
+// the barrier reads the cell back past L1 (load_cg). out: [0, 2) the cells (starting at
+// INT_MIN), [2, 130) what each thread read.
+REALM_KERNEL(conformance_load_cg, 64, (gptr<const unsigned> input, gptr<unsigned> out)) {
+  const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+  gptr<int> cells = gptr_cast<int>(out);
+  atomic_max(cells + blockIdx.x, static_cast<int>(input[i]));
+  __syncthreads();
+  out[2 + i] = static_cast<unsigned>(load_cg(cells + blockIdx.x));
+}
+
 // 64 threads, one value each: f32 -> f16 and bf16 (round to nearest even) stored through 16-bit
 // views, then read back and widened. out: [0, 32) f16, [32, 64) bf16, [64, 128) f16 -> f32,
 // [128, 192) bf16 -> f32.

@@ -19,7 +19,8 @@
 //   mod.rs) and the list keeps the scores ≥ θ. When near-ties keep more than (cap + k) / 2 — e.g.
 //   duplicate documents — the candidates are rescored in f64 and a 96-bit radix select on
 //   (f64 score, ~id) keeps exactly the top k; θ becomes (k-th f64 score) − E. Thresholds are shared
-//   by the slices of a query through an atomic max in global memory and re-read every tile. Large
+//   by the slices of a query through an atomic max in global memory and re-read every tile past L1
+//   (load_cg: a plain load could keep a stale L1 copy and miss other slices' progress). Large
 //   k costs list space and a few compactions, never per-thread heaps or sorted insertion.
 // mips_merge, one block per query
 // - Rescores in f64 the candidates of every slice whose f32 score reaches the final shared θ (the
@@ -416,7 +417,7 @@ REALM_DEVICE void scan_slice(gptr<const __half> index, unsigned n, unsigned d,
     // The best threshold any slice of each query has found.
     for (unsigned i = threadIdx.x; i < qb; i += blockDim.x) {
       if (lists.q0 + i < nq) {
-        theta[i] = fmaxf(theta[i], ordered_f32(theta_g[lists.q0 + i]));
+        theta[i] = fmaxf(theta[i], ordered_f32(load_cg(theta_g + (lists.q0 + i))));
       }
     }
     // (the next tile's first barrier orders these updates before their use)
@@ -425,7 +426,9 @@ REALM_DEVICE void scan_slice(gptr<const __half> index, unsigned n, unsigned d,
 
   // Final: each list cut to about k and the best shared threshold; its length published.
   for (unsigned i = threadIdx.x; i < qb; i += blockDim.x) {
-    if (lists.q0 + i < nq) theta[i] = fmaxf(theta[i], ordered_f32(theta_g[lists.q0 + i]));
+    if (lists.q0 + i < nq) {
+      theta[i] = fmaxf(theta[i], ordered_f32(load_cg(theta_g + (lists.q0 + i))));
+    }
   }
   __syncthreads();
   for (unsigned i = 0; i < qb && lists.q0 + i < nq; ++i) {

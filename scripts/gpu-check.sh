@@ -40,6 +40,18 @@ done
 # Exact MIPS top-k over REALM's index shape (13M × 128 f16): the Q and k points.
 for q in 1 64 256 1024; do bench mips --docs 13000000 --dim 128 --queries "$q" --k 8 --dtype f16; done
 bench mips --docs 13000000 --dim 128 --queries 256 --k 5000 --dtype f16
+# LayerNorm and GELU on BERT-base's activations (32 × 128 tokens; GELU on the 3072-wide FFN).
+for dt in f32 bf16; do
+  for dir in "" "--backward"; do
+    bench nn --op layer-norm --rows 4096 --hidden 768 --dtype "$dt" $dir
+    bench nn --op layer-norm --rows 4096 --hidden 768 --dtype "$dt" $dir --composition
+    bench nn --op gelu-erf --rows 4096 --hidden 3072 --dtype "$dt" $dir
+    bench nn --op gelu-erf --rows 4096 --hidden 3072 --dtype "$dt" $dir --composition
+    bench nn --op gelu-tanh --rows 4096 --hidden 3072 --dtype "$dt" $dir
+  done
+done
+# Hidden-state dropout, BERT-base's b·l × 768: the device-drawn mask against the host mask + upload.
+for c in "" "--composition"; do bench dropout --rows 2304 --hidden 768 --dtype bf16 $c; done
 # Ops that register later add their lines here (attention, bert, train-step).
 
 echo "== PyTorch baselines (same card)"

@@ -77,7 +77,7 @@ impl Asker {
         };
         let reader = Reader::load(checkpoint.join(READER), device)?;
         let max_len = reader.bert().config().max_position_embeddings.min(256);
-        let beam = crate::index::search::DEFAULT_K.min(searcher.index.blocks.len());
+        let beam = crate::index::search::DEFAULT_K.min(searcher.len());
         Ok(Asker {
             searcher,
             reader,
@@ -98,7 +98,10 @@ impl Asker {
         let q = tok
             .wordpieces_prefix(&[question], self.max_len / 2)?
             .remove(0);
-        let blocks: Vec<_> = hits.iter().map(|h| self.searcher.block(h)).collect();
+        let blocks = hits
+            .iter()
+            .map(|h| self.searcher.block(h))
+            .collect::<Result<Vec<_>>>()?;
         let bodies: Vec<Option<&[u32]>> =
             blocks.iter().map(|b| Some(b.tokens.as_slice())).collect();
         let device = self.reader.device();

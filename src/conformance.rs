@@ -353,6 +353,23 @@ pub fn atomics<B: Backend>(be: &B) -> Result<CheckOutcome> {
     }))
 }
 
+/// Atomic maxima, then each block reads its cell back with `load_cg` after a barrier: every
+/// thread sees its block's maximum.
+pub fn load_cg<B: Backend>(be: &B) -> Result<CheckOutcome> {
+    let values: Vec<i32> = (0..128).map(|i| (i * 37) % 101 - 50).collect();
+    let input: Vec<u32> = values.iter().map(|&v| v as u32).collect();
+    let mut init = poisoned(2 + 128);
+    init[..2].fill(i32::MIN as u32);
+    let got = run(be, Variant::LoadCg, Launch::linear(2, 64), &input, init)?;
+    let maxima: Vec<u32> = values
+        .chunks(64)
+        .map(|b| *b.iter().max().unwrap_or(&i32::MIN) as u32)
+        .collect();
+    let mut want = maxima.clone();
+    want.extend(maxima.iter().flat_map(|&m| [m; 64]));
+    Ok(compare("load_cg", &got, &want, |_| Word::I32))
+}
+
 /// The values the conversion check rounds: ties, overflow, subnormals of both formats, then
 /// pseudo-random values of many magnitudes.
 fn conversion_inputs() -> Vec<f32> {
@@ -615,13 +632,14 @@ pub fn axpy<B: Backend>(be: &B) -> Result<CheckOutcome> {
 
 /// Every conformance check, in order.
 pub fn all<B: Backend>(be: &B) -> Vec<Result<CheckOutcome>> {
-    let checks: [fn(&B) -> Result<CheckOutcome>; 13] = [
+    let checks: [fn(&B) -> Result<CheckOutcome>; 14] = [
         shuffle,
         vote,
         reduce,
         barrier,
         dynamic_smem,
         atomics,
+        load_cg,
         convert,
         cp_async,
         ldmatrix,

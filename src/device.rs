@@ -3,14 +3,16 @@
 //!
 //! The execution mode says which implementation the fused ops run on CPU tensors (the native
 //! Rust code or the CUDA kernels on the emulator), which vector instructions the native code may
-//! use, whether kernel outputs are poisoned before a launch, and it counts kernel launches and
-//! device→host reads. An op takes the mode of the thread that builds it ([`Exec::current`]) and
+//! use, whether kernel outputs are poisoned before a launch, and it counts kernel launches,
+//! device→host reads and host→device uploads ([`read_vec1`], [`upload`], ...: every transfer of
+//! the training step goes through these, so that a test can hold its budget). An op takes the mode of the thread that builds it ([`Exec::current`]) and
 //! keeps it for its backward. A thread computes in a device's mode once it has entered it
 //! ([`ComputeDevice::enter`]); threads a computation starts get it explicitly:
 //! [`ComputeDevice::thread_pool`] builds a rayon pool whose every worker runs in the mode, and a
 //! spawned thread enters it first. A thread that entered nothing computes natively.
 
 use crate::error::{Error, Result};
+use candle_core::{DType, Device, Shape, Tensor, WithDType};
 use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
@@ -113,6 +115,30 @@ pub fn check_cpu_simd_env() -> Result<CpuSimd> {
 struct Counters {
     launches: AtomicU64,
     host_reads: AtomicU64,
+    uploads: AtomicU64,
+}
+
+/// What an execution mode has counted so far; the difference of two is what happened between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Transfers {
+    /// Kernel launches (on the emulator or a GPU; the native CPU code launches none).
+    pub launches: u64,
+    /// Device→host reads: each a synchronisation point on a GPU.
+    pub host_reads: u64,
+    /// Host→device uploads.
+    pub uploads: u64,
+}
+
+impl std::ops::Sub for Transfers {
+    type Output = Transfers;
+
+    fn sub(self, earlier: Transfers) -> Transfers {
+        Transfers {
+            launches: self.launches - earlier.launches,
+            host_reads: self.host_reads - earlier.host_reads,
+            uploads: self.uploads - earlier.uploads,
+        }
+    }
 }
 
 /// The execution mode: an explicit value, owned by a [`ComputeDevice`] and carried into every
@@ -206,6 +232,24 @@ impl Exec {
     /// Reads of device memory by the host (each a synchronisation point on a GPU).
     pub fn host_reads(&self) -> u64 {
         self.counters.host_reads.load(Ordering::Relaxed)
+    }
+
+    /// Host→device uploads made in this mode.
+    pub fn uploads(&self) -> u64 {
+        self.counters.uploads.load(Ordering::Relaxed)
+    }
+
+    /// All three counts at once.
+    pub fn transfers(&self) -> Transfers {
+        Transfers {
+            launches: self.launches(),
+            host_reads: self.host_reads(),
+            uploads: self.uploads(),
+        }
+    }
+
+    pub(crate) fn count_upload(&self) {
+        self.counters.uploads.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_launch(&self) {
@@ -319,6 +363,11 @@ impl ComputeDevice {
         self.device.is_cuda()
     }
 
+    /// The compute dtype a command uses unless told otherwise: see [`default_dtype`].
+    pub fn default_dtype(&self) -> DType {
+        default_dtype(self.runs_kernels())
+    }
+
     /// Whether CPU tensors run the CUDA kernels on the emulator.
     pub fn is_emulated(&self) -> bool {
         !self.is_cuda() && self.exec.cpu == CpuExec::Emulator
@@ -332,10 +381,14 @@ impl ComputeDevice {
     /// The device as a user reads it at start: `cuda:0`, or `cpu`/`emulate` with the native CPU
     /// kernels' instruction set (`REALM_CPU_SIMD` can force the portable one).
     pub fn description(&self) -> String {
+        let dtype = format!("{:?}", self.default_dtype()).to_lowercase();
         if self.is_cuda() {
-            self.to_string()
+            format!("{self} (default dtype {dtype})")
         } else {
-            format!("{self} (CPU kernels: {})", self.exec.simd.kernels())
+            format!(
+                "{self} (CPU kernels: {}; default dtype {dtype})",
+                self.exec.simd.kernels()
+            )
         }
     }
 }
@@ -350,5 +403,98 @@ impl fmt::Display for ComputeDevice {
             (_, CpuExec::Emulator) => write!(f, "emulate"),
             _ => write!(f, "cpu"),
         }
+    }
+}
+
+/// The compute dtype where nothing else is asked (`kernels`: whether the device runs the CUDA
+/// kernels, on a GPU or the emulator): bf16 there, as the fused attention takes f16 or bf16 only
+/// and bf16 needs no loss scaling; f32 on the native CPU, whose kernels are fastest and exact in
+/// it.
+pub fn default_dtype(kernels: bool) -> DType {
+    if kernels {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
+/// A tensor's elements on the host (flattened): one device→host read, counted in the calling
+/// thread's mode ([`Exec::host_reads`]).
+pub fn read_vec1<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
+    Exec::current().count_host_read();
+    Ok(t.flatten_all()?.to_vec1()?)
+}
+
+/// The rows of a `[r, c]` tensor on the host: one read, counted.
+pub fn read_vec2<T: WithDType>(t: &Tensor) -> Result<Vec<Vec<T>>> {
+    Exec::current().count_host_read();
+    Ok(t.to_vec2()?)
+}
+
+/// The rows of a `[a, b, c]` tensor on the host: one read, counted.
+pub fn read_vec3<T: WithDType>(t: &Tensor) -> Result<Vec<Vec<Vec<T>>>> {
+    Exec::current().count_host_read();
+    Ok(t.to_vec3()?)
+}
+
+/// The value of a one-element tensor (any shape) on the host: one read, counted.
+pub fn read_scalar<T: WithDType>(t: &Tensor) -> Result<T> {
+    Exec::current().count_host_read();
+    Ok(t.flatten_all()?.get(0)?.to_scalar()?)
+}
+
+/// A tensor of `shape` on `device` holding `data`: one upload, counted in the calling thread's
+/// mode ([`Exec::uploads`]).
+pub fn upload<T: WithDType, S: Into<Shape>>(
+    data: Vec<T>,
+    shape: S,
+    device: &Device,
+) -> Result<Tensor> {
+    Exec::current().count_upload();
+    Ok(Tensor::from_vec(data, shape, device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_dtype_is_bf16_where_the_kernels_run_and_f32_natively() {
+        assert_eq!(default_dtype(true), DType::BF16);
+        assert_eq!(default_dtype(false), DType::F32);
+        let cpu = ComputeDevice::cpu();
+        assert_eq!(cpu.default_dtype(), DType::F32);
+        assert!(
+            cpu.description().ends_with("; default dtype f32)"),
+            "{}",
+            cpu.description()
+        );
+        if let Ok(emu) = ComputeDevice::resolve(DeviceSpec::Emulate) {
+            assert_eq!(emu.default_dtype(), DType::BF16);
+        }
+    }
+
+    #[test]
+    fn reads_and_uploads_are_counted_in_the_thread_s_mode() {
+        let dev = ComputeDevice::cpu();
+        let _mode = dev.enter().unwrap();
+        let t = upload(vec![1u32, 2, 3, 4], (2, 2), &dev.device).unwrap();
+        assert_eq!(read_vec2::<u32>(&t).unwrap(), [[1, 2], [3, 4]]);
+        assert_eq!(read_vec1::<u32>(&t).unwrap(), [1, 2, 3, 4]);
+        assert_eq!(
+            read_scalar::<u32>(&t.max_keepdim(1).unwrap().max_keepdim(0).unwrap()).unwrap(),
+            4
+        );
+        let counted = dev.exec.transfers();
+        assert_eq!(
+            counted,
+            Transfers {
+                launches: 0,
+                host_reads: 3,
+                uploads: 1
+            }
+        );
+        // Another mode's counters are its own.
+        assert_eq!(ComputeDevice::cpu().exec.transfers(), Transfers::default());
     }
 }

@@ -47,7 +47,7 @@ impl Embedder {
             self.model.device(),
         )?;
         let out = self.model.forward(&batch.input, Mode::Eval)?;
-        let pooled = pool(&out.last_hidden_state, &batch.input.lens, pooling)?;
+        let pooled = pool(&out.last_hidden_state, batch.input.lens().tensor(), pooling)?;
         if normalize {
             l2_normalize(&pooled)
         } else {

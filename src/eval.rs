@@ -236,7 +236,7 @@ fn load(cfg: &EvalConfig, device: &ComputeDevice) -> Result<Loaded> {
     } else {
         None
     };
-    let blocks = searcher.index.blocks.len();
+    let blocks = searcher.len();
     let too_many = |arg: &'static str, k: usize| {
         Err(Error::bad_input(
             OP,
@@ -307,7 +307,7 @@ pub fn evaluate(cfg: &EvalConfig, device: &ComputeDevice) -> Result<EvalReport> 
     }
     let models = load(cfg, device)?;
     let searcher = &models.searcher;
-    let blocks = searcher.index.blocks.len();
+    let blocks = searcher.len();
     let tok = &searcher.model.tokenizer;
     let wanted = cfg
         .top_k
@@ -335,7 +335,7 @@ pub fn evaluate(cfg: &EvalConfig, device: &ComputeDevice) -> Result<EvalReport> 
                 let text = match texts.get(&hit.block) {
                     Some(t) => t,
                     None => {
-                        let t = span_text(tok, &searcher.block(hit).tokens)?;
+                        let t = span_text(tok, &searcher.block(hit)?.tokens)?;
                         texts.entry(hit.block).or_insert(t)
                     }
                 };
@@ -416,10 +416,11 @@ fn read_answer(
         .len()
         .min(cfg.query_len - 2)
         .min(max_len.saturating_sub(4))];
-    let bodies: Vec<Option<&[u32]>> = hits
+    let blocks = hits
         .iter()
-        .map(|h| Some(searcher.block(h).tokens.as_slice()))
-        .collect();
+        .map(|h| searcher.block(h))
+        .collect::<Result<Vec<_>>>()?;
+    let bodies: Vec<Option<&[u32]>> = blocks.iter().map(|b| Some(b.tokens.as_slice())).collect();
     let (input, offsets) = joined_inputs(tok, &[q], &bodies, max_len, device)?;
     let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
     let relevance = Tensor::new(scores.as_slice(), device)?;
@@ -427,10 +428,7 @@ fn read_answer(
         .span_logits(&input, &offsets, Mode::Eval)?
         .plus_relevance(&relevance)?
         .best()?;
-    span_text(
-        tok,
-        best.wordpieces(&searcher.block(&hits[best.row]).tokens)?,
-    )
+    span_text(tok, best.wordpieces(&blocks[best.row].tokens)?)
 }
 
 /// Cloze answers for the batch's cloze questions (None for the others): masks appended, the
@@ -476,16 +474,20 @@ fn cloze_answers(
     let queries: Vec<&[u32]> = rows.iter().map(|r| r.1.as_slice()).collect();
     // Candidates: the null document, then the top-k blocks.
     let mut titles: Vec<Vec<u32>> = Vec::with_capacity(b * k);
-    let mut bodies: Vec<Option<&[u32]>> = Vec::with_capacity(b * k);
+    let mut blocks = Vec::with_capacity(b * k);
     for (i, ..) in &rows {
         titles.push(Vec::new());
-        bodies.push(None);
+        blocks.push(None);
         for hit in &hits[*i][..cfg.top_k] {
-            let block = searcher.block(hit);
+            let block = searcher.block(hit)?;
             titles.push(tok.wordpieces(&[block.title.as_str()])?.remove(0));
-            bodies.push(Some(block.tokens.as_slice()));
+            blocks.push(Some(block));
         }
     }
+    let bodies: Vec<Option<&[u32]>> = blocks
+        .iter()
+        .map(|b| b.as_ref().map(|b| b.tokens.as_slice()))
+        .collect();
     let title_refs: Vec<&[u32]> = titles.iter().map(Vec::as_slice).collect();
     let body_refs: Vec<&[u32]> = bodies.iter().map(|b| b.unwrap_or(&[])).collect();
     let query_input = query_inputs(tok, &queries, cfg.query_len, dev)?;

@@ -110,6 +110,14 @@ pub fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> R
     swap_in(&tmp, dir)
 }
 
+/// Puts a folder that was filled elsewhere (a resumable build's work folder, beside `dir`) in
+/// place of `dir` as [`write_dir_atomic`] does: flushed to disk, then swapped in.
+pub fn install_dir(filled: &Path, dir: &Path) -> Result<()> {
+    sync_tree(filled)?;
+    failpoint();
+    swap_in(filled, dir)
+}
+
 /// Replaces `dir` by `tmp`: the old folder is moved aside first and removed last.
 fn swap_in(tmp: &Path, dir: &Path) -> Result<()> {
     let old = sibling(dir, "old")?;

@@ -9,6 +9,8 @@ pub fn cases() -> Vec<Case> {
     let mut cases = crate::ops::doc_softmax::selftest_cases();
     cases.extend(crate::ops::mips::selftest_cases());
     cases.extend(crate::ops::attention::selftest_cases());
+    cases.extend(crate::ops::nn::selftest_cases());
+    cases.extend(crate::ops::dropout::selftest_cases());
     cases.extend(conformance_cases());
     cases
 }

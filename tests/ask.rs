@@ -31,7 +31,7 @@ fn answers_are_spans_of_the_retrieved_blocks_with_their_evidence() {
         .search(&["where was mozart born?"], 2)
         .unwrap()
         .remove(0);
-    let block = asker.searcher().block(&hits[a.from]);
+    let block = asker.searcher().block(&hits[a.from]).unwrap();
     assert_eq!(a.evidence[a.from].doc_id, block.doc_id);
     let tok = &asker.searcher().model.tokenizer;
     let spans: Vec<String> = (0..block.tokens.len())

@@ -138,7 +138,7 @@ fn tokenizer_json_and_vocab_txt_give_the_reference_ids() {
     ] {
         let batch = encode(tok, &fx.sentences());
         assert_eq!(
-            batch.input.input_ids.to_vec2::<u32>().unwrap(),
+            batch.input.input_ids().to_vec2::<u32>().unwrap(),
             want,
             "{name}"
         );
@@ -161,7 +161,7 @@ fn minilm_matches_transformers_in_f32_f16_and_bf16() {
         let out = model.forward(&batch.input, Mode::Eval).unwrap();
         assert_eq!(out.last_hidden_state.dtype(), dtype);
         let hidden = out.last_hidden_state.to_dtype(DType::F32).unwrap();
-        let mean = pool(&hidden, &batch.input.lens, Pooling::Mean).unwrap();
+        let mean = pool(&hidden, batch.input.lens().tensor(), Pooling::Mean).unwrap();
         let cases = [
             (
                 "last_hidden_state",
@@ -250,11 +250,7 @@ fn tiny_input(lens: &[u32], l: usize, seed: u64) -> BertInput {
     let b = lens.len();
     let ids: Vec<u32> = (0..b * l).map(|_| 1 + rng.below(39) as u32).collect();
     let types: Vec<u32> = (0..b * l).map(|i| u32::from(i % l >= l / 2)).collect();
-    BertInput {
-        input_ids: Tensor::from_vec(ids, (b, l), &Device::Cpu).unwrap(),
-        token_type_ids: Some(Tensor::from_vec(types, (b, l), &Device::Cpu).unwrap()),
-        lens: Tensor::new(lens, &Device::Cpu).unwrap(),
-    }
+    BertInput::new(ids, Some(types), lens, &Device::Cpu).unwrap()
 }
 
 fn to_vec(t: &Tensor) -> Vec<f32> {
@@ -399,19 +395,13 @@ fn padding_does_not_change_the_real_tokens() {
     let batch = tiny_input(&[5, 12], 12, 3);
     let out = model.forward(&batch, Mode::Eval).unwrap();
     // The first example alone, unpadded.
-    let alone = BertInput {
-        input_ids: batch
-            .input_ids
-            .narrow(0, 0, 1)
-            .unwrap()
-            .narrow(1, 0, 5)
-            .unwrap(),
-        token_type_ids: batch
-            .token_type_ids
-            .as_ref()
-            .map(|t| t.narrow(0, 0, 1).unwrap().narrow(1, 0, 5).unwrap()),
-        lens: Tensor::new(&[5u32], &Device::Cpu).unwrap(),
-    };
+    let first = |t: &Tensor| t.narrow(0, 0, 1).unwrap().narrow(1, 0, 5).unwrap();
+    let alone = BertInput::from_tensors(
+        first(batch.input_ids()),
+        batch.token_type_ids().map(first),
+        &[5],
+    )
+    .unwrap();
     let single = model.forward(&alone, Mode::Eval).unwrap();
     let padded_rows = out
         .last_hidden_state
@@ -422,8 +412,13 @@ fn padding_does_not_change_the_real_tokens() {
     assert!(rel_err(&padded_rows, &single.last_hidden_state) < 1e-5);
     let pooled = out.pooler_output.narrow(0, 0, 1).unwrap();
     assert!(rel_err(&pooled, &single.pooler_output) < 1e-5);
-    let mean = pool(&out.last_hidden_state, &batch.lens, Pooling::Mean).unwrap();
-    let mean_alone = pool(&single.last_hidden_state, &alone.lens, Pooling::Mean).unwrap();
+    let mean = pool(&out.last_hidden_state, batch.lens().tensor(), Pooling::Mean).unwrap();
+    let mean_alone = pool(
+        &single.last_hidden_state,
+        alone.lens().tensor(),
+        Pooling::Mean,
+    )
+    .unwrap();
     assert!(rel_err(&mean.narrow(0, 0, 1).unwrap(), &mean_alone) < 1e-5);
 }
 
@@ -592,11 +587,11 @@ fn pairs_get_segments_and_long_inputs_are_truncated_or_refused() {
     let batch = tok
         .encode_pairs(&[("The cat sat.", "Dogs ran")], 32, Overflow::Error, &dev)
         .unwrap();
-    let ids = batch.input.input_ids.to_vec2::<u32>().unwrap();
+    let ids = batch.input.input_ids().to_vec2::<u32>().unwrap();
     assert_eq!(ids, [[2, 5, 6, 7, 14, 3, 11, 12, 13, 3]]);
     let types = batch
         .input
-        .token_type_ids
+        .token_type_ids()
         .as_ref()
         .unwrap()
         .to_vec2::<u32>()
@@ -607,7 +602,7 @@ fn pairs_get_segments_and_long_inputs_are_truncated_or_refused() {
         .encode_batch(&["zebra", "the big red hat"], 32, Overflow::Error, &dev)
         .unwrap();
     assert_eq!(
-        batch.input.input_ids.to_vec2::<u32>().unwrap(),
+        batch.input.input_ids().to_vec2::<u32>().unwrap(),
         [[2, 1, 3, 0, 0, 0], [2, 5, 16, 17, 18, 3]]
     );
     assert_eq!(batch.lens, [3, 6]);
@@ -625,7 +620,7 @@ fn pairs_get_segments_and_long_inputs_are_truncated_or_refused() {
         .encode_batch(&[long], 8, Overflow::Truncate, &dev)
         .unwrap();
     assert_eq!(
-        cut.input.input_ids.to_vec2::<u32>().unwrap(),
+        cut.input.input_ids().to_vec2::<u32>().unwrap(),
         [[2, 5, 6, 7, 8, 5, 9, 3]]
     );
     // Pairs lose tokens from the longer segment first.
@@ -633,7 +628,7 @@ fn pairs_get_segments_and_long_inputs_are_truncated_or_refused() {
         .encode_pairs(&[("the cat", long)], 8, Overflow::Truncate, &dev)
         .unwrap();
     assert_eq!(
-        cut.input.input_ids.to_vec2::<u32>().unwrap(),
+        cut.input.input_ids().to_vec2::<u32>().unwrap(),
         [[2, 5, 6, 3, 5, 6, 7, 3]]
     );
     std::fs::remove_dir_all(dir).unwrap();
@@ -655,29 +650,25 @@ fn bad_inputs_are_clear_errors() {
     let model = BertModel::new_random(&config, 0, &Device::Cpu).unwrap();
     let run = |input: &BertInput| model.forward(input, Mode::Eval).unwrap_err().to_string();
     // Longer than max_position_embeddings (16).
-    let long = BertInput {
-        input_ids: Tensor::zeros((1, 17), DType::U32, &Device::Cpu).unwrap(),
-        token_type_ids: None,
-        lens: Tensor::new(&[17u32], &Device::Cpu).unwrap(),
-    };
+    let long = BertInput::new(vec![0; 17], None, &[17], &Device::Cpu).unwrap();
     assert!(run(&long).contains("exceeds max_position_embeddings = 16"));
-    let mut input = tiny_input(&[4, 2], 4, 0);
-    input.input_ids = Tensor::full(20u32, (2, 4), &Device::Cpu).unwrap();
-    assert!(run(&input).contains("id 20 is outside the vocabulary of 20"));
-    input.input_ids = Tensor::full(19u32, (2, 4), &Device::Cpu).unwrap();
-    input.lens = Tensor::new(&[4u32, 5], &Device::Cpu).unwrap();
-    assert!(run(&input).contains("lens[1] = 5"));
-    input.lens = Tensor::new(&[4u32, 0], &Device::Cpu).unwrap();
-    assert!(run(&input).contains("lens[1] = 0"));
-    input.token_type_ids = Some(Tensor::full(2u32, (2, 4), &Device::Cpu).unwrap());
-    input.lens = Tensor::new(&[4u32, 1], &Device::Cpu).unwrap();
-    assert!(run(&input).contains("outside the vocabulary of 2"));
+    let input = |ids: u32, types: Option<u32>, lens: &[u32]| {
+        BertInput::new(vec![ids; 8], types.map(|t| vec![t; 8]), lens, &Device::Cpu).unwrap()
+    };
+    assert!(run(&input(20, None, &[4, 2])).contains("id 20 is outside the vocabulary of 20"));
+    assert!(run(&input(19, None, &[4, 5])).contains("lens[1] = 5"));
+    assert!(run(&input(19, None, &[4, 0])).contains("lens[1] = 0"));
+    assert!(run(&input(19, Some(2), &[4, 1])).contains("outside the vocabulary of 2"));
+    // Ids in tensors are checked once, when the input is made.
+    let ids = Tensor::full(20u32, (2, 4), &Device::Cpu).unwrap();
+    let from_tensors = BertInput::from_tensors(ids, None, &[4, 4]).unwrap();
+    assert!(run(&from_tensors).contains("id 20 is outside the vocabulary of 20"));
 
     // Attention masks: right padding gives lengths; anything else is refused.
     let ids = Tensor::zeros((2, 4), DType::U32, &Device::Cpu).unwrap();
     let mask = Tensor::new(&[[1i64, 1, 1, 0], [1, 1, 1, 1]], &Device::Cpu).unwrap();
     let ok = BertInput::from_attention_mask(ids.clone(), None, &mask).unwrap();
-    assert_eq!(ok.lens.to_vec1::<u32>().unwrap(), [3, 4]);
+    assert_eq!(ok.lens().host(), [3, 4]);
     let left = Tensor::new(&[[0i64, 1, 1, 1], [1, 1, 1, 1]], &Device::Cpu).unwrap();
     let err = BertInput::from_attention_mask(ids, None, &left).unwrap_err();
     assert!(err.to_string().contains("row 0"), "{err}");

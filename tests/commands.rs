@@ -185,12 +185,13 @@ fn old_or_new(target: &Path, refs: &[Reference]) -> &'static str {
         assert_eq!((g.0, &g.1), (want.0, &want.1), "{name}: {got:?}");
         assert!((g.2 - want.2).abs() < 1e-4, "{name}: {got:?}");
     }
-    // Nothing of an interrupted swap is left beside it.
+    // Nothing of an interrupted swap is left beside it (the build's own work folder,
+    // `.target.build`, stays for `--resume`).
     let parent = target.parent().unwrap();
     let leftovers: Vec<String> = std::fs::read_dir(parent)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".target."))
+        .filter(|n| n.starts_with(".target.") && n != ".target.build")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     name
@@ -258,7 +259,8 @@ fn realm_index_killed_anywhere_in_a_rebuild_leaves_the_old_or_the_new_index() {
         }
     }
     eprintln!("left behind at each failpoint: {seen:?}");
-    assert!(seen.len() >= 10, "only {} failpoints: {seen:?}", seen.len());
+    // The manifest's atomic write and the swap: at least six.
+    assert!(seen.len() >= 6, "only {} failpoints: {seen:?}", seen.len());
     assert_eq!(seen.first(), Some(&"old"));
     assert_eq!(seen.last(), Some(&"new"));
 
@@ -581,11 +583,7 @@ fn a_single_line_document_of_megabytes_is_embedded_and_indexed_in_bounded_memory
     let out = succeeded(out);
     let err = stderr(&out);
     eprintln!("index: peak {index_mb:.0} MB\n{err}");
-    for line in [
-        "reading the corpus: 0.0/2.0 MB",
-        "embedding: 0/",
-        "blocks in",
-    ] {
+    for line in ["indexing: 0.0/2.0 MB", "blocks in"] {
         assert!(err.contains(line), "no {line:?} in:\n{err}");
     }
     let index = StoredIndex::load(dir.join("idx"), None).unwrap();

@@ -221,3 +221,40 @@ fn faults_leave_nothing_behind() {
     let outcome = conformance::reduce(&emulator()).unwrap();
     assert!(outcome.passed, "{}", outcome.detail);
 }
+
+/// cp.async's 16-byte source must be 16-byte aligned in memory, not only relative to its
+/// buffer: a view starting 4 bytes into an aligned allocation faults at its first element, and
+/// the same kernel on an aligned view runs.
+#[test]
+fn cp_async_from_a_misaligned_address_faults_even_at_a_buffer_start() {
+    use realm::kernels::abi::conformance::{Conformance, Variant as Conf};
+    let emu = emulator();
+    let storage: Vec<u32> = (0..520).collect();
+    let at = |rem: usize| {
+        (0..4)
+            .find(|&o| (storage.as_ptr() as usize + 4 * o) % 16 == rem)
+            .expect("a u32 at every 4-byte remainder")
+    };
+    let run = |start: usize| {
+        let input = &storage[start..start + 512];
+        let mut out = vec![0u32; 128];
+        let mut b = emu.binder();
+        let params = Conformance {
+            input: Emulator::read(&mut b, &input),
+            out: Emulator::write(&mut b, &mut out),
+        };
+        emu.launch(b, Conf::CpAsync, block_of_64(), params)
+    };
+    run(at(0)).expect("an aligned view");
+    match run(at(4)) {
+        Err(realm::Error::Emulator(msg)) => assert_mentions(
+            &msg,
+            &[
+                "kernel `conformance_cp_async`",
+                "thread (0,0,0)",
+                "not 16-byte aligned",
+            ],
+        ),
+        other => panic!("a misaligned cp.async source ran: {other:?}"),
+    }
+}

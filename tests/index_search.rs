@@ -177,13 +177,13 @@ fn search_matches_a_brute_force_ranking_by_the_same_towers() {
         let got: Vec<usize> = hits[qi].iter().map(|h| h.block as usize).collect();
         assert_eq!(got, order[..3], "query {q}");
         for h in &hits[qi] {
-            assert_eq!(h.doc_id, searcher.block(h).doc_id);
+            assert_eq!(h.doc_id, searcher.block(h).unwrap().doc_id);
             assert_eq!(h.score, scores[h.block as usize] as f32);
         }
     }
 
     // Errors: k, empty query, an index built by other weights.
-    let n = searcher.index.blocks.len();
+    let n = searcher.len();
     assert!(searcher
         .search(&["x"], n + 1)
         .err()

@@ -557,3 +557,20 @@ fn bad_inputs_are_errors_naming_the_argument() {
         "exclude"
     );
 }
+
+// An index made from a view that starts inside its storage (2 bytes in, so every row is
+// misaligned for the kernels' 16-byte copies) is searched exactly: the index copies it.
+test_exec!(fn an_index_from_an_offset_view_is_searched_exactly(dev) {
+    let (n, d, q, k) = (300, 16, 5, 7);
+    let x = random_index(41, n + 1, d);
+    let flat = Tensor::from_vec(x.clone(), x.len(), &dev.device).unwrap();
+    let view = flat.narrow(0, 1, n * d).unwrap().reshape((n, d)).unwrap();
+    let index = MipsIndex::new(&view).unwrap();
+    let queries = random_queries(42, q, d);
+    let (s, i) = mips_top_k(&queries_on(&dev.device, &queries, d), &index, k, None).unwrap();
+    let got: (Vec<f32>, Vec<u32>) = (
+        s.flatten_all().unwrap().to_vec1().unwrap(),
+        i.flatten_all().unwrap().to_vec1().unwrap(),
+    );
+    assert_eq!(got, reference_top_k(&queries, &x[1..=n * d], d, k, None));
+});

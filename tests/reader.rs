@@ -104,7 +104,7 @@ impl HfFixture {
             self.input("attention_mask"),
         )
         .unwrap();
-        let lens = input.lens.to_vec1::<u32>().unwrap();
+        let lens = input.lens().host().to_vec();
         let block = self.input("block_mask").to_vec2::<u8>().unwrap();
         let offsets = block
             .iter()
@@ -709,11 +709,15 @@ fn bad_inputs_are_named() {
         "body_offsets",
     );
     expect(reader.span_logits(&input, &[7, 8], Mode::Eval), "row 1");
-    let mut bad = input.clone();
-    bad.lens = Tensor::new(&[3f32, 3.0], &Device::Cpu).unwrap();
+    let bad = BertInput::from_tensors(
+        input.input_ids().clone(),
+        input.token_type_ids().cloned(),
+        &[3, 3, 3],
+    )
+    .unwrap();
     expect(reader.span_logits(&bad, &offsets, Mode::Eval), "lens");
-    let mut bad = input.clone();
-    bad.input_ids = Tensor::zeros(4, DType::U32, &Device::Cpu).unwrap();
+    let flat = Tensor::zeros(4, DType::U32, &Device::Cpu).unwrap();
+    let bad = BertInput::from_tensors(flat, None, &[3, 3]).unwrap();
     expect(reader.span_logits(&bad, &offsets, Mode::Eval), "input_ids");
 
     let spans = reader.span_logits(&input, &offsets, Mode::Eval).unwrap();

@@ -74,31 +74,31 @@ fn input_layouts_follow_the_released_featurizer() {
 
     let q = query_inputs(&tok, &[&[10, 11, 12], &[13]], 64, &dev).unwrap();
     assert_eq!(
-        rows(&q.input_ids),
+        rows(q.input_ids()),
         vec![vec![cls, 10, 11, 12, sep], vec![cls, 13, sep, pad, pad]]
     );
-    assert_eq!(q.lens.to_vec1::<u32>().unwrap(), vec![5, 3]);
+    assert_eq!(q.lens().tensor().to_vec1::<u32>().unwrap(), vec![5, 3]);
     // Truncated to max_len in all, the [SEP] kept.
     let q = query_inputs(&tok, &[&[10, 11, 12]], 4, &dev).unwrap();
-    assert_eq!(rows(&q.input_ids), vec![vec![cls, 10, 11, sep]]);
+    assert_eq!(rows(q.input_ids()), vec![vec![cls, 10, 11, sep]]);
 
     let d = doc_inputs(&tok, &[&[20, 21], &[]], &[&[30, 31, 32], &[]], 64, &dev).unwrap();
     assert_eq!(
-        rows(&d.input_ids),
+        rows(d.input_ids()),
         vec![
             vec![cls, 20, 21, sep, 30, 31, 32, sep],
             vec![cls, sep, sep, pad, pad, pad, pad, pad]
         ]
     );
     assert_eq!(
-        rows(d.token_type_ids.as_ref().unwrap()),
+        rows(d.token_type_ids().as_ref().unwrap()),
         vec![vec![0, 0, 0, 0, 1, 1, 1, 1], vec![0, 0, 1, 0, 0, 0, 0, 0]]
     );
     // bert_format: the title keeps what fits first, the body gets the rest.
     let d = doc_inputs(&tok, &[&[20, 21]], &[&[30, 31, 32]], 6, &dev).unwrap();
-    assert_eq!(rows(&d.input_ids), vec![vec![cls, 20, 21, sep, 30, sep]]);
+    assert_eq!(rows(d.input_ids()), vec![vec![cls, 20, 21, sep, 30, sep]]);
     let d = doc_inputs(&tok, &[&[20, 21, 22, 23]], &[&[30]], 5, &dev).unwrap();
-    assert_eq!(rows(&d.input_ids), vec![vec![cls, 20, 21, sep, sep]]);
+    assert_eq!(rows(d.input_ids()), vec![vec![cls, 20, 21, sep, sep]]);
 
     // Two queries, two documents each (the first of each the null document).
     let (j, offsets) = joined_inputs(
@@ -111,7 +111,7 @@ fn input_layouts_follow_the_released_featurizer() {
     .unwrap();
     assert_eq!(offsets, vec![4, 4, 3, 3]);
     assert_eq!(
-        rows(&j.input_ids),
+        rows(j.input_ids()),
         vec![
             vec![cls, 10, 11, sep, sep, pad, pad],
             vec![cls, 10, 11, sep, 30, 31, sep],
@@ -120,7 +120,7 @@ fn input_layouts_follow_the_released_featurizer() {
         ]
     );
     assert_eq!(
-        rows(j.token_type_ids.as_ref().unwrap()),
+        rows(j.token_type_ids().as_ref().unwrap()),
         vec![
             vec![0, 0, 0, 0, 1, 0, 0],
             vec![0, 0, 0, 0, 1, 1, 1],
@@ -128,7 +128,10 @@ fn input_layouts_follow_the_released_featurizer() {
             vec![0, 0, 0, 1, 1, 1, 1],
         ]
     );
-    assert_eq!(j.lens.to_vec1::<u32>().unwrap(), vec![5, 7, 4, 7]);
+    assert_eq!(
+        j.lens().tensor().to_vec1::<u32>().unwrap(),
+        vec![5, 7, 4, 7]
+    );
 }
 
 #[test]
@@ -307,8 +310,7 @@ struct HfBatch {
     queries: BertInput,
     docs: BertInput,
     joined: BertInput,
-    positions: Tensor,
-    targets: Tensor,
+    slots: MaskSlots,
     token_mask: Tensor,
     b: usize,
     k: usize,
@@ -367,8 +369,18 @@ fn hf_batch(dir: &Path, tok: &BertTokenizer) -> HfBatch {
         queries: query_inputs(tok, &q, 40, &dev).unwrap(),
         docs: doc_inputs(tok, &t, &bo, 40, &dev).unwrap(),
         joined: joined_inputs(tok, &q, &joined_bodies, 40, &dev).unwrap().0,
-        positions: tensor(positions),
-        targets: tensor(u32_rows(&json["targets"])),
+        slots: MaskSlots::new(
+            positions.concat(),
+            u32_rows(&json["targets"]).concat(),
+            u32_rows(&json["token_mask"])
+                .concat()
+                .into_iter()
+                .map(|v| v as u8)
+                .collect(),
+            m,
+            &dev,
+        )
+        .unwrap(),
         token_mask: tensor(u32_rows(&json["token_mask"])),
         b,
         k,
@@ -395,16 +407,16 @@ fn assert_same_input(ours: &BertInput, hf: &HashMap<String, Tensor>, name: &str)
     )
     .unwrap();
     assert_eq!(
-        ours.lens.to_vec1::<u32>().unwrap(),
-        theirs.lens.to_vec1::<u32>().unwrap(),
+        ours.lens().tensor().to_vec1::<u32>().unwrap(),
+        theirs.lens().tensor().to_vec1::<u32>().unwrap(),
         "{name} lens"
     );
-    let lens = ours.lens.to_vec1::<u32>().unwrap();
+    let lens = ours.lens().tensor().to_vec1::<u32>().unwrap();
     for (t_ours, t_theirs) in [
-        (&ours.input_ids, &theirs.input_ids),
+        (&ours.input_ids(), &theirs.input_ids()),
         (
-            ours.token_type_ids.as_ref().unwrap(),
-            theirs.token_type_ids.as_ref().unwrap(),
+            ours.token_type_ids().as_ref().unwrap(),
+            theirs.token_type_ids().as_ref().unwrap(),
         ),
     ] {
         for (i, (a, b)) in rows(t_ours).iter().zip(rows(t_theirs)).enumerate() {
@@ -468,9 +480,7 @@ fn matches_hugging_face_realm() {
         queries: &batch.queries,
         docs: &batch.docs,
         joined: &batch.joined,
-        positions: &batch.positions,
-        targets: &batch.targets,
-        token_mask: &batch.token_mask,
+        slots: &batch.slots,
         candidate_mask: None,
         doc_scores: None,
     };
@@ -543,7 +553,7 @@ fn matches_hugging_face_realm() {
 // Objectives, gradients, round trips and errors on small random models
 
 /// A random RealmModel (separate towers) and a batch of 2 queries × 3 candidates × 3 slots.
-fn random_model_and_batch(shared: bool) -> (RealmModel, Vec<BertInput>, [Tensor; 3]) {
+fn random_model_and_batch(shared: bool) -> (RealmModel, Vec<BertInput>, MaskSlots) {
     let (tok, tok_dir) = tiny_tokenizer(60);
     let cfg = common::tiny_config(60, 64);
     let dev = Device::Cpu;
@@ -575,23 +585,23 @@ fn random_model_and_batch(shared: bool) -> (RealmModel, Vec<BertInput>, [Tensor;
         doc_inputs(&tok, &titles, &bodies, 32, &dev).unwrap(),
         joined_inputs(&tok, &queries, &joined, 32, &dev).unwrap().0,
     ];
-    let t = |v: [u32; 6]| Tensor::from_vec(v.to_vec(), (2, 3), &dev).unwrap();
-    let slots = [
-        t([2, 3, 0, 3, 0, 0]),
-        t([11, 12, 0, 16, 0, 0]),
-        t([1, 1, 0, 1, 0, 0]),
-    ];
+    let slots = MaskSlots::new(
+        vec![2, 3, 0, 3, 0, 0],
+        vec![11, 12, 0, 16, 0, 0],
+        vec![1, 1, 0, 1, 0, 0],
+        3,
+        &dev,
+    )
+    .unwrap();
     (model, inputs, slots)
 }
 
-fn batch_of<'a>(inputs: &'a [BertInput], slots: &'a [Tensor; 3]) -> MlmBatch<'a> {
+fn batch_of<'a>(inputs: &'a [BertInput], slots: &'a MaskSlots) -> MlmBatch<'a> {
     MlmBatch {
         queries: &inputs[0],
         docs: &inputs[1],
         joined: &inputs[2],
-        positions: &slots[0],
-        targets: &slots[1],
-        token_mask: &slots[2],
+        slots,
         candidate_mask: None,
         doc_scores: None,
     }
@@ -779,7 +789,7 @@ fn encoder_and_model_errors_are_clear() {
     assert!(e.contains("position 7 in row 0"), "{e}");
     let e = msg(enc.masked_log_probs(joined, &pos(vec![1; 6]), &pos(vec![60; 6]), Mode::Eval));
     assert!(e.contains("outside the vocabulary"), "{e}");
-    let e = msg(enc.masked_log_probs(joined, &slots[0], &slots[1], Mode::Eval));
+    let e = msg(enc.masked_log_probs(joined, slots.positions(), slots.targets(), Mode::Eval));
     assert!(e.contains("positions") && e.contains("[6, m]"), "{e}");
     let f = pos(vec![1; 6]).to_dtype(DType::F32).unwrap();
     let e = msg(enc.masked_log_probs(joined, &f, &pos(vec![5; 6]), Mode::Eval));
@@ -941,7 +951,7 @@ fn end_to_end_on_wiki_vital_with_minilm() {
     )
     .unwrap();
     assert_eq!(offsets, vec![query.len() + 2; 3]);
-    assert_eq!(candidates.lens.to_vec1::<u32>().unwrap()[1], 64);
+    assert_eq!(candidates.lens().tensor().to_vec1::<u32>().unwrap()[1], 64);
     let positions = Tensor::new(
         &[[1u32 + masked_at[0] as u32, 1 + masked_at[1] as u32]],
         &dev,
@@ -949,13 +959,19 @@ fn end_to_end_on_wiki_vital_with_minilm() {
     .unwrap();
     let targets = Tensor::new(&[[words[masked_at[0]], words[masked_at[1]]]], &dev).unwrap();
     let token_mask = Tensor::new(&[[1u8, 1]], &dev).unwrap();
+    let slots = MaskSlots::new(
+        positions.flatten_all().unwrap().to_vec1().unwrap(),
+        targets.flatten_all().unwrap().to_vec1().unwrap(),
+        vec![1, 1],
+        2,
+        &dev,
+    )
+    .unwrap();
     let batch = MlmBatch {
         queries: &queries,
         docs: &candidates,
         joined: &joined,
-        positions: &positions,
-        targets: &targets,
-        token_mask: &token_mask,
+        slots: &slots,
         candidate_mask: None,
         doc_scores: None,
     };

@@ -42,6 +42,34 @@ fn bits(values: &[f64]) -> Vec<u64> {
 }
 
 #[test]
+fn layer_norm_backward_is_the_same_for_every_thread_count() {
+    // More rows than the backward's partial sums (dw, db) have tasks: each task sums many rows.
+    let (rows, h) = (9000, 16);
+    let mut rng = realm::rng::SplitMix64::new(3);
+    let t = |v: Vec<f64>, shape: &[usize]| {
+        Tensor::from_vec(v, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
+    let x = t(rng.normal_vec(rows * h, 3.0), &[rows, h]);
+    let r = t(rng.normal_vec(rows * h, 1.0), &[rows, h]);
+    let w = candle_core::Var::from_tensor(&t(rng.normal_vec(h, 1.0), &[h])).unwrap();
+    let b = candle_core::Var::from_tensor(&t(rng.normal_vec(h, 1.0), &[h])).unwrap();
+    same_in_every_pool("layer_norm", || {
+        let xv = candle_core::Var::from_tensor(&x).unwrap();
+        let y = realm::ops::layer_norm(xv.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+        let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        [xv.as_tensor(), w.as_tensor(), b.as_tensor()]
+            .map(|v| {
+                let g = grads.get(v).unwrap().to_dtype(DType::F64).unwrap();
+                bits(&g.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+            })
+            .to_vec()
+    });
+}
+
+#[test]
 fn attention_backward_is_the_same_for_every_thread_count() {
     // One head with many key blocks (the backward splits its keys into groups), and many heads.
     for (shape, lens) in [
@@ -49,7 +77,7 @@ fn attention_backward_is_the_same_for_every_thread_count() {
         ((2, 3, 130, 32), vec![130, 77]),
     ] {
         let qkvg = random_qkv(5, shape, DType::F32, &Device::Cpu).unwrap();
-        let lens = Tensor::new(lens.as_slice(), &Device::Cpu).unwrap();
+        let lens = realm::ops::KeyLens::new(&lens, &Device::Cpu).unwrap();
         same_in_every_pool(&format!("attention {shape:?}"), || {
             let grads = forward_backward(
                 |q, k, v| realm::ops::attention(q, k, v, Some(&lens), 0.125, None),
@@ -70,13 +98,8 @@ fn a_bert_forward_and_backward_is_the_same_for_every_thread_count() {
     let bert = BertModel::new_random(&config, 3, &Device::Cpu).unwrap();
     let (b, l) = (8, 100);
     let ids: Vec<u32> = (0..b * l).map(|i| (i * 7919 % 499) as u32 + 1).collect();
-    let ids = Tensor::from_vec(ids, (b, l), &Device::Cpu).unwrap();
     let lens: Vec<u32> = (0..b as u32).map(|i| 100 - 9 * i).collect();
-    let input = BertInput {
-        input_ids: ids,
-        token_type_ids: None,
-        lens: Tensor::new(lens.as_slice(), &Device::Cpu).unwrap(),
-    };
+    let input = BertInput::new(ids, None, &lens, &Device::Cpu).unwrap();
     same_in_every_pool("BERT forward+backward", || {
         let out = bert
             .forward(&input, Mode::Train { seed: 1, step: 2 })

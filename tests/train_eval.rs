@@ -497,16 +497,12 @@ fn train_to_read_the_document(dir: &Path, steps: usize, lr: f64, seed: u64) -> f
         let docs = doc_inputs(tok, &titles, &doc_bodies, 128, &dev).unwrap();
         let (joined, _) = joined_inputs(tok, &queries, &joined_bodies, 96, &dev).unwrap();
         let gold: Vec<u32> = colours.iter().map(|c| tok.token_id(c).unwrap()).collect();
-        let positions = Tensor::full(position, (b, 1), &dev).unwrap();
-        let targets = Tensor::from_vec(gold, (b, 1), &dev).unwrap();
-        let token_mask = Tensor::ones((b, 1), candle_core::DType::F32, &dev).unwrap();
+        let slots = MaskSlots::new(vec![position; b], gold, vec![1; b], 1, &dev).unwrap();
         let batch = MlmBatch {
             queries: &query_input,
             docs: &docs,
             joined: &joined,
-            positions: &positions,
-            targets: &targets,
-            token_mask: &token_mask,
+            slots: &slots,
             candidate_mask: None,
             doc_scores: None,
         };

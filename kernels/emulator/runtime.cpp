@@ -4,6 +4,8 @@
 // carries on. When no fiber can run and the block is not finished, some thread waits for one that
 // will never come: that is reported as a fault, never a hang.
 #include <cstdarg>
+#include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 
@@ -173,6 +175,45 @@ void lanes_text(unsigned bits, char* buf, size_t n) {
   }
 }
 
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t gcd(uint64_t a, uint64_t b) {
+  while (b != 0) {
+    const uint64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+// The order blocks run in: block i of the launch is linear block (a i + c) mod n, with a
+// coprime to n (a permutation) and a, c drawn from a seed, so that a kernel relying on blocks
+// running in index order (or one whose blocks race) shows it. The seed is REALM_EMU_SEED (0 when
+// unset) mixed with the calling thread's launch count: the same test runs the same orders.
+struct BlockOrder {
+  uint64_t n, a, c;
+  uint64_t at(uint64_t i) const {
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(a) * i + c) % n);
+  }
+};
+
+BlockOrder block_order(uint64_t n) {
+  static const uint64_t base = [] {
+    const char* v = std::getenv("REALM_EMU_SEED");
+    return v != nullptr ? std::strtoull(v, nullptr, 10) : 0ull;
+  }();
+  thread_local uint64_t launches = 0;
+  uint64_t state = base ^ (0x51ed2701u + launches++ * 0x2545f4914f6cdd1dull);
+  uint64_t a = splitmix64(state) % n;
+  while (gcd(a, n) != 1) a = (a + 1) % n;  // a = 1 is coprime to every n
+  return BlockOrder{n, a, splitmix64(state) % n};
+}
+
 int launch(const RealmEmuLaunch* cfg, const char* kernel, unsigned max_threads, Entry body) {
   if (cfg->err_len != 0) cfg->err[0] = 0;
   const unsigned long long threads =
@@ -234,13 +275,13 @@ int launch(const RealmEmuLaunch* cfg, const char* kernel, unsigned max_threads, 
   gridDim = {cfg->grid[0], cfg->grid[1], cfg->grid[2]};
   blockDim = {cfg->block[0], cfg->block[1], cfg->block[2]};
   bool ok = true;
-  for (unsigned z = 0; ok && z < cfg->grid[2]; ++z) {
-    for (unsigned y = 0; ok && y < cfg->grid[1]; ++y) {
-      for (unsigned x = 0; ok && x < cfg->grid[0]; ++x) {
-        blockIdx = {x, y, z};
-        ok = run_block(L);
-      }
-    }
+  const uint64_t gx = cfg->grid[0], gxy = gx * cfg->grid[1];
+  const BlockOrder order = block_order(gxy * cfg->grid[2]);
+  for (uint64_t i = 0; ok && i < order.n; ++i) {
+    const uint64_t b = order.at(i);
+    blockIdx = {static_cast<unsigned>(b % gx), static_cast<unsigned>(b % gxy / gx),
+                static_cast<unsigned>(b / gxy)};
+    ok = run_block(L);
   }
   tl_launch = nullptr;
   tl_fiber = nullptr;
@@ -364,7 +405,9 @@ void* dynamic_shared(size_t* bytes) {
 void cp_async(uintptr_t dst, uintptr_t dst_begin, uintptr_t dst_end, uintptr_t src,
               uintptr_t src_begin, uintptr_t src_end) {
   Fiber& f = *tl_fiber;
-  if (out_of_bounds(src, 16, src_begin, src_end) || (src - src_begin) % 16 != 0) {
+  // Alignment of the address itself, as the hardware requires: a view that starts inside a
+  // buffer (an offset tensor) is misaligned even at its first element.
+  if (out_of_bounds(src, 16, src_begin, src_end) || src % 16 != 0) {
     global_fault(src, 16, 16, src_begin, src_end);
   }
   if (out_of_bounds(dst, 16, dst_begin, dst_end)) {

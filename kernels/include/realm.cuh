@@ -25,6 +25,7 @@
 //   __shfl_sync/__shfl_xor_sync/__shfl_down_sync/__shfl_up_sync (float, int, unsigned),
 //   __ballot_sync, __any_sync, __all_sync (the mask must name every lane that executes the call)
 //   atomic_add(gptr<float>|gptr<int>|gptr<unsigned>|sptr<...>, v), atomic_max(gptr<int>|sptr<int>, v)
+//   load_cg(gptr<T>)              a global load past L1 (ld.global.cg): sees other blocks' atomics
 //   __half, __nv_bfloat16, __half2float, __float2half_rn, __bfloat162float, __float2bfloat16_rn
 //   __float_as_uint, __uint_as_float, __float_as_int, __int_as_float
 //   cp_async_16(sptr<T> dst, gptr<const T> src), cp_async_commit(), cp_async_wait<N>()
@@ -47,4 +48,5 @@
 
 #include "realm_abi.h"
 #include "realm/collectives.cuh"
+#include "realm/rows.cuh"
 #include "realm/convert.cuh"

@@ -7,7 +7,7 @@ use crate::measure::{time, Budget, Report};
 use crate::model::bert::{BertInput, BertModel, Mode};
 use crate::model::config::BertConfig;
 use crate::rng::SplitMix64;
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -73,11 +73,7 @@ pub fn bench(dev: &ComputeDevice, spec: &BertBench, budget: Budget) -> Result<Be
     let mut rng = SplitMix64::new(1);
     let vocab = model.config().vocab_size as u64;
     let ids: Vec<u32> = (0..b * l).map(|_| rng.below(vocab) as u32).collect();
-    let input = BertInput {
-        input_ids: Tensor::from_vec(ids, (b, l), &dev.device)?,
-        token_type_ids: None,
-        lens: Tensor::new(vec![l as u32; b].as_slice(), &dev.device)?,
-    };
+    let input = BertInput::new(ids, None, &vec![l as u32; b], &dev.device)?;
     let mut step = 0;
     let timing = time(dev, budget, || {
         if spec.backward {

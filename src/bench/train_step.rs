@@ -4,16 +4,16 @@
 //! backward, and the optimizer (clipping + AdamW over every parameter). Each phase is
 //! synchronised with the device, so GPU time is counted where it is spent.
 
-use crate::device::ComputeDevice;
+use crate::device::{read_vec1, upload, ComputeDevice, Transfers};
 use crate::error::{Error, Result};
 use crate::model::{
-    BertConfig, BertInput, KnowledgeEncoder, MlmBatch, Mode, RealmModel, RealmSettings, Retriever,
-    RetrieverConfig,
+    BertConfig, BertInput, KnowledgeEncoder, MaskSlots, MlmBatch, Mode, RealmModel, RealmSettings,
+    Retriever, RetrieverConfig,
 };
 use crate::ops::mips::{mips_top_k, MipsIndex};
 use crate::rng::SplitMix64;
 use crate::train::optim::{clip_factor, global_grad_norm, AdamW, AdamWConfig};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -66,13 +66,25 @@ pub struct TrainStepReport {
     /// Every wordpiece through a BERT (queries twice, documents, joined rows) per second.
     pub all_tokens_per_s: f64,
     pub steps: usize,
+    /// Kernel launches, device→host reads and host→device uploads of one step, by phase.
+    pub transfers: PhaseTransfers,
+}
+
+/// [`Transfers`] of each phase of a step, and of the whole step.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PhaseTransfers {
+    pub retrieval: Transfers,
+    pub forward: Transfers,
+    pub backward: Transfers,
+    pub optimizer: Transfers,
+    pub step: Transfers,
 }
 
 impl std::fmt::Display for TrainStepReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "train-step {} b={} k={} l={} {} on {}: {:.0} ms/step (retrieval {:.0}, forward {:.0}, backward {:.0}, optimizer {:.0}), {:.0} tokens/s",
+            "train-step {} b={} k={} l={} {} on {}: {:.0} ms/step (retrieval {:.0}, forward {:.0}, backward {:.0}, optimizer {:.0}), {:.0} tokens/s; per step {} kernel launches, {} device→host reads, {} uploads",
             self.model,
             self.batch,
             self.docs,
@@ -84,7 +96,10 @@ impl std::fmt::Display for TrainStepReport {
             self.forward_ms,
             self.backward_ms,
             self.optimizer_ms,
-            self.tokens_per_s
+            self.tokens_per_s,
+            self.transfers.step.launches,
+            self.transfers.step.host_reads,
+            self.transfers.step.uploads,
         )
     }
 }
@@ -140,11 +155,7 @@ fn random_rows(
     let segments: Vec<u32> = (0..rows * len)
         .map(|i| u32::from(i % len >= len / 2))
         .collect();
-    Ok(BertInput {
-        input_ids: Tensor::from_vec(ids, (rows, len), dev)?,
-        token_type_ids: Some(Tensor::from_vec(segments, (rows, len), dev)?),
-        lens: Tensor::new(vec![len as u32; rows].as_slice(), dev)?,
-    })
+    BertInput::new(ids, Some(segments), &vec![len as u32; rows], dev)
 }
 
 pub fn bench_train_step(dev: &ComputeDevice, spec: &TrainStepSpec) -> Result<TrainStepReport> {
@@ -188,7 +199,7 @@ pub fn bench_train_step(dev: &ComputeDevice, spec: &TrainStepSpec) -> Result<Tra
     let index_rows: Vec<f32> = (0..spec.index_size * proj)
         .map(|_| rng.normal() as f32)
         .collect();
-    let index = MipsIndex::new(&Tensor::from_vec(index_rows, (spec.index_size, proj), d)?)?;
+    let index = MipsIndex::new(&upload(index_rows, (spec.index_size, proj), d)?)?;
     let doc_len = l - q + 2;
     let queries = random_rows(&mut rng, b, q, vocab, d)?;
     let docs = random_rows(&mut rng, b * k, doc_len, vocab, d)?;
@@ -199,30 +210,31 @@ pub fn bench_train_step(dev: &ComputeDevice, spec: &TrainStepSpec) -> Result<Tra
     let targets: Vec<u32> = (0..b * spec.masks)
         .map(|_| 5 + rng.below(vocab as u64 - 5) as u32)
         .collect();
-    let positions = Tensor::from_vec(positions, (b, spec.masks), d)?;
-    let targets = Tensor::from_vec(targets, (b, spec.masks), d)?;
-    let token_mask = Tensor::ones((b, spec.masks), DType::U8, d)?;
+    let slots = MaskSlots::new(positions, targets, vec![1; b * spec.masks], spec.masks, d)?;
     let batch = MlmBatch {
         queries: &queries,
         docs: &docs,
         joined: &joined,
-        positions: &positions,
-        targets: &targets,
-        token_mask: &token_mask,
+        slots: &slots,
         candidate_mask: None,
         doc_scores: None,
     };
 
     let mut phases: Vec<[f64; 4]> = Vec::new();
+    let mut transfers = PhaseTransfers::default();
     for step in 0..=spec.steps {
+        let counted = dev.exec.transfers();
         let t = Instant::now();
         let emb = model
             .retriever()
             .query_tower()
             .embed(&queries, Mode::Eval)?;
-        let _hits = mips_top_k(&emb, &index, (k - 1).max(1), None)?;
+        let (_, hits) = mips_top_k(&emb, &index, (k - 1).max(1), None)?;
+        // The training loop reads the hits to build the batch of documents.
+        read_vec1::<u32>(&hits)?;
         dev.synchronize()?;
         let retrieval = t.elapsed().as_secs_f64();
+        let after_retrieval = dev.exec.transfers();
         let t = Instant::now();
         let out = model.mlm_forward(
             &batch,
@@ -231,19 +243,30 @@ pub fn bench_train_step(dev: &ComputeDevice, spec: &TrainStepSpec) -> Result<Tra
                 step: step as u64,
             },
         )?;
-        let _ = out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        dev.synchronize()?;
         let forward = t.elapsed().as_secs_f64();
+        let after_forward = dev.exec.transfers();
         let t = Instant::now();
         let grads = out.loss.backward()?;
         dev.synchronize()?;
         let backward = t.elapsed().as_secs_f64();
+        let after_backward = dev.exec.transfers();
         let t = Instant::now();
         let factor = clip_factor(global_grad_norm(&grads, &vars)?, 1.0)?;
         opt.step(&grads, 1e-5, factor)?;
         dev.synchronize()?;
         let optimizer = t.elapsed().as_secs_f64();
+        let after_optimizer = dev.exec.transfers();
         if step > 0 {
             phases.push([retrieval, forward, backward, optimizer]);
+            // Every step transfers the same; the last measured one is reported.
+            transfers = PhaseTransfers {
+                retrieval: after_retrieval - counted,
+                forward: after_forward - after_retrieval,
+                backward: after_backward - after_forward,
+                optimizer: after_optimizer - after_backward,
+                step: after_optimizer - counted,
+            };
         }
     }
     let median = |i: usize| {
@@ -274,6 +297,7 @@ pub fn bench_train_step(dev: &ComputeDevice, spec: &TrainStepSpec) -> Result<Tra
         tokens_per_s: (b * k * l) as f64 / (step_ms / 1e3),
         all_tokens_per_s: all_tokens as f64 / (step_ms / 1e3),
         steps: phases.len(),
+        transfers,
     })
 }
 

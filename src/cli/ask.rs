@@ -34,7 +34,7 @@ pub fn run(args: AskArgs) -> Result<()> {
     let checkpoint = realm::ask::find_checkpoint(&args.run)?;
     let mut asker = realm::ask::Asker::load(&checkpoint, args.index.as_deref(), &dev.device)
         .with_context(|| format!("loading {}", checkpoint.display()))?;
-    asker.beam = blocks_per_query("--beam", args.beam, asker.searcher().index.blocks.len())?;
+    asker.beam = blocks_per_query("--beam", args.beam, asker.searcher().len())?;
     // Questions from stdin are echoed, so that each answer can be told from the next.
     let answer = |q: &str, echo: bool| -> Result<()> {
         let a = asker.ask(q)?;

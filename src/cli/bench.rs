@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use realm::bench::train_step::{bench_train_step, TrainStepReport, TrainStepSpec};
 use realm::bench::Budget;
+use realm::device::ComputeDevice;
 use realm::train::trainer::LoopConfig;
 use std::fmt::Display;
 use std::path::PathBuf;
@@ -23,9 +24,9 @@ pub struct BenchArgs {
 struct BenchCommon {
     #[command(flatten)]
     device: DeviceArg,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// f32, f16 or bf16 (default: the device's, bf16 on a GPU or the emulator, f32 on the CPU).
+    #[arg(long)]
+    dtype: Option<String>,
     /// Seconds of measurement after warm-up.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -35,6 +36,14 @@ struct BenchCommon {
 }
 
 impl BenchCommon {
+    /// The dtype asked, else the device's default.
+    fn dtype(&self, dev: &ComputeDevice) -> Result<candle_core::DType> {
+        match &self.dtype {
+            Some(d) => parse_dtype(d),
+            None => Ok(dev.default_dtype()),
+        }
+    }
+
     fn budget(&self) -> Result<Budget> {
         if !(self.seconds.is_finite() && self.seconds > 0.0) {
             bail!("--seconds must be a positive number, got {}", self.seconds);
@@ -48,6 +57,31 @@ impl BenchCommon {
 
 #[derive(Subcommand)]
 enum BenchOp {
+    /// A synthetic index of format 3 with REALM's block lengths (written into --dir, or reused
+    /// when it holds one of --blocks and --dim): size on disk, open time, resident memory, exact
+    /// CPU search at each --queries batch size, random block reads.
+    Index {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Blocks (REALM's Wikipedia: 13,353,718).
+        #[arg(long, default_value_t = 1_000_000)]
+        blocks: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Query batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        queries: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// Searches timed per batch size after the first.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// 3 (mapped, the default) or 2 (blocks.jsonl parsed into memory, for comparison).
+        #[arg(long, default_value_t = 3)]
+        format: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// One REALM pre-training step, phase by phase (retrieval, forward, backward, optimizer).
     TrainStep(TrainStepArgs),
     /// Softmax over retrieved documents, or with --targets the marginal log-likelihood.
@@ -65,6 +99,39 @@ enum BenchOp {
         #[arg(long)]
         backward: bool,
         /// Time the plain candle composition instead of the fused op.
+        #[arg(long)]
+        composition: bool,
+    },
+    /// LayerNorm or GELU over [rows, hidden] (--dtype), or the candle composition it replaces.
+    Nn {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// layer-norm, gelu-erf or gelu-tanh.
+        #[arg(long, default_value = "layer-norm")]
+        op: String,
+        #[arg(long, default_value_t = 4096)]
+        rows: usize,
+        #[arg(long, default_value_t = 768)]
+        hidden: usize,
+        /// Forward and backward.
+        #[arg(long)]
+        backward: bool,
+        /// Time the plain candle composition instead of the fused op.
+        #[arg(long)]
+        composition: bool,
+    },
+    /// Hidden-state dropout of a [rows, hidden] tensor by the device-drawn Philox mask.
+    Dropout {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Rows (BERT's b·l).
+        #[arg(long, default_value_t = 8 * 288)]
+        rows: usize,
+        #[arg(long, default_value_t = 768)]
+        hidden: usize,
+        #[arg(long, default_value_t = 0.1)]
+        p: f32,
+        /// Time the mask drawn on the host and uploaded, multiplied in (what the op replaced).
         #[arg(long)]
         composition: bool,
     },
@@ -130,6 +197,39 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let report = args.execute().context("bench train-step")?;
             print(&report, args.json)
         }
+        BenchOp::Index {
+            dir,
+            blocks,
+            dim,
+            queries,
+            k,
+            runs,
+            format,
+            json,
+        } => {
+            use realm::index::bench::{bench_index, ensure_synthetic, BenchFormat, SyntheticSpec};
+            let format = match format {
+                3 => BenchFormat::Mapped,
+                2 => BenchFormat::Parsed,
+                other => bail!("--format {other}: 2 or 3"),
+            };
+            let spec = SyntheticSpec {
+                blocks,
+                dim,
+                max_tokens: realm::index::build::REALM_BLOCK_TOKENS,
+                vocab: 30_522,
+                seed: 1,
+            };
+            let written = ensure_synthetic(&dir, format, &spec).context("the synthetic index")?;
+            if let Some(s) = written {
+                eprintln!(
+                    "wrote {blocks} blocks in {s:.1} s ({:.0} blocks/s)",
+                    blocks as f64 / s
+                );
+            }
+            let report = bench_index(&dir, format, &queries, runs, k).context("bench index")?;
+            print(&report, json)
+        }
         BenchOp::DocSoftmax {
             common,
             batch,
@@ -143,12 +243,51 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 batch,
                 k,
                 targets,
-                dtype: parse_dtype(&common.dtype)?,
+                dtype: common.dtype(&dev)?,
                 backward,
                 composition,
             };
             let report = realm::ops::doc_softmax::bench(&dev, spec, common.budget()?)
                 .context("bench doc-softmax")?;
+            print(&report, common.json)
+        }
+        BenchOp::Nn {
+            common,
+            op,
+            rows,
+            hidden,
+            backward,
+            composition,
+        } => {
+            let dev = common.device.resolve()?;
+            let spec = realm::ops::nn::NnBench {
+                op: op.parse()?,
+                rows,
+                hidden,
+                dtype: common.dtype(&dev)?,
+                backward,
+                composition,
+            };
+            let report = realm::ops::nn::bench(&dev, spec, common.budget()?).context("bench nn")?;
+            print(&report, common.json)
+        }
+        BenchOp::Dropout {
+            common,
+            rows,
+            hidden,
+            p,
+            composition,
+        } => {
+            let dev = common.device.resolve()?;
+            let spec = realm::ops::dropout::DropoutBench {
+                rows,
+                hidden,
+                p,
+                dtype: common.dtype(&dev)?,
+                composition,
+            };
+            let report = realm::ops::dropout::bench(&dev, spec, common.budget()?)
+                .context("bench dropout")?;
             print(&report, common.json)
         }
         BenchOp::Mips {
@@ -164,7 +303,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 dim,
                 queries,
                 k,
-                dtype: parse_dtype(&common.dtype)?,
+                dtype: common.dtype(&dev)?,
             };
             let report =
                 realm::ops::mips::bench(&dev, spec, common.budget()?).context("bench mips")?;
@@ -188,7 +327,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 model,
                 batch,
                 len,
-                dtype: parse_dtype(&common.dtype)?,
+                dtype: common.dtype(&dev)?,
                 backward,
             };
             let report =
@@ -212,7 +351,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 len,
                 head_dim,
                 pad_frac,
-                dtype: parse_dtype(&common.dtype)?,
+                dtype: common.dtype(&dev)?,
                 backward,
                 composition,
             };
@@ -257,7 +396,7 @@ pub struct TrainStepArgs {
     /// Blocks in the random index.
     #[arg(long, default_value_t = 100_000)]
     pub index_size: usize,
-    /// f32, bf16 or f16 (default: f32 on the CPU, bf16 on a GPU).
+    /// f32, bf16 or f16 (default: bf16 on a GPU or the emulator, f32 on the CPU).
     #[arg(long)]
     pub dtype: Option<String>,
     /// Measured steps (after one warm-up step).
@@ -283,7 +422,7 @@ impl TrainStepArgs {
             query_len: self.query_len,
             masks: self.masks,
             index_size: self.index_size,
-            dtype: loop_cfg.compute_dtype(device.is_cuda())?,
+            dtype: loop_cfg.compute_dtype(device.default_dtype())?,
             steps: self.steps,
         };
         Ok(bench_train_step(&device, &spec)?)

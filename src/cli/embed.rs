@@ -29,7 +29,7 @@ pub struct EmbedArgs {
     /// Truncate texts to this many wordpieces (default: the model's max_position_embeddings).
     #[arg(long)]
     max_len: Option<usize>,
-    /// Compute dtype: f32, f16 or bf16 (default: f32 on the CPU, bf16 on a GPU).
+    /// Compute dtype: f32, f16 or bf16 (default: bf16 on a GPU or the emulator, f32 on the CPU).
     #[arg(long)]
     dtype: Option<String>,
 }

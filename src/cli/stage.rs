@@ -155,7 +155,7 @@ pub struct LoopArgs {
     pub log_every: Option<u64>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// BERT compute dtype: f32, bf16 or f16 (default: f32 on the CPU, bf16 on a GPU).
+    /// BERT compute dtype: f32, bf16 or f16 (default: bf16 on a GPU or the emulator, f32 on the CPU).
     #[arg(long)]
     pub dtype: Option<String>,
 }

@@ -28,7 +28,7 @@ const DOCS_PER_CHUNK: usize = 512;
 /// Text tokenised per call, at most (one sentence longer than this is tokenised in parts): the
 /// tokenizer keeps offsets and alignments of about 100 bytes per byte of text it is given, so
 /// what it is given must be bounded, whatever the length of a line of the corpus.
-const TEXT_PER_CHUNK: usize = 1 << 20;
+pub(super) const TEXT_PER_CHUNK: usize = 1 << 20;
 
 /// Reads a corpus (JSONL or DPR TSV, streaming) and cuts each document into blocks of at most
 /// `max_tokens` body wordpieces, whole sentences at a time. Documents with no text give none.
@@ -87,13 +87,13 @@ fn cut_corpus(
 
 /// Documents read but not yet cut into blocks, with the byte ranges of their sentences.
 #[derive(Default)]
-struct PendingDocs {
-    docs: Vec<(Document, Vec<(usize, usize)>)>,
-    bytes: usize,
+pub(super) struct PendingDocs {
+    pub docs: Vec<(Document, Vec<(usize, usize)>)>,
+    pub bytes: usize,
 }
 
 impl PendingDocs {
-    fn push(&mut self, doc: Document) {
+    pub fn push(&mut self, doc: Document) {
         let spans = sentences(&doc.text);
         self.bytes += doc.text.len();
         self.docs.push((doc, spans));
@@ -102,7 +102,7 @@ impl PendingDocs {
     /// Tokenises every pending sentence (at most [`TEXT_PER_CHUNK`] bytes per tokenizer call),
     /// telling `left` how many bytes are still to do after each call, and packs each document's
     /// sentences into blocks.
-    fn tokenize(
+    pub fn tokenize(
         &mut self,
         tokenizer: &BertTokenizer,
         blocks: &mut Vec<Block>,
@@ -182,6 +182,27 @@ pub fn embed_blocks(
     opts: &EmbedBlocks,
     device: &Device,
 ) -> Result<Tensor> {
+    let bar = Progress::optional(
+        opts.progress.as_deref(),
+        Unit::Items("blocks"),
+        Some(blocks.len() as u64),
+    );
+    let rows = embed_blocks_reporting(tower, tokenizer, blocks, opts, device, &mut |n| {
+        bar.inc(n as u64)
+    })?;
+    bar.finish();
+    Ok(rows)
+}
+
+/// [`embed_blocks`] telling `embedded` how many blocks each batch did (`opts.progress` unused).
+pub(super) fn embed_blocks_reporting(
+    tower: &Tower,
+    tokenizer: &BertTokenizer,
+    blocks: &[Block],
+    opts: &EmbedBlocks,
+    device: &Device,
+    embedded: &mut dyn FnMut(usize),
+) -> Result<Tensor> {
     if opts.batch == 0 {
         return Err(Error::bad_input(OP, "batch", "must be at least 1"));
     }
@@ -194,11 +215,6 @@ pub fn embed_blocks(
     let mut order: Vec<usize> = (0..blocks.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(title_pieces[i].len() + blocks[i].tokens.len()));
 
-    let bar = Progress::optional(
-        opts.progress.as_deref(),
-        Unit::Items("blocks"),
-        Some(blocks.len() as u64),
-    );
     let mut rows: Vec<Vec<f16>> = vec![Vec::new(); blocks.len()];
     for ids in order.chunks(opts.batch) {
         let t: Vec<&[u32]> = ids.iter().map(|&i| title_pieces[i].as_slice()).collect();
@@ -212,9 +228,8 @@ pub fn embed_blocks(
         for (&i, row) in ids.iter().zip(emb) {
             rows[i] = row;
         }
-        bar.inc(ids.len() as u64);
+        embedded(ids.len());
     }
-    bar.finish();
     let dim = rows[0].len();
     let flat: Vec<f16> = rows.into_iter().flatten().collect();
     Ok(Tensor::from_vec(flat, (blocks.len(), dim), &Device::Cpu)?)

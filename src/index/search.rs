@@ -3,6 +3,7 @@
 //! accepts a plain BERT folder (both towers from it, projection drawn from a fixed seed), so an
 //! index can be built and searched before any REALM training.
 
+use super::mapped::{format_version, BlockIndex, FORMAT_MAPPED};
 use super::model::RetrieverModel;
 use super::store::StoredIndex;
 use crate::data::Block;
@@ -40,10 +41,11 @@ pub struct Hit {
     pub score: f32,
 }
 
-/// An index loaded for searching, with the model that built it.
+/// An index opened for searching (format 3 in place, older formats converted in memory), with the
+/// model that built it.
 pub struct Searcher {
     pub model: RetrieverModel,
-    pub index: StoredIndex,
+    pub index: BlockIndex,
     mips: MipsIndex,
     /// Longest query tower input (`[CLS] x [SEP]`).
     pub query_max_len: usize,
@@ -55,12 +57,12 @@ impl Searcher {
     /// training writes it) is searched with that checkpoint, as [`Self::open_checkpoint`] does.
     /// Otherwise the model's document tower must be the one that built the index.
     pub fn open(index_dir: &Path, model_dir: Option<&Path>, dev: &Device) -> Result<Self> {
-        let index = StoredIndex::load(index_dir, None)?;
+        let index = OpenedIndex::open(index_dir)?;
         let holder = holding_checkpoint(index_dir);
         let (model_dir, named_by_manifest) = match (model_dir, &holder) {
             (Some(dir), _) => (dir.to_path_buf(), false),
             (None, Some(ckpt)) => (ckpt.clone(), false),
-            (None, None) => (index.manifest.model_dir(index_dir), true),
+            (None, None) => (index.manifest().model_dir(index_dir), true),
         };
         let model = RetrieverModel::load(&model_dir, dev).map_err(|e| {
             if named_by_manifest {
@@ -69,7 +71,7 @@ impl Searcher {
                     format!(
                         "the model that built this index ({}, found at {}) cannot be loaded: \
                          {e}; pass --model DIR",
-                        index.manifest.model_path,
+                        index.manifest().model_path,
                         model_dir.display()
                     ),
                 )
@@ -77,15 +79,24 @@ impl Searcher {
                 e
             }
         })?;
+        let index = index.check_vocab(index_dir, model.tokenizer.vocab_size())?;
         if holder.is_some_and(|h| same_folder(&h, &model_dir)) {
             return Self::checkpoint_index(model, index, index_dir, dev);
         }
-        index.check_vocab(index_dir, model.tokenizer.vocab_size())?;
-        Self::new(model, index, dev)
+        Self::with_index(model, index, dev)
     }
 
     /// An index with a model already in memory; their fingerprints must agree.
     pub fn new(model: RetrieverModel, index: StoredIndex, dev: &Device) -> Result<Self> {
+        index.check_vocab(Path::new(""), model.tokenizer.vocab_size())?;
+        Self::with_index(
+            model,
+            BlockIndex::from_blocks(&index.manifest, &index.blocks, &index.embeddings)?,
+            dev,
+        )
+    }
+
+    fn with_index(model: RetrieverModel, index: BlockIndex, dev: &Device) -> Result<Self> {
         if model.fingerprint != index.manifest.model_fingerprint {
             return Err(Error::bad_input(
                 "search",
@@ -111,13 +122,14 @@ impl Searcher {
     pub fn open_checkpoint(dir: &Path, dev: &Device) -> Result<Self> {
         let model = RetrieverModel::load(dir, dev)?;
         let index_dir = dir.join("index");
-        let index = StoredIndex::load(&index_dir, None)?;
+        let index =
+            OpenedIndex::open(&index_dir)?.check_vocab(&index_dir, model.tokenizer.vocab_size())?;
         Self::checkpoint_index(model, index, &index_dir, dev)
     }
 
     fn checkpoint_index(
         model: RetrieverModel,
-        index: StoredIndex,
+        index: BlockIndex,
         index_dir: &Path,
         dev: &Device,
     ) -> Result<Self> {
@@ -131,12 +143,15 @@ impl Searcher {
                 ),
             ));
         }
-        index.check_vocab(index_dir, model.tokenizer.vocab_size())?;
         Self::assemble(model, index, dev)
     }
 
-    fn assemble(model: RetrieverModel, index: StoredIndex, dev: &Device) -> Result<Self> {
-        let mips = MipsIndex::new(&index.embeddings.to_device(dev)?)?;
+    fn assemble(model: RetrieverModel, index: BlockIndex, dev: &Device) -> Result<Self> {
+        // On the CPU the mapped rows are searched in place; a GPU gets a copy.
+        let mips = match dev {
+            Device::Cpu => index.mips()?,
+            _ => MipsIndex::new(&index.mips()?.embeddings()?.to_device(dev)?)?,
+        };
         let query_max_len = model
             .retriever
             .bert_config()
@@ -148,6 +163,16 @@ impl Searcher {
             mips,
             query_max_len,
         })
+    }
+
+    /// Number of blocks in the index.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Always false: an index has at least one block.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
     }
 
     /// The `k` best blocks for each query, best first.
@@ -181,28 +206,68 @@ impl Searcher {
         let (scores, ids) = mips_top_k(&q, &self.mips, k, None)?;
         let scores = scores.to_vec2::<f32>()?;
         let ids = ids.to_vec2::<u32>()?;
-        Ok(scores
+        scores
             .iter()
             .zip(&ids)
             .map(|(s, i)| {
                 s.iter()
                     .zip(i)
                     .map(|(&score, &block)| {
-                        let b = &self.index.blocks[block as usize];
-                        Hit {
+                        let (doc_id, title) = self.index.doc(block as usize)?;
+                        Ok(Hit {
                             block,
-                            doc_id: b.doc_id.clone(),
-                            title: b.title.clone(),
+                            doc_id: doc_id.to_string(),
+                            title: title.to_string(),
                             score,
-                        }
+                        })
                     })
                     .collect()
             })
-            .collect())
+            .collect()
     }
 
-    pub fn block(&self, hit: &Hit) -> &Block {
-        &self.index.blocks[hit.block as usize]
+    /// The block of a hit, read from the index.
+    pub fn block(&self, hit: &Hit) -> Result<Block> {
+        self.index.block(hit.block as usize)
+    }
+}
+
+/// An index folder as read for searching: format 3 mapped, or an older format parsed (so that
+/// its vocabulary errors can name the line of `blocks.jsonl`).
+enum OpenedIndex {
+    Mapped(BlockIndex),
+    Parsed(StoredIndex),
+}
+
+impl OpenedIndex {
+    fn open(dir: &Path) -> Result<Self> {
+        crate::io::recover_dir(dir, "manifest.json")?;
+        Ok(if format_version(dir)? == FORMAT_MAPPED {
+            OpenedIndex::Mapped(BlockIndex::open(dir)?)
+        } else {
+            OpenedIndex::Parsed(StoredIndex::load(dir, None)?)
+        })
+    }
+
+    fn manifest(&self) -> &super::Manifest {
+        match self {
+            OpenedIndex::Mapped(m) => &m.manifest,
+            OpenedIndex::Parsed(s) => &s.manifest,
+        }
+    }
+
+    /// The index for searching, once its wordpiece ids are known to fit `vocab_size`.
+    fn check_vocab(self, dir: &Path, vocab_size: usize) -> Result<BlockIndex> {
+        match self {
+            OpenedIndex::Mapped(m) => {
+                m.check_vocab(vocab_size)?;
+                Ok(m)
+            }
+            OpenedIndex::Parsed(s) => {
+                s.check_vocab(dir, vocab_size)?;
+                BlockIndex::from_blocks(&s.manifest, &s.blocks, &s.embeddings)
+            }
+        }
     }
 }
 

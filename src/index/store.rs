@@ -13,6 +13,12 @@
 //! model path is tried against the index folder, then against the working directory, as it was
 //! written.
 
+pub use super::manifest::Manifest;
+use super::manifest::{
+    check_file_digest, read_stored_manifest, Digesting, FileDigest, FORMAT_UNCHECKED,
+    FORMAT_VERSION,
+};
+use super::mapped::{format_version, BlockIndex, FORMAT_MAPPED};
 use crate::data::Block;
 use crate::error::{Error, Result};
 use crate::io::{write_atomic, write_dir_atomic, write_json_atomic};
@@ -20,60 +26,12 @@ use crate::lines::Lines;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 const EMBEDDINGS: &str = "embeddings.safetensors";
 const BLOCKS: &str = "blocks.jsonl";
 const MANIFEST: &str = "manifest.json";
-/// 2: the manifest binds its files (size and CRC-32) and a relative model path is relative to
-/// the index folder. 1: neither.
-const FORMAT_VERSION: u32 = 2;
-const FORMAT_UNCHECKED: u32 = 1;
-
-/// What produced an index: checked against the model that searches it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format_version: u32,
-    /// An identifier of the document tower's weights (e.g. a content hash of the checkpoint).
-    pub model_fingerprint: String,
-    /// The model folder that built the index: relative to the index folder (or absolute) when
-    /// it was a folder at save time, else a label such as `checkpoint`.
-    pub model_path: String,
-    /// The training step of those weights.
-    pub step: u64,
-    pub num_blocks: usize,
-    pub dim: usize,
-}
-
-impl Manifest {
-    /// Whether the folder's files were checked against the manifest's sizes and checksums when
-    /// it was loaded (format 2; format 1 predates them).
-    pub fn has_checksums(&self) -> bool {
-        self.format_version >= FORMAT_VERSION
-    }
-
-    /// Where [`Self::model_path`] points, seen from the index folder `index_dir`.
-    pub fn model_dir(&self, index_dir: &Path) -> PathBuf {
-        let path = Path::new(&self.model_path);
-        if path.is_absolute() {
-            return path.to_path_buf();
-        }
-        let beside = index_dir.join(path);
-        // Format 1 wrote the path as given on the command line, relative to where it ran.
-        if self.format_version == FORMAT_UNCHECKED && !beside.join("config.json").is_file() {
-            return path.to_path_buf();
-        }
-        beside
-    }
-}
-
-/// Size and CRC-32 of one file of the folder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct FileDigest {
-    bytes: u64,
-    crc32: u32,
-}
 
 /// `manifest.json` as stored: the manifest and the digests of the other files (format 2).
 #[derive(Serialize, Deserialize)]
@@ -122,55 +80,6 @@ impl BlockRecord {
             tokens: self.tokens,
             sentences: self.sentences.into_iter().map(|(a, b)| a..b).collect(),
         })
-    }
-}
-
-/// Counts and checksums the bytes that pass through it, read or written.
-struct Digesting<T> {
-    inner: T,
-    bytes: u64,
-    crc: crc32fast::Hasher,
-}
-
-impl<T> Digesting<T> {
-    fn new(inner: T) -> Self {
-        Digesting {
-            inner,
-            bytes: 0,
-            crc: crc32fast::Hasher::new(),
-        }
-    }
-
-    fn digest(&self) -> FileDigest {
-        FileDigest {
-            bytes: self.bytes,
-            crc32: self.crc.clone().finalize(),
-        }
-    }
-
-    fn eat(&mut self, bytes: &[u8]) {
-        self.bytes += bytes.len() as u64;
-        self.crc.update(bytes);
-    }
-}
-
-impl<W: Write> Write for Digesting<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.eat(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<R: Read> Read for Digesting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.eat(&buf[..n]);
-        Ok(n)
     }
 }
 
@@ -288,28 +197,46 @@ impl StoredIndex {
         }
     }
 
+    /// The whole index in memory, as training uses it.
+    pub fn from_mapped(index: &BlockIndex) -> Result<Self> {
+        let blocks = (0..index.len())
+            .map(|i| index.block(i))
+            .collect::<Result<Vec<_>>>()?;
+        let embeddings = candle_core::Tensor::from_slice(
+            index.embeddings(),
+            (index.len(), index.manifest.dim),
+            &candle_core::Device::Cpu,
+        )?;
+        let mut stored = Self::new(
+            &index.manifest.model_fingerprint,
+            &index.manifest.model_path,
+            index.manifest.step,
+            blocks,
+            embeddings,
+        )?;
+        stored.manifest.format_version = index.manifest.format_version;
+        Ok(stored)
+    }
+
     /// Loads and validates a folder (after repairing a swap that a kill interrupted). With
     /// `expected_fingerprint`, an index built by other weights is an error.
     pub fn load(dir: impl AsRef<Path>, expected_fingerprint: Option<&str>) -> Result<Self> {
         let dir = dir.as_ref();
         crate::io::recover_dir(dir, MANIFEST)?;
-        let (manifest, files) = read_manifest(dir)?;
-        let manifest_path = dir.join(MANIFEST);
-        if let Some(expected) = expected_fingerprint {
-            if expected != manifest.model_fingerprint {
-                return Err(Error::file(
-                    &manifest_path,
-                    format!(
-                        "index was built by model {} (step {}, {}), not by the model given ({expected}); rebuild it with `realm index`",
-                        manifest.model_fingerprint, manifest.step, manifest.model_path
-                    ),
-                ));
-            }
+        if format_version(dir)? == FORMAT_MAPPED {
+            // Format 3 in memory: everything read, so everything checked.
+            let mapped = BlockIndex::open(dir)?;
+            mapped.verify()?;
+            let index = Self::from_mapped(&mapped)?;
+            check_fingerprint(dir, &index.manifest, expected_fingerprint)?;
+            return Ok(index);
         }
+        let (manifest, files) = read_manifest(dir)?;
+        check_fingerprint(dir, &manifest, expected_fingerprint)?;
         // The files first: a file that is not the one the manifest was written with is named as
         // such, before anything in it is read as data.
         for (name, want) in &files {
-            check_digest(&dir.join(name), want)?;
+            check_file_digest(&dir.join(name), want)?;
         }
         let emb_path = dir.join(EMBEDDINGS);
         let embeddings = load_embeddings(&emb_path, &manifest)?;
@@ -368,16 +295,24 @@ impl StoredIndex {
     }
 }
 
+/// An error when the manifest's model fingerprint is not `expected`.
+fn check_fingerprint(dir: &Path, manifest: &Manifest, expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(expected) if expected != manifest.model_fingerprint => Err(Error::file(
+            dir.join(MANIFEST),
+            format!(
+                "index was built by model {} (step {}, {}), not by the model given ({expected}); rebuild it with `realm index`",
+                manifest.model_fingerprint, manifest.step, manifest.model_path
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The manifest of an index folder and the digests of its files (none in format 1).
 fn read_manifest(dir: &Path) -> Result<(Manifest, BTreeMap<String, FileDigest>)> {
     let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::file(
-            &path,
-            format!("not an index folder (no readable manifest): {e}"),
-        )
-    })?;
-    let stored: StoredManifest = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    let stored: StoredManifest = read_stored_manifest(&path)?;
     let m = &stored.manifest;
     match m.format_version {
         FORMAT_VERSION => {
@@ -439,38 +374,6 @@ fn write_digested(
     Ok(digest)
 }
 
-/// Compares a file with the size and checksum its manifest recorded.
-fn check_digest(path: &Path, want: &FileDigest) -> Result<()> {
-    let got = std::fs::File::open(path)
-        .and_then(|file| {
-            let mut reader = Digesting::new(file);
-            std::io::copy(&mut reader, &mut std::io::sink())?;
-            Ok(reader.digest())
-        })
-        .map_err(|e| Error::file(path, e))?;
-    if got.bytes != want.bytes {
-        return Err(Error::file(
-            path,
-            format!(
-                "{} bytes, but the manifest was written for {} bytes: this file does not belong \
-                 to this index (rebuild it with `realm index`)",
-                got.bytes, want.bytes
-            ),
-        ));
-    }
-    if got.crc32 != want.crc32 {
-        return Err(Error::file(
-            path,
-            format!(
-                "checksum {:08x}, but the manifest was written for {:08x}: this file was altered \
-                 or belongs to another index (rebuild it with `realm index`)",
-                got.crc32, want.crc32
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The `[num_blocks, dim]` f16 embeddings, all finite.
 fn load_embeddings(path: &Path, manifest: &Manifest) -> Result<Tensor> {
     let mut tensors =
@@ -498,7 +401,7 @@ fn load_embeddings(path: &Path, manifest: &Manifest) -> Result<Tensor> {
 /// `model_path` as the manifest of an index at `index_dir` stores it: relative to the index
 /// folder when it names a model folder (so the index and its model can move together and be
 /// used from any working directory), else unchanged.
-fn stored_model_path(index_dir: &Path, model_path: &str) -> String {
+pub(super) fn stored_model_path(index_dir: &Path, model_path: &str) -> String {
     let model = Path::new(model_path);
     let parent = match index_dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -124,6 +124,7 @@ impl Backend for Cuda {
     }
 
     fn upload<T: Word>(&self, host: &[T], what: &'static str) -> Result<CudaSlice<T>> {
+        self.exec.count_upload();
         self.stream
             .clone_htod(host)
             .map_err(|e| Error::Device(format!("{what}: copying to the GPU: {e}")))

@@ -41,6 +41,7 @@ impl Backend for Emulator {
     }
 
     fn upload<T: Word>(&self, host: &[T], _what: &'static str) -> Result<Vec<T>> {
+        self.exec.count_upload();
         Ok(host.to_vec())
     }
 

@@ -10,8 +10,9 @@
 use super::checkpoint::{self, Checkpoint, Init, ParamSource, RandomInit};
 use super::config::{Activation, BertConfig};
 use super::dropout::{Site, TrainRng};
-use super::fused;
+use crate::device;
 use crate::error::{Error, Result};
+use crate::ops::{nn, KeyLens};
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::Path;
 
@@ -26,18 +27,95 @@ pub enum Mode {
     Train { seed: u64, step: u64 },
 }
 
-/// One batch for the encoder, on the model's device.
+/// One batch for the encoder, on the model's device. Built from host data ([`BertInput::new`]),
+/// or from tensors ([`BertInput::from_tensors`]), so that what a forward checks (lengths, the
+/// largest ids) is known on the host and no forward reads the device.
 #[derive(Clone, Debug)]
 pub struct BertInput {
     /// `[b, l]` u32 wordpiece ids.
-    pub input_ids: Tensor,
+    input_ids: Tensor,
     /// `[b, l]` u32 segment ids; `None` means segment 0 everywhere.
-    pub token_type_ids: Option<Tensor>,
-    /// `[b]` u32 real tokens per example (1 ≤ len ≤ l); positions past it are padding.
-    pub lens: Tensor,
+    token_type_ids: Option<Tensor>,
+    /// Real tokens per example (1 ≤ len ≤ l); positions past it are padding.
+    lens: KeyLens,
+    /// The largest id in `input_ids` and in `token_type_ids` (0 without them).
+    max_ids: [u32; 2],
 }
 
 impl BertInput {
+    /// `lens.len()` rows of `input_ids.len() / lens.len()` wordpieces (and segment ids, if any),
+    /// row-major, uploaded to `device` (one upload each).
+    pub fn new(
+        input_ids: Vec<u32>,
+        token_type_ids: Option<Vec<u32>>,
+        lens: &[u32],
+        device: &Device,
+    ) -> Result<Self> {
+        let b = lens.len();
+        if b == 0 || input_ids.is_empty() || !input_ids.len().is_multiple_of(b) {
+            return Err(Error::bad_input(
+                OP,
+                "input_ids",
+                format!("{} ids do not make {b} rows of ≥ 1", input_ids.len()),
+            ));
+        }
+        let l = input_ids.len() / b;
+        let max = |ids: &[u32]| ids.iter().copied().max().unwrap_or(0);
+        let mut max_ids = [max(&input_ids), 0];
+        let token_type_ids = match token_type_ids {
+            Some(tt) if tt.len() != input_ids.len() => {
+                return Err(Error::bad_input(
+                    OP,
+                    "token_type_ids",
+                    format!("{} ids for {} wordpieces", tt.len(), input_ids.len()),
+                ))
+            }
+            Some(tt) => {
+                max_ids[1] = max(&tt);
+                Some(device::upload(tt, (b, l), device)?)
+            }
+            None => None,
+        };
+        Ok(BertInput {
+            input_ids: device::upload(input_ids, (b, l), device)?,
+            token_type_ids,
+            lens: KeyLens::new(lens, device)?,
+            max_ids,
+        })
+    }
+
+    /// From `[b, l]` u32 tensors on the model's device, with the lengths from the host: reads
+    /// the largest ids (one read per tensor), for callers whose ids are on the device already.
+    pub fn from_tensors(
+        input_ids: Tensor,
+        token_type_ids: Option<Tensor>,
+        lens: &[u32],
+    ) -> Result<Self> {
+        let max = |arg, t: &Tensor| -> Result<u32> {
+            if t.dtype() != DType::U32 || t.elem_count() == 0 {
+                return Err(Error::bad_input(
+                    OP,
+                    arg,
+                    format!("must be non-empty u32, got {:?} {:?}", t.dtype(), t.dims()),
+                ));
+            }
+            device::read_scalar::<u32>(&t.flatten_all()?.max(0)?)
+        };
+        let max_ids = [
+            max("input_ids", &input_ids)?,
+            match &token_type_ids {
+                Some(tt) => max("token_type_ids", tt)?,
+                None => 0,
+            },
+        ];
+        Ok(BertInput {
+            lens: KeyLens::new(lens, input_ids.device())?,
+            input_ids,
+            token_type_ids,
+            max_ids,
+        })
+    }
+
     /// From HF's `attention_mask` (`[b, l]`, any numeric dtype): each row must be ones followed
     /// by zeros, with at least one one; anything else (e.g. left padding) is an error.
     pub fn from_attention_mask(
@@ -45,7 +123,7 @@ impl BertInput {
         token_type_ids: Option<Tensor>,
         attention_mask: &Tensor,
     ) -> Result<Self> {
-        let rows = attention_mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let rows = device::read_vec2::<f32>(&attention_mask.to_dtype(DType::F32)?)?;
         let mut lens = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let n = row.iter().take_while(|&&m| m == 1.0).count();
@@ -58,12 +136,22 @@ impl BertInput {
             }
             lens.push(n as u32);
         }
-        let lens = Tensor::new(lens.as_slice(), input_ids.device())?;
-        Ok(BertInput {
-            input_ids,
-            token_type_ids,
-            lens,
-        })
+        Self::from_tensors(input_ids, token_type_ids, &lens)
+    }
+
+    /// `[b, l]` u32 wordpiece ids.
+    pub fn input_ids(&self) -> &Tensor {
+        &self.input_ids
+    }
+
+    /// `[b, l]` u32 segment ids; `None` means segment 0 everywhere.
+    pub fn token_type_ids(&self) -> Option<&Tensor> {
+        self.token_type_ids.as_ref()
+    }
+
+    /// Real tokens per example; positions past it are padding.
+    pub fn lens(&self) -> &KeyLens {
+        &self.lens
     }
 }
 
@@ -185,12 +273,11 @@ impl BertModel {
             layers,
             pooler,
             params: b.params,
-            // The fused attention runs f16/bf16 on a GPU; bf16 needs no loss scaling in training.
-            compute_dtype: if device.is_cuda() {
-                DType::BF16
-            } else {
-                DType::F32
-            },
+            // The device's best (bf16 where the kernels run, on a GPU or the emulator of the
+            // calling thread's mode; f32 on the native CPU).
+            compute_dtype: device::default_dtype(
+                device.is_cuda() || device::Exec::current().cpu == device::CpuExec::Emulator,
+            ),
             device: device.clone(),
         })
     }
@@ -208,7 +295,8 @@ impl BertModel {
         &self.params
     }
 
-    /// f32 on the CPU and bf16 on a GPU unless set.
+    /// [`device::default_dtype`] of the device the model was built on (and the mode it was
+    /// built in) unless set.
     pub fn compute_dtype(&self) -> DType {
         self.compute_dtype
     }
@@ -272,7 +360,7 @@ impl BertModel {
                 ),
             );
         }
-        let mut ranged = vec![("input_ids", ids, self.config.vocab_size)];
+        let mut ranged = vec![("input_ids", ids, input.max_ids[0], self.config.vocab_size)];
         if let Some(tt) = &input.token_type_ids {
             if tt.dims() != ids.dims() {
                 return bad(
@@ -284,39 +372,35 @@ impl BertModel {
                     ),
                 );
             }
-            ranged.push(("token_type_ids", tt, self.config.type_vocab_size));
+            ranged.push((
+                "token_type_ids",
+                tt,
+                input.max_ids[1],
+                self.config.type_vocab_size,
+            ));
         }
-        for (arg, t, limit) in ranged {
+        for (arg, t, max, limit) in ranged {
             if t.dtype() != DType::U32 || !t.device().same_device(&self.device) {
                 return bad(
                     arg,
                     format!("must be u32 on the model's device, got {:?}", t.dtype()),
                 );
             }
-            let max = t.flatten_all()?.max(0)?.to_scalar::<u32>()? as usize;
-            if max >= limit {
+            if max as usize >= limit {
                 return bad(
                     arg,
                     format!("id {max} is outside the vocabulary of {limit}"),
                 );
             }
         }
-        let lens = &input.lens;
-        if lens.dtype() != DType::U32 || lens.dims() != [b] {
-            return bad(
-                "lens",
-                format!(
-                    "{:?} {:?} must be u32 of shape [{b}]",
-                    lens.dtype(),
-                    lens.dims()
-                ),
-            );
+        let lens = input.lens.host();
+        if lens.len() != b {
+            return bad("lens", format!("{} lengths for {b} rows", lens.len()));
         }
-        if let Some((i, n)) = lens
-            .to_vec1::<u32>()?
-            .into_iter()
+        if let Some((i, &n)) = lens
+            .iter()
             .enumerate()
-            .find(|&(_, n)| n == 0 || n as usize > l)
+            .find(|&(_, &n)| n == 0 || n as usize > l)
         {
             return bad("lens", format!("lens[{i}] = {n} is not in 1..={l}"));
         }
@@ -419,7 +503,7 @@ impl LayerNorm {
     /// Statistics in f32 with the f32 master scale and shift, whatever `x`'s dtype (kept).
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let (w, b) = (ctx.master(&self.weight), ctx.master(&self.bias));
-        fused::layer_norm(x, &w, &b, self.eps)
+        nn::layer_norm(x, &w, &b, self.eps)
     }
 }
 
@@ -464,7 +548,7 @@ struct Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor, lens: &Tensor, index: usize, ctx: &Ctx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, lens: &KeyLens, index: usize, ctx: &Ctx) -> Result<Tensor> {
         let cfg = ctx.config;
         let (b, l, h) = x.dims3()?;
         let heads = cfg.num_attention_heads;
@@ -502,8 +586,8 @@ impl Layer {
 
         let inner = self.intermediate.forward(&x, ctx)?;
         let inner = match cfg.hidden_act {
-            Activation::Gelu => fused::gelu_erf(&inner)?,
-            Activation::GeluNew => inner.gelu()?,
+            Activation::Gelu => nn::gelu(&inner, nn::GeluForm::Erf)?,
+            Activation::GeluNew => nn::gelu(&inner, nn::GeluForm::Tanh)?,
             Activation::Relu => inner.relu()?,
         };
         let out = self.output.forward(&inner, ctx)?;

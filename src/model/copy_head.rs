@@ -75,10 +75,14 @@ impl CopyHead {
         let (r, l, h) = hidden.dims3()?;
         let m = picked.dim(0)? / r;
         let dev = hidden.device();
-        let block = match &input.token_type_ids {
+        let block = match input.token_type_ids() {
             Some(types) => {
-                let last = input.lens.to_dtype(DType::F32)?.affine(1.0, -1.0)?;
-                let pos = Tensor::arange(0f32, l as f32, dev)?.unsqueeze(0)?;
+                let last = input
+                    .lens()
+                    .tensor()
+                    .to_dtype(DType::F32)?
+                    .affine(1.0, -1.0)?;
+                let pos = crate::device::upload((0..l).map(|i| i as f32).collect(), (1, l), dev)?;
                 let before_sep = pos.broadcast_lt(&last.unsqueeze(1)?)?;
                 (types.eq(1u32)?.to_dtype(DType::F32)? * before_sep.to_dtype(DType::F32)?)?
             }
@@ -98,7 +102,7 @@ impl CopyHead {
             .contiguous()?;
         // Attention mass per vocabulary entry: [r, m, vocab].
         let ids = input
-            .input_ids
+            .input_ids()
             .unsqueeze(1)?
             .broadcast_as((r, m, l))?
             .contiguous()?;
@@ -122,11 +126,7 @@ mod tests {
     fn rows(dev: &Device) -> (BertInput, Tensor) {
         let ids: Vec<u32> = vec![2, 10, 4, 3, 20, 21, 22, 3, 2, 11, 4, 3, 3, 0, 0, 0];
         let types: Vec<u32> = vec![0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0];
-        let input = BertInput {
-            input_ids: Tensor::from_vec(ids, (2, 8), dev).unwrap(),
-            token_type_ids: Some(Tensor::from_vec(types, (2, 8), dev).unwrap()),
-            lens: Tensor::from_vec(vec![8u32, 5], 2, dev).unwrap(),
-        };
+        let input = BertInput::new(ids, Some(types), &[8, 5], dev).unwrap();
         let positions = Tensor::from_vec(vec![2u32, 2], (2, 1), dev).unwrap();
         (input, positions)
     }

@@ -1,13 +1,13 @@
 //! Training-time randomness of the encoder, a pure function of (seed, step): hidden-state dropout
-//! by a counter-based Philox mask drawn on the host, and the per-layer [`Dropout`] handed to the
+//! by a counter-based Philox mask ([`crate::ops::dropout`], drawn on the device), and the per-layer [`Dropout`] handed to the
 //! fused attention. The same seed and step give the same masks on every device and execution path
 //! (native CPU, emulator, GPU), so runs can be compared and resumed exactly.
 
 use crate::error::Result;
 use crate::ops::attention::Dropout;
-use crate::rng::{Philox4x32, SplitMix64};
+use crate::ops::dropout::{dropout, DropoutMask};
+use crate::rng::SplitMix64;
 use candle_core::Tensor;
-use rayon::prelude::*;
 
 /// Where a hidden-state mask is drawn: the embeddings, or one of the two residual branches of a
 /// layer. Each site gets its own Philox counter stream.
@@ -38,31 +38,18 @@ pub(crate) struct TrainRng {
 impl TrainRng {
     /// Multiplies `x` by a mask of 0 and 1 / (1 − p): element i is dropped when Philox word
     /// `i % 4` of counter `[i / 4, site, step low, step high]` (keyed by the seed) is below
-    /// `round(p · 2³²)`, the rule the attention op uses for its probabilities.
+    /// `round(p · 2³²)`, the rule the attention op uses for its probabilities. Drawn where `x`
+    /// is ([`crate::ops::dropout`]: one kernel launch on a GPU, nothing uploaded).
     pub fn hidden(&self, x: &Tensor, p: f32, site: Site) -> Result<Tensor> {
-        if p == 0.0 {
-            return Ok(x.clone());
-        }
-        let philox = Philox4x32::from_seed(self.seed);
-        let threshold = (f64::from(p) * 4_294_967_296.0).round() as u32;
-        let keep = (1.0 / (1.0 - f64::from(p))) as f32;
-        let ctr = |group: usize| {
-            [
-                group as u32,
-                site.stream(),
-                self.step as u32,
-                (self.step >> 32) as u32,
-            ]
-        };
-        let mut mask = vec![0f32; x.elem_count()];
-        mask.par_chunks_mut(4).enumerate().for_each(|(group, out)| {
-            let draws = philox.block(ctr(group));
-            for (m, d) in out.iter_mut().zip(draws) {
-                *m = if d < threshold { 0.0 } else { keep };
-            }
-        });
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        Ok((x * mask)?)
+        dropout(
+            x,
+            DropoutMask {
+                p,
+                seed: self.seed,
+                stream: site.stream(),
+                step: self.step,
+            },
+        )
     }
 
     /// The attention-probability dropout of `layer`: its own Philox key (derived from the seed

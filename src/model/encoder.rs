@@ -11,10 +11,12 @@ use super::bert::{BertInput, BertModel, Mode};
 use super::checkpoint::{self, Init, ParamSource, RandomInit};
 use super::config::{Activation, BertConfig};
 use super::copy_head::CopyHead;
-use super::fused;
 use super::heads::{param, take, Dense, Norm, Source, TensorFile};
+use super::mask_slots::MaskSlots;
 use super::retriever::{ConfigFile, RetrieverConfig};
+use crate::device;
 use crate::error::{Error, Result};
+use crate::ops::nn;
 use candle_core::{DType, Device, Tensor, Var, D};
 use std::path::Path;
 
@@ -264,8 +266,63 @@ impl KnowledgeEncoder {
         mode: Mode,
     ) -> Result<Tensor> {
         let (r, m) = self.check_masks(input, positions, Some(targets))?;
+        self.target_log_probs(input, positions, targets, (r, m), mode)
+    }
+
+    /// [`KnowledgeEncoder::masked_log_probs`] at `slots`, checked by what they know on the host:
+    /// no read from the device (the training step's path).
+    pub fn masked_log_probs_at(
+        &self,
+        input: &BertInput,
+        slots: &MaskSlots,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (r, m) = slots.dims();
+        let lens = input.lens().host();
+        if lens.len() != r {
+            return Err(Error::bad_input(
+                OP,
+                "positions",
+                format!("{r} rows of slots for {} input rows", lens.len()),
+            ));
+        }
+        if let Some((i, (&p, &len))) = slots
+            .max_positions()
+            .iter()
+            .zip(lens)
+            .enumerate()
+            .find(|(_, (&p, &len))| p >= len)
+        {
+            return Err(Error::bad_input(
+                OP,
+                "positions",
+                format!("position {p} in row {i} is past its length {len}"),
+            ));
+        }
+        let vocab = self.bert.config().vocab_size;
+        if slots.max_target() as usize >= vocab {
+            return Err(Error::bad_input(
+                OP,
+                "targets",
+                format!(
+                    "token id {} is outside the vocabulary of {vocab}",
+                    slots.max_target()
+                ),
+            ));
+        }
+        self.target_log_probs(input, slots.positions(), slots.targets(), (r, m), mode)
+    }
+
+    /// log softmax at the target only: logit_target − logsumexp(logits), [r, m].
+    fn target_log_probs(
+        &self,
+        input: &BertInput,
+        positions: &Tensor,
+        targets: &Tensor,
+        (r, m): (usize, usize),
+        mode: Mode,
+    ) -> Result<Tensor> {
         let logits = self.mask_logits(input, positions, r, mode)?;
-        // log softmax at the target only: logit_target − logsumexp(logits).
         let gold = logits.gather(&targets.flatten_all()?.unsqueeze(1)?, 1)?;
         Ok((gold - log_sum_exp(&logits)?)?.reshape((r, m))?)
     }
@@ -301,9 +358,8 @@ impl KnowledgeEncoder {
         let hidden = self.bert.forward(input, mode)?.last_hidden_state;
         let (_, l, h) = hidden.dims3()?;
         // Row-major offsets of the masked tokens in the [r·l, h] hidden states.
-        let rows = Tensor::arange(0u32, r as u32, positions.device())?
-            .affine(l as f64, 0.0)?
-            .unsqueeze(1)?;
+        let offsets = (0..r as u32).map(|i| i * l as u32).collect();
+        let rows = device::upload(offsets, (r, 1), positions.device())?;
         let flat = positions.broadcast_add(&rows)?.flatten_all()?;
         let picked = hidden
             .reshape((r * l, h))?
@@ -311,8 +367,8 @@ impl KnowledgeEncoder {
             .to_dtype(DType::F32)?;
         let x = self.transform.forward(&picked, train)?;
         let x = match self.bert.config().hidden_act {
-            Activation::Gelu => fused::gelu_erf(&x)?,
-            Activation::GeluNew => x.gelu()?,
+            Activation::Gelu => nn::gelu(&x, nn::GeluForm::Erf)?,
+            Activation::GeluNew => nn::gelu(&x, nn::GeluForm::Tanh)?,
             Activation::Relu => x.relu()?,
         };
         let x = self.norm.forward(&x, train)?;
@@ -337,14 +393,8 @@ impl KnowledgeEncoder {
         positions: &Tensor,
         targets: Option<&Tensor>,
     ) -> Result<(usize, usize)> {
-        let r = input.input_ids.dim(0)?;
-        let lens = input.lens.to_vec1::<u32>().map_err(|_| {
-            Error::bad_input(
-                OP,
-                "lens",
-                format!("must be u32 [{r}], got {:?}", input.lens.dtype()),
-            )
-        })?;
+        let r = input.input_ids().dim(0)?;
+        let lens = input.lens().host();
         let mut m = 0;
         for (arg, t) in [("positions", Some(positions)), ("targets", targets)] {
             let Some(t) = t else { continue };
@@ -359,7 +409,7 @@ impl KnowledgeEncoder {
                 }
             }
         }
-        for (i, row) in positions.to_vec2::<u32>()?.iter().enumerate() {
+        for (i, row) in device::read_vec2::<u32>(positions)?.iter().enumerate() {
             if let Some(&p) = row
                 .iter()
                 .find(|&&p| p >= lens.get(i).copied().unwrap_or(0))
@@ -386,7 +436,7 @@ impl KnowledgeEncoder {
             ));
         }
         let vocab = self.bert.config().vocab_size;
-        let max = targets.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+        let max = device::read_scalar::<u32>(&targets.flatten_all()?.max(0)?)?;
         if max as usize >= vocab {
             return Err(Error::bad_input(
                 OP,

@@ -3,8 +3,8 @@
 //! read module by module under Hugging Face names. Computed in f32 whatever BERT's compute dtype.
 
 use super::checkpoint::{Checkpoint, Init, ParamSource, RandomInit};
-use super::fused;
 use crate::error::{Error, Result};
+use crate::ops::nn;
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -138,7 +138,7 @@ impl Norm {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (w, b) = (param(&self.weight, train), param(&self.bias, train));
-        fused::layer_norm(x, &w, &b, self.eps)
+        nn::layer_norm(x, &w, &b, self.eps)
     }
 }
 

@@ -4,6 +4,7 @@
 //! Master weights stay f32; bf16 needs none of this.
 
 use crate::error::Result;
+use crate::train::optim::global_grad_norm;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
@@ -57,33 +58,29 @@ impl DynamicLossScaler {
         Ok(loss.affine(self.scale, 0.0)?)
     }
 
-    /// Unscales the gradients of `vars` in place (as f32) and updates the scale. Returns `false`
-    /// when a gradient was not finite: the caller skips the optimizer step.
-    pub fn unscale(&mut self, grads: &mut GradStore, vars: &[Var]) -> Result<bool> {
-        let mut finite = true;
-        let mut unscaled = Vec::with_capacity(vars.len());
+    /// Unscales the gradients of `vars` in place (as f32) and updates the scale. Returns their
+    /// global L2 norm ([`global_grad_norm`], the step's one read from the device: a gradient
+    /// that is not finite makes it so), or `None` when it was not finite: the caller skips the
+    /// optimizer step.
+    pub fn unscale(&mut self, grads: &mut GradStore, vars: &[Var]) -> Result<Option<f64>> {
         for v in vars {
             if let Some(g) = grads.get(v.as_tensor()) {
                 let g = g.to_dtype(DType::F32)?.affine(1.0 / self.scale, 0.0)?;
-                let bad = g.abs()?.max_all()?.to_scalar::<f32>()?;
-                finite &= bad.is_finite();
-                unscaled.push((v, g));
+                grads.insert(v.as_tensor(), g);
             }
         }
-        if !finite {
+        let norm = global_grad_norm(grads, vars)?;
+        if !norm.is_finite() {
             self.scale = (self.scale / 2.0).max(1.0);
             self.good_steps = 0;
-            return Ok(false);
-        }
-        for (v, g) in unscaled {
-            grads.insert(v.as_tensor(), g);
+            return Ok(None);
         }
         self.good_steps += 1;
         if self.good_steps >= self.growth_interval {
             self.scale *= 2.0;
             self.good_steps = 0;
         }
-        Ok(true)
+        Ok(Some(norm))
     }
 }
 
@@ -99,7 +96,10 @@ mod tests {
         // An ordinary step: gradients come back unscaled.
         let loss = (w.as_tensor() * 3.0).unwrap().sum_all().unwrap();
         let mut g = s.scale_loss(&loss).unwrap().backward().unwrap();
-        assert!(s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
+        assert!(s
+            .unscale(&mut g, std::slice::from_ref(&w))
+            .unwrap()
+            .is_some());
         assert_eq!(
             g.get(w.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
             [3.0, 3.0]
@@ -110,20 +110,29 @@ mod tests {
             .sum_all()
             .unwrap();
         let mut g = s.scale_loss(&loss).unwrap().backward().unwrap();
-        assert!(!s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
+        assert!(s
+            .unscale(&mut g, std::slice::from_ref(&w))
+            .unwrap()
+            .is_none());
         assert_eq!(s.scale(), 4.0);
         // Two good steps in a row double it.
         for _ in 0..2 {
             let loss = w.as_tensor().sum_all().unwrap();
             let mut g = s.scale_loss(&loss).unwrap().backward().unwrap();
-            assert!(s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
+            assert!(s
+                .unscale(&mut g, std::slice::from_ref(&w))
+                .unwrap()
+                .is_some());
         }
         assert_eq!(s.scale(), 8.0);
         // A scaler resumed after one good step doubles after one more, as the original would.
         let one_good = |s: &mut DynamicLossScaler| {
             let loss = w.as_tensor().sum_all().unwrap();
             let mut g = s.scale_loss(&loss).unwrap().backward().unwrap();
-            assert!(s.unscale(&mut g, std::slice::from_ref(&w)).unwrap());
+            assert!(s
+                .unscale(&mut g, std::slice::from_ref(&w))
+                .unwrap()
+                .is_some());
         };
         one_good(&mut s);
         let mut resumed =

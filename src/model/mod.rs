@@ -7,9 +7,9 @@ pub mod config;
 mod copy_head;
 mod dropout;
 pub mod encoder;
-mod fused;
 mod heads;
 pub mod loss_scale;
+pub mod mask_slots;
 pub mod pooling;
 pub mod reader;
 mod realm;
@@ -25,13 +25,14 @@ pub use bert::{BertInput, BertModel, BertOutput, Mode};
 pub use config::{Activation, BertConfig};
 pub use encoder::KnowledgeEncoder;
 pub use loss_scale::DynamicLossScaler;
+pub use mask_slots::MaskSlots;
 pub use pooling::{l2_normalize, pool, Pooling};
 pub use reader::{
     join_wordpieces, qa_loss, span_text, QaLoss, Reader, ReaderConfig, SpanLogits, SpanPrediction,
 };
 pub use realm::{
-    marginal_log_probs, mlm_marginal, retrieval_utility, MlmBatch, MlmOutput, RealmModel,
-    RealmSettings, RetrievalUtility, NULL_COLUMN,
+    marginal_log_probs, marginal_utility_sum, mlm_marginal, retrieval_utility, MlmBatch, MlmOutput,
+    RealmModel, RealmSettings, RetrievalUtility, NULL_COLUMN,
 };
 pub use realm_inputs::{doc_inputs, joined_inputs, query_inputs};
 pub use retriever::{relevance, Retriever, RetrieverConfig, Tower, TowerPooling};

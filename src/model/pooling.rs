@@ -37,8 +37,7 @@ pub fn pool(hidden: &Tensor, lens: &Tensor, pooling: Pooling) -> Result<Tensor> 
         Pooling::Cls => Ok(hidden.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?),
         Pooling::Mean => {
             let l = hidden.dim(1)?;
-            let valid = Tensor::arange(0u32, l as u32, hidden.device())?
-                .unsqueeze(0)?
+            let valid = crate::device::upload((0..l as u32).collect(), (1, l), hidden.device())?
                 .broadcast_lt(&lens.unsqueeze(1)?)?
                 .to_dtype(DType::F32)?
                 .unsqueeze(2)?;

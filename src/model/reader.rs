@@ -338,11 +338,11 @@ impl Reader {
         body_offsets: &[usize],
         mode: Mode,
     ) -> Result<SpanLogits> {
-        let (b, l) = input.input_ids.dims2().map_err(|_| {
+        let (b, l) = input.input_ids().dims2().map_err(|_| {
             Error::bad_input(
                 OP,
                 "input_ids",
-                format!("shape {:?} must be [b, l]", input.input_ids.dims()),
+                format!("shape {:?} must be [b, l]", input.input_ids().dims()),
             )
         })?;
         let body_lens = body_lengths(input, b, body_offsets)?;
@@ -418,21 +418,17 @@ fn body_lengths(input: &BertInput, b: usize, body_offsets: &[usize]) -> Result<V
             format!("{} offsets for {b} rows", body_offsets.len()),
         ));
     }
-    if input.lens.dtype() != DType::U32 || input.lens.dims() != [b] {
+    let lens = input.lens().host();
+    if lens.len() != b {
         return Err(Error::bad_input(
             OP,
             "lens",
-            format!(
-                "{:?} {:?} must be u32 of shape [{b}]",
-                input.lens.dtype(),
-                input.lens.dims()
-            ),
+            format!("{} lengths for {b} rows", lens.len()),
         ));
     }
-    let lens = input.lens.to_vec1::<u32>()?;
     body_offsets
         .iter()
-        .zip(lens)
+        .zip(lens.iter().copied())
         .enumerate()
         .map(|(r, (&offset, len))| {
             let len = len as usize;

@@ -17,8 +17,10 @@ use super::checkpoint;
 use super::config::BertConfig;
 use super::encoder::KnowledgeEncoder;
 use super::heads::TensorFile;
+use super::mask_slots::MaskSlots;
 use super::retriever::{ConfigFile, Retriever, RetrieverConfig};
 use super::tokenizer::BertTokenizer;
+use crate::device;
 use crate::error::{Error, Result};
 use crate::ops::marginal_log_likelihood;
 use candle_core::{DType, Device, Tensor, Var};
@@ -47,10 +49,7 @@ fn mask_of(token_mask: &Tensor, b: usize, m: usize) -> Result<(Tensor, usize)> {
             format!("shape {:?} must be [{b}, {m}]", token_mask.dims()),
         ));
     }
-    let values = token_mask
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let values = device::read_vec1::<f32>(&token_mask.to_dtype(DType::F32)?)?;
     if let Some(v) = values.iter().find(|&&v| v != 0.0 && v != 1.0) {
         return Err(Error::bad_input(
             OP,
@@ -99,14 +98,14 @@ pub fn mlm_marginal(
     token_mask: &Tensor,
 ) -> Result<Tensor> {
     let marginal = marginal_log_probs(doc_scores, cond_logprobs)?;
-    masked_mean_loss(&marginal, token_mask)
-}
-
-/// −mean of `marginal` [b, m] over the entries `token_mask` keeps; padding entries (which may be
-/// −inf) are replaced, not multiplied, so they never turn the loss into NaN.
-fn masked_mean_loss(marginal: &Tensor, token_mask: &Tensor) -> Result<Tensor> {
     let (b, m) = marginal.dims2()?;
     let (mask, count) = mask_of(token_mask, b, m)?;
+    masked_mean_loss(&marginal, &mask, count)
+}
+
+/// −mean of `marginal` [b, m] over the `count` entries `mask` (u8) keeps; padding entries (which
+/// may be −inf) are replaced, not multiplied, so they never turn the loss into NaN.
+fn masked_mean_loss(marginal: &Tensor, mask: &Tensor, count: usize) -> Result<Tensor> {
     let kept = mask.where_cond(marginal, &marginal.zeros_like()?)?;
     Ok(kept.sum_all()?.affine(-1.0 / count.max(1) as f64, 0.0)?)
 }
@@ -127,6 +126,22 @@ pub struct RetrievalUtility {
     pub tokens: usize,
 }
 
+/// Σ over the real masked tokens of log p(y | x) − log p(y | ∅, x) (the numerator of
+/// [`RetrievalUtility::marginal`], in f64 and in its order: the same value), as a 0-d f64 tensor
+/// on the device, so that a training loop reads it with the loss at a log interval.
+pub fn marginal_utility_sum(out: &MlmOutput, slots: &MaskSlots) -> Result<Tensor> {
+    let null = out
+        .cond_logprobs
+        .detach()
+        .narrow(1, NULL_COLUMN, 1)?
+        .squeeze(1)?;
+    let gain = (out.marginal.detach().to_dtype(DType::F64)? - null.to_dtype(DType::F64)?)?;
+    Ok(slots
+        .mask()
+        .where_cond(&gain, &gain.zeros_like()?)?
+        .sum_all()?)
+}
+
 /// [`RetrievalUtility`] of one batch: inputs as [`mlm_marginal`], the null document in column
 /// [`NULL_COLUMN`]; candidates with score −inf are absent. Needs k ≥ 2.
 pub fn retrieval_utility(
@@ -144,10 +159,10 @@ pub fn retrieval_utility(
     }
     let (mask, tokens) = mask_of(token_mask, b, m)?;
     let marginal = marginal_log_probs(&doc_scores.detach(), &cond_logprobs.detach())?;
-    let marginal = marginal.to_vec2::<f32>()?;
-    let mask = mask.to_vec2::<u8>()?;
-    let scores = doc_scores.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    let cond = cond_logprobs.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+    let marginal = device::read_vec2::<f32>(&marginal)?;
+    let mask = device::read_vec2::<u8>(&mask)?;
+    let scores = device::read_vec2::<f32>(&doc_scores.to_dtype(DType::F32)?)?;
+    let cond = device::read_vec3::<f32>(&cond_logprobs.to_dtype(DType::F32)?)?;
     let (mut sum_marginal, mut sum_top1, mut sum_mean) = (0f64, 0f64, 0f64);
     for i in 0..b {
         let retrieved: Vec<usize> = (0..k)
@@ -268,12 +283,9 @@ pub struct MlmBatch<'a> {
     pub docs: &'a BertInput,
     /// b·k rows `[CLS] x [SEP] body [SEP]`, the same order.
     pub joined: &'a BertInput,
-    /// [b, m] u32 positions of the masks in the query rows (the same in the joined rows).
-    pub positions: &'a Tensor,
-    /// [b, m] u32 original token ids.
-    pub targets: &'a Tensor,
-    /// [b, m], 1 = a real mask, 0 = padding of the mask list.
-    pub token_mask: &'a Tensor,
+    /// The m mask slots of each query: positions in the query rows (the same in the joined
+    /// rows), original token ids, 1 = a real mask.
+    pub slots: &'a MaskSlots,
     /// [b, k] (any numeric dtype), 0 = absent candidate (a short retrieval), scored −inf; None =
     /// all present.
     pub candidate_mask: Option<&'a Tensor>,
@@ -458,15 +470,15 @@ impl RealmModel {
     /// In `Train` mode everything is differentiable and each of the three BERT passes draws its
     /// own dropout (seeds derived from `mode`'s).
     pub fn mlm_forward(&self, batch: &MlmBatch, mode: Mode) -> Result<MlmOutput> {
-        let b = batch.queries.input_ids.dim(0)?;
-        let rows = batch.joined.input_ids.dim(0)?;
-        if rows == 0 || rows % b != 0 || batch.docs.input_ids.dim(0)? != rows {
+        let b = batch.queries.input_ids().dim(0)?;
+        let rows = batch.joined.input_ids().dim(0)?;
+        if rows == 0 || rows % b != 0 || batch.docs.input_ids().dim(0)? != rows {
             return Err(Error::bad_input(
                 OP,
                 "joined",
                 format!(
                     "{rows} joined rows and {} document rows for {b} queries; need b·k of each",
-                    batch.docs.input_ids.dim(0)?
+                    batch.docs.input_ids().dim(0)?
                 ),
             ));
         }
@@ -493,31 +505,16 @@ impl RealmModel {
             let absent = Tensor::full(f32::NEG_INFINITY, (b, k), scores.device())?;
             scores = present.ne(0.0)?.where_cond(&scores, &absent)?;
         }
-        let m = match *batch.positions.dims() {
-            [bb, m] if bb == b => m,
-            ref other => {
+        let m = match batch.slots.dims() {
+            (bb, m) if bb == b => m,
+            (bb, m) => {
                 return Err(Error::bad_input(
                     OP,
                     "positions",
-                    format!("shape {other:?} must be [{b}, m]"),
+                    format!("shape [{bb}, {m}] must be [{b}, m]"),
                 ))
             }
         };
-        // Every candidate row of a query has its masks at the same positions.
-        let tile = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.unsqueeze(1)?.repeat((1, k, 1))?.reshape((rows, m))?)
-        };
-        if batch.targets.dims() != batch.positions.dims() {
-            return Err(Error::bad_input(
-                OP,
-                "targets",
-                format!(
-                    "shape {:?} differs from positions' {:?}",
-                    batch.targets.dims(),
-                    batch.positions.dims()
-                ),
-            ));
-        }
         let encoder_mode = match mode {
             Mode::Train { seed, step } => Mode::Train {
                 seed: seed ^ 0x656e_636f_6465_7200,
@@ -525,17 +522,13 @@ impl RealmModel {
             },
             Mode::Eval => Mode::Eval,
         };
+        // Every candidate row of a query has its masks at the same positions.
         let cond = self
             .encoder
-            .masked_log_probs(
-                batch.joined,
-                &tile(batch.positions)?,
-                &tile(batch.targets)?,
-                encoder_mode,
-            )?
+            .masked_log_probs_at(batch.joined, &batch.slots.repeat_rows(k)?, encoder_mode)?
             .reshape((b, k, m))?;
         let marginal = marginal_log_probs(&scores, &cond)?;
-        let loss = masked_mean_loss(&marginal, batch.token_mask)?;
+        let loss = masked_mean_loss(&marginal, batch.slots.mask(), batch.slots.count())?;
         Ok(MlmOutput {
             loss,
             doc_scores: scores,

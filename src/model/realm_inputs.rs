@@ -13,7 +13,7 @@
 use super::bert::BertInput;
 use super::tokenizer::BertTokenizer;
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 const OP: &str = "realm_inputs";
 
@@ -175,9 +175,5 @@ fn pad(tok: &BertTokenizer, rows: Vec<Row>, what: &'static str, dev: &Device) ->
         segments.extend(row.segments);
         segments.extend(std::iter::repeat_n(0, fill));
     }
-    Ok(BertInput {
-        input_ids: Tensor::from_vec(ids, (b, l), dev)?,
-        token_type_ids: Some(Tensor::from_vec(segments, (b, l), dev)?),
-        lens: Tensor::new(lens.as_slice(), dev)?,
-    })
+    BertInput::new(ids, Some(segments), &lens, dev)
 }

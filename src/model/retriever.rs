@@ -221,7 +221,9 @@ impl Tower {
         let out = self.bert.forward(input, mode)?;
         let pooled = match self.pooling {
             TowerPooling::Pooler => out.pooler_output.to_dtype(DType::F32)?,
-            TowerPooling::Mean => pool(&out.last_hidden_state, &input.lens, Pooling::Mean)?,
+            TowerPooling::Mean => {
+                pool(&out.last_hidden_state, input.lens().tensor(), Pooling::Mean)?
+            }
         };
         let projected = self
             .norm

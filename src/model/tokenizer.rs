@@ -6,7 +6,7 @@
 use super::bert::BertInput;
 use super::config::BertConfig;
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use serde::Deserialize;
 use std::path::Path;
 use tokenizers::models::wordpiece::WordPiece;
@@ -338,13 +338,8 @@ impl BertTokenizer {
             );
             types.extend(row_types.into_iter().chain(std::iter::repeat_n(0, pad)));
         }
-        let b = lens.len();
         Ok(Batch {
-            input: BertInput {
-                input_ids: Tensor::from_vec(ids, (b, l), device)?,
-                token_type_ids: Some(Tensor::from_vec(types, (b, l), device)?),
-                lens: Tensor::new(lens.as_slice(), device)?,
-            },
+            input: BertInput::new(ids, Some(types), &lens, device)?,
             lens,
         })
     }

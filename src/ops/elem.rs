@@ -1,7 +1,9 @@
 //! Element types the ops accept (f32, f16, bf16; arithmetic in f32) and checked access to the
 //! contiguous data behind a candle storage.
 
+use crate::device::{CpuExec, Exec};
 use crate::error::{Error, Result};
+use crate::kernels::Emulator;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout};
 use half::{bf16, f16};
@@ -84,6 +86,19 @@ pub(crate) fn widened<'a, T: Elem>(data: &'a [T], buf: &'a mut Vec<f32>) -> &'a 
     buf.clear();
     buf.extend(data.iter().map(|v| v.to_f32()));
     buf
+}
+
+/// Runs `native` or, on the emulator, `emulated`; both produce the output's elements.
+pub(crate) fn on_cpu<T: Elem>(
+    exec: &Exec,
+    native: impl FnOnce() -> Result<Vec<T>>,
+    emulated: impl FnOnce(&Emulator) -> Result<Vec<T>>,
+) -> candle_core::Result<CpuStorage> {
+    let out = match exec.cpu {
+        CpuExec::Native => native()?,
+        CpuExec::Emulator => emulated(&Emulator::new(exec.clone()))?,
+    };
+    Ok(T::into_cpu_storage(out))
 }
 
 /// The contiguous elements of argument `arg` of `op`, or a clear error.

@@ -8,16 +8,19 @@
 
 pub mod attention;
 pub mod doc_softmax;
+pub mod dropout;
 pub(crate) mod elem;
 pub(crate) mod math;
 pub mod mips;
+pub mod nn;
 
 pub use crate::device::{
     check_cpu_simd_env, cpu_simd, CpuExec, CpuSimd, Exec, ExecGuard, CPU_SIMD_ENV,
 };
-pub use attention::{attention, Dropout};
+pub use attention::{attention, Dropout, KeyLens};
 pub use doc_softmax::{doc_softmax, marginal_log_likelihood};
 pub use mips::{mips_top_k, MipsIndex, ShardedIndex};
+pub use nn::{gelu, layer_norm, GeluForm};
 
 use crate::error::Result;
 

@@ -2,10 +2,11 @@
 //! `RealmModel::mlm_forward` takes them: b masked queries, each with k candidates (the null
 //! document in column [`NULL_COLUMN`], then the retrieved blocks), and the mask slots.
 
+use crate::device;
 use crate::error::{Error, Result};
 use crate::index::live::Knowledge;
 use crate::model::{doc_inputs, joined_inputs, query_inputs};
-use crate::model::{BertInput, BertTokenizer, MlmBatch, NULL_COLUMN};
+use crate::model::{BertInput, BertTokenizer, MaskSlots, MlmBatch, NULL_COLUMN};
 use candle_core::{Device, Tensor};
 
 const OP: &str = "mlm batch";
@@ -41,13 +42,8 @@ pub struct MlmTensors {
     pub docs: BertInput,
     /// b·k rows `[CLS] x [SEP] body [SEP]`, in the same order as `docs`.
     pub joined: BertInput,
-    /// `[b, m]` u32 positions of the masks in the query rows (`[CLS]` counted), m the most masks
-    /// of any query; 0 in padding slots.
-    pub positions: Tensor,
-    /// `[b, m]` u32 original ids at `positions`; 0 in padding slots.
-    pub targets: Tensor,
-    /// `[b, m]` u8, 1 for a real mask, 0 for padding of the mask list.
-    pub token_mask: Tensor,
+    /// The mask slots of the b queries: positions (`[CLS]` counted), original ids, real or padding.
+    pub slots: MaskSlots,
     /// `[b, k]`, 0 where a query got fewer than k − 1 documents.
     pub candidate_mask: Option<Tensor>,
     /// Candidates per query, the null document included.
@@ -154,20 +150,19 @@ impl MlmTensors {
         let empty: Vec<&[u32]> = bodies.iter().map(|b| b.unwrap_or(&[])).collect();
         let d_in = doc_inputs(tok, &titles, &empty, doc_len, dev)?;
         let (j_in, _) = joined_inputs(tok, &query_ids, &bodies, query_len + doc_len, dev)?;
-        let tokens =
-            q_in.input_ids.elem_count() + d_in.input_ids.elem_count() + j_in.input_ids.elem_count();
+        let tokens = q_in.input_ids().elem_count()
+            + d_in.input_ids().elem_count()
+            + j_in.input_ids().elem_count();
         let all_present = present.iter().all(|&p| p == 1);
         Ok(MlmTensors {
             queries: q_in,
             docs: d_in,
             joined: j_in,
-            positions: Tensor::from_vec(positions, (b, m), dev)?,
-            targets: Tensor::from_vec(targets, (b, m), dev)?,
-            token_mask: Tensor::from_vec(mask, (b, m), dev)?,
+            slots: MaskSlots::new(positions, targets, mask, m, dev)?,
             candidate_mask: if all_present {
                 None
             } else {
-                Some(Tensor::from_vec(present, (b, k), dev)?)
+                Some(device::upload(present, (b, k), dev)?)
             },
             k,
             tokens,
@@ -181,9 +176,7 @@ impl MlmTensors {
             queries: &self.queries,
             docs: &self.docs,
             joined: &self.joined,
-            positions: &self.positions,
-            targets: &self.targets,
-            token_mask: &self.token_mask,
+            slots: &self.slots,
             candidate_mask: self.candidate_mask.as_ref(),
             doc_scores: None,
         }

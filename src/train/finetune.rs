@@ -171,7 +171,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         &dev,
         &run.root().join("reader-scratch"),
     )?;
-    let dtype = cfg.train.compute_dtype(dev.is_cuda())?;
+    let dtype = cfg.train.compute_dtype(opts.device.default_dtype())?;
     reader.set_compute_dtype(dtype)?;
     limits::fits_positions(
         OP,
@@ -307,11 +307,10 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         }
         let loss = Tensor::stack(&losses, 0)?.mean_all()?;
         let grads = trainer.backward(&loss)?;
-        let loss = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-        let (grads, loss) = trainer.all_reduce(grads, loss, batch.len())?;
+        let (grads, loss) = trainer.all_reduce(grads, &loss, batch.len())?;
         let update = trainer.update(grads)?;
         trainer.state.data = cursor;
-        window_loss += loss;
+        window_loss += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         window_n += 1;
         if trainer.log_due() {
             let mut m = trainer.metric();

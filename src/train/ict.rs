@@ -138,7 +138,7 @@ fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport
         retriever.bert_config(),
         &[("query_len", cfg.query_len), ("doc_len", cfg.doc_len)],
     )?;
-    retriever.set_compute_dtype(cfg.train.compute_dtype(dev.is_cuda())?)?;
+    retriever.set_compute_dtype(cfg.train.compute_dtype(opts.device.default_dtype())?)?;
 
     let corpus = corpus_blocks(&cfg.corpus, &tok, cfg.block_len, cfg.skip_bad_lines)?;
     let data = IctData::new(&corpus.blocks, cfg)?;
@@ -183,10 +183,10 @@ fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport
         };
         let (loss, tokens) = ict_loss(&retriever, &tok, &examples, cfg, mode, &dev)?;
         let grads = trainer.backward(&loss)?;
-        let loss = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-        let (grads, loss) = trainer.all_reduce(grads, loss, examples.len())?;
+        let (grads, loss) = trainer.all_reduce(grads, &loss, examples.len())?;
         let update = trainer.update(grads)?;
         trainer.state.data = cursor;
+        let loss = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         window_loss += loss;
         window_n += 1;
         window_tokens += tokens;
@@ -262,7 +262,7 @@ pub fn ict_loss(
     let bodies: Vec<&[u32]> = examples.iter().map(|e| e.context.as_slice()).collect();
     let q_in = query_inputs(tok, &queries, cfg.query_len, dev)?;
     let d_in = doc_inputs(tok, &titles, &bodies, cfg.doc_len, dev)?;
-    let tokens = (q_in.input_ids.elem_count() + d_in.input_ids.elem_count()) as usize;
+    let tokens = (q_in.input_ids().elem_count() + d_in.input_ids().elem_count()) as usize;
     let logits = retriever_logits(retriever, &q_in, &d_in, mode)?;
     let b = examples.len();
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;

@@ -405,23 +405,25 @@ impl InplaceOp2 for HostUpdate<'_> {
     }
 }
 
-/// The global L2 norm of the gradients of `vars` (those without one count as zero), in f64.
+/// The global L2 norm of the gradients of `vars` (those without one count as zero): each
+/// gradient's sum of squares in f32, their sum in f64 in the order of `vars`, reduced on the
+/// device and read once (one synchronisation per step, not one per parameter).
 pub fn global_grad_norm<'a>(
     grads: &GradStore,
     vars: impl IntoIterator<Item = &'a Var>,
 ) -> Result<f64> {
-    let mut sum = 0f64;
-    for v in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            let s = g
-                .to_dtype(DType::F32)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            sum += f64::from(s);
-        }
+    let squares = vars
+        .into_iter()
+        .filter_map(|v| grads.get(v.as_tensor()))
+        .map(|g| Ok(g.to_dtype(DType::F32)?.sqr()?.sum_all()?))
+        .collect::<Result<Vec<Tensor>>>()?;
+    if squares.is_empty() {
+        return Ok(0.0);
     }
-    Ok(sum.sqrt())
+    let sum = Tensor::stack(&squares, 0)?
+        .to_dtype(DType::F64)?
+        .sum_all()?;
+    Ok(crate::device::read_scalar::<f64>(&sum)?.sqrt())
 }
 
 /// The factor that brings a gradient of global norm `norm` to at most `max_norm` (1 when it is

@@ -15,6 +15,7 @@ use super::run::{RunDir, Stage, StageConfig};
 use super::state::{link_dir, step_rng, IndexVersion};
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{MaskConfig, RuleTagger};
+use crate::device;
 use crate::error::{Error, Result};
 use crate::index::build::{corpus_blocks, EmbedBlocks};
 use crate::index::live::{
@@ -22,7 +23,7 @@ use crate::index::live::{
 };
 use crate::index::{IndexSlot, StoredIndex};
 use crate::model::RealmSettings;
-use crate::model::{doc_inputs, query_inputs, relevance, retrieval_utility, Mode, RealmModel};
+use crate::model::{doc_inputs, marginal_utility_sum, query_inputs, relevance, Mode, RealmModel};
 use crate::model::{BertTokenizer, RetrieverConfig};
 use crate::ops::mips::MipsIndex;
 use candle_core::{DType, Device, Tensor};
@@ -252,7 +253,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         &dev,
         &tok_dir,
     )?;
-    model.set_compute_dtype(cfg.train.compute_dtype(dev.is_cuda())?)?;
+    model.set_compute_dtype(cfg.train.compute_dtype(opts.device.default_dtype())?)?;
     limits::fits_positions(
         OP,
         model.retriever().bert_config(),
@@ -434,30 +435,25 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             },
         )?;
         let grads = trainer.backward(&out.loss)?;
-        let loss = f64::from(out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-        let masked = tensors.token_mask.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
-        let (grads, loss) = trainer.all_reduce(grads, loss, masked as usize)?;
+        let (grads, loss) = trainer.all_reduce(grads, &out.loss, tensors.slots.count())?;
         let update = trainer.update(grads)?;
         trainer.state.data = cursor;
 
-        window.loss += loss;
+        window.losses.push(loss.detach().to_dtype(DType::F64)?);
         if tensors.k >= 2 {
-            let ru = retrieval_utility(&out.doc_scores, &out.cond_logprobs, &tensors.token_mask)?;
-            window.ru += ru.marginal;
-            window.ru_n += 1;
+            let sum = marginal_utility_sum(&out, &tensors.slots)?;
+            window.utilities.push((sum, tensors.slots.count()));
         }
-        window.n += 1;
         window.tokens += tensors.tokens;
         report.max_staleness = report.max_staleness.max(staleness);
         if trainer.log_due() {
             let mut m = trainer.metric();
-            let loss = window.loss / window.n as f64;
+            let (loss, ru) = window.means()?;
             report.first_loss.get_or_insert(loss);
             report.last_loss = Some(loss);
             m.loss = Some(loss);
             m.lr = Some(update.lr);
-            if window.ru_n > 0 {
-                let ru = window.ru / window.ru_n as f64;
+            if let Some(ru) = ru {
                 m.retrieval_utility = Some(ru);
                 report.retrieval_utility = Some(ru);
             }
@@ -526,12 +522,13 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
     Ok(report)
 }
 
-/// Loss, retrieval utility and throughput accumulated between two metrics lines.
+/// Loss, retrieval utility and throughput accumulated between two metrics lines. Each step's
+/// loss and retrieval-utility sum stay on the device (detached, f64) until the window is logged,
+/// when one read brings them all: a step itself reads nothing for logging.
 struct Window {
-    loss: f64,
-    ru: f64,
-    ru_n: usize,
-    n: usize,
+    losses: Vec<Tensor>,
+    /// [`marginal_utility_sum`] of each step with k ≥ 2, with its masked-token count.
+    utilities: Vec<(Tensor, usize)>,
     tokens: usize,
     started: std::time::Instant,
 }
@@ -539,13 +536,38 @@ struct Window {
 impl Default for Window {
     fn default() -> Self {
         Window {
-            loss: 0.0,
-            ru: 0.0,
-            ru_n: 0,
-            n: 0,
+            losses: Vec::new(),
+            utilities: Vec::new(),
             tokens: 0,
             started: std::time::Instant::now(),
         }
+    }
+}
+
+impl Window {
+    /// The mean loss of the window's steps and their mean retrieval utility (None without
+    /// one), summed in f64 step by step: one read from the device.
+    fn means(&self) -> Result<(f64, Option<f64>)> {
+        let all: Vec<Tensor> = self
+            .losses
+            .iter()
+            .chain(self.utilities.iter().map(|(t, _)| t))
+            .cloned()
+            .collect();
+        let values = device::read_vec1::<f64>(&Tensor::stack(&all, 0)?)?;
+        let (losses, utilities) = values.split_at(self.losses.len());
+        let mut loss = 0f64;
+        for l in losses {
+            loss += l;
+        }
+        let mut ru = 0f64;
+        for (sum, (_, tokens)) in utilities.iter().zip(&self.utilities) {
+            ru += sum / (*tokens).max(1) as f64;
+        }
+        Ok((
+            loss / losses.len().max(1) as f64,
+            (!utilities.is_empty()).then(|| ru / utilities.len() as f64),
+        ))
     }
 }
 
@@ -587,7 +609,7 @@ fn frozen_scores(
         .iter()
         .flat_map(|r| (0..k - 1).map(|z| r.get(z).copied().unwrap_or(0)))
         .collect();
-    let ids = Tensor::from_vec(ids, b * (k - 1), index.device())?;
+    let ids = device::upload(ids, b * (k - 1), index.device())?;
     let blocks = index
         .embeddings()?
         .index_select(&ids, 0)?

@@ -56,8 +56,9 @@ pub struct LoopConfig {
     /// A metrics line every this many steps.
     pub log_every: u64,
     pub seed: u64,
-    /// BERT's compute dtype: "f32", "bf16" or "f16" (None: f32 on the CPU, bf16 on a GPU). f16
-    /// trains with dynamic loss scaling.
+    /// BERT's compute dtype: "f32", "bf16" or "f16" (None: the device's,
+    /// [`ComputeDevice::default_dtype`]: bf16 where the CUDA kernels run, on a GPU or the
+    /// emulator; f32 on the native CPU). f16 trains with dynamic loss scaling.
     pub dtype: Option<String>,
 }
 
@@ -116,7 +117,7 @@ impl LoopConfig {
             ));
         }
         self.adamw.validate()?;
-        self.compute_dtype(false)?;
+        self.compute_dtype(DType::F32)?;
         Ok(())
     }
 
@@ -127,11 +128,12 @@ impl LoopConfig {
         }
     }
 
-    /// The compute dtype on a device (`cuda`: whether it is a GPU).
-    pub fn compute_dtype(&self, cuda: bool) -> Result<DType> {
+    /// The compute dtype: the one asked, else `default` (the device's,
+    /// [`ComputeDevice::default_dtype`]).
+    pub fn compute_dtype(&self, default: DType) -> Result<DType> {
         Ok(match self.dtype.as_deref() {
-            None if cuda => DType::BF16,
-            None | Some("f32") => DType::F32,
+            None => default,
+            Some("f32") => DType::F32,
             Some("bf16") => DType::BF16,
             Some("f16") => DType::F16,
             Some(other) => {
@@ -188,6 +190,13 @@ pub struct Update {
     pub grad_norm: Option<f64>,
 }
 
+/// One step's gradients with their global norm (computed with them: the step's one read from
+/// the device).
+pub struct Gradients {
+    store: GradStore,
+    norm: f64,
+}
+
 /// The loop state of one stage.
 pub struct Trainer {
     stage: Stage,
@@ -229,7 +238,7 @@ impl Trainer {
         let vars = params.iter().map(|(_, v)| v.clone()).collect();
         let mut opt = AdamW::new(params, cfg.adamw)?;
         let schedule = cfg.schedule();
-        let f16 = cfg.compute_dtype(opts.device.is_cuda())? == DType::F16;
+        let f16 = cfg.compute_dtype(opts.device.default_dtype())? == DType::F16;
         let mut state = TrainerState::new(stage.name(), cfg.seed, cfg.adamw, schedule);
         if f16 && dist.size() > 1 {
             // Each rank's scaler would skip its own overflowing steps: the replicas would part.
@@ -306,16 +315,21 @@ impl Trainer {
         self.state.step < self.schedule.total
     }
 
-    /// Gradients of `loss` (scaled and unscaled again under f16; None when they overflowed).
-    pub fn backward(&mut self, loss: &Tensor) -> Result<Option<GradStore>> {
+    /// Gradients of `loss` and their global norm (scaled and unscaled again under f16; None
+    /// when they overflowed).
+    pub fn backward(&mut self, loss: &Tensor) -> Result<Option<Gradients>> {
         match &mut self.scaler {
-            None => Ok(Some(loss.backward()?)),
+            None => {
+                let store = loss.backward()?;
+                let norm = global_grad_norm(&store, &self.vars)?;
+                Ok(Some(Gradients { store, norm }))
+            }
             Some(scaler) => {
-                let mut grads = scaler.scale_loss(loss)?.backward()?;
-                let ok = scaler.unscale(&mut grads, &self.vars)?;
+                let mut store = scaler.scale_loss(loss)?.backward()?;
+                let norm = scaler.unscale(&mut store, &self.vars)?;
                 self.state.loss_scale = Some(scaler.scale());
                 self.state.loss_scale_good_steps = scaler.good_steps();
-                Ok(ok.then_some(grads))
+                Ok(norm.map(|norm| Gradients { store, norm }))
             }
         }
     }
@@ -323,20 +337,24 @@ impl Trainer {
     /// The gradients and loss of the global batch from this rank's: `loss` is the mean of this
     /// rank's `terms` loss terms (masked tokens, examples), so each rank's gradients are weighted
     /// by its share of all terms and summed over the ranks, in buckets, in rank order (the same
-    /// bits on every rank). A single process gets its arguments back unchanged.
+    /// bits on every rank); the norm is taken again of the sum. A single process gets its
+    /// arguments back unchanged, without reading anything from the device.
     pub fn all_reduce(
         &self,
-        grads: Option<GradStore>,
-        loss: f64,
+        grads: Option<Gradients>,
+        loss: &Tensor,
         terms: usize,
-    ) -> Result<(Option<GradStore>, f64)> {
+    ) -> Result<(Option<Gradients>, Tensor)> {
         let dist = &self.dist;
         if dist.size() == 1 {
-            return Ok((grads, loss));
+            return Ok((grads, loss.clone()));
         }
         // f16 is refused with several ranks, so the gradients are always there.
-        let mut grads = grads.ok_or_else(|| Error::Dist("no gradients to all-reduce".into()))?;
-        let mut head = [terms as f32, (loss * terms as f64) as f32];
+        let mut store = grads
+            .ok_or_else(|| Error::Dist("no gradients to all-reduce".into()))?
+            .store;
+        let local = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let mut head = [terms as f32, local * terms as f32];
         dist.all_reduce_sum("loss", &mut head)?;
         if head[0] <= 0.0 {
             return Err(Error::Dist(format!(
@@ -350,7 +368,7 @@ impl Trainer {
         // without one), so that a gradient absent on every rank stays absent.
         let mut flat = Vec::new();
         for var in &self.vars {
-            match grads.get(var.as_tensor()) {
+            match store.get(var.as_tensor()) {
                 Some(g) => {
                     flat.push(1.0);
                     let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
@@ -371,19 +389,20 @@ impl Trainer {
             if present > 0.0 {
                 let g = Tensor::from_slice(&flat[at + 1..at + 1 + n], var.shape(), var.device())?
                     .to_dtype(var.dtype())?;
-                grads.insert(var.as_tensor(), g);
+                store.insert(var.as_tensor(), g);
             }
             at += 1 + n;
         }
-        Ok((Some(grads), f64::from(head[1] / head[0])))
+        let norm = global_grad_norm(&store, &self.vars)?;
+        let global = Tensor::new(head[1] / head[0], loss.device())?.to_dtype(loss.dtype())?;
+        Ok((Some(Gradients { store, norm }), global))
     }
 
     /// Clips and applies the gradients (None: skip the update) and counts the step.
-    pub fn update(&mut self, grads: Option<GradStore>) -> Result<Update> {
+    pub fn update(&mut self, grads: Option<Gradients>) -> Result<Update> {
         let lr = self.schedule.lr(self.state.step);
         let grad_norm = match grads {
-            Some(grads) => {
-                let norm = global_grad_norm(&grads, &self.vars)?;
+            Some(Gradients { store: grads, norm }) => {
                 let factor = clip_factor(norm, self.clip_norm).map_err(|e| {
                     Error::bad_input(
                         "training",

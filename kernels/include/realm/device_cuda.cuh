@@ -46,6 +46,12 @@ REALM_DEVICE float atomic_add(float* p, float v) { return atomicAdd(p, v); }
 REALM_DEVICE int atomic_add(int* p, int v) { return atomicAdd(p, v); }
 REALM_DEVICE unsigned atomic_add(unsigned* p, unsigned v) { return atomicAdd(p, v); }
 REALM_DEVICE int atomic_max(int* p, int v) { return atomicMax(p, v); }
+// A global load that bypasses L1 (ld.global.cg): it sees what other blocks' atomics have made
+// visible in L2, where a plain load may hit a stale L1 line.
+template <typename T>
+REALM_DEVICE T load_cg(const T* p) {
+  return __ldcg(p);
+}
 
 // ---- cp.async (sm_80+): 16-byte global -> shared copies, grouped and awaited ----
 template <typename T>

@@ -412,6 +412,12 @@ int atomic_max(realm_emu::Ptr<int, S> p, int v) {
   return old;
 }
 
+// ld.global.cg: blocks never run at the same time here, so every load sees the latest value.
+template <typename T>
+std::remove_const_t<T> load_cg(gptr<T> p) {
+  return *p;
+}
+
 // ---- 16-bit floats: bit-exact round-to-nearest-even conversions ----
 struct __half {
   unsigned short __x;

@@ -1,7 +1,7 @@
 //! The plain candle composition the fused attention replaces (also the float64 reference), random
 //! inputs, the op's `realm selftest` cases and its `realm bench attention` measurement.
 
-use super::{attention, dropout_multipliers, Dropout};
+use super::{attention, dropout_multipliers, Dropout, KeyLens};
 use crate::check::{host_f64, Case, Outcome};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
@@ -121,7 +121,7 @@ pub fn check_padding(
 ) -> Result<()> {
     let (b, h, l, dh) = shape;
     let inputs = random_qkv(3, shape, dtype, dev)?;
-    let lens_t = Tensor::new(lens, dev)?;
+    let lens_t = KeyLens::new(lens, dev)?;
     let run = |inputs: &[Tensor; 4]| {
         forward_backward(
             |q, k, v| attention(q, k, v, Some(&lens_t), 0.3, None),
@@ -240,7 +240,7 @@ pub fn accuracy(dev: &Device, spec: &CheckSpec) -> Result<Accuracy> {
     let lens = spec
         .lens
         .as_ref()
-        .map(|l| Tensor::new(l.as_slice(), dev))
+        .map(|l| KeyLens::new(l, dev))
         .transpose()?;
     let ours = forward_backward(
         |q, k, v| attention(q, k, v, lens.as_ref(), scale, spec.dropout),
@@ -376,7 +376,7 @@ pub fn bench(dev: &ComputeDevice, spec: AttentionBench, budget: Budget) -> Resul
     );
     let len = l - (pad_frac * l as f64).round() as usize;
     let lens = vec![len as u32; b];
-    let lens_t = Tensor::new(lens.as_slice(), &dev.device)?;
+    let lens_t = KeyLens::new(&lens, &dev.device)?;
     let padded = len < l;
     let scale = 1.0 / (dh as f64).sqrt();
     let run = || -> Result<()> {

@@ -4,7 +4,7 @@
 //! Semantics (CPU, emulator and CUDA alike; kernels in `kernels/attention_{fwd,bwd}.cu`):
 //! - q, k, v: `[b, h, l, dh]`, contiguous, one dtype; dh ∈ {32, 64, 128}; f32, f16 or bf16 on the
 //!   CPU, f16 or bf16 on a GPU; arithmetic in f32.
-//! - `key_lens` (`[b]` u32, on the inputs' device): batch entry i has `key_lens[i]` real tokens.
+//! - `key_lens` ([`KeyLens`]: on the host and the inputs' device): batch entry i has `key_lens[i]` real tokens.
 //!   Keys at or past it are skipped (whole tiles cost nothing) and query rows at or past it are
 //!   written as zeros (and get zero gradients). 0 and l are valid; `None` means l everywhere.
 //! - The softmax is computed online; the forward keeps each row's log-sum-exp (f32) for the
@@ -41,14 +41,51 @@ pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
 /// The longest sequence (the dropout counter packs row and column into 32 bits).
 pub const MAX_LEN: usize = 1 << 16;
 
+/// Real tokens per batch entry, known on the host (where a batch's lengths come from) and held
+/// on the device as a `[b]` u32 tensor: the kernels read the tensor, the checks and the CPU code
+/// the host copy, so no call reads the device to learn them. Built once per batch.
+#[derive(Clone, Debug)]
+pub struct KeyLens {
+    host: Arc<[u32]>,
+    tensor: Tensor,
+}
+
+impl KeyLens {
+    /// The lengths `lens`, uploaded to `device` (one upload).
+    pub fn new(lens: &[u32], device: &Device) -> Result<Self> {
+        Ok(KeyLens {
+            host: lens.into(),
+            tensor: crate::device::upload(lens.to_vec(), lens.len(), device)?,
+        })
+    }
+
+    /// The lengths on the host.
+    pub fn host(&self) -> &[u32] {
+        &self.host
+    }
+
+    /// The lengths as a `[b]` u32 tensor on their device.
+    pub fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
+    pub fn len(&self) -> usize {
+        self.host.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty()
+    }
+}
+
 /// Fused attention of `q`, `k`, `v` (`[b, h, l, dh]`), keys and queries of batch entry i limited
-/// to `key_lens[i]` (`[b]` u32), logits scaled by `scale`, with optional dropout on the
+/// to `key_lens[i]`, logits scaled by `scale`, with optional dropout on the
 /// probabilities. Differentiable in q, k and v. See the module documentation for the details.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    key_lens: Option<&Tensor>,
+    key_lens: Option<&KeyLens>,
     scale: f64,
     dropout: Option<Dropout>,
 ) -> Result<Tensor> {
@@ -85,7 +122,7 @@ impl Params {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        key_lens: Option<&Tensor>,
+        key_lens: Option<&KeyLens>,
         scale: f64,
         dropout: Option<Dropout>,
     ) -> Result<Self> {
@@ -156,41 +193,39 @@ impl Params {
             Some(d) => Mask::new(OP, d)?,
             None => None,
         };
-        let (lens, lens_on_device) = match key_lens {
-            None => (vec![l as u32; b], None),
-            Some(t) => {
-                if t.dtype() != DType::U32 || t.dims() != [b] {
+        let lens: Arc<[u32]> = match key_lens {
+            None => vec![l as u32; b].into(),
+            Some(kl) => {
+                if kl.len() != b {
                     return Err(Error::bad_input(
                         OP,
                         "key_lens",
-                        format!("{:?} {:?} must be u32 of shape [{b}]", t.dtype(), t.dims()),
+                        format!("{} lengths for a batch of {b}", kl.len()),
                     ));
                 }
-                if !t.device().same_device(q.device()) {
+                if !kl.tensor.device().same_device(q.device()) {
                     return Err(Error::bad_input(
                         OP,
                         "key_lens",
                         "is on another device than q",
                     ));
                 }
-                // A few bytes from the GPU: lengths past l would make the kernels read out of
-                // bounds, so they are checked on the host.
-                let lens = t.to_vec1::<u32>()?;
-                if let Some(bad) = lens.iter().position(|&n| n as usize > l) {
+                // Lengths past l would make the kernels read out of bounds: checked on the
+                // host copy, which costs no read from the device.
+                if let Some(bad) = kl.host.iter().position(|&n| n as usize > l) {
                     return Err(Error::bad_input(
                         OP,
                         "key_lens",
-                        format!("key_lens[{bad}] = {} exceeds l = {l}", lens[bad]),
+                        format!("key_lens[{bad}] = {} exceeds l = {l}", kl.host[bad]),
                     ));
                 }
-                let on_device = t.device().is_cuda().then(|| t.contiguous()).transpose()?;
-                (lens, on_device)
+                kl.host.clone()
             }
         };
-        let lens_on_device = match (lens_on_device, q.device()) {
-            (Some(t), _) => Some(t),
-            (None, dev) if dev.is_cuda() => Some(Tensor::new(lens.as_slice(), dev)?),
-            (None, _) => None,
+        let lens_on_device = match (key_lens, q.device()) {
+            (Some(kl), dev) if dev.is_cuda() => Some(kl.tensor.clone()),
+            (None, dev) if dev.is_cuda() => Some(crate::device::upload(lens.to_vec(), b, dev)?),
+            _ => None,
         };
         Ok(Params {
             b,
@@ -198,7 +233,7 @@ impl Params {
             l,
             dh,
             scale: scale as f32,
-            lens: lens.into(),
+            lens,
             lens_on_device,
             mask,
             exec,

@@ -19,10 +19,9 @@ pub use check::{
     bench, mll_composition, random_logits, selftest_cases, softmax_composition, DocSoftmaxBench,
 };
 
-use super::elem::{check_float, cpu_data, with_float_elem, Elem};
-use crate::device::{CpuExec, Exec};
+use super::elem::{check_float, cpu_data, on_cpu, with_float_elem};
+use crate::device::Exec;
 use crate::error::{Error, Result};
-use crate::kernels::Emulator;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
@@ -128,19 +127,6 @@ fn contiguous(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // CPU dispatch: the native implementation or the emulated kernels.
-
-/// Runs `native` or, on the emulator, `emulated`; both produce the output's elements.
-fn on_cpu<T: Elem>(
-    exec: &Exec,
-    native: impl FnOnce() -> Result<Vec<T>>,
-    emulated: impl FnOnce(&Emulator) -> Result<Vec<T>>,
-) -> candle_core::Result<CpuStorage> {
-    let out = match exec.cpu {
-        CpuExec::Native => native()?,
-        CpuExec::Emulator => emulated(&Emulator::new(exec.clone()))?,
-    };
-    Ok(T::into_cpu_storage(out))
-}
 
 /// The kernels on the tensors' GPU, in `exec`.
 #[cfg(feature = "cuda")]

@@ -31,15 +31,17 @@ pub(super) struct KernelPlan {
 impl KernelPlan {
     /// A plan for `q` queries of padded dimension `dp` over `n` documents. `slices` is the
     /// caller's wish (enough blocks to fill the device), reduced so that the candidate lists (16
-    /// bytes an entry) stay within `list_budget` bytes.
+    /// bytes an entry) take at most a quarter of `free_memory` (the device's free bytes; the rest
+    /// is left to the merge's scratch, the results and the rest of the process).
     pub fn new(
         n: usize,
         dp: usize,
         q: usize,
         k: usize,
         slices: usize,
-        list_budget: usize,
+        free_memory: usize,
     ) -> Result<Self> {
+        let list_budget = free_memory / 4;
         let (scan, tile) = match dp {
             0..=128 => (Variant::D128, mips_scan_tile(128) as usize),
             129..=256 => (Variant::D256, mips_scan_tile(256) as usize),
@@ -162,4 +164,24 @@ pub(super) fn search<B: Backend>(
     };
     be.launch(b, (), Launch::linear(q32, MIPS_MERGE_THREADS), merge)?;
     Ok((out_s, out_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_candidate_lists_fit_in_a_quarter_of_the_free_memory() {
+        let (n, dp, q, k, wish) = (13_000_000, 128, 256, 64, 264);
+        let roomy = KernelPlan::new(n, dp, q, k, wish, 100 << 30).unwrap();
+        assert_eq!(roomy.slices as usize, wish);
+        for free in [128usize << 20, 32 << 20, 8 << 20] {
+            let plan = KernelPlan::new(n, dp, q, k, wish, free).unwrap();
+            let bytes = plan.list_len(q) * 16;
+            assert!(bytes <= free / 4, "{bytes} bytes of lists with {free} free");
+            assert!(plan.slices < roomy.slices && plan.slices >= 1);
+        }
+        // Too little memory for even one list per query: one slice, the least there is.
+        assert_eq!(KernelPlan::new(n, dp, q, k, wish, 0).unwrap().slices, 1);
+    }
 }

@@ -44,6 +44,7 @@ use half::f16;
 use launch::KernelPlan;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 const OP: &str = "mips_top_k";
 const OP_INDEX: &str = "MipsIndex::new";
@@ -51,12 +52,27 @@ const OP_INDEX: &str = "MipsIndex::new";
 /// Dimensions are padded with zeros to a multiple of this for the kernels (16-byte rows).
 const DIM_ALIGN: usize = 8;
 
+/// `[n, d]` f16 rows in host memory that a [`MipsIndex`] searches in place (a memory-mapped
+/// index file: no copy however large the index).
+pub trait HostRows: Send + Sync + std::fmt::Debug {
+    /// The `n * d` values, row after row.
+    fn rows(&self) -> &[f16];
+}
+
+/// Where an index's rows are.
+#[derive(Clone, Debug)]
+enum Rows {
+    /// `[n, d]` f16 on the index's device; on a CUDA device the rows are padded with zeros to a
+    /// multiple of 8 dimensions, as the kernels read them.
+    Tensor(Tensor),
+    /// On the host, owned elsewhere.
+    Host(Arc<dyn HostRows>),
+}
+
 /// An f16 document index `[n, d]`, validated once: non-empty, finite in f16.
 #[derive(Clone, Debug)]
 pub struct MipsIndex {
-    /// `[n, d]` f16 on the index's device; on a CUDA device the rows are padded with zeros to a
-    /// multiple of 8 dimensions, as the kernels read them.
-    data: Tensor,
+    data: Rows,
     n: usize,
     d: usize,
     /// An upper bound on the largest row norm, for the f32 error bound.
@@ -90,18 +106,65 @@ impl MipsIndex {
             ));
         }
         check_float(OP_INDEX, "embeddings", embeddings.dtype())?;
-        let data = embeddings.to_dtype(DType::F16)?.contiguous()?;
+        let mut data = embeddings.to_dtype(DType::F16)?.contiguous()?;
+        // The kernels read rows with 16-byte cp.async copies, which need 16-byte aligned
+        // addresses: a view that starts inside its storage (a narrowed tensor) is copied to a
+        // storage of its own.
+        if data.layout().start_offset() % DIM_ALIGN != 0 {
+            data = data.force_contiguous()?;
+        }
         let max_norm_sq = max_row_norm_sq(&data)?;
         let data = match data.device() {
             Device::Cpu => data,
             _ => pad_dims(&data)?,
         };
         Ok(MipsIndex {
-            data,
+            data: Rows::Tensor(data),
             n,
             d,
-            // sqrt and the f32 sums on a GPU are rounded: a relative 2^-10 more covers both.
-            max_norm: max_norm_sq.sqrt() * (1.0 + 1.0 / 1024.0),
+            max_norm: norm_bound(max_norm_sq),
+        })
+    }
+
+    /// An index over host rows `[n, d]` searched in place, with the largest squared row norm
+    /// (f64 sums in order, as [`Self::new`] computes it) given by the caller, who has checked
+    /// that every row is finite: building it reads no row, so opening a mapped index of
+    /// millions of rows costs nothing.
+    pub fn from_host_rows(
+        rows: Arc<dyn HostRows>,
+        n: usize,
+        d: usize,
+        max_row_norm_sq: f64,
+    ) -> Result<Self> {
+        if n == 0 || d == 0 || rows.rows().len() != n * d {
+            return Err(Error::bad_input(
+                OP_INDEX,
+                "rows",
+                format!(
+                    "{} values for an index of shape [{n}, {d}] (it must be non-empty)",
+                    rows.rows().len()
+                ),
+            ));
+        }
+        if n >= u32::MAX as usize {
+            return Err(Error::bad_input(
+                OP_INDEX,
+                "rows",
+                format!("{n} documents; ids are u32, so at most {}", u32::MAX - 1),
+            ));
+        }
+        if !max_row_norm_sq.is_finite() || max_row_norm_sq < 0.0 {
+            return Err(Error::bad_input(
+                OP_INDEX,
+                "max_row_norm_sq",
+                format!("{max_row_norm_sq} is not a squared norm"),
+            ));
+        }
+        Ok(MipsIndex {
+            data: Rows::Host(rows),
+            n,
+            d,
+            max_norm: norm_bound(max_row_norm_sq),
         })
     }
 
@@ -121,13 +184,50 @@ impl MipsIndex {
     }
 
     pub fn device(&self) -> &Device {
-        self.data.device()
+        match &self.data {
+            Rows::Tensor(t) => t.device(),
+            Rows::Host(_) => &Device::Cpu,
+        }
     }
 
-    /// The f16 embeddings `[n, d]`.
+    /// The f16 embeddings `[n, d]` (a copy of host rows).
     pub fn embeddings(&self) -> Result<Tensor> {
-        Ok(self.data.narrow(1, 0, self.d)?)
+        Ok(match &self.data {
+            Rows::Tensor(t) => t.narrow(1, 0, self.d)?,
+            Rows::Host(h) => Tensor::from_slice(h.rows(), (self.n, self.d), &Device::Cpu)?,
+        })
     }
+
+    /// Calls `f` with the `[n, d]` rows of an index on the CPU.
+    fn with_host_rows<T>(&self, f: impl FnOnce(&[f16]) -> Result<T>) -> Result<T> {
+        match &self.data {
+            Rows::Tensor(t) => {
+                let (storage, layout) = t.storage_and_layout();
+                f(cpu_f16(&storage, layout, OP, "index")?)
+            }
+            Rows::Host(h) => f(h.rows()),
+        }
+    }
+}
+
+/// The norm bound of the error estimate from the largest squared row norm: sqrt and the f32
+/// sums on a GPU are rounded, and a relative 2^-10 more covers both.
+fn norm_bound(max_norm_sq: f64) -> f64 {
+    max_norm_sq.sqrt() * (1.0 + 1.0 / 1024.0)
+}
+
+/// The largest squared row norm of `[n, d]` host rows (f64 sums in order of the dimension), or
+/// the first row that is not finite: what [`MipsIndex::from_host_rows`] needs.
+pub fn max_row_norm_sq_of(rows: &[f16], d: usize) -> std::result::Result<f64, usize> {
+    let mut max = 0.0f64;
+    for (i, row) in rows.chunks(d.max(1)).enumerate() {
+        let sq: f64 = row.iter().map(|v| v.to_f64() * v.to_f64()).sum();
+        if !sq.is_finite() {
+            return Err(i);
+        }
+        max = max.max(sq);
+    }
+    Ok(max)
 }
 
 /// The largest squared row norm, or an error naming the first row that is not finite in f16.
@@ -268,11 +368,7 @@ impl Queries {
             }
         };
         // Exact in f32 for every input dtype; queries are small, so one host copy.
-        let values = queries
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_device(&Device::Cpu)?
-            .to_vec1::<f32>()?;
+        let values = crate::device::read_vec1::<f32>(&queries.to_dtype(DType::F32)?)?;
         let dp = d.next_multiple_of(DIM_ALIGN);
         let mut rows = vec![0.0f32; q * dp];
         let mut margin = Vec::with_capacity(q);
@@ -419,12 +515,14 @@ pub(crate) fn search(index: &MipsIndex, queries: &Queries, k: usize) -> Result<(
     let exec = Exec::current();
     match index.device() {
         Device::Cpu => {
-            let (storage, layout) = index.data.storage_and_layout();
-            let x = cpu_f16(&storage, layout, OP, "index")?;
-            let hits = match exec.cpu {
-                CpuExec::Native => cpu::search(x, index.n, index.d, queries, k),
-                CpuExec::Emulator => emulated_search(&Emulator::new(exec), x, index, queries, k)?,
-            };
+            let hits = index.with_host_rows(|x| {
+                Ok(match exec.cpu {
+                    CpuExec::Native => cpu::search(x, index.n, index.d, queries, k),
+                    CpuExec::Emulator => {
+                        emulated_search(&Emulator::new(exec), x, index, queries, k)?
+                    }
+                })
+            })?;
             hits.into_tensors(queries.q)
         }
         #[cfg(feature = "cuda")]
@@ -456,6 +554,7 @@ fn emulated_search(
             ids: Vec::new(),
         });
     }
+    // Host memory: the lists of test shapes are small, so no limit.
     let plan = KernelPlan::new(n, dp, q, k, EMULATOR_SLICES, usize::MAX)?;
     // The kernels read rows of dp values (16-byte aligned chunks).
     let padded: Cow<[f16]> = if dp == d {
@@ -470,11 +569,6 @@ fn emulated_search(
     let (scores, ids) = launch::search(emu, &&*padded, n, queries, k, &plan)?;
     Ok(Hits { k, scores, ids })
 }
-
-/// Bytes the candidate lists of one search may take on a GPU: beyond it, fewer slices (less
-/// parallelism).
-#[cfg(feature = "cuda")]
-const GPU_LIST_BUDGET: usize = 512 << 20;
 
 /// The kernels on the index's GPU (its rows are padded to a multiple of 8 dimensions).
 #[cfg(feature = "cuda")]
@@ -496,7 +590,12 @@ fn gpu_search(
             Tensor::zeros((0, k), DType::U32, index.device())?,
         ));
     }
-    let (storage, layout) = index.data.storage_and_layout();
+    let Rows::Tensor(data) = &index.data else {
+        return Err(Error::Device(format!(
+            "{OP}: the index is not on a CUDA device"
+        )));
+    };
+    let (storage, layout) = data.storage_and_layout();
     let Storage::Cuda(cs) = &*storage else {
         return Err(Error::Device(format!(
             "{OP}: the index is not on a CUDA device"
@@ -511,7 +610,14 @@ fn gpu_search(
         as usize;
     // Two blocks per SM over all query batches (of up to 64 queries).
     let wish = (2 * sms).div_ceil(q.div_ceil(64));
-    let plan = KernelPlan::new(n, dp, q, k, wish, GPU_LIST_BUDGET)?;
+    // The candidate lists are sized to the memory free now (fewer slices, less parallelism,
+    // where it is short).
+    let (free, _) = dev
+        .cuda_stream()
+        .context()
+        .mem_get_info()
+        .map_err(|e| Error::Device(format!("{OP}: reading the free device memory: {e}")))?;
+    let plan = KernelPlan::new(n, dp, q, k, wish, free)?;
     let be = crate::kernels::Cuda::new(dev, exec);
     let (scores, ids) = launch::search(&be, &x, n, queries, k, &plan)?;
     let tensor =
