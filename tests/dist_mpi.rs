@@ -44,10 +44,15 @@ fn mpirun(test: &str) -> Option<PathBuf> {
 /// `mpirun -np N PROGRAM ARGS` with one thread per rank (2 ranks share this machine's 2 cores).
 fn mpi_command(mpirun: &Path, np: usize, program: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(mpirun);
-    c.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
-        .arg(program)
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        &np.to_string(),
+    ])
+    .arg(program)
+    .args(args)
+    .env("RAYON_NUM_THREADS", "1");
     c
 }
 
@@ -95,6 +100,9 @@ fn tiny_config(dir: &Path, steps: u64) -> PathBuf {
     let mut bert = BertConfig::new(32, 1, 1);
     bert.vocab_size = 8000;
     bert.max_position_embeddings = 64;
+    // No dropout: each rank draws its own masks, which one process does not.
+    bert.hidden_dropout_prob = 0.0;
+    bert.attention_probs_dropout_prob = 0.0;
     let init = ModelInit::Origin(Origin::Scratch {
         config: bert,
         vocab: repo().join("data/demo/vocab.txt"),
@@ -141,7 +149,10 @@ fn two_ranks_train_as_one_with_the_same_global_batch() {
     let config = tiny_config(&dir, 8);
     let (one, two) = (dir.join("one"), dir.join("two"));
     let out = Command::new(REALM)
-        .args(pretrain_args(one.to_str().unwrap(), config.to_str().unwrap()))
+        .args(pretrain_args(
+            one.to_str().unwrap(),
+            config.to_str().unwrap(),
+        ))
         .env("RAYON_NUM_THREADS", "1")
         .output()
         .unwrap();
@@ -156,7 +167,12 @@ fn two_ranks_train_as_one_with_the_same_global_batch() {
     .unwrap();
     check(&out, "2 ranks");
     // Rank 0 alone prints the report and writes the run.
-    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("\"steps\"").count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("\"steps\"")
+            .count(),
+        1
+    );
     let (a, b) = (losses(&one), losses(&two));
     assert_eq!(a.len(), 8);
     assert_eq!(a.len(), b.len());
@@ -242,7 +258,11 @@ fn sharded_search_equals_one_search() {
     .unwrap();
     check(&out, "sharded search under mpirun");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches("sharded search equal").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("sharded search equal").count(),
+        2,
+        "{stdout}"
+    );
 }
 
 fn trainer_step(run: &Path) -> Option<u64> {
@@ -284,8 +304,14 @@ fn two_ranks_stopped_and_resumed_end_as_uninterrupted() {
     .unwrap();
     let started = Instant::now();
     while trainer_step(&cut).is_none_or(|s| s < 4) {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was stopped");
-        assert!(started.elapsed() < Duration::from_secs(600), "no checkpoint");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was stopped"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no checkpoint"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -207,9 +207,7 @@ impl Dist {
         if self.size() == 1 {
             return Ok(());
         }
-        let parts = self
-            .backend
-            .all_gather(what, bytemuck::cast_slice(buf))?;
+        let parts = self.backend.all_gather(what, bytemuck::cast_slice(buf))?;
         for (r, p) in parts.iter().enumerate() {
             if p.len() != std::mem::size_of_val(buf) {
                 return Err(Error::Dist(format!(
@@ -324,7 +322,15 @@ mod tests {
         fn all_gather(&self, _: &'static str, local: &[u8]) -> Result<Vec<Vec<u8>>> {
             self.table.0.lock().unwrap()[self.rank] = Some(local.to_vec());
             self.table.1.wait();
-            let all = self.table.0.lock().unwrap().iter().flatten().cloned().collect();
+            let all = self
+                .table
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .flatten()
+                .cloned()
+                .collect();
             self.table.1.wait();
             Ok(all)
         }
@@ -341,7 +347,10 @@ mod tests {
         }
     }
 
-    fn run_ranks<T: Send + 'static>(n: usize, f: impl Fn(Dist) -> T + Send + Sync + 'static) -> Vec<T> {
+    fn run_ranks<T: Send + 'static>(
+        n: usize,
+        f: impl Fn(Dist) -> T + Send + Sync + 'static,
+    ) -> Vec<T> {
         let table = Arc::new((Mutex::new(vec![None; n]), std::sync::Barrier::new(n)));
         let f = Arc::new(f);
         let handles: Vec<_> = (0..n)

@@ -87,7 +87,11 @@ pub fn start(timeout: Duration) -> Result<(MpiWorld, Finalize)> {
 
 impl MpiWorld {
     /// Runs one collective under the lock, watched.
-    fn watched<T>(&self, what: &'static str, f: impl FnOnce(&SimpleCommunicator) -> T) -> Result<T> {
+    fn watched<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&SimpleCommunicator) -> T,
+    ) -> Result<T> {
         let comm = self
             .comm
             .lock()

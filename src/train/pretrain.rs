@@ -224,7 +224,11 @@ pub fn run_pretrain(
 fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<PretrainReport> {
     cfg.validate()?;
     let dist = &opts.dist;
-    if dist.size() > 1 && !cfg.freeze_retriever && cfg.refresh.every > 0 && cfg.refresh.swap_after.is_none() {
+    if dist.size() > 1
+        && !cfg.freeze_retriever
+        && cfg.refresh.every > 0
+        && cfg.refresh.swap_after.is_none()
+    {
         // "Swap when ready" would swap at a different step on each rank: the replicas would part.
         return Err(Error::bad_input(
             OP,
