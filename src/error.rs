@@ -21,6 +21,10 @@ pub enum Error {
     /// The requested device or execution path is not available in this build or on this machine.
     #[error("device: {0}")]
     Device(String),
+    /// A collective between the processes of a distributed run failed (a rank left, or the
+    /// ranks disagree about what they exchange).
+    #[error("distributed: {0}")]
+    Dist(String),
     /// An I/O or format problem with a file (see [`Error::file`]).
     #[error("{path}: {msg}")]
     File {

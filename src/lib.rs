@@ -21,6 +21,7 @@ pub mod data;
 pub mod demo;
 pub mod demo_dir;
 pub mod device;
+pub mod dist;
 pub mod embed;
 pub mod error;
 pub mod eval;

@@ -39,10 +39,24 @@ enum Command {
 fn main() -> ExitCode {
     realm::alloc::tune_for_tensors();
     let cli = Cli::parse();
+    // MPI when started by mpirun in an `mpi` build (src/dist/); one process otherwise.
+    let _world = match realm::dist::init() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let world = realm::dist::world();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read our output has stopped reading (`realm search ... | head -1`): done.
         Err(e) if cli::closed_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if world.size() > 1 => {
+            // The other ranks would wait for this one: end them all (MPI_Abort).
+            eprintln!("Error: rank {} of {}: {e:?}", world.rank(), world.size());
+            world.abort(1)
+        }
         Err(e) => {
             eprintln!("Error: {e:?}");
             ExitCode::FAILURE

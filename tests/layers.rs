@@ -17,6 +17,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("measure", &["measure", "check"]),
     ("kernels", &["kernels"]),
     ("ops", &["ops"]),
+    // The collectives between the processes of a run: below whatever trains or searches.
+    ("dist", &["dist"]),
     ("model", &["model"]),
     ("data", &["data"]),
     ("index", &["index"]),

@@ -48,17 +48,25 @@ impl RunArgs {
             quiet: self.quiet,
             stop_after: None,
             stop: Some(install_signal_handlers()?),
+            dist: realm::dist::world(),
         })
     }
 
     /// Prints a stage's report as JSON on stdout. When a signal stopped the run, also says on
     /// stderr where it stopped and how to continue, and returns the exit status the signal
     /// implies (128 + its number).
+    /// In a distributed run only rank 0 prints.
     pub fn finish<R: serde::Serialize>(&self, stage: &str, report: &R) -> Result<Option<i32>> {
-        print_report(report)?;
+        let root = realm::dist::world().is_root();
+        if root {
+            print_report(report)?;
+        }
         let Some(signal) = install_signal_handlers()?.signal() else {
             return Ok(None);
         };
+        if !root {
+            return Ok(Some(exit_status(signal)));
+        }
         let ckpt = self.run.join(realm::train::run::CHECKPOINT);
         let (state, _) = realm::train::state::load_trainer(&ckpt)?;
         eprintln!(

@@ -147,7 +147,7 @@ pub fn run_finetune(
     run_dir: &Path,
     opts: &RunOptions,
 ) -> Result<FinetuneReport> {
-    super::run::removed_on_failure(run_dir, || train(cfg, run_dir, opts))
+    super::run::removed_on_failure(run_dir, &opts.dist, || train(cfg, run_dir, opts))
 }
 
 fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<FinetuneReport> {
@@ -160,7 +160,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         origin,
         tok_dir,
         tokenizer: tok,
-    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
+    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume, &opts.dist)?;
     let settings = RealmSettings {
         query_seq_len: cfg.query_len,
         candidate_seq_len: cfg.doc_len,
@@ -259,8 +259,12 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
     while !trainer.done() {
         let step = trainer.step();
         let (ids, cursor) = order.batch(step);
-        let batch: Vec<&Question> = ids.iter().map(|&i| &questions[i]).collect();
-        let seed = step_rng(cfg.train.seed, STREAM_DROPOUT, step).next_u64();
+        let part = opts.dist.shard(ids.len());
+        let first = part.start as u64;
+        let batch: Vec<&Question> = ids[part].iter().map(|&i| &questions[i]).collect();
+        let seed = opts
+            .dist
+            .replica_seed(step_rng(cfg.train.seed, STREAM_DROPOUT, step).next_u64());
         let pieces: Vec<&[u32]> = batch.iter().map(|q| q.pieces.as_slice()).collect();
         let q_in = query_inputs(&tok, &pieces, cfg.query_len, &dev)?;
         let q = model
@@ -312,7 +316,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
                     &offsets,
                     Mode::Train {
                         seed: seed ^ 0x7265_6164,
-                        step: step * batch.len() as u64 + i as u64,
+                        step: step * ids.len() as u64 + first + i as u64,
                     },
                 )?
                 .plus_relevance(&rel_i.narrow(0, 0, cfg.reader_beam)?)?;
@@ -320,6 +324,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
         }
         let loss = Tensor::stack(&losses, 0)?.mean_all()?;
         let grads = trainer.backward(&loss)?;
+        let (grads, loss) = trainer.all_reduce(grads, &loss, batch.len())?;
         let update = trainer.update(grads)?;
         trainer.state.data = cursor;
         window_loss += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
@@ -339,7 +344,7 @@ fn train(cfg: &FinetuneConfig, run_dir: &Path, opts: &RunOptions) -> Result<Fine
             trainer.log(&m)?;
             (window_loss, window_n, window_hits, window_q) = (0.0, 0, 0, 0);
         }
-        if trainer.checkpoint_due() {
+        if trainer.checkpoint_due()? {
             trainer.save(&run.checkpoint(), |d| {
                 model.save(d)?;
                 reader.save(d.join(READER))?;

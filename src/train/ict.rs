@@ -130,7 +130,7 @@ pub struct IctReport {
 
 /// Runs (or resumes) the stage in `run_dir`; the checkpoint holds the retriever.
 pub fn run_ict(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport> {
-    super::run::removed_on_failure(run_dir, || train(cfg, run_dir, opts))
+    super::run::removed_on_failure(run_dir, &opts.dist, || train(cfg, run_dir, opts))
 }
 
 fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport> {
@@ -143,7 +143,7 @@ fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport
         origin,
         tok_dir,
         tokenizer: tok,
-    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
+    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume, &opts.dist)?;
     let corpus = corpus_blocks(&cfg.corpus, &tok, cfg.block_len, cfg.skip_bad_lines)?;
     let fit = models::ProjectionFit {
         tokenizer: &tok,
@@ -186,16 +186,22 @@ fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport
         let step = trainer.step();
         let (ids, cursor) = order.batch(step);
         let mut rng = step_rng(cfg.train.seed, STREAM_EXAMPLES, step);
-        let examples: Vec<IctExample> = ids
+        // Every rank draws the whole batch's examples (the draws follow one another) and keeps
+        // its part; its in-batch negatives are its part's blocks.
+        let mut examples: Vec<IctExample> = ids
             .iter()
             .filter_map(|&i| ict_example(data.train[i], cfg.remove_prob, &mut rng))
             .collect();
+        let part = opts.dist.shard(examples.len());
+        examples.truncate(part.end);
+        let examples = examples.split_off(part.start);
         let mode = Mode::Train {
-            seed: cfg.train.seed,
+            seed: opts.dist.replica_seed(cfg.train.seed),
             step,
         };
         let (loss, tokens) = ict_loss(&retriever, &tok, &examples, cfg, mode, &dev)?;
         let grads = trainer.backward(&loss)?;
+        let (grads, loss) = trainer.all_reduce(grads, &loss, examples.len())?;
         let update = trainer.update(grads)?;
         trainer.state.data = cursor;
         let loss = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
@@ -223,7 +229,7 @@ fn train(cfg: &IctConfig, run_dir: &Path, opts: &RunOptions) -> Result<IctReport
             (window_loss, window_n, window_tokens) = (0.0, 0, 0);
             window_start = std::time::Instant::now();
         }
-        if trainer.checkpoint_due() {
+        if trainer.checkpoint_due()? {
             trainer.save(&run.checkpoint(), |d| {
                 retriever.save(d)?;
                 models::copy_tokenizer(&tok_dir, d)?;

@@ -175,13 +175,22 @@ pub struct StageStart {
 
 /// Starts (or, with `resume`, reopens) the run directory with `cfg`, and sets up the tokenizer; a
 /// from-scratch vocabulary size that is not the vocabulary's is an error.
+///
+/// In a distributed run rank 0 starts the run directory and writes the tokenizer; the other
+/// ranks wait for it (a barrier) and then read from the same folder.
 pub fn start_stage<C: Serialize + serde::de::DeserializeOwned>(
     run_dir: &Path,
     cfg: &C,
     init: &ModelInit,
     resume: bool,
+    dist: &crate::dist::Dist,
 ) -> Result<StageStart> {
-    let run = super::run::RunDir::start(run_dir, cfg, resume)?;
+    let run = if dist.is_root() {
+        super::run::RunDir::start(run_dir, cfg, resume)?
+    } else {
+        dist.barrier("run directory started by rank 0")?;
+        super::run::RunDir::attach(run_dir)
+    };
     let init = if resume {
         ModelInit::Checkpoint {
             dir: run.checkpoint(),
@@ -191,7 +200,13 @@ pub fn start_stage<C: Serialize + serde::de::DeserializeOwned>(
     };
     let origin = init.origin()?;
     let tok_dir = run.root().join("tokenizer");
-    let tokenizer = stage_tokenizer(&init, &tok_dir)?;
+    let tokenizer = if dist.is_root() {
+        let tokenizer = stage_tokenizer(&init, &tok_dir)?;
+        dist.barrier("run directory started by rank 0")?;
+        tokenizer
+    } else {
+        BertTokenizer::from_dir(&tok_dir)?
+    };
     if let Origin::Scratch { config, .. } = &origin {
         // Before any weights are drawn: a vocabulary size that is not the vocabulary's.
         tokenizer.check_vocab(config)?;

@@ -239,11 +239,27 @@ pub fn run_pretrain(
     run_dir: &Path,
     opts: &RunOptions,
 ) -> Result<PretrainReport> {
-    super::run::removed_on_failure(run_dir, || train(cfg, run_dir, opts))
+    super::run::removed_on_failure(run_dir, &opts.dist, || train(cfg, run_dir, opts))
 }
 
 fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<PretrainReport> {
     cfg.validate()?;
+    let dist = &opts.dist;
+    if dist.size() > 1
+        && !cfg.freeze_retriever
+        && cfg.refresh.every > 0
+        && cfg.refresh.swap_after.is_none()
+    {
+        // "Swap when ready" would swap at a different step on each rank: the replicas would part.
+        return Err(Error::bad_input(
+            OP,
+            "refresh.swap_after",
+            format!(
+                "{} ranks refresh the index together: give --refresh-swap-after N so that every rank swaps at the same step",
+                dist.size()
+            ),
+        ));
+    }
     let _exec = opts.device.enter()?;
     let dev = opts.device.device.clone();
     let models::StageStart {
@@ -252,7 +268,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         origin,
         tok_dir,
         tokenizer,
-    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume)?;
+    } = models::start_stage(run_dir, cfg, &cfg.init, opts.resume, &opts.dist)?;
     let tok = Arc::new(tokenizer);
     let data = PretrainData::load(cfg, &tok)?;
     let fit = models::ProjectionFit {
@@ -391,8 +407,10 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             refresh_total += s.seconds;
         }
         let (ids, cursor) = order.batch(step);
+        // The whole batch is masked on every rank (its draws follow one another), then each
+        // rank keeps its part: the same examples as one process with the same batch.
         let mut rng = step_rng(cfg.train.seed, STREAM_MASK, step);
-        let queries: Vec<MaskedQuery> = ids
+        let mut queries: Vec<MaskedQuery> = ids
             .iter()
             .map(|&i| {
                 let e = &data.examples[i];
@@ -403,7 +421,10 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
                 .into()
             })
             .collect();
-        let exclude: Vec<Option<u32>> = ids.iter().map(|&i| data.exclude[i]).collect();
+        let part = dist.shard(ids.len());
+        queries.truncate(part.end);
+        let queries = queries.split_off(part.start);
+        let exclude: Vec<Option<u32>> = ids[part].iter().map(|&i| data.exclude[i]).collect();
         let index = slot.get();
         // A frozen retriever's index is never stale.
         let staleness = match cfg.freeze_retriever {
@@ -447,15 +468,16 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         let out = model.mlm_forward(
             &batch,
             Mode::Train {
-                seed: cfg.train.seed,
+                seed: dist.replica_seed(cfg.train.seed),
                 step,
             },
         )?;
         let grads = trainer.backward(&out.loss)?;
+        let (grads, loss) = trainer.all_reduce(grads, &out.loss, tensors.slots.count())?;
         let update = trainer.update(grads)?;
         trainer.state.data = cursor;
 
-        window.losses.push(out.loss.detach().to_dtype(DType::F64)?);
+        window.losses.push(loss.detach().to_dtype(DType::F64)?);
         if tensors.k >= 2 {
             let sum = marginal_utility_sum(&out, &tensors.slots)?;
             window.utilities.push((sum, tensors.slots.count()));
@@ -484,7 +506,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             m.refresh_s = Some(s.seconds);
             trainer.log(&m)?;
         }
-        if trainer.checkpoint_due() {
+        if trainer.checkpoint_due()? {
             // The last checkpoint holds the newest index: a running refresh is finished first.
             // Any other checkpoint leaves training as it is (a refresh still running is
             // recorded with its weights, and a resumed run starts it again), so checkpoints
@@ -700,8 +722,10 @@ fn starting_index(
             0,
         ),
     };
-    live.stored(step, &cfg.init_label(), knowledge)?
-        .save(run.index())?;
+    if run.is_writer() {
+        live.stored(step, &cfg.init_label(), knowledge)?
+            .save(run.index())?;
+    }
     Ok((live, step))
 }
 

@@ -93,6 +93,8 @@ pub trait StageConfig: Serialize + DeserializeOwned {
 #[derive(Clone, Debug)]
 pub struct RunDir {
     root: PathBuf,
+    /// This process writes into it (rank 0 of a distributed run; the others only read).
+    writer: bool,
 }
 
 impl RunDir {
@@ -106,7 +108,7 @@ impl RunDir {
     ) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root).map_err(|e| Error::file(&root, e))?;
-        let run = RunDir { root };
+        let run = RunDir { root, writer: true };
         let has_checkpoint = state::recover(&run.checkpoint())?;
         match (resume, has_checkpoint) {
             (false, true) => {
@@ -155,7 +157,21 @@ impl RunDir {
             return Err(Error::file(&root, "no such run directory"));
         }
         state::recover(&root.join(CHECKPOINT))?;
-        Ok(RunDir { root })
+        Ok(RunDir { root, writer: true })
+    }
+
+    /// The run directory rank 0 of a distributed run has started (on a file system every rank
+    /// sees), for another rank: it reads from it and writes nothing.
+    pub fn attach(root: impl AsRef<Path>) -> Self {
+        RunDir {
+            root: root.as_ref().to_path_buf(),
+            writer: false,
+        }
+    }
+
+    /// Whether this process writes into the run directory.
+    pub fn is_writer(&self) -> bool {
+        self.writer
     }
 
     /// The run directory.
@@ -188,8 +204,12 @@ impl RunDir {
     /// The metrics file, for appending. `resume_step`: lines of `stage` past that step were
     /// written by a process that was killed after its last checkpoint; they are dropped, so the
     /// file reads as if the run had not been interrupted.
+    /// A reader of the run (another rank than 0) gets a log that writes nothing.
     pub fn metrics(&self, stage: Stage, resume_step: Option<u64>) -> Result<MetricsLog> {
         let path = self.metrics_path();
+        if !self.writer {
+            return Ok(MetricsLog { path, file: None });
+        }
         if let (Some(step), true) = (resume_step, path.exists()) {
             let file = File::open(&path).map_err(|e| Error::file(&path, e))?;
             let mut kept = Vec::new();
@@ -215,7 +235,10 @@ impl RunDir {
             .append(true)
             .open(&path)
             .map_err(|e| Error::file(&path, e))?;
-        Ok(MetricsLog { path, file })
+        Ok(MetricsLog {
+            path,
+            file: Some(file),
+        })
     }
 }
 
@@ -223,7 +246,16 @@ impl RunDir {
 /// this call created is removed again: `root` itself (with any missing parents) when it did not
 /// exist, else the entries it added to it. A failed start leaves nothing behind, and nothing
 /// that was there before is touched.
-pub fn removed_on_failure<T>(root: &Path, stage: impl FnOnce() -> Result<T>) -> Result<T> {
+///
+/// Only rank 0 of a distributed run cleans up (the others create nothing).
+pub fn removed_on_failure<T>(
+    root: &Path,
+    dist: &crate::dist::Dist,
+    stage: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if !dist.is_root() {
+        return stage();
+    }
     let created = root
         .ancestors()
         .filter(|p| !p.as_os_str().is_empty())
@@ -288,16 +320,19 @@ fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<
 /// Appends [`Metric`] lines, each written whole and flushed.
 pub struct MetricsLog {
     path: PathBuf,
-    file: File,
+    /// None on a rank that does not write.
+    file: Option<File>,
 }
 
 impl MetricsLog {
     /// Appends `metric` as one JSON line.
     pub fn log(&mut self, metric: &Metric) -> Result<()> {
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
         let mut line = serde_json::to_string(metric).map_err(|e| Error::file(&self.path, e))?;
         line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
+        file.write_all(line.as_bytes())
             .map_err(|e| Error::file(&self.path, e))
     }
 }

@@ -3,14 +3,15 @@
 //! progress bar. A stage supplies the forward pass and what goes into its checkpoint.
 //!
 //! The step is split so that nothing in it assumes one device: [`Trainer::backward`] gives the
-//! gradients of this replica's batch, [`Trainer::update`] applies them; a data-parallel run
-//! would all-reduce the `GradStore` in between.
+//! gradients of this replica's batch, [`Trainer::all_reduce`] sums them over the ranks of a
+//! data-parallel run (`crate::dist`; nothing at world size 1), [`Trainer::update`] applies them.
 
 use super::interrupt::StopRequest;
 use super::optim::{clip_factor, AdamW, AdamWConfig, LinearSchedule};
 use super::run::{progress, Metric, MetricsLog, RunDir, Stage};
 use super::state::{load_trainer, save_checkpoint, TrainerState};
 use crate::device::{read_scalar, ComputeDevice};
+use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::model::DynamicLossScaler;
 use candle_core::backprop::GradStore;
@@ -199,6 +200,9 @@ pub struct RunOptions {
     /// When requested (e.g. by Ctrl-C, see [`super::interrupt`]), the loop finishes its step,
     /// writes a checkpoint and returns, its report marked `interrupted`.
     pub stop: Option<Arc<StopRequest>>,
+    /// The processes of a data-parallel run (default: [`crate::dist::world`], a single process
+    /// unless the binary started MPI).
+    pub dist: Dist,
 }
 
 impl RunOptions {
@@ -210,9 +214,13 @@ impl RunOptions {
             quiet: false,
             stop_after: None,
             stop: None,
+            dist: crate::dist::world(),
         }
     }
 }
+
+/// Gradient values per all-reduce bucket (16 MB of f32, PyTorch DDP's order of size).
+const BUCKET: usize = 4 << 20;
 
 /// What [`Trainer::update`] did.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -253,6 +261,9 @@ pub struct Trainer {
     stop: Option<Arc<StopRequest>>,
     /// A stop was requested and the checkpoint it asks for is due (or written).
     stopping: bool,
+    dist: Dist,
+    /// This process writes the checkpoints (rank 0).
+    writer: bool,
 }
 
 impl Trainer {
@@ -266,11 +277,21 @@ impl Trainer {
         opts: &RunOptions,
     ) -> Result<Self> {
         cfg.validate()?;
+        let dist = opts.dist.clone();
+        dist.check_divisible("batch", cfg.batch)?;
         let vars = params.iter().map(|(_, v)| v.clone()).collect();
         let mut opt = AdamW::new(params, cfg.adamw)?;
         let schedule = cfg.schedule();
         let f16 = cfg.compute_dtype(opts.device.default_dtype())? == DType::F16;
         let mut state = TrainerState::new(stage.name(), cfg.seed, cfg.adamw, schedule);
+        if f16 && dist.size() > 1 {
+            // Each rank's scaler would skip its own overflowing steps: the replicas would part.
+            return Err(Error::bad_input(
+                "training config",
+                "dtype",
+                "f16 (dynamic loss scaling) trains in one process only; use bf16 or f32 with several ranks",
+            ));
+        }
         let mut scaler = f16.then(DynamicLossScaler::default);
         let growth = DynamicLossScaler::default().growth_interval();
         if opts.resume {
@@ -288,7 +309,7 @@ impl Trainer {
             state = saved;
         }
         let log = run.metrics(stage, opts.resume.then_some(state.step))?;
-        let bar = progress(cfg.steps, stage.name(), opts.quiet);
+        let bar = progress(cfg.steps, stage.name(), opts.quiet || !dist.is_root());
         bar.set_position(state.step);
         Ok(Trainer {
             stage,
@@ -311,6 +332,8 @@ impl Trainer {
             stop_after: opts.stop_after,
             stop: opts.stop.clone(),
             stopping: false,
+            writer: run.is_writer(),
+            dist,
         })
     }
 
@@ -357,6 +380,70 @@ impl Trainer {
                 }))
             }
         }
+    }
+
+    /// The gradients and loss of the global batch from this rank's: `loss` is the mean of this
+    /// rank's `terms` loss terms (masked tokens, examples), so each rank's gradients are weighted
+    /// by its share of all terms and summed over the ranks, in buckets, in rank order (the same
+    /// bits on every rank); the update takes the norm of the sum. A single process gets its
+    /// arguments back unchanged, without reading anything from the device.
+    pub fn all_reduce(
+        &self,
+        grads: Option<Gradients>,
+        loss: &Tensor,
+        terms: usize,
+    ) -> Result<(Option<Gradients>, Tensor)> {
+        let dist = &self.dist;
+        if dist.size() == 1 {
+            return Ok((grads, loss.clone()));
+        }
+        // f16 is refused with several ranks, so the gradients are always there.
+        let mut store = grads
+            .ok_or_else(|| Error::Dist("no gradients to all-reduce".into()))?
+            .store;
+        let local = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let mut head = [terms as f32, local * terms as f32];
+        dist.all_reduce_sum("loss", &mut head)?;
+        if head[0] <= 0.0 {
+            return Err(Error::Dist(format!(
+                "{} step {}: no loss terms on any rank",
+                self.stage.name(),
+                self.state.step + 1
+            )));
+        }
+        let weight = terms as f32 / head[0];
+        // Per variable: 1 if this rank has its gradient, then the weighted gradient (zeros
+        // without one), so that a gradient absent on every rank stays absent.
+        let mut flat = Vec::new();
+        for var in &self.vars {
+            match store.get(var.as_tensor()) {
+                Some(g) => {
+                    flat.push(1.0);
+                    let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                    flat.extend(g.into_iter().map(|x| x * weight));
+                }
+                None => {
+                    flat.push(0.0);
+                    flat.resize(flat.len() + var.elem_count(), 0.0);
+                }
+            }
+        }
+        for bucket in flat.chunks_mut(BUCKET) {
+            dist.all_reduce_sum("gradients", bucket)?;
+        }
+        let mut at = 0;
+        for var in &self.vars {
+            let (present, n) = (flat[at], var.elem_count());
+            if present > 0.0 {
+                let g = Tensor::from_slice(&flat[at + 1..at + 1 + n], var.shape(), var.device())?
+                    .to_dtype(var.dtype())?;
+                store.insert(var.as_tensor(), g);
+            }
+            at += 1 + n;
+        }
+        let global = Tensor::new(head[1] / head[0], loss.device())?.to_dtype(loss.dtype())?;
+        // The update reduces the norm of the summed gradients on the device and reads it once.
+        Ok((Some(Gradients { store, norm: None }), global))
     }
 
     /// Clips and applies the gradients (None: skip the update) and counts the step.
@@ -416,17 +503,21 @@ impl Trainer {
     /// steps, when `checkpoint_minutes` have passed since the last one, and when a stop was
     /// requested (after which [`Trainer::done`] is true). The caller writes it with
     /// [`Trainer::save`].
-    pub fn checkpoint_due(&mut self) -> bool {
-        if self.stop.as_ref().is_some_and(|s| s.requested()) {
+    ///
+    /// A stop requested on any rank stops them all at this step (mpirun passes a signal to every
+    /// rank, not necessarily during the same step).
+    pub fn checkpoint_due(&mut self) -> Result<bool> {
+        let requested = self.stop.as_ref().is_some_and(|s| s.requested());
+        if self.dist.any("stop request", requested)? {
             self.stopping = true;
         }
         let s = self.state.step;
-        self.stopping
+        Ok(self.stopping
             || s == self.schedule.total
             || (self.checkpoint_every > 0 && s.is_multiple_of(self.checkpoint_every))
             || self
                 .checkpoint_interval
-                .is_some_and(|i| self.last_checkpoint.elapsed() >= i)
+                .is_some_and(|i| self.last_checkpoint.elapsed() >= i))
     }
 
     /// Whether this step's checkpoint is the last one of the run (all steps done), rather than
@@ -435,12 +526,17 @@ impl Trainer {
         self.state.step >= self.schedule.total
     }
 
-    /// Writes the checkpoint: `write_files` puts the models (and index) into the folder.
+    /// Writes the checkpoint: `write_files` puts the models (and index) into the folder. Only
+    /// rank 0 writes (every rank holds the same model and optimizer state).
     pub fn save(
         &mut self,
         dir: &Path,
         write_files: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
+        if !self.writer {
+            self.last_checkpoint = Instant::now();
+            return Ok(());
+        }
         let mut state = self.state.clone();
         state.elapsed_s = self.time_s();
         save_checkpoint(dir, &state, &self.opt, write_files)?;

@@ -31,7 +31,7 @@ mod launch;
 mod sharded;
 
 pub use check::{bench, random_index, reference_top_k, selftest_cases, MipsBench};
-pub use sharded::{merge_top_k, ShardHits, ShardedIndex};
+pub use sharded::{check_global, hits_tensors, merge_top_k, search_shard, ShardHits, ShardedIndex};
 
 use super::elem::check_float;
 use crate::device::{CpuExec, Exec};

@@ -3,8 +3,8 @@
 //!
 //! The merge works on f64 scores (the shards' exact scores before rounding to f32), so that a
 //! sharded search returns exactly what one search over the concatenated index would. It only needs
-//! each shard's `[q, k]` scores and global ids, which is what a multi-GPU version would gather
-//! with NCCL before calling [`merge_top_k`].
+//! each shard's `[q, k]` scores and global ids: [`search_shard`] gives them for one shard, and
+//! `dist::search` gathers them from the ranks of a distributed run before the same merge.
 
 use super::{check_k, search, write_sorted, MipsIndex, Queries, OP};
 use crate::error::{Error, Result};
@@ -88,56 +88,78 @@ impl ShardedIndex {
         k: usize,
         exclude: Option<&[u32]>,
     ) -> Result<(Tensor, Tensor)> {
-        let q = queries.dims2().map(|(q, _)| q).unwrap_or(0);
-        if let Some(e) = exclude {
-            if let Some((i, v)) = e
-                .iter()
-                .enumerate()
-                .find(|(_, &v)| v != u32::MAX && v as usize >= self.n)
-            {
-                return Err(Error::bad_input(
-                    OP,
-                    "exclude",
-                    format!(
-                        "exclude[{i}] = {v} is not a document of the index (n = {}) nor u32::MAX",
-                        self.n
-                    ),
-                ));
-            }
-        }
-        check_k(self.n, exclude.unwrap_or(&[]), k)?;
-        let mut parts = Vec::with_capacity(self.shards.len());
-        for (shard, &offset) in self.shards.iter().zip(&self.offsets) {
-            let local: Option<Vec<u32>> = exclude.map(|e| {
-                e.iter()
-                    .map(|&v| match (v as usize).checked_sub(offset) {
-                        Some(l) if l < shard.len() => l as u32,
-                        _ => u32::MAX,
-                    })
-                    .collect()
-            });
-            let qs = queries.to_device(shard.device())?;
-            let prepared = Queries::new(&qs, shard, local.as_deref())?;
-            let (scores, ids) = search(shard, &prepared, k.min(shard.len()))?;
-            let mut ids = ids.flatten_all()?.to_vec1::<u32>()?;
-            for id in ids.iter_mut().filter(|id| **id != u32::MAX) {
-                *id += offset as u32;
-            }
-            parts.push(ShardHits {
-                k: k.min(shard.len()),
-                scores: scores.flatten_all()?.to_vec1::<f64>()?,
-                ids,
-            });
-        }
-        let merged = merge_top_k(&parts, q, k)?;
-        let dev = queries.device();
-        Ok((
-            Tensor::from_vec(merged.scores, (q, k), &Device::Cpu)?
-                .to_dtype(DType::F32)?
-                .to_device(dev)?,
-            Tensor::from_vec(merged.ids, (q, k), &Device::Cpu)?.to_device(dev)?,
-        ))
+        check_global(self.n, k, exclude)?;
+        let parts = self
+            .shards
+            .iter()
+            .zip(&self.offsets)
+            .map(|(shard, &offset)| search_shard(shard, offset, queries, k, exclude))
+            .collect::<Result<Vec<_>>>()?;
+        hits_tensors(&parts, queries, k)
     }
+}
+
+/// Checks a search's `k` and `exclude` (global ids) against an index of `n` documents in all.
+pub fn check_global(n: usize, k: usize, exclude: Option<&[u32]>) -> Result<()> {
+    if let Some(e) = exclude {
+        if let Some((i, v)) = e
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v != u32::MAX && v as usize >= n)
+        {
+            return Err(Error::bad_input(
+                OP,
+                "exclude",
+                format!("exclude[{i}] = {v} is not a document of the index (n = {n}) nor u32::MAX"),
+            ));
+        }
+    }
+    check_k(n, exclude.unwrap_or(&[]), k)
+}
+
+/// The top min(k, len) of one shard whose documents have the global ids `offset ..`, for every
+/// query (`exclude` in global ids), as f64 scores and global ids on the host.
+pub fn search_shard(
+    shard: &MipsIndex,
+    offset: usize,
+    queries: &Tensor,
+    k: usize,
+    exclude: Option<&[u32]>,
+) -> Result<ShardHits> {
+    let local: Option<Vec<u32>> = exclude.map(|e| {
+        e.iter()
+            .map(|&v| match (v as usize).checked_sub(offset) {
+                Some(l) if l < shard.len() => l as u32,
+                _ => u32::MAX,
+            })
+            .collect()
+    });
+    let qs = queries.to_device(shard.device())?;
+    let prepared = Queries::new(&qs, shard, local.as_deref())?;
+    let (scores, ids) = search(shard, &prepared, k.min(shard.len()))?;
+    let mut ids = ids.flatten_all()?.to_vec1::<u32>()?;
+    for id in ids.iter_mut().filter(|id| **id != u32::MAX) {
+        *id += offset as u32;
+    }
+    Ok(ShardHits {
+        k: k.min(shard.len()),
+        scores: scores.flatten_all()?.to_vec1::<f64>()?,
+        ids,
+    })
+}
+
+/// The exact top k over the shards' results, as [`super::mips_top_k`] gives them (`[q, k]` f32
+/// scores and u32 ids) on the device of `queries`.
+pub fn hits_tensors(parts: &[ShardHits], queries: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
+    let q = queries.dims2().map(|(q, _)| q).unwrap_or(0);
+    let merged = merge_top_k(parts, q, k)?;
+    let dev = queries.device();
+    Ok((
+        Tensor::from_vec(merged.scores, (q, k), &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .to_device(dev)?,
+        Tensor::from_vec(merged.ids, (q, k), &Device::Cpu)?.to_device(dev)?,
+    ))
 }
 
 /// The exact top k of each of `q` queries over several result lists with distinct global ids
