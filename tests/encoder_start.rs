@@ -54,7 +54,7 @@ fn blocks(tok: &BertTokenizer) -> Vec<Block> {
             Block {
                 doc_id: i.to_string(),
                 title: name.to_string(),
-                sentences: vec![0..tokens.len()],
+                sentences: std::iter::once(0..tokens.len()).collect(),
                 tokens,
             }
         })

@@ -12,9 +12,7 @@ use realm::device::ComputeDevice;
 use realm::model::{BertConfig, BertInput, BertModel, Mode};
 use realm::ops::attention::{forward_backward, random_qkv};
 use realm::train::ict::{run_ict, IctConfig};
-use realm::train::models::{ModelInit, Origin};
 use realm::train::RunOptions;
-use std::path::PathBuf;
 
 const POOLS: [usize; 4] = [1, 2, 3, 4];
 

@@ -11,7 +11,6 @@ use realm::device::{ComputeDevice, DeviceSpec, Transfers};
 use realm::index::live::RefreshPolicy;
 use realm::model::BertConfig;
 use realm::ops::mips::{mips_top_k, MipsIndex};
-use realm::train::models::{ModelInit, Origin};
 use realm::train::pretrain::{run_pretrain, PretrainConfig};
 use realm::train::RunOptions;
 use std::path::{Path, PathBuf};

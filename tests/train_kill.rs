@@ -14,7 +14,7 @@ mod common;
 use realm::index::live::RefreshPolicy;
 use realm::model::BertConfig;
 use realm::train::ict::IctConfig;
-use realm::train::models::{ModelInit, Origin};
+use realm::train::models::ModelInit;
 use realm::train::pretrain::PretrainConfig;
 use realm::train::run::{read_metrics, Metric};
 use realm::train::state::{load_trainer, recover};

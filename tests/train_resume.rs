@@ -8,7 +8,6 @@ use realm::index::build::EmbedBlocks;
 use realm::index::live::{Knowledge, LiveIndex, RefreshPolicy, Refresher};
 use realm::index::IndexSlot;
 use realm::model::{BertConfig, BertTokenizer, Retriever, RetrieverConfig};
-use realm::train::models::{ModelInit, Origin};
 use realm::train::pretrain::{run_pretrain, PretrainConfig};
 use realm::train::run::read_metrics;
 use realm::train::RunOptions;

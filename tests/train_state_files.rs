@@ -8,7 +8,6 @@ use proptest::prelude::*;
 use realm::device::ComputeDevice;
 use realm::model::BertConfig;
 use realm::train::ict::{run_ict, IctConfig};
-use realm::train::models::{ModelInit, Origin};
 use realm::train::run::RunDir;
 use realm::train::RunOptions;
 use serde_json::Value;

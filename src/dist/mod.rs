@@ -166,10 +166,12 @@ impl Dist {
         Dist { backend }
     }
 
+    /// This process's rank, 0..size.
     pub fn rank(&self) -> usize {
         self.backend.rank()
     }
 
+    /// Ranks in the run (1 for a single process).
     pub fn size(&self) -> usize {
         self.backend.size()
     }
@@ -274,6 +276,7 @@ impl Dist {
         self.backend.broadcast(what, root, data)
     }
 
+    /// Waits until every rank reaches this point (`what` names it in errors).
     pub fn barrier(&self, what: &'static str) -> Result<()> {
         if self.size() == 1 {
             return Ok(());
@@ -306,10 +309,13 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// Each rank's contribution to the gather under way, and the barrier the ranks meet at.
+    type Table = Arc<(Mutex<Vec<Option<Vec<u8>>>>, std::sync::Barrier)>;
+
     /// N ranks in one process, each a thread: the gathers meet at a shared table.
     struct Threads {
         rank: usize,
-        table: Arc<(Mutex<Vec<Option<Vec<u8>>>>, std::sync::Barrier)>,
+        table: Table,
     }
 
     impl Collective for Threads {

@@ -66,6 +66,7 @@ impl RankShard {
         self.n == 0
     }
 
+    /// This rank's shard of the index (local ids).
     pub fn local(&self) -> &MipsIndex {
         &self.local
     }

@@ -65,11 +65,17 @@ pub enum Size {
 /// The settings a [`Size`] stands for.
 #[derive(Clone, Debug, Serialize)]
 pub struct Shape {
+    /// ICT warm-start steps.
     pub ict_steps: u64,
+    /// ICT batch size (queries per step, the in-batch candidates).
     pub ict_batch: usize,
+    /// ICT peak learning rate.
     pub ict_lr: f64,
+    /// REALM pre-training steps per pre-training arm.
     pub pretrain_steps: u64,
+    /// REALM pre-training batch size (masked texts per step).
     pub pretrain_batch: usize,
+    /// REALM pre-training peak learning rate.
     pub pretrain_lr: f64,
     /// Candidates per pre-training query, the null document included.
     pub top_k: usize,
@@ -137,6 +143,7 @@ impl Size {
 pub struct AblationConfig {
     /// A new or empty folder.
     pub out: PathBuf,
+    /// How large a run is.
     pub size: Size,
     /// Multiplies every step count of the size.
     pub scale: f64,
@@ -148,6 +155,7 @@ pub struct AblationConfig {
     pub questions: Option<PathBuf>,
     /// A BERT folder to start from; None: the demo's small BERT from scratch.
     pub init: Option<PathBuf>,
+    /// No progress bars (the one line per finished arm stays).
     pub quiet: bool,
 }
 
@@ -155,15 +163,21 @@ pub struct AblationConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arm {
+    /// (a) The ICT warm start alone.
     Ict,
+    /// (b) + REALM pre-training with salient-span masks.
     Salient,
+    /// (c) (b) with random-token masks.
     Random,
+    /// (d) (b) with the index refreshed 30× less often.
     Stale,
 }
 
 impl Arm {
+    /// Every arm, in the order they run.
     pub const ALL: [Arm; 4] = [Arm::Ict, Arm::Salient, Arm::Random, Arm::Stale];
 
+    /// The arm's short name: its run folder, CSV cell and metrics stage.
     pub fn name(self) -> &'static str {
         match self {
             Arm::Ict => "ict",
@@ -187,20 +201,29 @@ impl Arm {
 /// One arm of one seed.
 #[derive(Clone, Debug, Serialize)]
 pub struct ArmRun {
+    /// The arm.
     pub arm: Arm,
+    /// The seed of the warm start and of the arm's stage.
     pub seed: u64,
+    /// Retrieval recall@1 of the held-out questions (0..=1).
     pub recall_at_1: f64,
+    /// Retrieval recall@5 of the held-out questions (0..=1); None with fewer than 5 blocks.
     pub recall_at_5: Option<f64>,
     /// Recall at the evaluation's k (20 at the CPU size).
     pub recall_at_k: f64,
+    /// Zero-shot cloze exact match with retrieval (0..=1); None for `ict` or no cloze questions.
     pub em_cloze_retrieval: Option<f64>,
+    /// Zero-shot cloze exact match with the null document only (0..=1); None as above.
     pub em_cloze_null_doc: Option<f64>,
     /// Evaluation: log p(answer | top-1 block) − log p(answer | ∅), nats.
     pub retrieval_utility: Option<f64>,
     /// Pre-training: the retrieval utility (marginal) of the last logged window.
     pub pretrain_retrieval_utility: Option<f64>,
+    /// Pre-training: mean masked-LM loss of the first logged window, nats; None for `ict`.
     pub pretrain_first_loss: Option<f64>,
+    /// Pre-training: mean masked-LM loss of the last logged window, nats; None for `ict`.
     pub pretrain_last_loss: Option<f64>,
+    /// Pre-training: index refreshes swapped in; None for `ict`.
     pub refreshes: Option<usize>,
     /// Training seconds of the arm's own stage (the shared warm start for `ict`).
     pub train_seconds: f64,
@@ -209,8 +232,11 @@ pub struct ArmRun {
 /// Median, minimum and maximum over seeds.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Spread {
+    /// Median over seeds.
     pub median: f64,
+    /// Minimum over seeds.
     pub min: f64,
+    /// Maximum over seeds.
     pub max: f64,
 }
 
@@ -240,14 +266,23 @@ impl Spread {
 /// One arm over all seeds.
 #[derive(Clone, Debug, Serialize)]
 pub struct ArmSummary {
+    /// The arm.
     pub arm: Arm,
+    /// The paper's label of the arm ([`Arm::label`]).
     pub label: &'static str,
+    /// Retrieval recall@1 of the held-out questions (0..=1).
     pub recall_at_1: Option<Spread>,
+    /// Retrieval recall@5 of the held-out questions (0..=1).
     pub recall_at_5: Option<Spread>,
+    /// Retrieval recall at the evaluation's k (0..=1).
     pub recall_at_k: Option<Spread>,
+    /// Zero-shot cloze exact match with retrieval (0..=1).
     pub em_cloze_retrieval: Option<Spread>,
+    /// Zero-shot cloze exact match with the null document only (0..=1).
     pub em_cloze_null_doc: Option<Spread>,
+    /// Evaluation: log p(answer | top-1 block) − log p(answer | ∅), nats.
     pub retrieval_utility: Option<Spread>,
+    /// Pre-training: the retrieval utility (marginal) of the last logged window, nats.
     pub pretrain_retrieval_utility: Option<Spread>,
 }
 
@@ -258,6 +293,7 @@ pub struct Verdict {
     pub gain: f64,
     /// The larger of the two arms' max − min.
     pub spread: f64,
+    /// Whether `gain` exceeds `spread`.
     pub beats: bool,
 }
 
@@ -268,32 +304,50 @@ pub struct Answerable {
     pub spans: usize,
     /// Of those, spans whose wordpieces occur as whole words in a block of another document.
     pub in_other_document: usize,
+    /// `in_other_document` / `spans` (0..=1).
     pub fraction: f64,
     /// Pre-training texts with no salient span (masked by the random fallback).
     pub texts_without_span: usize,
+    /// Pre-training texts in all.
     pub texts: usize,
 }
 
 /// `summary.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct AblationSummary {
+    /// The experiment's name: `"ablation"`.
     pub experiment: &'static str,
+    /// How large the run was.
     pub size: Size,
+    /// The multiplier of every step count.
     pub scale: f64,
+    /// The settings the size and scale stood for.
     pub shape: Shape,
+    /// The compute device, in words.
     pub device: String,
+    /// The BERT folder started from, or the demo's small BERT from scratch.
     pub init: String,
+    /// Path of the knowledge corpus used (a cut copy in `out/data/` when the size limits it).
     pub corpus: String,
+    /// Path of the held-out questions used (a cut copy in `out/data/` when the size limits it).
     pub questions: String,
     /// Held-out questions evaluated, and of those cloze statements.
     pub eval_questions: usize,
+    /// Of the held-out questions evaluated, the cloze statements.
     pub eval_cloze_questions: usize,
+    /// Blocks in the evaluation index.
     pub blocks: usize,
+    /// The seeds run, in order.
     pub seeds: Vec<u64>,
+    /// Per arm, the spread over seeds, in [`Arm::ALL`] order.
     pub arms: Vec<ArmSummary>,
+    /// The paper's claim on recall@5, (b) against (a); None without recall@5.
     pub recall_at_5_b_vs_a: Option<Verdict>,
+    /// How many salient spans a retrievable block could answer.
     pub answerable: Answerable,
+    /// Every arm of every seed, in the order run.
     pub runs: Vec<ArmRun>,
+    /// Wall-clock seconds of the whole experiment.
     pub total_seconds: f64,
 }
 

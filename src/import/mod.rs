@@ -58,13 +58,16 @@ pub struct ImportReport {
     pub checkpoint: PathBuf,
     /// The weights file read.
     pub weights: PathBuf,
+    /// Evidence blocks imported into the index.
     pub blocks: usize,
+    /// Width of the block embeddings (the retriever's projection size).
     pub dim: usize,
     /// Wordpieces over all blocks.
     pub wordpieces: u64,
     /// Blocks read per question in transformers' `RealmForOpenQA.eval()` (`reader_beam_size`),
     /// the `--beam`/`--reader-beam` that reproduces it.
     pub reader_beam_size: Option<u64>,
+    /// Wall time of the import, seconds.
     pub seconds: f64,
 }
 

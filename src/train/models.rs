@@ -306,7 +306,9 @@ pub fn default_retriever_config(init: &ModelInit) -> RetrieverConfig {
 /// Corpus blocks a retriever started from a pretrained encoder fits its projection to, as the
 /// document tower reads them.
 pub struct ProjectionFit<'a> {
+    /// The tokenizer of the run.
     pub tokenizer: &'a BertTokenizer,
+    /// The corpus blocks, in corpus order.
     pub blocks: &'a [Block],
     /// Document-tower input length, `[CLS] title [SEP] body [SEP]`.
     pub doc_len: usize,

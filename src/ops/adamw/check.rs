@@ -275,7 +275,9 @@ pub fn selftest_cases() -> Vec<Case> {
 /// in all (f32), clipped.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWBench {
+    /// Parameter tensors in the update.
     pub tensors: usize,
+    /// Elements over all of them.
     pub numel: usize,
     /// Measure the composition (the norm read to the host, candle ops per parameter) instead.
     pub composition: bool,

@@ -39,10 +39,15 @@ pub const CHUNK: usize = ADAMW_CHUNK as usize;
 /// The hyper-parameters of one update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWStep {
+    /// Learning rate of this update.
     pub lr: f64,
+    /// Decay rate of the first moment (the gradient's running mean).
     pub beta1: f64,
+    /// Decay rate of the second moment (the squared gradient's running mean).
     pub beta2: f64,
+    /// Added to the second moment's square root in the denominator.
     pub eps: f64,
+    /// Decoupled weight decay (AdamW), applied where [`AdamWParam`] says it applies.
     pub weight_decay: f64,
     /// Adam's t of this update (1 for the first), for the bias correction.
     pub t: u64,
@@ -53,7 +58,9 @@ pub struct AdamWStep {
 /// One parameter of [`adamw_step`].
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWParam<'a> {
+    /// The parameter θ, updated in place.
     pub theta: &'a Tensor,
+    /// Its gradient (same shape and dtype).
     pub grad: &'a Tensor,
     /// Where θ's moments start in `m` and `v`.
     pub offset: usize,
