@@ -319,7 +319,7 @@ fn two_ranks_stopped_and_resumed_end_as_uninterrupted() {
     let stopped_at = trainer_step(&cut).unwrap();
     println!("stopped at step {stopped_at} of 24");
     let mut args = pretrain_args(cut.to_str().unwrap(), config);
-    args.truncate(5);
+    args.truncate(6);
     args.push("--resume");
     let out = mpi_command(&mpirun, 2, Path::new(REALM), &args)
         .output()

@@ -205,17 +205,30 @@ mod tests {
 
     #[test]
     fn principal_basis_finds_the_dominant_directions() {
-        // Rows spread 10× along e₂ and 3× along e₀, little along the rest.
+        // X = G·S·Rᵀ with G's columns orthonormal, so XᵀX = R·S²·Rᵀ exactly: the directions are
+        // R's columns 2 (scale 10) and 0 (scale 3), whatever the draw; R mixes axes 0 and 2.
         let (n, h) = (40, 4);
-        let mut rng = Rng::new(1);
+        let g = orthonormal_basis(h, n, 1).unwrap();
+        let scale = [3.0, 0.1, 10.0, 0.1];
+        let (c, s) = (0.4f64.cos(), 0.4f64.sin());
+        let r = [
+            [c, 0.0, -s, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [s, 0.0, c, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         let mut x = Vec::new();
-        for _ in 0..n {
-            let g: Vec<f64> = (0..h).map(|_| rng.normal()).collect();
-            x.extend([3.0 * g[0], 0.1 * g[1], 10.0 * g[2], 0.1 * g[3]].map(|v| v as f32));
+        for k in 0..n {
+            x.extend((0..h).map(|i| {
+                (0..h)
+                    .map(|j| g[j * n + k] * scale[j] * r[i][j])
+                    .sum::<f64>() as f32
+            }));
         }
         let rows = principal_basis(&x, n, h, 2).unwrap();
-        assert!(rows[2].abs() > 0.999, "{rows:?}");
-        assert!(rows[4].abs() > 0.999, "{rows:?}");
+        let column = |j: usize| -> Vec<f64> { r.iter().map(|row| row[j]).collect() };
+        assert!(dot(&rows[..h], &column(2)).abs() > 1.0 - 1e-6, "{rows:?}");
+        assert!(dot(&rows[h..], &column(0)).abs() > 1.0 - 1e-6, "{rows:?}");
         assert!(principal_basis(&[f32::NAN; 4], 1, 4, 1).is_err());
     }
 
