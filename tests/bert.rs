@@ -236,7 +236,7 @@ fn realm_embed_writes_mean_and_cls_embeddings_in_input_order() {
 }
 
 /// A 2-layer encoder small enough for finite differences, with a vocabulary of 40.
-fn tiny_config() -> BertConfig {
+fn small_config() -> BertConfig {
     let mut c = BertConfig::new(64, 2, 2);
     c.vocab_size = 40;
     c.max_position_embeddings = 16;
@@ -264,7 +264,7 @@ fn to_vec(t: &Tensor) -> Vec<f32> {
 
 #[test]
 fn gradients_of_the_whole_encoder_match_finite_differences() {
-    let mut config = tiny_config();
+    let mut config = small_config();
     config.hidden_dropout_prob = 0.0;
     config.attention_probs_dropout_prob = 0.0;
     // Larger weights than the 0.02 default, so that every non-linearity is exercised.
@@ -354,7 +354,7 @@ fn gradients_of_the_whole_encoder_match_finite_differences() {
 
 #[test]
 fn eval_is_deterministic_and_dropout_follows_the_seed() {
-    let model = BertModel::new_random(&tiny_config(), 1, &Device::Cpu).unwrap();
+    let model = BertModel::new_random(&small_config(), 1, &Device::Cpu).unwrap();
     let input = tiny_input(&[9, 16, 3], 16, 2);
     let run = |mode| to_vec(&model.forward(&input, mode).unwrap().last_hidden_state);
     let eval = run(Mode::Eval);
@@ -368,7 +368,7 @@ fn eval_is_deterministic_and_dropout_follows_the_seed() {
 
     // Without dropout, training computes what evaluation does (up to the LayerNorm's summation
     // order: the composition in training, the fused kernel in evaluation).
-    let mut config = tiny_config();
+    let mut config = small_config();
     config.hidden_dropout_prob = 0.0;
     config.attention_probs_dropout_prob = 0.0;
     let model = BertModel::new_random(&config, 1, &Device::Cpu).unwrap();
@@ -391,7 +391,7 @@ fn eval_is_deterministic_and_dropout_follows_the_seed() {
 
 #[test]
 fn padding_does_not_change_the_real_tokens() {
-    let model = BertModel::new_random(&tiny_config(), 7, &Device::Cpu).unwrap();
+    let model = BertModel::new_random(&small_config(), 7, &Device::Cpu).unwrap();
     let batch = tiny_input(&[5, 12], 12, 3);
     let out = model.forward(&batch, Mode::Eval).unwrap();
     // The first example alone, unpadded.
@@ -428,7 +428,7 @@ fn activations_follow_the_config() {
     let outputs: Vec<Vec<f32>> = [Activation::Gelu, Activation::GeluNew, Activation::Relu]
         .into_iter()
         .map(|act| {
-            let mut c = tiny_config();
+            let mut c = small_config();
             c.hidden_act = act;
             c.initializer_range = 0.5;
             let model = BertModel::new_random(&c, 1, &Device::Cpu).unwrap();
@@ -447,7 +447,7 @@ fn activations_follow_the_config() {
 
 #[test]
 fn save_and_load_round_trip_exactly_with_or_without_a_prefix() {
-    let model = BertModel::new_random(&tiny_config(), 11, &Device::Cpu).unwrap();
+    let model = BertModel::new_random(&small_config(), 11, &Device::Cpu).unwrap();
     let dir = temp_dir("roundtrip");
     model.save(&dir).unwrap();
     let back = BertModel::load(&dir, &Device::Cpu).unwrap();
@@ -494,7 +494,7 @@ fn save_and_load_round_trip_exactly_with_or_without_a_prefix() {
 
 #[test]
 fn random_init_is_standard_and_reproducible() {
-    let config = tiny_config();
+    let config = small_config();
     let a = BertModel::new_random(&config, 5, &Device::Cpu).unwrap();
     let b = BertModel::new_random(&config, 5, &Device::Cpu).unwrap();
     let c = BertModel::new_random(&config, 6, &Device::Cpu).unwrap();
@@ -522,7 +522,7 @@ fn random_init_is_standard_and_reproducible() {
 
 #[test]
 fn checkpoint_problems_are_reported_by_name() {
-    let model = BertModel::new_random(&tiny_config(), 2, &Device::Cpu).unwrap();
+    let model = BertModel::new_random(&small_config(), 2, &Device::Cpu).unwrap();
     let dir = temp_dir("broken");
     let mut tensors: Vec<(String, Tensor)> = model
         .vars()
@@ -638,7 +638,7 @@ fn pairs_get_segments_and_long_inputs_are_truncated_or_refused() {
 fn bad_inputs_are_clear_errors() {
     let dir = temp_dir("bad");
     let tok = BertTokenizer::from_vocab(tiny_vocab(&dir), true).unwrap();
-    let mut config = tiny_config();
+    let mut config = small_config();
     let err = tok.check_vocab(&config).unwrap_err().to_string();
     assert!(
         err.contains("20 tokens") && err.contains("vocab_size is 40"),
@@ -674,7 +674,7 @@ fn bad_inputs_are_clear_errors() {
     assert!(err.to_string().contains("row 0"), "{err}");
 
     // Configurations the encoder cannot run.
-    let mut odd = tiny_config();
+    let mut odd = small_config();
     odd.num_attention_heads = 3;
     assert!(BertModel::new_random(&odd, 0, &Device::Cpu).is_err());
     let err = BertModel::load(&dir, &Device::Cpu)
@@ -690,7 +690,7 @@ fn bad_inputs_are_clear_errors() {
 #[cfg(feature = "emulate")]
 #[test]
 fn emulator_and_cpu_agree_with_dropout() {
-    let mut model = BertModel::new_random(&tiny_config(), 8, &Device::Cpu).unwrap();
+    let mut model = BertModel::new_random(&small_config(), 8, &Device::Cpu).unwrap();
     model.set_compute_dtype(DType::F16).unwrap();
     let input = tiny_input(&[16, 9], 16, 6);
     // A random projection as the loss: a plain sum of LayerNorm outputs has zero gradient.
@@ -736,7 +736,7 @@ fn emulator_and_cpu_agree_with_dropout() {
 
 #[test]
 fn var_list_names_every_parameter_once() {
-    let model = BertModel::new_random(&tiny_config(), 0, &Device::Cpu).unwrap();
+    let model = BertModel::new_random(&small_config(), 0, &Device::Cpu).unwrap();
     let names: std::collections::HashSet<&str> =
         model.vars().iter().map(|(n, _)| n.as_str()).collect();
     // 5 embedding tensors, 16 per layer, 2 for the pooler: HF's BertModel.

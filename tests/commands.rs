@@ -15,13 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-cmd-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn realm(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_realm"));
     c.args(args);
@@ -63,7 +56,7 @@ fn closed_pipe() -> std::io::PipeWriter {
 
 #[test]
 fn a_closed_pipe_ends_search_ask_and_selftest_quietly() {
-    let dir = temp("pipe");
+    let dir = common::temp_dir("pipe");
     let ckpt = fine_tuned_run(&dir);
     let index = ckpt.join("index");
     let cases: [(Vec<&str>, Option<&str>); 3] = [
@@ -199,7 +192,7 @@ fn old_or_new(target: &Path, refs: &[Reference]) -> &'static str {
 
 #[test]
 fn realm_index_killed_anywhere_in_a_rebuild_leaves_the_old_or_the_new_index() {
-    let dir = temp("kill");
+    let dir = common::temp_dir("kill");
     let ckpt = fine_tuned_run(&dir.join("run"));
     let (corpus_old, corpus_new) = (dir.join("run/docs.jsonl"), dir.join("other.jsonl"));
     std::fs::write(&corpus_new, OTHER_CORPUS).unwrap();
@@ -282,7 +275,7 @@ fn realm_index_killed_anywhere_in_a_rebuild_leaves_the_old_or_the_new_index() {
 
 #[test]
 fn an_index_finds_its_model_from_any_working_directory() {
-    let dir = temp("cwd");
+    let dir = common::temp_dir("cwd");
     fine_tuned_run(&dir.join("run"));
     for sub in ["a", "b"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -408,7 +401,7 @@ fn demo(out: &Path, extra: &[&str]) -> Output {
 fn realm_demo_removes_nothing_it_did_not_create() {
     use realm::demo_dir::{DemoDir, MARKER};
     // A folder of the user's that happens to look like a demo's.
-    let proj = temp("demo-user");
+    let proj = common::temp_dir("demo-user");
     for (file, text) in [
         ("eval/results.csv", "a,b\n1,2\n"),
         ("report/paper.md", "# My paper\n"),
@@ -442,7 +435,7 @@ fn realm_demo_removes_nothing_it_did_not_create() {
 
     // A previous demo's folder (its outputs stand in for a real run's): bad arguments remove
     // nothing of it either.
-    let prev = temp("demo-prev");
+    let prev = common::temp_dir("demo-prev");
     let mut run = DemoDir::prepare(&prev).unwrap();
     for file in [
         "data/docs.jsonl",
@@ -515,7 +508,7 @@ fn prefix(text: &str, n: usize) -> &str {
 
 #[test]
 fn a_single_line_document_of_megabytes_is_embedded_and_indexed_in_bounded_memory() {
-    let dir = temp("huge");
+    let dir = common::temp_dir("huge");
     let ckpt = fine_tuned_run(&dir.join("run"));
     // A plain BERT folder for `realm embed`: the retriever's query tower.
     let bert = dir.join("bert");
@@ -598,7 +591,7 @@ fn a_single_line_document_of_megabytes_is_embedded_and_indexed_in_bounded_memory
 
 #[test]
 fn flags_that_cannot_be_honoured_are_errors_naming_them() {
-    let dir = temp("flags");
+    let dir = common::temp_dir("flags");
     let ckpt = fine_tuned_run(&dir);
     let corpus = dir.join("docs.jsonl");
     let failed = |args: &[&str], wants: &[&str]| {
@@ -705,7 +698,7 @@ fn flags_that_cannot_be_honoured_are_errors_naming_them() {
 
 #[test]
 fn ask_echoes_each_question_from_stdin_and_names_a_bad_line() {
-    let dir = temp("stdin");
+    let dir = common::temp_dir("stdin");
     fine_tuned_run(&dir);
     let mut child = on_cpu(&["ask", "--run", s(&dir), "--beam", "2"])
         .stdin(Stdio::piped())

@@ -1,28 +1,18 @@
 //! Distributed runs under `mpirun -np 2` (docs/distributed.md): a 2-rank pre-training run against
 //! a 1-rank run with the same global batch, the sharded index against one search, a 2-rank run
-//! stopped and resumed against an uninterrupted one, and a rank that dies or hangs.
+//! stopped and resumed (by two ranks, and by one process) against an uninterrupted one, and a rank
+//! that dies or hangs.
 //!
 //! They need a build with `--features mpi` and Open MPI's `mpirun` on the PATH; without either
 //! each test prints why and passes without running (`.ci/run` runs them with both).
 
-use realm::model::BertConfig;
+mod common;
+
 use realm::train::models::{ModelInit, Origin};
-use realm::train::pretrain::PretrainConfig;
 use realm::train::run::read_metrics;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-test-dist-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// `mpirun`, or None (with the reason printed) when these tests cannot run here.
 fn mpirun(test: &str) -> Option<PathBuf> {
@@ -68,56 +58,16 @@ fn check(out: &Output, what: &str) {
 
 const REALM: &str = env!("CARGO_BIN_EXE_realm");
 
-/// 32 one-sentence documents (as tests/train_resume.rs).
-fn corpus(dir: &Path) -> PathBuf {
-    const PLACES: [&str; 8] = [
-        "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Cairo", "Lima",
-    ];
-    const NAMES: [&str; 8] = [
-        "John", "Mary", "Peter", "Anna", "James", "Paul", "George", "William",
-    ];
-    let mut text = String::new();
-    for i in 0..32 {
-        let body = format!(
-            "{} Smith was born in {} in {}.",
-            NAMES[i % 8],
-            PLACES[i / 4],
-            1900 + i
-        );
-        text += &format!(
-            "{}\n",
-            serde_json::json!({"id": i, "title": NAMES[i % 8], "text": body})
-        );
-    }
-    let path = dir.join("docs.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// A tiny from-scratch pre-training run as a `--config` file: global batch 4, refreshes every 3
 /// steps swapped in 2 steps later, checkpoints every 4 steps.
-fn tiny_config(dir: &Path, steps: u64) -> PathBuf {
-    let mut bert = BertConfig::new(32, 1, 1);
-    bert.vocab_size = 8000;
-    bert.max_position_embeddings = 64;
+fn pretrain_config_file(dir: &Path, steps: u64) -> PathBuf {
+    let mut cfg = common::tiny_pretrain(common::born_corpus(dir));
     // No dropout: each rank draws its own masks, which one process does not.
-    bert.hidden_dropout_prob = 0.0;
-    bert.attention_probs_dropout_prob = 0.0;
-    let init = ModelInit::Origin(Origin::Scratch {
-        config: bert,
-        vocab: repo().join("data/demo/vocab.txt"),
-        lowercase: true,
-    });
-    let mut cfg = PretrainConfig::new(init, corpus(dir));
-    cfg.retriever.proj_size = 16;
-    cfg.top_k = 3;
-    cfg.query_len = 24;
-    cfg.doc_len = 24;
-    cfg.block_len = 32;
+    if let ModelInit::Origin(Origin::Scratch { config, .. }) = &mut cfg.init {
+        config.hidden_dropout_prob = 0.0;
+        config.attention_probs_dropout_prob = 0.0;
+    }
     cfg.train.steps = steps;
-    cfg.train.batch = 4;
-    cfg.train.lr = 1e-3;
-    cfg.train.log_every = 1;
     cfg.train.checkpoint_every = 4;
     cfg.refresh.every = 3;
     cfg.refresh.swap_after = Some(2);
@@ -145,8 +95,8 @@ fn two_ranks_train_as_one_with_the_same_global_batch() {
     let Some(mpirun) = mpirun("two_ranks_train_as_one_with_the_same_global_batch") else {
         return;
     };
-    let dir = temp("one-vs-two");
-    let config = tiny_config(&dir, 8);
+    let dir = common::temp_dir("one-vs-two");
+    let config = pretrain_config_file(&dir, 8);
     let (one, two) = (dir.join("one"), dir.join("two"));
     let out = Command::new(REALM)
         .args(pretrain_args(
@@ -275,8 +225,8 @@ fn two_ranks_stopped_and_resumed_end_as_uninterrupted() {
     let Some(mpirun) = mpirun("two_ranks_stopped_and_resumed_end_as_uninterrupted") else {
         return;
     };
-    let dir = temp("resume");
-    let config = tiny_config(&dir, 24);
+    let dir = common::temp_dir("resume");
+    let config = pretrain_config_file(&dir, 24);
     let (whole, cut) = (dir.join("whole"), dir.join("cut"));
     let config = config.to_str().unwrap();
     let out = mpi_command(
@@ -318,6 +268,30 @@ fn two_ranks_stopped_and_resumed_end_as_uninterrupted() {
     child.wait().unwrap();
     let stopped_at = trainer_step(&cut).unwrap();
     println!("stopped at step {stopped_at} of 24");
+    // The same checkpoint resumed by one process: the global batch of a step does not depend on
+    // the number of ranks, so it goes on as the 2-rank run does, within the bound of
+    // two_ranks_train_as_one_with_the_same_global_batch.
+    let single = dir.join("single");
+    copy_dir(&cut, &single);
+    let mut args = pretrain_args(single.to_str().unwrap(), config);
+    args.truncate(6);
+    args.push("--resume");
+    let out = Command::new(REALM)
+        .args(&args)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    check(&out, "resumed by one process");
+    let (a, b) = (losses(&whole), losses(&single));
+    assert_eq!(a.len(), b.len());
+    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+            "step {}: 2 ranks {x}, resumed by 1 process {y}",
+            step + 1
+        );
+    }
+
     let mut args = pretrain_args(cut.to_str().unwrap(), config);
     args.truncate(6);
     args.push("--resume");
@@ -334,11 +308,25 @@ fn two_ranks_stopped_and_resumed_end_as_uninterrupted() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `from` and everything below it copied to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// Rank 1 runs `fault` (a shell fragment around `$REALM ...`), rank 0 the plain run; mpirun must
 /// end with an error, and the output is returned.
 fn with_faulty_rank(mpirun: &Path, name: &str, fault: &str) -> String {
-    let dir = temp(name);
-    let config = tiny_config(&dir, 100_000);
+    let dir = common::temp_dir(name);
+    let config = pretrain_config_file(&dir, 100_000);
     let run = dir.join("run");
     let realm_cmd = format!(
         "{REALM} {}",

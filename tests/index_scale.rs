@@ -17,13 +17,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-scale-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Twelve documents of one to four sentences (one empty).
 fn corpus(dir: &Path) -> PathBuf {
     let words = [
@@ -74,7 +67,7 @@ fn all_blocks(index: &BlockIndex) -> Vec<realm::data::Block> {
 
 #[test]
 fn a_streamed_index_holds_the_in_memory_build_and_an_upgrade_gives_the_same() {
-    let dir = temp("stream");
+    let dir = common::temp_dir("stream");
     let ckpt = fine_tuned_run(&dir.join("run"));
     let corpus = corpus(&dir);
     let model = RetrieverModel::load(&ckpt, &Device::Cpu).unwrap();
@@ -153,7 +146,7 @@ fn a_streamed_index_holds_the_in_memory_build_and_an_upgrade_gives_the_same() {
 
 #[test]
 fn damaged_files_are_errors_naming_them() {
-    let dir = temp("damage");
+    let dir = common::temp_dir("damage");
     let ckpt = fine_tuned_run(&dir.join("run"));
     let corpus = corpus(&dir);
     let model = RetrieverModel::load(&ckpt, &Device::Cpu).unwrap();
@@ -259,7 +252,7 @@ fn files(dir: &Path) -> Vec<(String, u32, usize)> {
 
 #[test]
 fn a_build_killed_at_any_failpoint_and_resumed_gives_the_same_bytes() {
-    let dir = temp("resume");
+    let dir = common::temp_dir("resume");
     let ckpt = fine_tuned_run(&dir.join("run"));
     let corpus = corpus(&dir);
     let reference = dir.join("reference");
@@ -312,7 +305,7 @@ fn a_build_killed_at_any_failpoint_and_resumed_gives_the_same_bytes() {
 
 #[test]
 fn four_shards_merge_into_the_whole_and_search_as_one() {
-    let dir = temp("shards");
+    let dir = common::temp_dir("shards");
     let ckpt = fine_tuned_run(&dir.join("run"));
     let corpus = corpus(&dir);
     let model = RetrieverModel::load(&ckpt, &Device::Cpu).unwrap();
@@ -438,7 +431,7 @@ fn four_shards_merge_into_the_whole_and_search_as_one() {
 
 #[test]
 fn search_answers_a_file_of_queries_as_one_query_at_a_time() {
-    let dir = temp("batch");
+    let dir = common::temp_dir("batch");
     let ckpt = fine_tuned_run(&dir.join("run"));
     let corpus = corpus(&dir);
     let index = dir.join("index");
@@ -512,7 +505,7 @@ fn the_synthetic_bench_index_is_a_valid_index_of_realistic_blocks() {
     use realm::index::bench::{
         bench_index, write_synthetic, write_synthetic_format2, BenchFormat, SyntheticSpec,
     };
-    let dir = temp("bench");
+    let dir = common::temp_dir("bench");
     let spec = SyntheticSpec {
         blocks: 3000,
         dim: 16,
@@ -555,7 +548,7 @@ fn the_synthetic_bench_index_is_a_valid_index_of_realistic_blocks() {
 #[test]
 fn a_mapped_index_with_changed_bytes_never_panics() {
     use realm::index::bench::{write_synthetic, SyntheticSpec};
-    let dir = temp("mutate");
+    let dir = common::temp_dir("mutate");
     let good = dir.join("good");
     write_synthetic(
         &good,

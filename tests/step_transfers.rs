@@ -9,7 +9,6 @@ mod common;
 use candle_core::{DType, Tensor};
 use realm::device::{ComputeDevice, DeviceSpec, Transfers};
 use realm::index::live::RefreshPolicy;
-use realm::model::BertConfig;
 use realm::ops::mips::{mips_top_k, MipsIndex};
 use realm::train::pretrain::{run_pretrain, PretrainConfig};
 use realm::train::RunOptions;
@@ -33,13 +32,7 @@ fn corpus(dir: &Path) -> PathBuf {
 /// A one-layer BERT (hidden 32, one head of 32, dropout on), k = 3, no index refresh, the loss
 /// logged only at the last step.
 fn tiny(corpus: PathBuf, steps: u64, dtype: &str) -> PretrainConfig {
-    let mut bert = BertConfig::new(32, 1, 1);
-    bert.vocab_size = 8000;
-    bert.max_position_embeddings = 64;
-    let init = common::scratch_init(bert);
-    let mut cfg = PretrainConfig::new(init, corpus);
-    cfg.retriever.proj_size = 16;
-    cfg.top_k = 3;
+    let mut cfg = common::tiny_pretrain(corpus);
     cfg.query_len = 16;
     cfg.doc_len = 16;
     cfg.block_len = 16;

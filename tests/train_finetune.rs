@@ -17,13 +17,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-test-ft-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// The documents of the first `n` train questions, and those questions.
 fn data(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     let questions = std::fs::read_to_string(repo().join("data/demo/train.jsonl")).unwrap();
@@ -79,7 +72,7 @@ fn tiny(dir: &Path) -> FinetuneConfig {
 
 #[test]
 fn fine_tuning_lowers_the_loss_and_leaves_an_answering_checkpoint() {
-    let dir = temp("ok");
+    let dir = common::temp_dir("ok");
     let mut opts = RunOptions::new(ComputeDevice::cpu());
     opts.quiet = true;
     let seeds = seeds(&[0, 1, 2]);
@@ -108,7 +101,7 @@ fn fine_tuning_lowers_the_loss_and_leaves_an_answering_checkpoint() {
 
 #[test]
 fn bad_beams_and_questions_are_clear_errors() {
-    let dir = temp("bad");
+    let dir = common::temp_dir("bad");
     let mut opts = RunOptions::new(ComputeDevice::cpu());
     opts.quiet = true;
     let mut cfg = tiny(&dir);
@@ -146,7 +139,7 @@ fn bad_beams_and_questions_are_clear_errors() {
 fn a_cloze_stage_trains_the_encoder_alone_and_keeps_the_reader() {
     use realm::model::RealmModel;
     use realm::train::pretrain::{run_pretrain, PretrainConfig};
-    let dir = temp("cloze");
+    let dir = common::temp_dir("cloze");
     let ft = tiny(&dir);
     let mut opts = RunOptions::new(ComputeDevice::cpu());
     opts.quiet = true;
@@ -243,7 +236,7 @@ fn a_cloze_stage_trains_the_encoder_alone_and_keeps_the_reader() {
 #[test]
 fn a_corpus_given_with_a_checkpoint_is_the_one_fine_tuned_over() {
     use realm::index::StoredIndex;
-    let dir = temp("corpus");
+    let dir = common::temp_dir("corpus");
     let mut opts = RunOptions::new(ComputeDevice::cpu());
     opts.quiet = true;
     let mut first = tiny(&dir);

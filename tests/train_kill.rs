@@ -23,13 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-test-kill-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn scratch_init(hidden: usize, layers: usize) -> ModelInit {
     let mut bert = BertConfig::new(hidden, layers, hidden / 32);
     bert.vocab_size = 8000;
@@ -272,7 +265,7 @@ fn sigint_then_resume(stage: &str, config: &Path, dir: &Path) -> u64 {
 
 #[test]
 fn ctrl_c_stops_ict_with_a_checkpoint_and_resume_completes_it_bit_for_bit() {
-    let dir = temp("sigint-ict");
+    let dir = common::temp_dir("sigint-ict");
     let config = ict_config(&dir, 150);
     sigint_then_resume("ict", &config, &dir);
     let _ = std::fs::remove_dir_all(dir);
@@ -280,7 +273,7 @@ fn ctrl_c_stops_ict_with_a_checkpoint_and_resume_completes_it_bit_for_bit() {
 
 #[test]
 fn ctrl_c_stops_pretrain_with_a_running_refresh_recorded_and_resume_completes_it_bit_for_bit() {
-    let dir = temp("sigint-pretrain");
+    let dir = common::temp_dir("sigint-pretrain");
     // A refresh starts every 4 steps and is swapped in 4 steps later: from step 4 on one is
     // always running, so the checkpoint written on Ctrl-C records one.
     let config = pretrain_config(&dir, 80, 0, 4, 4);
@@ -291,7 +284,7 @@ fn ctrl_c_stops_pretrain_with_a_running_refresh_recorded_and_resume_completes_it
 
 #[test]
 fn a_second_ctrl_c_exits_at_once_and_leaves_a_resumable_run() {
-    let dir = temp("sigint-twice");
+    let dir = common::temp_dir("sigint-twice");
     let config = ict_config(&dir, 150);
     let run = dir.join("run");
     let mut child = realm("ict", &run, Some(&config))
@@ -314,7 +307,7 @@ fn a_second_ctrl_c_exits_at_once_and_leaves_a_resumable_run() {
 
 #[test]
 fn sigkill_then_resume_gives_the_uninterrupted_weights() {
-    let dir = temp("sigkill");
+    let dir = common::temp_dir("sigkill");
     let config = pretrain_config(&dir, 40, 3, 4, 2);
     let (whole, killed) = (dir.join("whole"), dir.join("killed"));
     run_ok(realm("pretrain", &whole, Some(&config)));
@@ -349,7 +342,7 @@ fn sigkill_then_resume_gives_the_uninterrupted_weights() {
 
 #[test]
 fn resuming_a_finished_run_changes_nothing() {
-    let dir = temp("finished");
+    let dir = common::temp_dir("finished");
     let config = ict_config(&dir, 6);
     let run = dir.join("run");
     run_ok(realm("ict", &run, Some(&config)));
@@ -363,7 +356,7 @@ fn resuming_a_finished_run_changes_nothing() {
 
 #[test]
 fn a_kill_after_any_file_operation_leaves_the_old_or_the_new_state_and_the_run_finishes() {
-    let dir = temp("failpoints");
+    let dir = common::temp_dir("failpoints");
     // Checkpoints at steps 2 and 4; a refresh runs from step 1 to step 3, so the first
     // checkpoint records it and the second (the last) holds the refreshed index.
     let config = pretrain_config(&dir, 4, 2, 1, 2);

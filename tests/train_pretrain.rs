@@ -19,13 +19,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-test-pretrain-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 const FIRST: [&str; 20] = [
     "John", "Mary", "Peter", "Anna", "James", "Paul", "George", "William", "Henry", "Charles",
     "Robert", "Thomas", "Edward", "Richard", "Louis", "Maria", "David", "Michael", "Joseph",
@@ -274,7 +267,7 @@ struct Outcome {
 }
 
 fn pretraining(seed: u64) -> Outcome {
-    let dir = temp(&format!("run-{seed}"));
+    let dir = common::temp_dir(&format!("run-{seed}"));
     let data = synthetic(&dir, answers(PEOPLE));
     let (warm, ict_recalls) = warm_start(&data, &dir, seed);
     eprintln!("seed {seed}: recall@1 after each ICT round {ict_recalls:?}");

@@ -18,55 +18,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("realm-test-resume-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-const PLACES: [&str; 8] = [
-    "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Cairo", "Lima",
-];
-const NAMES: [&str; 8] = [
-    "John", "Mary", "Peter", "Anna", "James", "Paul", "George", "William",
-];
-
-/// 32 one-sentence documents.
-fn corpus(dir: &Path) -> PathBuf {
-    let mut text = String::new();
-    for i in 0..32 {
-        let body = format!(
-            "{} Smith was born in {} in {}.",
-            NAMES[i % 8],
-            PLACES[i / 4],
-            1900 + i
-        );
-        text += &format!(
-            "{}\n",
-            serde_json::json!({"id": i, "title": NAMES[i % 8], "text": body})
-        );
-    }
-    let path = dir.join("docs.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn tiny(seed: u64, corpus: PathBuf) -> PretrainConfig {
-    let mut bert = BertConfig::new(32, 1, 1);
-    bert.vocab_size = 8000;
-    bert.max_position_embeddings = 64;
-    let init = common::scratch_init(bert);
-    let mut cfg = PretrainConfig::new(init, corpus);
-    cfg.retriever.proj_size = 16;
-    cfg.top_k = 3;
-    cfg.query_len = 24;
-    cfg.doc_len = 24;
-    cfg.block_len = 32;
+    let mut cfg = common::tiny_pretrain(corpus);
     cfg.train.steps = 12;
-    cfg.train.batch = 4;
-    cfg.train.lr = 1e-3;
-    cfg.train.log_every = 1;
     cfg.train.checkpoint_every = 4;
     cfg.train.seed = seed;
     // Refreshes start every 3 steps and are swapped in 2 steps later: some are in flight at the
@@ -91,8 +45,8 @@ fn bytes(p: impl AsRef<Path>) -> Vec<u8> {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_result() {
-    let dir = temp("equal");
-    let cfg = tiny(5, corpus(&dir));
+    let dir = common::temp_dir("equal");
+    let cfg = tiny(5, common::born_corpus(&dir));
     let whole = dir.join("whole");
     let report = run_pretrain(&cfg, &whole, &quiet()).unwrap();
     assert!(!report.interrupted && report.refreshes >= 3, "{report:?}");
@@ -134,8 +88,8 @@ fn a_killed_run_resumes_to_the_same_result() {
 
 #[test]
 fn bad_configs_are_clear_errors() {
-    let dir = temp("bad");
-    let docs = corpus(&dir);
+    let dir = common::temp_dir("bad");
+    let docs = common::born_corpus(&dir);
     let err = |cfg: &PretrainConfig, run: &str, opts: &RunOptions| {
         run_pretrain(cfg, &dir.join(run), opts)
             .unwrap_err()
@@ -271,8 +225,8 @@ fn a_refresh_runs_beside_training_and_swaps_whole() {
 
 #[test]
 fn a_damaged_trainer_state_is_a_clear_error_not_a_resume() {
-    let dir = temp("damaged");
-    let mut cfg = tiny(1, corpus(&dir));
+    let dir = common::temp_dir("damaged");
+    let mut cfg = tiny(1, common::born_corpus(&dir));
     cfg.train.steps = 2;
     let run = dir.join("run");
     run_pretrain(&cfg, &run, &quiet()).unwrap();
@@ -303,8 +257,8 @@ fn a_damaged_trainer_state_is_a_clear_error_not_a_resume() {
 fn checkpoints_come_by_wall_time_and_on_a_stop_request() {
     use realm::train::interrupt::StopRequest;
     use realm::train::state::load_trainer;
-    let dir = temp("when");
-    let docs = corpus(&dir);
+    let dir = common::temp_dir("when");
+    let docs = common::born_corpus(&dir);
     let step_of = |run: &Path| load_trainer(&run.join("checkpoint")).map(|(s, _)| s.step);
 
     // Not by steps, but after a tiny wall time: every step has one.
@@ -341,7 +295,7 @@ fn checkpoints_come_by_wall_time_and_on_a_stop_request() {
 
 #[test]
 fn a_failed_start_leaves_nothing_it_created() {
-    let dir = temp("failed");
+    let dir = common::temp_dir("failed");
     let missing = tiny(1, dir.join("nope.jsonl"));
     // A run folder (and its parent) that did not exist: gone again.
     let run = dir.join("new/run");
@@ -358,7 +312,7 @@ fn a_failed_start_leaves_nothing_it_created() {
         .collect();
     assert_eq!(left, ["notes.txt"]);
     // Texts to mask and cloze questions together: refused before anything is written.
-    let mut both = tiny(1, corpus(&dir));
+    let mut both = tiny(1, common::born_corpus(&dir));
     both.examples = Some(dir.join("docs.jsonl"));
     both.cloze_questions = Some(dir.join("questions.jsonl"));
     let msg = run_pretrain(&both, &dir.join("both"), &quiet())

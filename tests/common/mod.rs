@@ -226,3 +226,50 @@ pub fn reseal_index(dir: &Path) {
     }
     std::fs::write(&path, manifest.to_string()).unwrap();
 }
+
+const PLACES: [&str; 8] = [
+    "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Cairo", "Lima",
+];
+const NAMES: [&str; 8] = [
+    "John", "Mary", "Peter", "Anna", "James", "Paul", "George", "William",
+];
+
+/// 32 one-sentence documents, `docs.jsonl` in `dir`: eight names born in eight cities.
+pub fn born_corpus(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..32 {
+        let body = format!(
+            "{} Smith was born in {} in {}.",
+            NAMES[i % 8],
+            PLACES[i / 4],
+            1900 + i
+        );
+        text += &format!(
+            "{}\n",
+            serde_json::json!({"id": i, "title": NAMES[i % 8], "text": body})
+        );
+    }
+    let path = dir.join("docs.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The tiny from-scratch REALM pre-training run of the training tests: BERT hidden 32, one layer,
+/// one head, the demo vocabulary, 64 positions; a 16-d projection, k = 3, 24-token queries and
+/// documents over 32-token blocks; batch 4 at lr 1e-3, the loss logged every step. Callers set
+/// steps, checkpoints, refresh and dropout.
+pub fn tiny_pretrain(corpus: PathBuf) -> realm::train::pretrain::PretrainConfig {
+    let mut bert = BertConfig::new(32, 1, 1);
+    bert.vocab_size = 8000;
+    bert.max_position_embeddings = 64;
+    let mut cfg = realm::train::pretrain::PretrainConfig::new(scratch_init(bert), corpus);
+    cfg.retriever.proj_size = 16;
+    cfg.top_k = 3;
+    cfg.query_len = 24;
+    cfg.doc_len = 24;
+    cfg.block_len = 32;
+    cfg.train.batch = 4;
+    cfg.train.lr = 1e-3;
+    cfg.train.log_every = 1;
+    cfg
+}

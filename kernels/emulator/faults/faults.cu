@@ -1,6 +1,6 @@
 // Deliberately broken kernels (emulator only, never compiled by nvcc): each must make the
 // emulator report a fault naming the kernel, block, thread and what went wrong
-// (tests/emulator_faults.rs). All take 32-bit words in and out, like the conformance kernels.
+// (tests/kernels/emulator_faults.rs). All take 32-bit words in and out, like the conformance kernels.
 #include "realm.cuh"
 
 // Launched as 2 blocks of 32 on a 48-element output: thread (16,0,0) of block (1,0,0) writes

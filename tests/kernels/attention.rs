@@ -4,8 +4,6 @@
 //! and lengths 0/1/l, padding by length, the dropout mask, determinism; the kernels' refusal of
 //! f32; and bad input.
 
-mod common;
-
 use candle_core::{DType, Device, Tensor, Var};
 use realm::device::ComputeDevice;
 use realm::ops::attention as attn;
@@ -169,7 +167,7 @@ test_exec!(fn the_backward_is_deterministic(dev) {
 
 test_exec!(fn every_registered_check_passes(dev) {
     let rows = realm::selftest::run(dev, Some("attention/"));
-    common::assert_selftest_passed(rows, 15);
+    crate::common::assert_selftest_passed(rows, 15);
 });
 
 test_exec!(kernels fn the_kernels_refuse_f32(dev) {

@@ -3,8 +3,6 @@
 //! magnitudes, with absent candidates, by finite differences, long beams; the kernels (both
 //! variants, every dtype) against the CPU implementation; and bad input.
 
-mod common;
-
 use candle_core::{DType, Device, Tensor, Var};
 use realm::device::ComputeDevice;
 use realm::ops::doc_softmax::{mll_composition, random_logits, softmax_composition};
@@ -40,7 +38,7 @@ test_exec!(fn every_registered_check_passes(dev) {
         .into_iter()
         .chain(realm::selftest::run(dev, Some("marginal_log_likelihood")))
         .collect::<Vec<_>>();
-    common::assert_selftest_passed(rows, 30);
+    crate::common::assert_selftest_passed(rows, 30);
 });
 
 test_exec!(fn large_magnitudes_match_the_f64_composition(dev) {

@@ -3,8 +3,6 @@
 //! same result on every mode to f32 rounding, three launches and no read whatever the number of
 //! parameters, nothing updated when a gradient is not finite, bad input named.
 
-mod common;
-
 use candle_core::{DType, Device, Tensor};
 use realm::device::{ComputeDevice, DeviceSpec};
 use realm::ops::adamw::{adamw_step, selftest_cases, stats_len, AdamWParam, AdamWStep};

@@ -4,8 +4,6 @@
 //! every path of the kernels (partial tiles, slices, warps and query batches, compactions, the
 //! exact near-tie fallback, padding), sharded indexes; and every bad input.
 
-mod common;
-
 use candle_core::{DType, Device, Tensor};
 use half::f16;
 use realm::device::ComputeDevice;
@@ -88,7 +86,7 @@ fn bad_input_arg(e: Error) -> &'static str {
 
 test_exec!(fn every_registered_check_passes(dev) {
     let rows = realm::selftest::run(dev, Some("mips_top_k"));
-    common::assert_selftest_passed(rows, 9);
+    crate::common::assert_selftest_passed(rows, 9);
 });
 
 test_exec!(fn many_tiles_and_query_blocks_match_the_reference(dev) {

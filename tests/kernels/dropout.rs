@@ -2,8 +2,6 @@
 //! GPU): bit for bit the host-drawn Philox mask multiplied in (forward and backward), so every
 //! mode draws the same masks; the dropped fraction and the kept scale; bad input.
 
-mod common;
-
 use candle_core::{DType, Tensor};
 use realm::ops::dropout::{composition, dropout, selftest_cases, DropoutMask};
 

@@ -3,8 +3,6 @@
 //! the PTX ISA. And the launch seam's per-mode state: output poisoning and the launch counters
 //! belong to an execution mode, so threads (and parallel tests) never see each other's.
 
-mod common;
-
 use realm::conformance::{self, CheckOutcome};
 use realm::device::{ComputeDevice, DeviceSpec};
 use realm::kernels::{Backend, Emulator};

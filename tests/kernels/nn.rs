@@ -2,8 +2,6 @@
 //! on a GPU): the registered checks against float64 and the plain composition, the kernels
 //! against the CPU implementation, the shapes the model uses, and bad input.
 
-mod common;
-
 use candle_core::{DType, Device, Tensor, Var};
 use realm::ops::nn::{gelu, layer_norm, GeluForm, MAX_HIDDEN};
 use realm::rng::SplitMix64;
@@ -35,7 +33,7 @@ test_exec!(fn every_registered_check_passes(dev) {
         .into_iter()
         .chain(realm::selftest::run(dev, Some("gelu")))
         .collect::<Vec<_>>();
-    common::assert_selftest_passed(rows, 39);
+    crate::common::assert_selftest_passed(rows, 39);
 });
 
 /// Output and gradients of LayerNorm then GELU (as in BERT's feed-forward output), any rank.
