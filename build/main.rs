@@ -283,7 +283,8 @@ fn build_emulator(kernels: &Path, sources: &[PathBuf], faults: &[PathBuf], out: 
         .flag("c++")
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false);
-    // The deliberately broken kernels of faults/ are tests of the emulator's fault detection.
+    // The kernels of faults/ are the emulator's own tests: deliberately broken ones, and one
+    // that shows whether blocks run at the same time.
     for f in runtime.iter().chain(sources).chain(faults) {
         build.file(f);
     }

@@ -101,16 +101,97 @@ pub fn cpu_simd() -> CpuSimd {
 /// the default).
 pub fn check_cpu_simd_env() -> Result<CpuSimd> {
     static CHOICE: OnceLock<std::result::Result<CpuSimd, String>> = OnceLock::new();
-    CHOICE
-        .get_or_init(|| match std::env::var(CPU_SIMD_ENV) {
-            Err(std::env::VarError::NotPresent) => Ok(CpuSimd::Auto),
-            Ok(v) if v == "auto" || v.is_empty() => Ok(CpuSimd::Auto),
-            Ok(v) if v == "portable" => Ok(CpuSimd::Portable),
-            Ok(v) => Err(format!("{CPU_SIMD_ENV}={v:?}: use `auto` or `portable`")),
-            Err(e) => Err(format!("{CPU_SIMD_ENV}: {e}")),
-        })
-        .clone()
-        .map_err(Error::Device)
+    env_choice(
+        &CHOICE,
+        CPU_SIMD_ENV,
+        "use `auto` or `portable`",
+        |v| match v {
+            "" | "auto" => Some(CpuSimd::Auto),
+            "portable" => Some(CpuSimd::Portable),
+            _ => None,
+        },
+    )
+}
+
+/// The value of environment variable `var` as `parse` reads it (`parse("")` when it is unset),
+/// read once into `cell`; an error naming the variable, its value and `expected` otherwise.
+fn env_choice<T: Clone>(
+    cell: &OnceLock<std::result::Result<T, String>>,
+    var: &str,
+    expected: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T> {
+    cell.get_or_init(|| {
+        let value = match std::env::var(var) {
+            Err(std::env::VarError::NotPresent) => String::new(),
+            Ok(v) => v,
+            Err(e) => return Err(format!("{var}: {e}")),
+        };
+        parse(value.trim()).ok_or_else(|| format!("{var}={value:?}: {expected}"))
+    })
+    .clone()
+    .map_err(Error::Device)
+}
+
+/// The environment variable that makes the emulator run several blocks of a launch at once, each
+/// on its own OS thread: a count from 1 (unset: 1, one block after another) to 64.
+pub const EMU_BLOCK_THREADS_ENV: &str = "REALM_EMU_BLOCK_THREADS";
+
+/// The process's [`EMU_BLOCK_THREADS_ENV`] (read once), or an error naming it when its value is
+/// not a count from 1 to 64.
+pub fn emu_block_threads() -> Result<u32> {
+    static CHOICE: OnceLock<std::result::Result<u32, String>> = OnceLock::new();
+    env_choice(
+        &CHOICE,
+        EMU_BLOCK_THREADS_ENV,
+        "use a count of threads from 1 to 64",
+        |v| match v {
+            "" => Some(1),
+            v => v.parse().ok().filter(|n| (1..=64).contains(n)),
+        },
+    )
+}
+
+/// How the emulator's `mma.m16n8k16` adds its products (f16/bf16 in, f32 accumulate).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EmuMma {
+    /// The exact products summed in f32 in k order, then C added (round to nearest).
+    #[default]
+    Exact,
+    /// The coarse end of measured tensor cores: C and the products, in blocks of 8, aligned to
+    /// the largest of them with the bits below its 24th truncated, and the sum truncated to f32
+    /// (docs/emulator.md). CI runs the kernel tests with it, so that their bounds are shown to
+    /// cover the tensor cores' rounding.
+    Truncate,
+}
+
+impl EmuMma {
+    /// The value the emulator's launch configuration carries.
+    pub fn code(self) -> u32 {
+        match self {
+            EmuMma::Exact => 0,
+            EmuMma::Truncate => 1,
+        }
+    }
+}
+
+/// The environment variable that chooses [`EmuMma`]: `exact` (or unset) or `truncate`.
+pub const EMU_MMA_ENV: &str = "REALM_EMU_MMA";
+
+/// The process's [`EMU_MMA_ENV`] (read once), or an error naming it when its value is neither
+/// `exact` nor `truncate`.
+pub fn emu_mma() -> Result<EmuMma> {
+    static CHOICE: OnceLock<std::result::Result<EmuMma, String>> = OnceLock::new();
+    env_choice(
+        &CHOICE,
+        EMU_MMA_ENV,
+        "use `exact` or `truncate`",
+        |v| match v {
+            "" | "exact" => Some(EmuMma::Exact),
+            "truncate" => Some(EmuMma::Truncate),
+            _ => None,
+        },
+    )
 }
 
 /// What computations in one execution mode have done, shared by its clones.
@@ -158,6 +239,12 @@ pub struct Exec {
     /// emulator (on by default there), a memset per output on a GPU (`realm selftest` turns it
     /// on there).
     pub poison_outputs: bool,
+    /// How many blocks of a launch the emulator runs at once, each on its own OS thread, with
+    /// real atomics on global memory (1: one after another). From [`EMU_BLOCK_THREADS_ENV`];
+    /// CI runs the kernel tests with 4, so that blocks race as on a GPU.
+    pub emu_block_threads: u32,
+    /// How the emulator's `mma` rounds its sums; from [`EMU_MMA_ENV`].
+    pub emu_mma: EmuMma,
     counters: Arc<Counters>,
 }
 
@@ -178,6 +265,8 @@ impl Exec {
             cpu,
             simd,
             poison_outputs: cpu == CpuExec::Emulator,
+            emu_block_threads: emu_block_threads().unwrap_or(1),
+            emu_mma: emu_mma().unwrap_or_default(),
             counters: Arc::default(),
         }
     }
@@ -197,7 +286,10 @@ impl Exec {
                     .into(),
             ));
         }
-        Ok(Exec::new(CpuExec::Emulator, check_cpu_simd_env()?))
+        let simd = check_cpu_simd_env()?;
+        emu_block_threads()?;
+        emu_mma()?;
+        Ok(Exec::new(CpuExec::Emulator, simd))
     }
 
     /// The calling thread's mode: the one it entered last, else native.
@@ -481,6 +573,27 @@ pub fn upload<T: WithDType, S: Into<Shape>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_environment_choice_is_read_once_and_a_bad_value_named() {
+        fn count(v: &str) -> Option<u32> {
+            v.parse().ok().filter(|n| (1..=64).contains(n))
+        }
+        let var = "REALM_TEST_ENV_CHOICE_COUNT";
+        static BAD: OnceLock<std::result::Result<u32, String>> = OnceLock::new();
+        std::env::set_var(var, "sixty");
+        let err = env_choice(&BAD, var, "use a count from 1 to 64", count).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("device: {var}=\"sixty\": use a count from 1 to 64")
+        );
+        static GOOD: OnceLock<std::result::Result<u32, String>> = OnceLock::new();
+        std::env::set_var(var, " 4 ");
+        assert_eq!(env_choice(&GOOD, var, "", count).unwrap(), 4);
+        std::env::set_var(var, "5");
+        assert_eq!(env_choice(&GOOD, var, "", count).unwrap(), 4, "read once");
+        std::env::remove_var(var);
+    }
 
     #[test]
     fn the_default_dtype_is_bf16_where_the_kernels_run_and_f32_natively() {

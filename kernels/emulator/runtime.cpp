@@ -1,13 +1,19 @@
-// The emulator's launch and scheduler: blocks run one after another on the launching thread, the
-// threads of a block as fibers. A fiber runs until it waits (at __syncthreads or a warp
+// The emulator's launch and scheduler: blocks run one after another on the launching thread (or,
+// with `block_threads` > 1, several at once, each worker thread taking the next block of the
+// launch's order), the threads of a block as fibers. A fiber runs until it waits (at __syncthreads or a warp
 // collective) or exits; the last thread to reach a barrier or a collective releases the others and
 // carries on. When no fiber can run and the block is not finished, some thread waits for one that
 // will never come: that is reported as a fault, never a hang.
+#include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdint>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
 
 #include "runtime.hpp"
 
@@ -214,6 +220,38 @@ BlockOrder block_order(uint64_t n) {
   return BlockOrder{n, a, splitmix64(state) % n};
 }
 
+namespace {
+
+// A worker's launch state: `threads` fibers, their stacks and the shared memory arena.
+bool prepare(Launch& L, const RealmEmuLaunch* cfg, const char* kernel, Entry body,
+             unsigned threads, char* err) {
+  L.kernel = kernel;
+  L.body = body;
+  L.threads = threads;
+  L.dyn_bytes = cfg->dyn_smem;
+  L.mma_model = cfg->mma_model;
+  L.shared_used = (L.dyn_bytes + 15) / 16 * 16;
+  L.err = err;
+  L.err_len = cfg->err_len;
+  if (!L.stacks.allocate(L.threads) || !L.shared.map(2 * kSharedLimit)) return false;
+  L.fibers.resize(L.threads);
+  L.queue.resize(L.threads);
+  L.warps.resize((L.threads + 31) / 32);
+  for (unsigned i = 0; i < L.threads; ++i) {
+    Fiber& f = L.fibers[i];
+    f.index = i;
+    f.tid = {i % cfg->block[0], i / cfg->block[0] % cfg->block[1],
+             i / (cfg->block[0] * cfg->block[1])};
+  }
+  for (unsigned wi = 0; wi < L.warps.size(); ++wi) {
+    const unsigned lanes = L.threads - wi * 32 < 32 ? L.threads - wi * 32 : 32;
+    L.warps[wi].exists = lanes == 32 ? ~0u : (1u << lanes) - 1u;
+  }
+  return true;
+}
+
+}  // namespace
+
 int launch(const RealmEmuLaunch* cfg, const char* kernel, unsigned max_threads, Entry body) {
   if (cfg->err_len != 0) cfg->err[0] = 0;
   const unsigned long long threads =
@@ -245,47 +283,52 @@ int launch(const RealmEmuLaunch* cfg, const char* kernel, unsigned max_threads, 
     return 1;
   }
 
-  Launch L{};
-  L.kernel = kernel;
-  L.body = body;
-  L.threads = static_cast<unsigned>(threads);
-  L.dyn_bytes = cfg->dyn_smem;
-  L.shared_used = (L.dyn_bytes + 15) / 16 * 16;
-  L.err = cfg->err;
-  L.err_len = cfg->err_len;
-  if (!L.stacks.allocate(L.threads) || !L.shared.map(2 * kSharedLimit)) {
-    launch_error(cfg, kernel, "cannot map %u fiber stacks and the shared memory arena", L.threads);
-    return 1;
+  const uint64_t blocks = 1ull * cfg->grid[0] * cfg->grid[1] * cfg->grid[2];
+  const unsigned workers = static_cast<unsigned>(
+      std::min<uint64_t>(blocks, cfg->block_threads > 1 ? cfg->block_threads : 1));
+  const BlockOrder order = block_order(blocks);
+  // Each worker has its own fibers, stacks, shared memory and message buffer; they share the
+  // next position in `order` and the first fault.
+  std::vector<std::unique_ptr<Launch>> launches(workers);
+  std::vector<std::vector<char>> messages(workers, std::vector<char>(cfg->err_len + 1));
+  for (unsigned w = 0; w < workers; ++w) {
+    launches[w] = std::make_unique<Launch>();
+    if (!prepare(*launches[w], cfg, kernel, body, static_cast<unsigned>(threads),
+                 messages[w].data())) {
+      launch_error(cfg, kernel, "cannot map %llu fiber stacks and the shared memory arena",
+                   threads);
+      return 1;
+    }
   }
-  L.fibers.resize(L.threads);
-  L.queue.resize(L.threads);
-  L.warps.resize((L.threads + 31) / 32);
-  for (unsigned i = 0; i < L.threads; ++i) {
-    Fiber& f = L.fibers[i];
-    f.index = i;
-    f.tid = {i % cfg->block[0], i / cfg->block[0] % cfg->block[1],
-             i / (cfg->block[0] * cfg->block[1])};
-  }
-  for (unsigned wi = 0; wi < L.warps.size(); ++wi) {
-    const unsigned lanes = L.threads - wi * 32 < 32 ? L.threads - wi * 32 : 32;
-    L.warps[wi].exists = lanes == 32 ? ~0u : (1u << lanes) - 1u;
-  }
-
-  tl_launch = &L;
-  gridDim = {cfg->grid[0], cfg->grid[1], cfg->grid[2]};
-  blockDim = {cfg->block[0], cfg->block[1], cfg->block[2]};
-  bool ok = true;
-  const uint64_t gx = cfg->grid[0], gxy = gx * cfg->grid[1];
-  const BlockOrder order = block_order(gxy * cfg->grid[2]);
-  for (uint64_t i = 0; ok && i < order.n; ++i) {
-    const uint64_t b = order.at(i);
-    blockIdx = {static_cast<unsigned>(b % gx), static_cast<unsigned>(b % gxy / gx),
-                static_cast<unsigned>(b / gxy)};
-    ok = run_block(L);
-  }
-  tl_launch = nullptr;
-  tl_fiber = nullptr;
-  return ok ? 0 : 1;
+  std::atomic<uint64_t> next{0};
+  std::atomic<int> first_fault{-1};
+  auto work = [&](unsigned w) {
+    Launch& L = *launches[w];
+    tl_launch = &L;
+    gridDim = {cfg->grid[0], cfg->grid[1], cfg->grid[2]};
+    blockDim = {cfg->block[0], cfg->block[1], cfg->block[2]};
+    const uint64_t gx = cfg->grid[0], gxy = gx * cfg->grid[1];
+    for (uint64_t i; first_fault.load() < 0 && (i = next.fetch_add(1)) < blocks;) {
+      const uint64_t b = order.at(i);
+      blockIdx = {static_cast<unsigned>(b % gx), static_cast<unsigned>(b % gxy / gx),
+                  static_cast<unsigned>(b / gxy)};
+      if (!run_block(L)) {
+        int none = -1;
+        first_fault.compare_exchange_strong(none, static_cast<int>(w));
+        break;
+      }
+    }
+    tl_launch = nullptr;
+    tl_fiber = nullptr;
+  };
+  std::vector<std::thread> others;
+  for (unsigned w = 1; w < workers; ++w) others.emplace_back(work, w);
+  work(0);
+  for (std::thread& t : others) t.join();
+  const int faulted = first_fault.load();
+  if (faulted < 0) return 0;
+  if (cfg->err_len != 0) std::memcpy(cfg->err, messages[faulted].data(), cfg->err_len);
+  return 1;
 }
 
 // ---- barriers ----

@@ -74,6 +74,7 @@ struct Launch {
   unsigned at_barrier, barrier_first;
   Loc barrier_site;
   unsigned exited;
+  unsigned mma_model;  // RealmEmuLaunch::mma_model
   char* err;
   size_t err_len;
   bool faulted;

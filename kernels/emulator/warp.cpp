@@ -6,6 +6,9 @@
 // or a lane that exits or waits elsewhere (reported when nothing else can run) is a fault. Lanes
 // of a warp may wait at different collectives at once (divergent branches); a lane that calls a
 // collective other than the one the lanes of its mask wait at is a fault (mismatched).
+#include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstring>
 
 #include "runtime.hpp"
@@ -169,12 +172,36 @@ float bf16_bits(uint32_t bits) {
   return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(bits)));
 }
 
+// The coarse end of measured tensor-core accumulation (Fasi et al. 2021, V100/A100): the terms
+// (the accumulator and 8 exact products) are aligned to the largest of them, every bit below its
+// 24th is truncated, the aligned terms are added exactly, and the sum is truncated to f32.
+// Products of 16-bit floats are exact in double, and so is the sum of the aligned terms.
+float truncating_sum(const double (&terms)[9]) {
+  int top = INT_MIN;
+  for (double t : terms) {
+    if (!std::isfinite(t)) {  // inf or NaN: the IEEE sum, as the hardware propagates them
+      double s = 0;
+      for (double u : terms) s += u;
+      return static_cast<float>(s);
+    }
+    if (t != 0) top = std::max(top, std::ilogb(t));
+  }
+  if (top == INT_MIN) return 0.0f;
+  const double quantum = std::ldexp(1.0, top - 23);
+  double sum = 0;
+  for (double t : terms) sum += std::trunc(t / quantum) * quantum;
+  float f = static_cast<float>(sum);  // round to nearest, then toward zero if it rounded away
+  if (std::fabs(static_cast<double>(f)) > std::fabs(sum)) f = std::nextafter(f, 0.0f);
+  return f;
+}
+
 // mma.m16n8k16.row.col, groupID g = lane / 4, t = lane % 4:
 //   a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..]
 //   b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g]
 //   c/d = {C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]}
 // Products of 16-bit inputs are exact in f32; they are summed in k order, then added to C.
-void compute_mma(const Launch&, Warp& w, const Collective& c) {
+// With mma_model 1 the sum is the truncating model of docs/emulator.md instead.
+void compute_mma(const Launch& L, Warp& w, const Collective& c) {
   float (*const convert)(uint32_t) = c.op == Op::mma_f16 ? half_bits : bf16_bits;
   float A[16][16], B[16][8], C[16][8];
   for (unsigned l = 0; l < 32; ++l) {
@@ -195,9 +222,21 @@ void compute_mma(const Launch&, Warp& w, const Collective& c) {
     const unsigned g = l / 4, t = 2 * (l % 4);
     const unsigned rows[4] = {g, g, g + 8, g + 8}, cols[4] = {t, t + 1, t, t + 1};
     for (unsigned i = 0; i < 4; ++i) {
-      float sum = 0.0f;
-      for (unsigned k = 0; k < 16; ++k) sum += A[rows[i]][k] * B[k][cols[i]];
-      w.lane[l].out[i] = __float_as_uint(sum + C[rows[i]][cols[i]]);
+      float d;
+      if (L.mma_model == 1) {
+        d = C[rows[i]][cols[i]];
+        for (unsigned k0 = 0; k0 < 16; k0 += 8) {
+          double terms[9] = {d};
+          for (unsigned k = 0; k < 8; ++k)
+            terms[k + 1] = static_cast<double>(A[rows[i]][k0 + k]) * B[k0 + k][cols[i]];
+          d = truncating_sum(terms);
+        }
+      } else {
+        float sum = 0.0f;
+        for (unsigned k = 0; k < 16; ++k) sum += A[rows[i]][k] * B[k][cols[i]];
+        d = sum + C[rows[i]][cols[i]];
+      }
+      w.lane[l].out[i] = __float_as_uint(d);
     }
   }
 }

@@ -228,6 +228,10 @@ pub struct EmuLaunch {
     pub block: [u32; 3],
     /// Bytes of dynamic shared memory per block.
     pub dyn_smem: u32,
+    /// Blocks run at once, each on its own OS thread (0 or 1: one after another).
+    pub block_threads: u32,
+    /// How `mma` rounds: [`crate::device::EmuMma::code`].
+    pub mma_model: u32,
     /// Where the runtime writes a NUL-terminated message when the launch fails.
     pub err: *mut c_char,
     /// Bytes available at `err`.

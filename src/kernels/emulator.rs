@@ -90,13 +90,13 @@ impl Backend for Emulator {
     ) -> Result<()> {
         let kernel = find::<EmuAbi, P>(variant)?;
         self.exec.count_launch();
-        run(kernel, shape, &params)
+        run(kernel, shape, &self.exec, &params)
     }
 }
 
 /// One launch on the emulator; a fault becomes [`Error::Emulator`] with the runtime's message.
 #[cfg(feature = "emulate")]
-fn run<P>(kernel: &super::abi::Kernel, shape: Launch, params: &P) -> Result<()> {
+fn run<P>(kernel: &super::abi::Kernel, shape: Launch, exec: &Exec, params: &P) -> Result<()> {
     use super::abi::EmuLaunch;
     use std::ffi::{c_char, c_void, CStr};
     let mut err = vec![0 as c_char; 4096];
@@ -104,6 +104,8 @@ fn run<P>(kernel: &super::abi::Kernel, shape: Launch, params: &P) -> Result<()> 
         grid: shape.grid,
         block: shape.block,
         dyn_smem: shape.dyn_smem,
+        block_threads: exec.emu_block_threads,
+        mma_model: exec.emu_mma.code(),
         err: err.as_mut_ptr(),
         err_len: err.len(),
     };
@@ -126,7 +128,7 @@ fn run<P>(kernel: &super::abi::Kernel, shape: Launch, params: &P) -> Result<()> 
 }
 
 #[cfg(not(feature = "emulate"))]
-fn run<P>(kernel: &super::abi::Kernel, _: Launch, _: &P) -> Result<()> {
+fn run<P>(kernel: &super::abi::Kernel, _: Launch, _: &Exec, _: &P) -> Result<()> {
     Err(Error::Device(format!(
         "kernel `{}`: the kernel emulator is not in this build (rebuild with `--features emulate`)",
         kernel.name

@@ -183,7 +183,10 @@ fn the_emulator_runs_blocks_out_of_index_order_reproducibly() {
     use realm::kernels::abi::conformance::{Conformance, Variant};
     use realm::kernels::Launch;
     let orders = || {
-        let emu = Emulator::new(realm::device::Exec::emulator().unwrap());
+        // One block after another (whatever REALM_EMU_BLOCK_THREADS says): the order is the claim.
+        let mut exec = realm::device::Exec::emulator().unwrap();
+        exec.emu_block_threads = 1;
+        let emu = Emulator::new(exec);
         (0..8)
             .map(|_| {
                 let input = vec![1u32; 4 * 128];

@@ -1,5 +1,6 @@
-//! Deliberately broken kernels (kernels/emulator/faults/) under the emulator: each launch must
+//! The emulator itself. Deliberately broken kernels (kernels/emulator/faults/): each launch must
 //! fail with a message naming the kernel, the block, the thread and the fault, never crash or hang.
+//! Then its options: blocks at once on several threads, and the two `mma` rounding models.
 #![cfg(feature = "emulate")]
 
 use realm::conformance;
@@ -257,4 +258,62 @@ fn cp_async_from_a_misaligned_address_faults_even_at_a_buffer_start() {
         ),
         other => panic!("a misaligned cp.async source ran: {other:?}"),
     }
+}
+
+/// With `emu_block_threads` > 1 the blocks of a launch run at the same time, on OS threads with
+/// real atomics (kernels/emulator/faults/blocks_meet.cu): two blocks that wait for each other
+/// both see the other. Run one after another, the first gives up and the second sees it.
+#[test]
+fn blocks_run_at_the_same_time_with_several_block_threads() {
+    use realm::kernels::abi::blocks_meet::BlocksMeet;
+    let meet = |block_threads: u32| {
+        let mut exec = Exec::emulator().unwrap();
+        exec.emu_block_threads = block_threads;
+        let emu = Emulator::new(exec);
+        let mut flags = vec![0i32; 2];
+        let mut met = vec![0u32; 2];
+        let mut b = emu.binder();
+        let params = BlocksMeet {
+            flags: Emulator::write(&mut b, &mut flags),
+            met: Emulator::write(&mut b, &mut met),
+        };
+        emu.launch(b, (), Launch::linear(2, 1), params).unwrap();
+        assert_eq!(flags, [1, 1]);
+        met
+    };
+    assert_eq!(meet(2), [1, 1], "blocks on two threads did not meet");
+    let mut one_by_one = meet(1);
+    one_by_one.sort_unstable();
+    assert_eq!(one_by_one, [0, 1], "blocks run one after another met");
+}
+
+/// `mma` under the two rounding models: C = 1 plus the single product 1.5·2⁻²⁴ (three quarters
+/// of an f32 ulp of 1) rounds up to 1 + 2⁻²³ when added exactly and rounded to nearest, and is
+/// truncated away when aligned to C as the tensor cores of docs/emulator.md do.
+#[test]
+fn mma_rounds_as_its_model_says() {
+    use realm::device::EmuMma;
+    use realm::kernels::abi::conformance::{Conformance, Variant as Conf};
+    let d00 = |model: EmuMma| {
+        let mut exec = Exec::emulator().unwrap();
+        exec.emu_mma = model;
+        let emu = Emulator::new(exec);
+        // A (16x16 f16, row-major, two per word), B (16x8), then C (16x8 f32).
+        let mut input = vec![0u32; 128 + 64 + 128];
+        input[0] = u32::from(half::f16::from_f32(1.5 * (-12f32).exp2()).to_bits());
+        input[128] = u32::from(half::f16::from_f32((-12f32).exp2()).to_bits());
+        input[192] = 1f32.to_bits();
+        let mut out = vec![0u32; 256];
+        let mut b = emu.binder();
+        let params = Conformance {
+            input: Emulator::read_buf(&mut b, &input),
+            out: Emulator::write(&mut b, &mut out),
+        };
+        emu.launch(b, Conf::MmaF16, Launch::linear(1, 32), params)
+            .unwrap();
+        assert!(out[1..128].iter().all(|&w| w == 0), "{out:?}");
+        f32::from_bits(out[0])
+    };
+    assert_eq!(d00(EmuMma::Exact), 1.0 + f32::EPSILON);
+    assert_eq!(d00(EmuMma::Truncate), 1.0);
 }

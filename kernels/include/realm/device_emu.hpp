@@ -1,15 +1,18 @@
 // The portability layer on the host (REALM_EMULATE): the names of realm/device_cuda.cuh, backed by
-// the CPU emulator runtime of kernels/emulator/. A launch runs the blocks one after another and the
-// threads of a block as cooperatively scheduled fibers; every memory access below is checked.
+// the CPU emulator runtime of kernels/emulator/. A launch runs its blocks one after another (or
+// several at once, each on its own OS thread: `block_threads`) and the threads of a block as
+// cooperatively scheduled fibers; every memory access below is checked.
 //
 // Differences a kernel author can notice:
 //   - sptr<T>::operator[] returns a proxy (it tells reads from writes, to catch reads of shared
 //     memory no thread wrote). Write `T v = s[i];` or `static_cast<T>(s[i])`, not `auto v = s[i];`
 //     (that keeps the proxy and reads later).
-//   - __expf/__logf are the exact expf/logf; mma sums its exact products in f32, in k order.
+//   - __expf/__logf are the exact expf/logf; mma sums its exact products in f32, in k order
+//     (or truncates as tensor cores do: mma_model, docs/emulator.md).
 //   - __half and __nv_bfloat16 have no implicit conversions: use the conversion functions.
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <compare>
 #include <concepts>
@@ -19,11 +22,13 @@
 #include <stdint.h>
 #include <type_traits>
 
-// The launch configuration, as `EmuLaunch` in src/emulator.rs.
+// The launch configuration, as `EmuLaunch` in src/kernels/abi.rs.
 struct RealmEmuLaunch {
   unsigned grid[3];
   unsigned block[3];
   unsigned dyn_smem;
+  unsigned block_threads;  // blocks run at once, each on its own OS thread (0 or 1: one by one)
+  unsigned mma_model;      // 0: exact products summed in f32; 1: truncating (docs/emulator.md)
   char* err;
   size_t err_len;
 };
@@ -396,26 +401,43 @@ inline int __all_sync(unsigned mask, int pred, realm_emu::Loc loc = realm_emu::L
   return static_cast<int>(realm_emu::vote(realm_emu::Op::all, mask, pred != 0, loc));
 }
 
-// ---- atomics: blocks and fibers never run at the same time, so a read-modify-write is atomic ----
+// ---- atomics ----
+// On global memory real atomics (relaxed, as the GPU's), since blocks may run on several OS
+// threads at once; on shared memory a plain read-modify-write, as the fibers of a block never run
+// at the same time.
 template <realm_emu::AtomicAddable T, realm_emu::Space S>
 T atomic_add(realm_emu::Ptr<T, S> p, std::type_identity_t<T> v) {
-  auto&& ref = *p;
-  const T old = ref;
-  ref = realm_emu::wrapping_add(old, v);
-  return old;
+  if constexpr (S == realm_emu::Space::global) {
+    // Signed integers wrap in an atomic add, as on the GPU.
+    return std::atomic_ref<T>(*p.at(0)).fetch_add(v, std::memory_order_relaxed);
+  } else {
+    auto&& ref = *p;
+    const T old = ref;
+    ref = realm_emu::wrapping_add(old, v);
+    return old;
+  }
 }
 template <realm_emu::Space S>
 int atomic_max(realm_emu::Ptr<int, S> p, int v) {
-  auto&& ref = *p;
-  const int old = ref;
-  ref = old > v ? old : v;
-  return old;
+  if constexpr (S == realm_emu::Space::global) {
+    std::atomic_ref<int> ref(*p.at(0));
+    int old = ref.load(std::memory_order_relaxed);
+    while (old < v && !ref.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
+    }
+    return old;
+  } else {
+    auto&& ref = *p;
+    const int old = ref;
+    ref = old > v ? old : v;
+    return old;
+  }
 }
 
-// ld.global.cg: blocks never run at the same time here, so every load sees the latest value.
+// ld.global.cg: an atomic load, so that it sees what blocks running on other threads stored.
 template <typename T>
 std::remove_const_t<T> load_cg(gptr<T> p) {
-  return *p;
+  using V = std::remove_const_t<T>;
+  return std::atomic_ref<V>(*const_cast<V*>(p.at(0))).load(std::memory_order_relaxed);
 }
 
 // ---- 16-bit floats: bit-exact round-to-nearest-even conversions ----
