@@ -83,6 +83,22 @@ fn a_killed_run_resumes_to_the_same_result() {
     };
     assert_eq!(losses(&whole), losses(&killed));
     assert_eq!(losses(&whole).len(), 12);
+    // Every loss line also says where the retrieval mass sits (k = 3: entropy at most ln 3) and
+    // how large each part's gradients were.
+    for m in read_metrics(whole.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|m| m.loss.is_some())
+    {
+        let entropy = m.retrieval_entropy.unwrap();
+        assert!((0.0..=3f64.ln() + 1e-9).contains(&entropy), "{m:?}");
+        for p in [m.null_prior.unwrap(), m.null_posterior.unwrap()] {
+            assert!((0.0..=1.0).contains(&p), "{m:?}");
+        }
+        for g in [m.grad_norm_query, m.grad_norm_doc, m.grad_norm_encoder] {
+            assert!(g.unwrap().is_finite() && g.unwrap() > 0.0, "{m:?}");
+        }
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

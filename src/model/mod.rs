@@ -32,8 +32,8 @@ pub use reader::{
     join_wordpieces, qa_loss, span_text, QaLoss, Reader, ReaderConfig, SpanLogits, SpanPrediction,
 };
 pub use realm::{
-    marginal_log_probs, marginal_utility_sum, mlm_marginal, retrieval_utility, MlmBatch, MlmOutput,
-    RealmModel, RealmSettings, RetrievalUtility, NULL_COLUMN,
+    marginal_log_probs, marginal_utility_sum, mlm_marginal, retrieval_mass_sums, retrieval_utility,
+    MlmBatch, MlmOutput, RealmModel, RealmSettings, RetrievalUtility, NULL_COLUMN,
 };
 pub use realm_inputs::{doc_inputs, joined_inputs, query_inputs};
 pub use retriever::{relevance, Retriever, RetrieverConfig, Tower, TowerPooling};

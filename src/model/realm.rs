@@ -126,6 +126,40 @@ pub struct RetrievalUtility {
     pub tokens: usize,
 }
 
+/// Where one batch's retrieval mass sits, as sums over the batch (a [3] f64 tensor on the device,
+/// for a training loop to read with the loss at a log interval): Σ_x H(p(·|x)), the entropy in
+/// nats of the retrieval distribution over the k candidates; Σ_x p(∅|x), the null document's
+/// prior; and Σ_j p(∅|x, y_j) over the real masked tokens, its posterior given the answer
+/// (p(∅|x) p(y_j|∅, x) / p(y_j|x)). Candidates with score −inf are absent.
+pub fn retrieval_mass_sums(out: &MlmOutput, slots: &MaskSlots) -> Result<Tensor> {
+    let scores = out.doc_scores.detach().to_dtype(DType::F64)?;
+    let top = scores.max_keepdim(1)?;
+    let shifted = scores.broadcast_sub(&top)?;
+    let log_prior = shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(1)?.log()?)?;
+    let prior = log_prior.exp()?;
+    // 0 · log 0 is 0, not the NaN of 0 · (−inf).
+    let plogp = prior
+        .gt(0.0)?
+        .where_cond(&(&prior * &log_prior)?, &prior.zeros_like()?)?;
+    let entropy = plogp.sum_all()?.neg()?;
+    let null_log_prior = log_prior.narrow(1, NULL_COLUMN, 1)?;
+    let null_prior = null_log_prior.exp()?.sum_all()?;
+    let null_cond = out
+        .cond_logprobs
+        .detach()
+        .narrow(1, NULL_COLUMN, 1)?
+        .squeeze(1)?
+        .to_dtype(DType::F64)?;
+    let posterior = (null_cond.broadcast_add(&null_log_prior)?
+        - out.marginal.detach().to_dtype(DType::F64)?)?
+    .exp()?;
+    let null_posterior = slots
+        .mask()
+        .where_cond(&posterior, &posterior.zeros_like()?)?
+        .sum_all()?;
+    Ok(Tensor::stack(&[entropy, null_prior, null_posterior], 0)?)
+}
+
 /// Σ over the real masked tokens of log p(y | x) − log p(y | ∅, x) (the numerator of
 /// [`RetrievalUtility::marginal`], in f64 and in its order: the same value), as a 0-d f64 tensor
 /// on the device, so that a training loop reads it with the loss at a log interval.
@@ -535,5 +569,49 @@ impl RealmModel {
             cond_logprobs: cond,
             marginal,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two queries, k = 3 (the null document first), two mask slots; the second query's third
+    /// candidate is absent and the first query's second slot is padding.
+    #[test]
+    fn retrieval_mass_sums_are_entropy_null_prior_and_null_posterior() {
+        let dev = Device::Cpu;
+        let ln = |p: f32| p.ln();
+        let doc_scores = Tensor::new(
+            &[[2f32.ln(), 0.0, 0.0], [0.0, 0.0, f32::NEG_INFINITY]],
+            &dev,
+        )
+        .unwrap();
+        let cond_logprobs = Tensor::new(
+            &[
+                [[ln(0.1), ln(0.3)], [ln(0.5), ln(0.3)], [ln(0.5), ln(0.3)]],
+                [[ln(0.2), ln(0.4)], [ln(0.2), ln(0.1)], [ln(0.9), ln(0.9)]],
+            ],
+            &dev,
+        )
+        .unwrap();
+        let marginal = marginal_log_probs(&doc_scores, &cond_logprobs).unwrap();
+        let out = MlmOutput {
+            loss: Tensor::new(0f32, &dev).unwrap(),
+            doc_scores,
+            cond_logprobs,
+            marginal,
+        };
+        let slots =
+            MaskSlots::new(vec![1, 2, 1, 2], vec![5; 4], vec![1, 0, 1, 1], 2, &dev).unwrap();
+        let got = retrieval_mass_sums(&out, &slots)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        // Priors (1/2, 1/4, 1/4) and (1/2, 1/2, 0); null posteriors 0.05/0.3, 0.1/0.2, 0.2/0.25.
+        let want = [2.5 * std::f64::consts::LN_2, 1.0, 1.0 / 6.0 + 0.5 + 0.8];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
     }
 }

@@ -54,6 +54,26 @@ pub struct Record<S = String> {
     /// Training throughput in tokens per second since the previous line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_s: Option<f64>,
+    /// Pre-training: entropy in nats of the retrieval distribution over the k candidates (the
+    /// null document included), per example (ln k: the retriever does not tell them apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval_entropy: Option<f64>,
+    /// Pre-training: the null document's retrieval probability p(∅|x), per example.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_prior: Option<f64>,
+    /// Pre-training: the null document's posterior p(∅|x, y) given the masked token, per masked
+    /// token (near 1: the retrieved blocks do not explain the answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_posterior: Option<f64>,
+    /// Pre-training: L2 norm of the query tower's gradients before clipping, per step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm_query: Option<f64>,
+    /// Pre-training: the same for the document tower (the query tower's when they are shared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm_doc: Option<f64>,
+    /// Pre-training: the same for the knowledge-augmented encoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm_encoder: Option<f64>,
 }
 
 /// A metric field of [`Record`] by name.
@@ -81,11 +101,23 @@ pub enum Field {
     Em,
     /// [`Record::tokens_per_s`].
     TokensPerS,
+    /// [`Record::retrieval_entropy`].
+    RetrievalEntropy,
+    /// [`Record::null_prior`].
+    NullPrior,
+    /// [`Record::null_posterior`].
+    NullPosterior,
+    /// [`Record::grad_norm_query`].
+    GradNormQuery,
+    /// [`Record::grad_norm_doc`].
+    GradNormDoc,
+    /// [`Record::grad_norm_encoder`].
+    GradNormEncoder,
 }
 
 impl Field {
     /// Every field, in the order of the report's tables.
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 17] = [
         Field::Loss,
         Field::Lr,
         Field::RetrievalUtility,
@@ -97,6 +129,12 @@ impl Field {
         Field::QuestionRecallAt5,
         Field::Em,
         Field::TokensPerS,
+        Field::RetrievalEntropy,
+        Field::NullPrior,
+        Field::NullPosterior,
+        Field::GradNormQuery,
+        Field::GradNormDoc,
+        Field::GradNormEncoder,
     ];
 
     /// The JSON key.
@@ -113,6 +151,12 @@ impl Field {
             Field::QuestionRecallAt5 => "question_recall_at_5",
             Field::Em => "em",
             Field::TokensPerS => "tokens_per_s",
+            Field::RetrievalEntropy => "retrieval_entropy",
+            Field::NullPrior => "null_prior",
+            Field::NullPosterior => "null_posterior",
+            Field::GradNormQuery => "grad_norm_query",
+            Field::GradNormDoc => "grad_norm_doc",
+            Field::GradNormEncoder => "grad_norm_encoder",
         }
     }
 
@@ -130,6 +174,12 @@ impl Field {
             Field::QuestionRecallAt5 => "questions' recall@5",
             Field::Em => "exact match",
             Field::TokensPerS => "tokens/s",
+            Field::RetrievalEntropy => "retrieval entropy (nats)",
+            Field::NullPrior => "null document prior",
+            Field::NullPosterior => "null document posterior",
+            Field::GradNormQuery => "query tower gradient norm",
+            Field::GradNormDoc => "document tower gradient norm",
+            Field::GradNormEncoder => "encoder gradient norm",
         }
     }
 
@@ -147,6 +197,12 @@ impl Field {
             Field::QuestionRecallAt5 => r.question_recall_at_5,
             Field::Em => r.em,
             Field::TokensPerS => r.tokens_per_s,
+            Field::RetrievalEntropy => r.retrieval_entropy,
+            Field::NullPrior => r.null_prior,
+            Field::NullPosterior => r.null_posterior,
+            Field::GradNormQuery => r.grad_norm_query,
+            Field::GradNormDoc => r.grad_norm_doc,
+            Field::GradNormEncoder => r.grad_norm_encoder,
         }
     }
 }

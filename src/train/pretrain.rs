@@ -23,10 +23,13 @@ use crate::index::live::{
 };
 use crate::index::{IndexSlot, StoredIndex};
 use crate::model::RealmSettings;
-use crate::model::{doc_inputs, marginal_utility_sum, query_inputs, relevance, Mode, RealmModel};
+use crate::model::{
+    doc_inputs, marginal_utility_sum, query_inputs, relevance, retrieval_mass_sums, Mode,
+    RealmModel,
+};
 use crate::model::{BertTokenizer, RetrieverConfig};
 use crate::ops::mips::MipsIndex;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -371,6 +374,17 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         STREAM_ORDER,
     )?;
     let mut saved_index: Option<u64> = opts.resume.then_some(version);
+    // The gradient norms logged: query tower, document tower (the same two when the towers are
+    // shared), encoder.
+    let tower_vars: Vec<Vec<Var>> = {
+        let vars = |named: &[(String, Var)]| named.iter().map(|(_, v)| v.clone()).collect();
+        let r = model.retriever();
+        vec![
+            vars(r.query_tower().vars()),
+            vars(r.doc_tower().vars()),
+            vars(&model.encoder_vars()),
+        ]
+    };
     // A frozen retriever scores from the index's embeddings and the null document's, embedded
     // once here: no tower pass over the candidates each step.
     let null_doc = if cfg.freeze_retriever {
@@ -474,6 +488,9 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         )?;
         let grads = trainer.backward(&out.loss)?;
         let (grads, loss) = trainer.all_reduce(grads, &out.loss, tensors.slots.count())?;
+        if let Some(g) = &grads {
+            window.grad_norms.push(g.group_norms(&tower_vars, &dev)?);
+        }
         let update = trainer.update(grads)?;
         trainer.state.data = cursor;
 
@@ -481,19 +498,33 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         if tensors.k >= 2 {
             let sum = marginal_utility_sum(&out, &tensors.slots)?;
             window.utilities.push((sum, tensors.slots.count()));
+            let mass = retrieval_mass_sums(&out, &tensors.slots)?;
+            window
+                .masses
+                .push((mass, queries.len(), tensors.slots.count()));
         }
         window.tokens += tensors.tokens;
         report.max_staleness = report.max_staleness.max(staleness);
         if trainer.log_due() {
             let mut m = trainer.metric();
-            let (loss, ru) = window.means()?;
-            report.first_loss.get_or_insert(loss);
-            report.last_loss = Some(loss);
-            m.loss = Some(loss);
+            let means = window.means()?;
+            report.first_loss.get_or_insert(means.loss);
+            report.last_loss = Some(means.loss);
+            m.loss = Some(means.loss);
             m.lr = Some(update.lr);
-            if let Some(ru) = ru {
+            if let Some(ru) = means.utility {
                 m.retrieval_utility = Some(ru);
                 report.retrieval_utility = Some(ru);
+            }
+            if let Some([entropy, null_prior, null_posterior]) = means.mass {
+                m.retrieval_entropy = Some(entropy);
+                m.null_prior = Some(null_prior);
+                m.null_posterior = Some(null_posterior);
+            }
+            if let Some([query, doc, encoder]) = means.grad_norms {
+                m.grad_norm_query = Some(query);
+                m.grad_norm_doc = Some(doc);
+                m.grad_norm_encoder = Some(encoder);
             }
             m.staleness = Some(staleness);
             m.refresh_s = swapped.map(|s| s.seconds);
@@ -560,13 +591,16 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
     Ok(report)
 }
 
-/// Loss, retrieval utility and throughput accumulated between two metrics lines. Each step's
-/// loss and retrieval-utility sum stay on the device (detached, f64) until the window is logged,
-/// when one read brings them all: a step itself reads nothing for logging.
+/// What the steps since the last log line measured, kept on the device until the log line reads
+/// it all at once.
 struct Window {
     losses: Vec<Tensor>,
     /// [`marginal_utility_sum`] of each step with k ≥ 2, with its masked-token count.
     utilities: Vec<(Tensor, usize)>,
+    /// [`retrieval_mass_sums`] of each step with k ≥ 2, with its example and masked-token counts.
+    masses: Vec<(Tensor, usize, usize)>,
+    /// Each updated step's gradient norms of the query tower, the document tower and the encoder.
+    grad_norms: Vec<Tensor>,
     tokens: usize,
     started: std::time::Instant,
 }
@@ -576,36 +610,68 @@ impl Default for Window {
         Window {
             losses: Vec::new(),
             utilities: Vec::new(),
+            masses: Vec::new(),
+            grad_norms: Vec::new(),
             tokens: 0,
             started: std::time::Instant::now(),
         }
     }
 }
 
+/// A window's means over its steps (see [`Window`]).
+struct WindowMeans {
+    loss: f64,
+    utility: Option<f64>,
+    /// Entropy of the retrieval distribution per example, the null document's prior per
+    /// example and its posterior per masked token.
+    mass: Option<[f64; 3]>,
+    /// Gradient norms: query tower, document tower, encoder.
+    grad_norms: Option<[f64; 3]>,
+}
+
 impl Window {
-    /// The mean loss of the window's steps and their mean retrieval utility (None without
-    /// one), summed in f64 step by step: one read from the device.
-    fn means(&self) -> Result<(f64, Option<f64>)> {
+    /// The means of the window's steps, summed in f64 step by step: one read from the device.
+    fn means(&self) -> Result<WindowMeans> {
         let all: Vec<Tensor> = self
             .losses
             .iter()
             .chain(self.utilities.iter().map(|(t, _)| t))
-            .cloned()
-            .collect();
-        let values = device::read_vec1::<f64>(&Tensor::stack(&all, 0)?)?;
-        let (losses, utilities) = values.split_at(self.losses.len());
+            .map(|t| t.reshape(1))
+            .chain(self.masses.iter().map(|(t, _, _)| Ok(t.clone())))
+            .chain(self.grad_norms.iter().map(|t| Ok(t.clone())))
+            .collect::<candle_core::Result<_>>()?;
+        let values = device::read_vec1::<f64>(&Tensor::cat(&all, 0)?)?;
+        let (losses, rest) = values.split_at(self.losses.len());
+        let (utilities, rest) = rest.split_at(self.utilities.len());
+        let (masses, norms) = rest.split_at(3 * self.masses.len());
+        let mean = |sum: f64, n: usize| sum / n.max(1) as f64;
         let mut loss = 0f64;
         for l in losses {
             loss += l;
         }
         let mut ru = 0f64;
         for (sum, (_, tokens)) in utilities.iter().zip(&self.utilities) {
-            ru += sum / (*tokens).max(1) as f64;
+            ru += mean(*sum, *tokens);
         }
-        Ok((
-            loss / losses.len().max(1) as f64,
-            (!utilities.is_empty()).then(|| ru / utilities.len() as f64),
-        ))
+        let mut mass = [0f64; 3];
+        for (sums, (_, examples, tokens)) in masses.chunks(3).zip(&self.masses) {
+            mass[0] += mean(sums[0], *examples);
+            mass[1] += mean(sums[1], *examples);
+            mass[2] += mean(sums[2], *tokens);
+        }
+        let mut grad = [0f64; 3];
+        for n in norms.chunks(3) {
+            for (g, v) in grad.iter_mut().zip(n) {
+                *g += v;
+            }
+        }
+        let steps = |n: usize| (n > 0).then_some(n);
+        Ok(WindowMeans {
+            loss: mean(loss, losses.len()),
+            utility: steps(utilities.len()).map(|n| ru / n as f64),
+            mass: steps(self.masses.len()).map(|n| mass.map(|m| m / n as f64)),
+            grad_norms: steps(self.grad_norms.len()).map(|n| grad.map(|g| g / n as f64)),
+        })
     }
 }
 

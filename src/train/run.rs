@@ -78,6 +78,12 @@ impl Metric {
             question_recall_at_5: None,
             em: None,
             tokens_per_s: None,
+            retrieval_entropy: None,
+            null_prior: None,
+            null_posterior: None,
+            grad_norm_query: None,
+            grad_norm_doc: None,
+            grad_norm_encoder: None,
         }
     }
 }

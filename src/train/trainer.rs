@@ -15,7 +15,7 @@ use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::model::DynamicLossScaler;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -238,6 +238,25 @@ pub struct Gradients {
     /// Their global norm when it was read already (the f16 loss scaler's check); else the
     /// update reads the one it reduced on the device.
     norm: Option<f64>,
+}
+
+impl Gradients {
+    /// The L2 norm of each group's gradients before clipping, a [groups] f64 tensor on the
+    /// device (nothing is read); a parameter without a gradient counts as zero.
+    pub fn group_norms(&self, groups: &[Vec<Var>], device: &Device) -> Result<Tensor> {
+        let mut norms = Vec::with_capacity(groups.len());
+        for group in groups {
+            let mut squares = Tensor::zeros((), DType::F64, device)?;
+            for v in group {
+                if let Some(g) = self.store.get(v.as_tensor()) {
+                    let sum = g.to_dtype(DType::F32)?.sqr()?.sum_all()?;
+                    squares = (squares + sum.to_dtype(DType::F64)?)?;
+                }
+            }
+            norms.push(squares.sqrt()?);
+        }
+        Ok(Tensor::stack(&norms, 0)?)
+    }
 }
 
 /// The loop state of one stage.
