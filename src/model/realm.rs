@@ -126,7 +126,7 @@ pub struct RetrievalUtility {
     pub tokens: usize,
 }
 
-/// Where one batch's retrieval mass sits, as sums over the batch (a [3] f64 tensor on the device,
+/// Where one batch's retrieval mass sits, as sums over the batch (a `[3]` f64 tensor on the device,
 /// for a training loop to read with the loss at a log interval): Σ_x H(p(·|x)), the entropy in
 /// nats of the retrieval distribution over the k candidates; Σ_x p(∅|x), the null document's
 /// prior; and Σ_j p(∅|x, y_j) over the real masked tokens, its posterior given the answer

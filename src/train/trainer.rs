@@ -241,7 +241,7 @@ pub struct Gradients {
 }
 
 impl Gradients {
-    /// The L2 norm of each group's gradients before clipping, a [groups] f64 tensor on the
+    /// The L2 norm of each group's gradients before clipping, a `[groups]` f64 tensor on the
     /// device (nothing is read); a parameter without a gradient counts as zero.
     pub fn group_norms(&self, groups: &[Vec<Var>], device: &Device) -> Result<Tensor> {
         let mut norms = Vec::with_capacity(groups.len());
