@@ -40,4 +40,5 @@ def main():
                       "fwd_min_ms": fwd[0], "fwd_bwd_min_ms": fwd_bwd[0]}))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -7,21 +7,11 @@ transformers has it for BERT, else eager.
 Usage: torch_bert_cpu.py MODEL_DIR B L [SECONDS] [THREADS]"""
 import json
 import sys
-import time
 
 import torch
 from transformers import BertModel
 
-
-def times_ms(fn, seconds):
-    for _ in range(2):
-        fn()
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return sorted(times)
+from torch_attention_cpu import times_ms  # the same timing loop (this folder)
 
 
 def main():

@@ -65,7 +65,7 @@ pub struct Record<S = String> {
     /// token (near 1: the retrieved blocks do not explain the answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub null_posterior: Option<f64>,
-    /// Pre-training: L2 norm of the query tower's gradients before clipping, per step.
+    /// Pre-training: L2 norm of the query tower's gradients before clipping, at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_norm_query: Option<f64>,
     /// Pre-training: the same for the document tower (the query tower's when they are shared).

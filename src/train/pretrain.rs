@@ -488,7 +488,8 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         )?;
         let grads = trainer.backward(&out.loss)?;
         let (grads, loss) = trainer.all_reduce(grads, &out.loss, tensors.slots.count())?;
-        if let Some(g) = &grads {
+        // A pass over every gradient: only for the step that logs.
+        if let (Some(g), true) = (&grads, trainer.log_due_after_update()) {
             window.grad_norms.push(g.group_norms(&tower_vars, &dev)?);
         }
         let update = trainer.update(grads)?;
@@ -599,7 +600,8 @@ struct Window {
     utilities: Vec<(Tensor, usize)>,
     /// [`retrieval_mass_sums`] of each step with k ≥ 2, with its example and masked-token counts.
     masses: Vec<(Tensor, usize, usize)>,
-    /// Each updated step's gradient norms of the query tower, the document tower and the encoder.
+    /// The gradient norms of the query tower, the document tower and the encoder at the step
+    /// that logs (when it updated).
     grad_norms: Vec<Tensor>,
     tokens: usize,
     started: std::time::Instant,
@@ -625,7 +627,7 @@ struct WindowMeans {
     /// Entropy of the retrieval distribution per example, the null document's prior per
     /// example and its posterior per masked token.
     mass: Option<[f64; 3]>,
-    /// Gradient norms: query tower, document tower, encoder.
+    /// Gradient norms at the logged step: query tower, document tower, encoder.
     grad_norms: Option<[f64; 3]>,
 }
 

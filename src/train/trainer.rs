@@ -507,7 +507,17 @@ impl Trainer {
 
     /// Whether a metrics line is due at the current step (and always at the last).
     pub fn log_due(&self) -> bool {
-        self.state.step.is_multiple_of(self.log_every) || self.state.step == self.schedule.total
+        self.logs_at(self.state.step)
+    }
+
+    /// Whether a metrics line will be due once the step in progress is updated: what only the
+    /// logged step measures is computed then.
+    pub fn log_due_after_update(&self) -> bool {
+        self.logs_at(self.state.step + 1)
+    }
+
+    fn logs_at(&self, step: u64) -> bool {
+        step.is_multiple_of(self.log_every) || step == self.schedule.total
     }
 
     /// Appends `metric` to `metrics.jsonl` (and shows its loss on the progress bar).
