@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
                 grad: g,
                 offset: i * EACH,
                 decay: true,
+                lr_scale: 1.0,
             })
             .collect();
         b.iter(|| adamw_step(&params, &m, &v, &stats, &step).expect("step"))

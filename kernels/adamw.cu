@@ -8,7 +8,7 @@
 //
 //   header          stats (gptr<double>), m (gptr<float>), v (gptr<float>)
 //   tensor e        theta (gptr<float>), grad (gptr<const float>), its moments' offset in m and
-//                   v, its length n, decay (0 or 1)
+//                   v, its length n, its learning rate and its shrink (each the bits of an f32)
 //   chunk c         tensor << 32 | index of the chunk within the tensor (kAdamwChunk elements)
 //
 // stats = [‖g‖², clip factor, the chunks' sums of squares...] (f64).
@@ -18,7 +18,8 @@
 //   adamw_update   block per chunk, unless ‖g‖² is not finite (the step is skipped):
 //                  g ← g · factor; m ← β₁ m + (1 − β₁) g; v ← β₂ v + (1 − β₂) g²;
 //                  θ ← θ · shrink − lr · (m / bias1) / (√(v / bias2) + ε)
-//                  (shrink = 1 − lr · weight decay for a decayed tensor, else 1)
+//                  (lr the tensor's own, e.g. a lower one for the retriever's towers; shrink =
+//                  1 − lr · weight decay for a decayed tensor, else 1; both rounded on the host)
 // In f32, with 1 − β₁ and 1 − β₂ rounded from f64 (1 − 0.999 in f32 would be 1.3e-5 off).
 #include "realm.cuh"
 
@@ -27,7 +28,7 @@ REALM_EXPORT constexpr int kAdamwThreads = 256;
 REALM_EXPORT constexpr int kAdamwChunk = 4096;
 // Words of the table before the first tensor, per tensor besides its two pointers.
 REALM_EXPORT constexpr int kAdamwHeaderPointers = 3;
-REALM_EXPORT constexpr int kAdamwTensorScalars = 3;
+REALM_EXPORT constexpr int kAdamwTensorScalars = 4;
 
 using Table = gptr<const unsigned long long>;
 
@@ -51,14 +52,23 @@ struct TensorEntry {
   gptr<const float> grad;
   unsigned long long offset;
   unsigned long long n;
-  bool decay;
+  float lr;
+  float shrink;
 };
+
+REALM_DEVICE float f32_of_word(unsigned long long w) {
+  const unsigned bits = static_cast<unsigned>(w);
+  float x;
+  __builtin_memcpy(&x, &bits, sizeof(x));
+  return x;
+}
 
 REALM_DEVICE TensorEntry tensor_entry(Table table, unsigned e) {
   const unsigned at = kHeaderWords + e * kTensorWords;
   return {table_pointer<float>(table, at), table_pointer<const float>(table, at + kPointerWords),
           table[at + 2 * kPointerWords], table[at + 2 * kPointerWords + 1],
-          table[at + 2 * kPointerWords + 2] != 0};
+          f32_of_word(table[at + 2 * kPointerWords + 2]),
+          f32_of_word(table[at + 2 * kPointerWords + 3])};
 }
 
 // The chunk's tensor and its [begin, end) range of elements.
@@ -79,9 +89,9 @@ REALM_DEVICE Chunk chunk_of(Table table, unsigned tensors, unsigned c) {
 REALM_DEVICE bool is_finite_f64(double x) { return x - x == 0.0; }
 
 #define REALM_ADAMW_PARAMS                                                                      \
-  (gptr<const unsigned long long> table, unsigned tensors, unsigned chunks, float lr,            \
-   float beta1, float beta2, float one_minus_beta1, float one_minus_beta2, float eps, float inv_bias1, float inv_bias2, float shrink,           \
-   double max_norm)
+  (gptr<const unsigned long long> table, unsigned tensors, unsigned chunks, float beta1,          \
+   float beta2, float one_minus_beta1, float one_minus_beta2, float eps, float inv_bias1,          \
+   float inv_bias2, double max_norm)
 
 REALM_KERNEL(adamw_sumsq, kAdamwThreads, REALM_ADAMW_PARAMS) {
   REALM_SHARED(float, scratch, 32);
@@ -123,7 +133,7 @@ REALM_KERNEL(adamw_update, kAdamwThreads, REALM_ADAMW_PARAMS) {
   const gptr<float> v = table_pointer<float>(table, 2 * kPointerWords);
   for (unsigned c = blockIdx.x; c < chunks; c += gridDim.x) {
     const Chunk ch = chunk_of(table, tensors, c);
-    const float sh = ch.t.decay ? shrink : 1.0f;
+    const float lr = ch.t.lr, sh = ch.t.shrink;
     for (unsigned long long i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
       const unsigned long long k = ch.t.offset + i;
       const float g = ch.t.grad[i] * gs;

@@ -5,7 +5,7 @@
 mod common;
 
 use realm::device::ComputeDevice;
-use realm::experiment::ablation::{run_ablation, AblationConfig, Arm, Size};
+use realm::experiment::ablation::{run_ablation, AblationConfig, Arm, Size, Towers};
 
 #[test]
 fn tiny_ablation_runs_every_arm_and_writes_its_results() {
@@ -18,6 +18,7 @@ fn tiny_ablation_runs_every_arm_and_writes_its_results() {
         corpus: None,
         questions: None,
         init: None,
+        towers: Towers::default(),
         quiet: true,
     };
     let s = run_ablation(&cfg, &ComputeDevice::cpu()).unwrap();
@@ -61,4 +62,33 @@ fn tiny_ablation_runs_every_arm_and_writes_its_results() {
     // A second run into the same folder is refused before anything is written.
     let err = run_ablation(&cfg, &ComputeDevice::cpu()).unwrap_err();
     assert!(format!("{err}").contains("new or empty"), "{err}");
+
+    // Separate towers, the document tower kept as ICT left it: no arm refreshes its index.
+    let untied = AblationConfig {
+        out: out.with_file_name("untied"),
+        seeds: vec![0],
+        towers: Towers {
+            separate: true,
+            query_lr_scale: 1.0,
+            doc_lr_scale: 0.0,
+        },
+        ..cfg.clone()
+    };
+    let s = run_ablation(&untied, &ComputeDevice::cpu()).unwrap();
+    assert_eq!(s.towers, untied.towers);
+    for r in s.runs.iter().filter(|r| r.arm != Arm::Ict) {
+        assert_eq!(r.refreshes, Some(0), "{:?}", r.arm);
+    }
+    // Shared towers take one rate: refused before anything runs.
+    let two_rates = AblationConfig {
+        out: out.with_file_name("two-rates"),
+        towers: Towers {
+            separate: false,
+            ..untied.towers
+        },
+        ..cfg
+    };
+    let err = run_ablation(&two_rates, &ComputeDevice::cpu()).unwrap_err();
+    assert!(format!("{err}").contains("doc_lr_scale"), "{err}");
+    assert!(!out.with_file_name("two-rates").exists());
 }

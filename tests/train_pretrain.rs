@@ -354,3 +354,59 @@ const ICT_ROUNDS: u64 = 10;
 /// The warm start's recall@1: the retriever finds some people's documents, not most.
 const WARM_RECALL: f64 = 0.25;
 const STEPS: u64 = 200;
+
+/// The values of every tensor of `vars`, by name.
+fn values(vars: &[(String, candle_core::Var)]) -> Vec<(String, Vec<f32>)> {
+    vars.iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Per-tower learning rates: shared towers refuse two rates; separated from the shared ICT
+/// checkpoint (REALM's two embedders start from one module), the document tower at rate 0 keeps
+/// the checkpoint's weights, so its index is never stale nor refreshed, while the query tower
+/// learns.
+#[test]
+fn towers_learn_at_their_own_rates() {
+    let dir = common::temp_dir("tower-rates");
+    let data = synthetic(&dir, answers(PEOPLE));
+    let warm = ict(&data, tiny_origin(0.0), &dir.join("ict"), 4, 5);
+    let mut cfg = pretrain_config(&data, checkpoint(&warm), 4, 6, 5);
+    cfg.refresh.every = 2;
+    cfg.doc_lr_scale = 0.5;
+    let e = run_pretrain(&cfg, &dir.join("shared"), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("doc_lr_scale") && e.contains("shared"), "{e}");
+    cfg.doc_lr_scale = -1.0;
+    let e = run_pretrain(&cfg, &dir.join("negative"), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("doc_lr_scale") && e.contains("-1"), "{e}");
+
+    cfg.retriever.shared_towers = false;
+    cfg.doc_lr_scale = 0.0;
+    let report = pretrain(&cfg, &dir.join("untied"));
+    assert_eq!((report.refreshes, report.max_staleness), (0, 0));
+    let (_, start, end) = before_and_after(&warm, &dir.join("untied/checkpoint"));
+    let r = end.retriever();
+    assert!(!r.config().shared_towers);
+    let warm_tower = values(start.doc_tower().vars());
+    assert_eq!(values(r.doc_tower().vars()), warm_tower);
+    let moved = values(r.query_tower().vars())
+        .iter()
+        .zip(&warm_tower)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        moved > warm_tower.len() / 2,
+        "{moved} of {} moved",
+        warm_tower.len()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

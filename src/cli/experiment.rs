@@ -3,7 +3,7 @@
 use super::{out, DeviceArg};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use realm::experiment::ablation::{render, run_ablation, AblationConfig, Size};
+use realm::experiment::ablation::{render, run_ablation, AblationConfig, Size, Towers};
 use std::path::PathBuf;
 
 /// Experiments that chain the training stages over several seeds.
@@ -55,6 +55,17 @@ struct AblationArgs {
     /// Start from this BERT folder instead of the demo's small BERT from scratch.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Pre-training arms: untie the warm start's shared tower into a query and a document
+    /// tower (REALM's two embedders, both from the ICT module).
+    #[arg(long)]
+    separate_towers: bool,
+    /// Pre-training arms: the query tower's learning rate relative to the arm's.
+    #[arg(long, default_value_t = 1.0)]
+    query_lr_scale: f64,
+    /// Pre-training arms: the document tower's (0: kept as ICT left it, no refresh); with
+    /// shared towers, the query tower's.
+    #[arg(long, default_value_t = 1.0)]
+    doc_lr_scale: f64,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -78,6 +89,11 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
         corpus: args.corpus,
         questions: args.questions,
         init: args.init,
+        towers: Towers {
+            separate: args.separate_towers,
+            query_lr_scale: args.query_lr_scale,
+            doc_lr_scale: args.doc_lr_scale,
+        },
         quiet: args.quiet,
     };
     let summary = run_ablation(&cfg, &dev).context("experiment ablation")?;

@@ -67,6 +67,14 @@ pub struct PretrainFlags {
     /// Train only the knowledge-augmented encoder; the retriever and the index stay fixed.
     #[arg(long)]
     pub freeze_retriever: bool,
+    /// The query tower's learning rate relative to --lr (default 1; 0: it does not learn).
+    #[arg(long, conflicts_with = "freeze_retriever")]
+    pub query_lr_scale: Option<f64>,
+    /// The document tower's learning rate relative to --lr (default 1; 0: it does not learn and
+    /// the index stays exact). Shared towers take one rate: with another than the query
+    /// tower's, give --separate-towers.
+    #[arg(long, conflicts_with = "freeze_retriever")]
+    pub doc_lr_scale: Option<f64>,
     /// Add a copy head (a pointer over the retrieved block) to the masked-LM head.
     #[arg(long)]
     pub copy_head: bool,
@@ -85,7 +93,15 @@ impl PretrainArgs {
             c.examples = flags.examples.clone();
             c.cloze_questions = flags.cloze_questions.clone();
             c.index = flags.index.clone();
-            set_flags!(c, flags, top_k, max_masks, index_batch);
+            set_flags!(
+                c,
+                flags,
+                top_k,
+                max_masks,
+                index_batch,
+                query_lr_scale,
+                doc_lr_scale
+            );
             set_shape!(c, self.shape);
             self.retriever.apply(&c.init, &mut c.retriever)?;
             if let Some(v) = flags.refresh_every {

@@ -224,7 +224,8 @@ pub struct RetrieverArgs {
     /// Projection width (128).
     #[arg(long)]
     pub proj_size: Option<usize>,
-    /// Separate query and document towers (default: shared).
+    /// Separate query and document towers (default: shared). From a checkpoint whose towers
+    /// are shared, both start as its tower (REALM's two embedders start from the ICT module).
     #[arg(long)]
     pub separate_towers: bool,
     /// What the projection reads: `mean` (the mean of the hidden states; the default from a
@@ -236,15 +237,15 @@ pub struct RetrieverArgs {
 
 impl RetrieverArgs {
     /// Sets the retriever's shape; an error when the models start from a checkpoint, whose
-    /// retriever keeps its own.
+    /// retriever keeps its own (except that its shared towers may be separated).
     pub fn apply(&self, init: &ModelInit, c: &mut realm::model::RetrieverConfig) -> Result<()> {
         if let (Some(dir), true) = (
             init.checkpoint(),
-            self.proj_size.is_some() || self.separate_towers || self.pooling.is_some(),
+            self.proj_size.is_some() || self.pooling.is_some(),
         ) {
             return Err(Error::bad_input(
                 "command line",
-                "--proj-size/--separate-towers/--pooling",
+                "--proj-size/--pooling",
                 format!(
                     "shape a retriever that starts from BERT; {} is a checkpoint, whose retriever keeps its shape",
                     dir.display()

@@ -155,8 +155,33 @@ pub struct AblationConfig {
     pub questions: Option<PathBuf>,
     /// A BERT folder to start from; None: the demo's small BERT from scratch.
     pub init: Option<PathBuf>,
+    /// The retriever towers of the pre-training arms and their learning rates.
+    pub towers: Towers,
     /// No progress bars (the one line per finished arm stays).
     pub quiet: bool,
+}
+
+/// The retriever towers of the pre-training arms (`PretrainConfig`'s fields of the same names).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Towers {
+    /// Untie the ICT warm start's shared tower into a query and a document tower, each a copy
+    /// (REALM's two embedders start from the one ICT module).
+    pub separate: bool,
+    /// The query tower's learning rate relative to the arm's.
+    pub query_lr_scale: f64,
+    /// The document tower's (0: kept as ICT left it, the index never refreshed).
+    pub doc_lr_scale: f64,
+}
+
+impl Default for Towers {
+    /// One shared tower, trained at the arm's rate (REALM's default).
+    fn default() -> Self {
+        Towers {
+            separate: false,
+            query_lr_scale: 1.0,
+            doc_lr_scale: 1.0,
+        }
+    }
 }
 
 /// The arms, in the order they run.
@@ -327,6 +352,8 @@ pub struct AblationSummary {
     pub device: String,
     /// The BERT folder started from, or the demo's small BERT from scratch.
     pub init: String,
+    /// The retriever towers of the pre-training arms and their learning rates.
+    pub towers: Towers,
     /// Path of the knowledge corpus used (a cut copy in `out/data/` when the size limits it).
     pub corpus: String,
     /// Path of the held-out questions used (a cut copy in `out/data/` when the size limits it).
@@ -391,7 +418,7 @@ pub fn run_ablation(cfg: &AblationConfig, device: &ComputeDevice) -> Result<Abla
         runs.push(arm_run(Arm::Ict, seed, &report, None, ict_report.seconds));
         log_progress(runs.last());
         for arm in [Arm::Salient, Arm::Random, Arm::Stale] {
-            let pre = pretrain_config(arm, &ict_ckpt, &ict_index, &data.corpus, &shape, seed);
+            let pre = pretrain_config(arm, &ict_ckpt, &ict_index, &data, &shape, cfg.towers, seed);
             if answerable.is_none() {
                 answerable = Some(answerable_spans(&pre, &ict_ckpt)?);
             }
@@ -470,6 +497,7 @@ fn assemble(
             Some(d) => d.display().to_string(),
             None => "the demo's small BERT from scratch".to_string(),
         },
+        towers: cfg.towers,
         corpus: data.corpus.display().to_string(),
         questions: data.questions.display().to_string(),
         eval_questions: last_eval.questions,
@@ -497,6 +525,29 @@ fn check(cfg: &AblationConfig) -> Result<()> {
             OP,
             "scale",
             format!("{}: must be above 0 and at most 1000", cfg.scale),
+        ));
+    }
+    let t = cfg.towers;
+    for (arg, scale) in [
+        ("query_lr_scale", t.query_lr_scale),
+        ("doc_lr_scale", t.doc_lr_scale),
+    ] {
+        if !(scale.is_finite() && scale >= 0.0) {
+            return Err(Error::bad_input(
+                OP,
+                arg,
+                format!("{scale}: must be a finite number ≥ 0"),
+            ));
+        }
+    }
+    if !t.separate && t.query_lr_scale != t.doc_lr_scale {
+        return Err(Error::bad_input(
+            OP,
+            "doc_lr_scale",
+            format!(
+                "{} but query_lr_scale {}: shared towers take one rate; separate them",
+                t.doc_lr_scale, t.query_lr_scale
+            ),
         ));
     }
     if cfg.corpus.is_some() != cfg.questions.is_some() {
@@ -627,14 +678,17 @@ fn pretrain_config(
     arm: Arm,
     ict_ckpt: &Path,
     ict_index: &Path,
-    corpus: &Path,
+    data: &Data,
     shape: &Shape,
+    towers: Towers,
     seed: u64,
 ) -> PretrainConfig {
     let init = ModelInit::Checkpoint {
         dir: ict_ckpt.to_path_buf(),
     };
-    let mut pre = PretrainConfig::new(init, corpus.to_path_buf());
+    let mut pre = PretrainConfig::new(init, data.corpus.clone());
+    pre.retriever.shared_towers = !towers.separate;
+    (pre.query_lr_scale, pre.doc_lr_scale) = (towers.query_lr_scale, towers.doc_lr_scale);
     pre.train = stage_loop(
         shape.pretrain_steps,
         shape.pretrain_batch,

@@ -36,5 +36,5 @@ pub use realm::{
     MlmBatch, MlmOutput, RealmModel, RealmSettings, RetrievalUtility, NULL_COLUMN,
 };
 pub use realm_inputs::{doc_inputs, joined_inputs, query_inputs};
-pub use retriever::{relevance, Retriever, RetrieverConfig, Tower, TowerPooling};
+pub use retriever::{relevance, Retriever, RetrieverConfig, SharedTowers, Tower, TowerPooling};
 pub use tokenizer::{Batch, BertTokenizer, Overflow};

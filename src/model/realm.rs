@@ -18,7 +18,7 @@ use super::config::BertConfig;
 use super::encoder::KnowledgeEncoder;
 use super::heads::TensorFile;
 use super::mask_slots::MaskSlots;
-use super::retriever::{ConfigFile, Retriever, RetrieverConfig};
+use super::retriever::{ConfigFile, Retriever, RetrieverConfig, SharedTowers};
 use super::tokenizer::BertTokenizer;
 use crate::device;
 use crate::error::{Error, Result};
@@ -323,8 +323,9 @@ pub struct MlmBatch<'a> {
     /// [b, k] (any numeric dtype), 0 = absent candidate (a short retrieval), scored −inf; None =
     /// all present.
     pub candidate_mask: Option<&'a Tensor>,
-    /// [b, k] f32 relevance computed outside, used (detached) instead of the towers' scores: a
-    /// frozen retriever's, from the index's stored embeddings. None: the towers score `queries`
+    /// [b, k] f32 relevance computed outside, used as given instead of the towers' scores: the
+    /// query embeddings against the index's stored block embeddings when the document tower is
+    /// frozen (detached too when the whole retriever is). None: the towers score `queries`
     /// against `docs`.
     pub doc_scores: Option<&'a Tensor>,
 }
@@ -417,6 +418,11 @@ impl RealmModel {
 
     /// Loads a folder written by [`RealmModel::save`].
     pub fn load(dir: impl AsRef<Path>, dev: &Device) -> Result<Self> {
+        Self::load_towers(dir, dev, SharedTowers::Keep)
+    }
+
+    /// [`RealmModel::load`], shared retriever towers loaded as `shared` says.
+    pub fn load_towers(dir: impl AsRef<Path>, dev: &Device, shared: SharedTowers) -> Result<Self> {
         let dir = dir.as_ref();
         let config_path = dir.join("config.json");
         let (config, said) = ConfigFile::<RealmExtra>::read(&config_path)?;
@@ -426,7 +432,8 @@ impl RealmModel {
             .validate()
             .map_err(|e| Error::file(&config_path, e))?;
         let file = TensorFile::read(dir.join("model.safetensors"))?;
-        let retriever = Retriever::from_file(&config.bert, &config.retriever, said, &file, dev)?;
+        let retriever =
+            Retriever::from_file(&config.bert, &config.retriever, said, &file, dev, shared)?;
         let encoder = KnowledgeEncoder::from_file(&config.rest.encoder_bert, &file, dev)?;
         Self::from_parts(retriever, encoder, dir, &config.rest.settings)
     }
@@ -518,7 +525,7 @@ impl RealmModel {
         }
         let k = rows / b;
         let mut scores = match batch.doc_scores {
-            Some(s) if s.dims() == [b, k] => s.detach(),
+            Some(s) if s.dims() == [b, k] => s.clone(),
             Some(s) => {
                 return Err(Error::bad_input(
                     OP,

@@ -366,6 +366,16 @@ fn tower_prefixes(file: &TensorFile) -> Result<(&'static str, Option<&'static st
     }
 }
 
+/// What loading a checkpoint whose query and document towers are one shared tower gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedTowers {
+    /// One shared tower, as saved.
+    Keep,
+    /// Two towers with their own weights, each a copy of the shared one: REALM's query and
+    /// document embedders both start from the one ICT module, then train apart.
+    Untie,
+}
+
 impl Retriever {
     /// Standard initialisation from `seed`; separate towers start identical, as REALM's two
     /// embedders both start from the same ICT module.
@@ -431,19 +441,25 @@ impl Retriever {
     /// with `retriever_proj_size`, `model.safetensors`). Whether the towers are shared comes from
     /// the tensors; a `shared_towers` in `config.json` that disagrees is an error.
     pub fn load(dir: impl AsRef<Path>, dev: &Device) -> Result<Self> {
+        Self::load_towers(dir, dev, SharedTowers::Keep)
+    }
+
+    /// [`Retriever::load`], a checkpoint whose towers are shared loaded as `shared` says.
+    pub fn load_towers(dir: impl AsRef<Path>, dev: &Device, shared: SharedTowers) -> Result<Self> {
         let dir = dir.as_ref();
         let (config, said) = ConfigFile::<serde_json::Value>::read(&dir.join("config.json"))?;
         let file = TensorFile::read(dir.join("model.safetensors"))?;
-        Self::from_file(&config.bert, &config.retriever, said, &file, dev)
+        Self::from_file(&config.bert, &config.retriever, said, &file, dev, shared)
     }
 
-    /// The towers of an already-read checkpoint (see [`Retriever::load`]).
+    /// The towers of an already-read checkpoint (see [`Retriever::load_towers`]).
     pub(crate) fn from_file(
         bert_cfg: &BertConfig,
         cfg: &RetrieverConfig,
         said_shared: Option<bool>,
         file: &TensorFile,
         dev: &Device,
+        shared: SharedTowers,
     ) -> Result<Self> {
         let (doc_prefix, query_prefix) = tower_prefixes(file)?;
         if let Some(said) = said_shared {
@@ -462,6 +478,11 @@ impl Retriever {
                 ));
             }
         }
+        // Untied, the query tower is read from the shared tower's tensors.
+        let query_prefix = match (query_prefix, shared) {
+            (None, SharedTowers::Untie) => Some(doc_prefix),
+            (q, _) => q,
+        };
         let mut cfg = cfg.clone();
         cfg.shared_towers = query_prefix.is_none();
         let tower = |prefix: &str| -> Result<Tower> {

@@ -21,7 +21,7 @@ use crate::model::projection::{basis_rows, principal_basis};
 use crate::model::{doc_inputs, Mode, TowerPooling};
 use crate::model::{BertConfig, BertTokenizer, KnowledgeEncoder, Reader, ReaderConfig};
 use crate::model::{RealmModel, RealmSettings};
-use crate::model::{Retriever, RetrieverConfig};
+use crate::model::{Retriever, RetrieverConfig, SharedTowers};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -332,7 +332,7 @@ pub fn retriever(
     fit: Option<&ProjectionFit>,
 ) -> Result<Retriever> {
     match init {
-        ModelInit::Checkpoint { dir } => Retriever::load(dir, dev),
+        ModelInit::Checkpoint { dir } => Retriever::load_towers(dir, dev, shared_towers(cfg)),
         ModelInit::Origin(Origin::Bert { dir }) => {
             let r = Retriever::from_bert_dir(dir, cfg, seed, dev)?;
             if let (TowerPooling::Mean, Some(fit)) = (cfg.pooling, fit) {
@@ -343,6 +343,16 @@ pub fn retriever(
         ModelInit::Origin(Origin::Scratch { config, .. }) => {
             Retriever::new_random(config, cfg, seed, dev)
         }
+    }
+}
+
+/// How a checkpoint's shared towers load under `cfg`: kept, or untied into two copies when `cfg`
+/// asks for separate towers (REALM's two embedders both start from the ICT module). A
+/// checkpoint with separate towers keeps them either way.
+fn shared_towers(cfg: &RetrieverConfig) -> SharedTowers {
+    match cfg.shared_towers {
+        true => SharedTowers::Keep,
+        false => SharedTowers::Untie,
     }
 }
 
@@ -386,7 +396,7 @@ pub fn realm_model(
     fit: Option<&ProjectionFit>,
 ) -> Result<RealmModel> {
     if let Some(dir) = init.checkpoint().filter(|d| has_encoder(d)) {
-        return RealmModel::load(dir, dev);
+        return RealmModel::load_towers(dir, dev, shared_towers(retriever_cfg));
     }
     let r = retriever(init, retriever_cfg, seed, dev, fit)?;
     // Its own seed, so that a from-scratch encoder is not a copy of the towers' BERT.

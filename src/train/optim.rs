@@ -74,6 +74,8 @@ struct Param {
     name: String,
     var: Var,
     decay: bool,
+    /// Its learning rate relative to the schedule's (1 unless set).
+    lr_scale: f64,
     /// Where its moments start in the flat `m` and `v`.
     offset: usize,
 }
@@ -131,6 +133,7 @@ impl AdamW {
                 }
                 let p = Param {
                     decay: decays(&name),
+                    lr_scale: 1.0,
                     name,
                     offset,
                     var,
@@ -158,6 +161,24 @@ impl AdamW {
     /// Updates taken so far.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Sets every parameter's learning rate relative to the schedule's to `scale(name)`: a
+    /// finite number > 0 (a part that should not learn is left out of the optimizer instead,
+    /// so that it costs no moments).
+    pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) -> Result<()> {
+        for p in &mut self.params {
+            let s = scale(&p.name);
+            if !(s.is_finite() && s > 0.0) {
+                return Err(Error::bad_input(
+                    OP,
+                    "lr_scale",
+                    format!("{s} for `{}`: must be a finite number > 0", p.name),
+                ));
+            }
+            p.lr_scale = s;
+        }
+        Ok(())
     }
 
     /// The parameters, by name.
@@ -207,6 +228,7 @@ impl AdamW {
                 grad: g,
                 offset: p.offset,
                 decay: p.decay,
+                lr_scale: p.lr_scale,
             })
             .collect();
         adamw_step(&params, &self.m, &self.v, &self.stats, &step)?;
@@ -363,6 +385,16 @@ pub(crate) mod tests {
             cfg,
         )
         .unwrap();
+        // The bias learns at half the rate.
+        opt.set_lr_scales(|name| if decays(name) { 1.0 } else { 0.5 })
+            .unwrap();
+        let e = opt.set_lr_scales(|_| 0.0).unwrap_err().to_string();
+        assert!(
+            e.contains("lr_scale") && e.contains("layer.dense.weight"),
+            "{e}"
+        );
+        opt.set_lr_scales(|name| if decays(name) { 1.0 } else { 0.5 })
+            .unwrap();
         // loss = 3 w0 + w1² + 4 b: gradients (3, 2 w1) and 4.
         for (lr, max_norm) in STEPS {
             let wt = w.as_tensor();
@@ -385,6 +417,7 @@ pub(crate) mod tests {
         let (b1, b2, eps, wd) = (0.9f64, 0.99f64, 1e-8f64, 0.1f64);
         let mut theta = [1.0, -2.0, 0.5];
         let decay = [wd, wd, 0.0];
+        let lr_scale = [1.0, 1.0, 0.5];
         let (mut m, mut v) = ([0.0; 3], [0.0; 3]);
         for (t, (lr, max_norm)) in STEPS.into_iter().enumerate() {
             let g = [3.0, 2.0 * theta[1], 4.0];
@@ -400,6 +433,7 @@ pub(crate) mod tests {
                 v[i] = b2 * v[i] + (1.0 - b2) * g * g;
                 let mh = m[i] / (1.0 - b1.powi(t as i32 + 1));
                 let vh = v[i] / (1.0 - b2.powi(t as i32 + 1));
+                let lr = lr * lr_scale[i];
                 theta[i] = theta[i] * (1.0 - lr * decay[i]) - lr * mh / (vh.sqrt() + eps);
             }
         }
@@ -418,7 +452,8 @@ pub(crate) mod tests {
             for (got, want) in w.iter().zip(&want_w) {
                 assert!((f64::from(*got) - want).abs() < 1e-6, "{got} vs {want}");
             }
-            // The bias is not decayed: with decay it would differ by lr·wd·b ≈ 2.5e-3.
+            // The bias is not decayed (with decay it would differ by lr·wd·b ≈ 1.3e-3) and moves
+            // at half the rate.
             assert!(
                 (f64::from(b[0]) - want_b).abs() < 1e-6,
                 "{} vs {want_b}",

@@ -37,6 +37,10 @@ use std::sync::Arc;
 const OP: &str = "pretrain";
 const STREAM_ORDER: u64 = 0x9e7_0001;
 const STREAM_MASK: u64 = 0x9e7_0002;
+
+fn unit_scale() -> f64 {
+    1.0
+}
 /// The checkpoint folder of a refresh that was running when it was written (its weights).
 pub const REFRESH: &str = "refresh";
 
@@ -82,6 +86,15 @@ pub struct PretrainConfig {
     /// starts, e.g. a fine-tuned retriever whose recall should not be traded away.
     #[serde(default)]
     pub freeze_retriever: bool,
+    /// The query tower's learning rate relative to `train.lr`, a finite number ≥ 0 (0: it does
+    /// not learn). REALM trains both towers at the encoder's rate (1).
+    #[serde(default = "unit_scale")]
+    pub query_lr_scale: f64,
+    /// The document tower's, likewise; 0 keeps it as it starts, so the index is never stale
+    /// and never refreshed (the gradient is still computed through it). With shared towers it
+    /// must equal `query_lr_scale` (separate them with `retriever.shared_towers = false`).
+    #[serde(default = "unit_scale")]
+    pub doc_lr_scale: f64,
     /// Give the masked-LM head a copy head (a pointer over the retrieved block's wordpieces,
     /// `model::copy_head`) when the starting encoder has none.
     #[serde(default)]
@@ -116,9 +129,27 @@ impl PretrainConfig {
             index_batch: 64,
             exclude_own_doc: true,
             freeze_retriever: false,
+            query_lr_scale: 1.0,
+            doc_lr_scale: 1.0,
             copy_head: false,
             random_masks: false,
             skip_bad_lines: false,
+        }
+    }
+
+    /// Whether the document tower keeps its starting weights (so the index stays exact).
+    fn doc_tower_frozen(&self) -> bool {
+        self.freeze_retriever || self.doc_lr_scale == 0.0
+    }
+
+    /// A parameter's learning rate relative to `train.lr`, by its checkpoint name.
+    fn lr_scale(&self, name: &str) -> f64 {
+        if name.starts_with("query_embedder.") {
+            self.query_lr_scale
+        } else if name.starts_with("embedder.") {
+            self.doc_lr_scale
+        } else {
+            1.0
         }
     }
 
@@ -157,6 +188,25 @@ impl StageConfig for PretrainConfig {
         limits::within(OP, "max_masks", self.max_masks, 1, limits::MAX_LEN)?;
         limits::within(OP, "index_batch", self.index_batch, 1, 1 << 16)?;
         limits::within(OP, "refresh.threads", self.refresh.threads, 1, 1024)?;
+        for (arg, scale) in [
+            ("query_lr_scale", self.query_lr_scale),
+            ("doc_lr_scale", self.doc_lr_scale),
+        ] {
+            if !(scale.is_finite() && scale >= 0.0) {
+                return Err(Error::bad_input(
+                    OP,
+                    arg,
+                    format!("{scale} must be a finite number ≥ 0"),
+                ));
+            }
+            if self.freeze_retriever && scale != 1.0 {
+                return Err(Error::bad_input(
+                    OP,
+                    arg,
+                    format!("{scale} with freeze_retriever, which keeps both towers as they start: give one"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -249,7 +299,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
     cfg.validate()?;
     let dist = &opts.dist;
     if dist.size() > 1
-        && !cfg.freeze_retriever
+        && !cfg.doc_tower_frozen()
         && cfg.refresh.every > 0
         && cfg.refresh.swap_after.is_none()
     {
@@ -302,16 +352,30 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
     if cfg.copy_head {
         model.add_copy_head(cfg.train.seed)?;
     }
+    if model.retriever().config().shared_towers && cfg.query_lr_scale != cfg.doc_lr_scale {
+        return Err(Error::bad_input(
+            OP,
+            "doc_lr_scale",
+            format!(
+                "{} but query_lr_scale {}: the towers are shared (one set of weights); give both the same, or separate towers (--separate-towers)",
+                cfg.doc_lr_scale, cfg.query_lr_scale
+            ),
+        ));
+    }
+    // A part at rate 0 is left out of the optimizer (no moments).
     let vars = if cfg.freeze_retriever {
         model.encoder_vars()
     } else {
-        model.vars()
+        let mut vars = model.vars();
+        vars.retain(|(name, _)| cfg.lr_scale(name) > 0.0);
+        vars
     };
     let stage = match cfg.cloze_questions {
         Some(_) => Stage::Cloze,
         None => Stage::Pretrain,
     };
     let mut trainer = Trainer::new(&run, stage, vars, &cfg.train, opts)?;
+    trainer.set_lr_scales(|name| cfg.lr_scale(name))?;
     let embed = EmbedBlocks {
         batch: cfg.index_batch.max(1),
         max_len: cfg.doc_len,
@@ -333,7 +397,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         fingerprint: slot.get().index.fingerprint.clone(),
     });
     let mut refresher = Refresher::new(
-        if cfg.freeze_retriever {
+        if cfg.doc_tower_frozen() {
             // Nothing to refresh: the document tower does not change.
             RefreshPolicy {
                 every: 0,
@@ -385,9 +449,10 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             vars(&model.encoder_vars()),
         ]
     };
-    // A frozen retriever scores from the index's embeddings and the null document's, embedded
-    // once here: no tower pass over the candidates each step.
-    let null_doc = if cfg.freeze_retriever {
+    // A frozen document tower's candidates are scored from the index's embeddings (exact: the
+    // tower that built them is the one that would embed them) and the null document's,
+    // embedded once here: no document-tower pass over the candidates each step.
+    let null_doc = if cfg.doc_tower_frozen() {
         let input = doc_inputs(&tok, &[&[][..]], &[&[][..]], cfg.doc_len, &dev)?;
         let tower = model.retriever().doc_tower();
         Some(tower.embed(&input, Mode::Eval)?.to_dtype(DType::F32)?)
@@ -440,8 +505,8 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         let queries = queries.split_off(part.start);
         let exclude: Vec<Option<u32>> = ids[part].iter().map(|&i| data.exclude[i]).collect();
         let index = slot.get();
-        // A frozen retriever's index is never stale.
-        let staleness = match cfg.freeze_retriever {
+        // A frozen document tower's index is never stale.
+        let staleness = match cfg.doc_tower_frozen() {
             true => 0,
             false => step.saturating_sub(index.step),
         };
@@ -465,27 +530,33 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             cfg.doc_len,
             &dev,
         )?;
+        let mut batch = tensors.batch();
+        let mode = Mode::Train {
+            seed: dist.replica_seed(cfg.train.seed),
+            step,
+        };
         let scores = match (&null_doc, &query_emb) {
-            (Some(null), Some(q)) => Some(frozen_scores(
-                q,
-                null,
-                &retrieved,
-                cfg.top_k,
-                &index.index.mips,
-            )?),
+            // A frozen retriever: the search's query embeddings, no gradient to the towers.
+            (Some(null), Some(q)) if cfg.freeze_retriever => {
+                Some(frozen_scores(q, null, &retrieved, cfg.top_k, &index.index.mips)?.detach())
+            }
+            // A learning query tower: its training pass, the gradient reaching it.
+            (Some(null), Some(_)) => {
+                let q = model.retriever().query_tower().embed(batch.queries, mode)?;
+                Some(frozen_scores(
+                    &q,
+                    null,
+                    &retrieved,
+                    cfg.top_k,
+                    &index.index.mips,
+                )?)
+            }
             // The null document alone: its probability is 1 whatever its score.
             (Some(_), None) => Some(Tensor::zeros((queries.len(), 1), DType::F32, &dev)?),
             (None, _) => None,
         };
-        let mut batch = tensors.batch();
         batch.doc_scores = scores.as_ref();
-        let out = model.mlm_forward(
-            &batch,
-            Mode::Train {
-                seed: dist.replica_seed(cfg.train.seed),
-                step,
-            },
-        )?;
+        let out = model.mlm_forward(&batch, mode)?;
         let grads = trainer.backward(&out.loss)?;
         let (grads, loss) = trainer.all_reduce(grads, &out.loss, tensors.slots.count())?;
         // A pass over every gradient: only for the step that logs.
@@ -700,9 +771,10 @@ pub fn retrieve(
     Ok((found, Some(emb)))
 }
 
-/// A frozen retriever's relevance [b, k] of each query's candidates (the null document, then its
-/// retrieved blocks; an absent block, masked later, is scored as block 0): the query embeddings
-/// against the null document's and the index's stored ones, as fine-tuning scores its beam.
+/// A frozen document tower's relevance [b, k] of each query's candidates (the null document,
+/// then its retrieved blocks; an absent block, masked later, is scored as block 0): the query
+/// embeddings against the null document's and the index's stored ones, as fine-tuning scores
+/// its beam.
 fn frozen_scores(
     queries: &Tensor,
     null_doc: &Tensor,

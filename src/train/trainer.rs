@@ -356,6 +356,13 @@ impl Trainer {
         })
     }
 
+    /// Sets every parameter's learning rate relative to the schedule's to `scale(name)`, a
+    /// finite number above 0 ([`AdamW::set_lr_scales`]): per-group rates, e.g. retriever towers
+    /// that learn more slowly than the encoder.
+    pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) -> Result<()> {
+        self.opt.set_lr_scales(scale)
+    }
+
     /// Steps done.
     pub fn step(&self) -> u64 {
         self.state.step

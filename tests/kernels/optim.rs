@@ -56,6 +56,7 @@ impl Setup {
                     grad,
                     offset,
                     decay: i % 3 != 0,
+                    lr_scale: [1.0, 0.5, 0.0, 2.0][i % 4],
                 };
                 offset += theta.elem_count();
                 p
@@ -167,4 +168,26 @@ test_exec!(fn bad_input_is_named(dev) {
     assert!(e.contains("step"), "{e}");
     let e = err(&s.params(), &s.m, &s.stats, &AdamWStep { t: 0, ..STEP });
     assert!(e.contains("step"), "{e}");
+    let mut params = s.params();
+    params[1].lr_scale = -0.5;
+    let e = err(&params, &s.m, &s.stats, &STEP);
+    assert!(e.contains("parameter 1") && e.contains("lr_scale"), "{e}");
+});
+
+test_exec!(fn a_parameter_moves_by_its_own_learning_rate(dev) {
+    // One step from zero moments moves θ by −lr · g/(|g| + ε/…) ≈ −lr · sign(g): a parameter at
+    // half the rate moves half as far, one at rate 0 (and no decay) not at all.
+    let s = Setup::new(&dev.device, &[64, 64, 64], |_| 0.5);
+    let before = s.values();
+    let mut params = s.params();
+    for p in &mut params {
+        p.decay = false;
+    }
+    (params[0].lr_scale, params[1].lr_scale, params[2].lr_scale) = (1.0, 0.5, 0.0);
+    adamw_step(&params, &s.m, &s.v, &s.stats, &AdamWStep { max_norm: 0.0, ..STEP }).unwrap();
+    let after = s.values();
+    let moved = |k: usize| before[64 * k] - after[64 * k];
+    assert!((moved(0) - 0.01).abs() < 1e-6, "{}", moved(0));
+    assert!((moved(1) - 0.005).abs() < 1e-6, "{}", moved(1));
+    assert_eq!(moved(2), 0.0);
 });

@@ -72,7 +72,13 @@ pub fn composition(
     Ok((next, m, v))
 }
 
-/// Parameters of `sizes` (even ones decayed) with random values, gradients and moments.
+/// Parameter k's learning rate relative to the step's in the checks: full, a quarter, none.
+fn lr_scale(k: usize) -> f64 {
+    [1.0, 0.25, 0.0][k % 3]
+}
+
+/// Parameters of `sizes` (even ones decayed, learning rates by [`lr_scale`]) with random
+/// values, gradients and moments.
 struct Problem {
     theta: Vec<Vec<f64>>,
     grads: Vec<Vec<Vec<f64>>>,
@@ -123,6 +129,7 @@ fn fused(dev: &Device, p: &Problem, s: &AdamWStep) -> Result<Vec<Vec<f64>>> {
                     grad,
                     offset,
                     decay: k % 2 == 0,
+                    lr_scale: lr_scale(k),
                 };
                 offset += theta.elem_count();
                 p
@@ -191,9 +198,13 @@ fn composed(dev: &Device, p: &Problem, s: &AdamWStep, dtype: DType) -> Result<Ve
             ..*s
         };
         for k in 0..theta.len() {
+            let own = AdamWStep {
+                lr: s.lr * lr_scale(k),
+                ..step
+            };
             let (t2, m2, v2) = composition(
                 (&theta[k], &grads[k], &m[k], &v[k]),
-                &step,
+                &own,
                 k % 2 == 0,
                 factor,
             )?;
@@ -351,6 +362,7 @@ pub fn bench(dev: &ComputeDevice, spec: AdamWBench, budget: Budget) -> Result<Re
                         grad,
                         offset,
                         decay: true,
+                        lr_scale: 1.0,
                     };
                     offset += grad.elem_count();
                     p

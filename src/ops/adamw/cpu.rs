@@ -11,7 +11,8 @@ pub(super) struct HostTensor<'a> {
     grad: &'a [f32],
     m: &'a mut [f32],
     v: &'a mut [f32],
-    decay: bool,
+    lr: f32,
+    shrink: f32,
 }
 
 /// The update's memory as slices.
@@ -43,7 +44,8 @@ impl HostRegions<'_> {
                 grad: std::slice::from_raw_parts(t.grad.addr as *const f32, t.grad.bytes / 4),
                 m: mt,
                 v: vt,
-                decay: t.decay,
+                lr: t.lr,
+                shrink: t.shrink,
             });
         }
         HostRegions { stats, tensors }
@@ -76,24 +78,25 @@ pub(super) fn step(r: &mut HostRegions<'_>, s: &Scalars) {
     let gs = factor as f32;
     let mut jobs = Vec::new();
     for t in &mut r.tensors {
-        let shrink = if t.decay { s.shrink } else { 1.0 };
+        let (lr, shrink) = (t.lr, t.shrink);
         let parts = t
             .theta
             .chunks_mut(CHUNK)
             .zip(t.grad.chunks(CHUNK))
             .zip(t.m.chunks_mut(CHUNK))
             .zip(t.v.chunks_mut(CHUNK));
-        jobs.extend(parts.map(|(((th, g), m), v)| (th, g, m, v, shrink)));
+        jobs.extend(parts.map(|(((th, g), m), v)| (th, g, m, v, lr, shrink)));
     }
-    jobs.into_par_iter().for_each(|(th, gr, mm, vv, shrink)| {
-        for i in 0..th.len() {
-            let g = gr[i] * gs;
-            let m = s.beta1 * mm[i] + s.one_minus_beta1 * g;
-            let v = s.beta2 * vv[i] + s.one_minus_beta2 * g * g;
-            mm[i] = m;
-            vv[i] = v;
-            let step = (m * s.inv_bias1) / ((v * s.inv_bias2).sqrt() + s.eps);
-            th[i] = th[i] * shrink - s.lr * step;
-        }
-    });
+    jobs.into_par_iter()
+        .for_each(|(th, gr, mm, vv, lr, shrink)| {
+            for i in 0..th.len() {
+                let g = gr[i] * gs;
+                let m = s.beta1 * mm[i] + s.one_minus_beta1 * g;
+                let v = s.beta2 * vv[i] + s.one_minus_beta2 * g * g;
+                mm[i] = m;
+                vv[i] = v;
+                let step = (m * s.inv_bias1) / ((v * s.inv_bias2).sqrt() + s.eps);
+                th[i] = th[i] * shrink - lr * step;
+            }
+        });
 }

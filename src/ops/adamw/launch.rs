@@ -20,7 +20,8 @@ fn table<A: Abi>(r: &Regions) -> (Vec<u64>, usize) {
     for t in &r.tensors {
         pointer(t.theta, &mut words);
         pointer(t.grad, &mut words);
-        words.extend([t.offset as u64, t.n as u64, u64::from(t.decay)]);
+        words.extend([t.offset as u64, t.n as u64]);
+        words.extend([t.lr, t.shrink].map(|x| u64::from(x.to_bits())));
     }
     let mut n_chunks = 0;
     for (e, t) in r.tensors.iter().enumerate() {
@@ -46,7 +47,6 @@ pub(super) fn step<B: Backend>(be: &B, r: &Regions, s: &Scalars) -> Result<()> {
             table: B::read_buf(&mut b, &table),
             tensors: r.tensors.len() as u32,
             chunks: n_chunks as u32,
-            lr: s.lr,
             beta1: s.beta1,
             beta2: s.beta2,
             one_minus_beta1: s.one_minus_beta1,
@@ -54,7 +54,6 @@ pub(super) fn step<B: Backend>(be: &B, r: &Regions, s: &Scalars) -> Result<()> {
             eps: s.eps,
             inv_bias1: s.inv_bias1,
             inv_bias2: s.inv_bias2,
-            shrink: s.shrink,
             max_norm: s.max_norm,
         };
         be.launch(b, variant, shape, params)?;

@@ -11,7 +11,8 @@
 //! - when ‖g‖² is not finite nothing is updated (the caller reads ‖g‖² and stops);
 //! - otherwise, in f32 with g scaled by the factor: `m ← β₁ m + (1 − β₁) g`,
 //!   `v ← β₂ v + (1 − β₂) g²`, `θ ← θ · (1 − lr · wd) − lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)`,
-//!   wd the weight decay for a decayed parameter and 0 otherwise.
+//!   lr the step's learning rate times the parameter's `lr_scale` and wd the weight decay for a
+//!   decayed parameter and 0 otherwise (lr and 1 − lr · wd each rounded to f32 once, from f64).
 //!
 //! `stats` (f64, at least [`stats_len`]) receives `[‖g‖², factor, the chunks' sums...]`.
 //! On a GPU (or the emulator) this is three launches whatever the number of parameters (the
@@ -66,6 +67,9 @@ pub struct AdamWParam<'a> {
     pub offset: usize,
     /// Whether weight decay applies.
     pub decay: bool,
+    /// Its learning rate relative to the step's (finite, ≥ 0; 1 for most): per-group rates,
+    /// e.g. a retriever that learns more slowly than the encoder.
+    pub lr_scale: f64,
 }
 
 /// The chunks of a tensor of `n` elements.
@@ -82,7 +86,6 @@ pub fn stats_len(numel: impl IntoIterator<Item = usize>) -> usize {
 /// composition this replaced has them).
 #[derive(Clone, Copy, Debug)]
 struct Scalars {
-    lr: f32,
     beta1: f32,
     beta2: f32,
     /// 1 − β₁ and 1 − β₂ rounded from f64: in f32, 1 − 0.999 is 1.3e-5 off.
@@ -91,8 +94,6 @@ struct Scalars {
     eps: f32,
     inv_bias1: f32,
     inv_bias2: f32,
-    /// 1 − lr · weight decay: a decayed parameter's factor.
-    shrink: f32,
     max_norm: f64,
 }
 
@@ -101,7 +102,6 @@ impl Scalars {
         let t = s.t.min(i32::MAX as u64) as i32;
         let f = |x: f64| x as f32;
         Scalars {
-            lr: f(s.lr),
             beta1: f(s.beta1),
             beta2: f(s.beta2),
             one_minus_beta1: f(1.0 - s.beta1),
@@ -109,7 +109,6 @@ impl Scalars {
             eps: f(s.eps),
             inv_bias1: f(1.0 / (1.0 - s.beta1.powi(t))),
             inv_bias2: f(1.0 / (1.0 - s.beta2.powi(t))),
-            shrink: f(1.0 - s.lr * s.weight_decay),
             max_norm: s.max_norm,
         }
     }
@@ -129,7 +128,19 @@ struct TensorRegions {
     grad: Region,
     offset: usize,
     n: usize,
-    decay: bool,
+    /// Its learning rate.
+    lr: f32,
+    /// θ's factor before the step: 1 − lr · weight decay when decayed, else 1.
+    shrink: f32,
+}
+
+impl TensorRegions {
+    /// The per-parameter scalars of `p` in step `s`, each rounded to f32 once.
+    fn rates(p: &AdamWParam<'_>, s: &AdamWStep) -> (f32, f32) {
+        let lr = s.lr * p.lr_scale;
+        let wd = if p.decay { s.weight_decay } else { 0.0 };
+        (lr as f32, (1.0 - lr * wd) as f32)
+    }
 }
 
 /// Everything one update touches.
@@ -172,12 +183,16 @@ pub fn adamw_step(
                 .iter()
                 .zip(&w[3..])
                 .zip(&grads)
-                .map(|((p, &theta), &grad)| TensorRegions {
-                    theta,
-                    grad,
-                    offset: p.offset,
-                    n: p.theta.elem_count(),
-                    decay: p.decay,
+                .map(|((p, &theta), &grad)| {
+                    let (lr, shrink) = TensorRegions::rates(p, step);
+                    TensorRegions {
+                        theta,
+                        grad,
+                        offset: p.offset,
+                        n: p.theta.elem_count(),
+                        lr,
+                        shrink,
+                    }
                 })
                 .collect(),
         };
@@ -262,6 +277,12 @@ fn validate(
                 "θ {:?} and gradient {:?}; both must be f32",
                 theta.dtype(),
                 grad.dtype()
+            )));
+        }
+        if !(p.lr_scale.is_finite() && p.lr_scale >= 0.0) {
+            return Err(what(format!(
+                "lr_scale {} must be a finite number ≥ 0",
+                p.lr_scale
             )));
         }
         if theta.dims() != grad.dims() {
