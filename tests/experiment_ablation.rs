@@ -17,6 +17,7 @@ fn tiny_ablation_runs_every_arm_and_writes_its_results() {
         seeds: vec![0, 1],
         corpus: None,
         questions: None,
+        examples: None,
         init: None,
         towers: Towers::default(),
         quiet: true,

@@ -55,6 +55,10 @@ struct AblationArgs {
     /// Start from this BERT folder instead of the demo's small BERT from scratch.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Texts the pre-training arms mask (JSONL documents, e.g. a larger Wikipedia than the
+    /// corpus); default: the corpus's own. A corpus document's texts never retrieve it.
+    #[arg(long)]
+    examples: Option<PathBuf>,
     /// Pre-training arms: untie the warm start's shared tower into a query and a document
     /// tower (REALM's two embedders, both from the ICT module).
     #[arg(long)]
@@ -88,6 +92,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
         seeds: (0..args.seeds).collect(),
         corpus: args.corpus,
         questions: args.questions,
+        examples: args.examples,
         init: args.init,
         towers: Towers {
             separate: args.separate_towers,
