@@ -963,6 +963,14 @@ pub fn render(s: &AblationSummary) -> String {
             if v.beats { "beats" } else { "does not beat" }
         ));
     }
+    let t = &s.towers;
+    md.push_str(&format!(
+        "pre-training arms: texts masked from {}; {} towers, query tower at {}x and document tower at {}x the arm's learning rate\n",
+        s.examples,
+        if t.separate { "separate" } else { "shared" },
+        t.query_lr_scale,
+        t.doc_lr_scale
+    ));
     let a = &s.answerable;
     md.push_str(&format!(
         "salient spans found as whole words in a block of another document: {} of {} ({:.1}%); texts without a salient span: {} of {}\n",

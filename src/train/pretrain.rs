@@ -38,9 +38,6 @@ const OP: &str = "pretrain";
 const STREAM_ORDER: u64 = 0x9e7_0001;
 const STREAM_MASK: u64 = 0x9e7_0002;
 
-fn unit_scale() -> f64 {
-    1.0
-}
 /// The checkpoint folder of a refresh that was running when it was written (its weights).
 pub const REFRESH: &str = "refresh";
 
@@ -90,9 +87,9 @@ pub struct PretrainConfig {
     /// not learn). REALM trains both towers at the encoder's rate (1).
     #[serde(default = "unit_scale")]
     pub query_lr_scale: f64,
-    /// The document tower's, likewise; 0 keeps it as it starts, so the index is never stale
-    /// and never refreshed (the gradient is still computed through it). With shared towers it
-    /// must equal `query_lr_scale` (separate them with `retriever.shared_towers = false`).
+    /// The document tower's, likewise; 0 keeps it as it starts, so the index is exact: never
+    /// refreshed, the candidates scored from its stored embeddings. With shared towers it must
+    /// equal `query_lr_scale` (separate them with `retriever.shared_towers = false`).
     #[serde(default = "unit_scale")]
     pub doc_lr_scale: f64,
     /// Give the masked-LM head a copy head (a pointer over the retrieved block's wordpieces,
@@ -106,6 +103,11 @@ pub struct PretrainConfig {
     /// Skip (and count) malformed lines of the corpus and examples instead of stopping at the
     /// first.
     pub skip_bad_lines: bool,
+}
+
+/// A tower's learning-rate scale when the config does not give one.
+fn unit_scale() -> f64 {
+    1.0
 }
 
 impl PretrainConfig {
