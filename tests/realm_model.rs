@@ -151,17 +151,6 @@ fn input_errors_name_the_argument() {
 // ---------------------------------------------------------------------------------------------
 // Retriever
 
-fn var_values(vars: &[(String, Var)]) -> Vec<(String, Vec<f32>)> {
-    vars.iter()
-        .map(|(n, v)| {
-            (
-                n.clone(),
-                v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn retriever_round_trip_snapshot_and_relevance() {
     let (tok, _) = tiny_tokenizer(48);
@@ -186,7 +175,10 @@ fn retriever_round_trip_snapshot_and_relevance() {
         r.save(&dir).unwrap();
         let back = Retriever::load(&dir, &dev).unwrap();
         assert_eq!(back.config(), r.config());
-        assert_eq!(var_values(&back.vars()), var_values(&r.vars()));
+        assert_eq!(
+            common::var_values(&back.vars()),
+            common::var_values(&r.vars())
+        );
 
         let q = query_inputs(&tok, &[&[10, 11, 12], &[13, 14]], 32, &dev).unwrap();
         let d = doc_inputs(
@@ -532,7 +524,10 @@ fn matches_hugging_face_realm() {
     let saved = scratch("hf-realm-model");
     model.save(&saved).unwrap();
     let back = RealmModel::load(&saved, &dev).unwrap();
-    assert_eq!(var_values(&back.vars()), var_values(&model.vars()));
+    assert_eq!(
+        common::var_values(&back.vars()),
+        common::var_values(&model.vars())
+    );
     let again = back.mlm_forward(&mlm, Mode::Eval).unwrap();
     assert_eq!(
         again.loss.to_scalar::<f32>().unwrap(),
@@ -545,7 +540,10 @@ fn matches_hugging_face_realm() {
     );
     // A realm folder is also a retriever folder.
     let r = Retriever::load(&saved, &dev).unwrap();
-    assert_eq!(var_values(&r.vars()), var_values(&model.retriever().vars()));
+    assert_eq!(
+        common::var_values(&r.vars()),
+        common::var_values(&model.retriever().vars())
+    );
     std::fs::remove_dir_all(saved).unwrap();
 }
 
@@ -747,7 +745,10 @@ fn model_round_trip_is_bit_identical() {
         model.save(&dir).unwrap();
         assert!(dir.join("vocab.txt").exists());
         let back = RealmModel::load(&dir, &Device::Cpu).unwrap();
-        assert_eq!(var_values(&back.vars()), var_values(&model.vars()));
+        assert_eq!(
+            common::var_values(&back.vars()),
+            common::var_values(&model.vars())
+        );
         assert_eq!(back.settings(), model.settings());
         assert_eq!(back.retriever().config(), model.retriever().config());
         let batch = batch_of(&inputs, &slots);
@@ -762,7 +763,10 @@ fn model_round_trip_is_bit_identical() {
         let enc_dir = dir.join("encoder-only");
         model.encoder().save(&enc_dir).unwrap();
         let enc = KnowledgeEncoder::load(&enc_dir, &Device::Cpu).unwrap();
-        assert_eq!(var_values(enc.vars()), var_values(model.encoder().vars()));
+        assert_eq!(
+            common::var_values(enc.vars()),
+            common::var_values(model.encoder().vars())
+        );
         assert!(enc
             .vars()
             .iter()
@@ -860,7 +864,10 @@ fn a_stored_decoder_must_repeat_the_word_embeddings() {
     write(&tensors);
     let tied = KnowledgeEncoder::load(&dir, &dev).unwrap();
     let reference = KnowledgeEncoder::load(fixture.join("encoder"), &dev).unwrap();
-    assert_eq!(var_values(tied.vars()), var_values(reference.vars()));
+    assert_eq!(
+        common::var_values(tied.vars()),
+        common::var_values(reference.vars())
+    );
     tensors.insert(
         "cls.predictions.decoder.weight".into(),
         (words + 1.0).unwrap(),

@@ -355,18 +355,6 @@ const ICT_ROUNDS: u64 = 10;
 const WARM_RECALL: f64 = 0.25;
 const STEPS: u64 = 200;
 
-/// The values of every tensor of `vars`, by name.
-fn values(vars: &[(String, candle_core::Var)]) -> Vec<(String, Vec<f32>)> {
-    vars.iter()
-        .map(|(n, v)| {
-            (
-                n.clone(),
-                v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// Per-tower learning rates: shared towers refuse two rates; separated from the shared ICT
 /// checkpoint (REALM's two embedders start from one module), the document tower at rate 0 keeps
 /// the checkpoint's weights, so its index is never stale nor refreshed, while the query tower
@@ -396,9 +384,9 @@ fn towers_learn_at_their_own_rates() {
     let (_, start, end) = before_and_after(&warm, &dir.join("untied/checkpoint"));
     let r = end.retriever();
     assert!(!r.config().shared_towers);
-    let warm_tower = values(start.doc_tower().vars());
-    assert_eq!(values(r.doc_tower().vars()), warm_tower);
-    let moved = values(r.query_tower().vars())
+    let warm_tower = common::var_values(start.doc_tower().vars());
+    assert_eq!(common::var_values(r.doc_tower().vars()), warm_tower);
+    let moved = common::var_values(r.query_tower().vars())
         .iter()
         .zip(&warm_tower)
         .filter(|(a, b)| a != b)

@@ -31,7 +31,9 @@ use crate::model::{BertTokenizer, TowerPooling};
 use crate::report::metrics::Record;
 use crate::train::ict::{run_ict, IctConfig};
 use crate::train::models::{ModelInit, Origin};
-use crate::train::pretrain::{run_pretrain, PretrainConfig, PretrainData, PretrainReport};
+use crate::train::pretrain::{
+    check_tower_rates, run_pretrain, PretrainConfig, PretrainData, PretrainReport,
+};
 use crate::train::{LoopConfig, RunOptions};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -545,28 +547,7 @@ fn check(cfg: &AblationConfig) -> Result<()> {
         ));
     }
     let t = cfg.towers;
-    for (arg, scale) in [
-        ("query_lr_scale", t.query_lr_scale),
-        ("doc_lr_scale", t.doc_lr_scale),
-    ] {
-        if !(scale.is_finite() && scale >= 0.0) {
-            return Err(Error::bad_input(
-                OP,
-                arg,
-                format!("{scale}: must be a finite number ≥ 0"),
-            ));
-        }
-    }
-    if !t.separate && t.query_lr_scale != t.doc_lr_scale {
-        return Err(Error::bad_input(
-            OP,
-            "doc_lr_scale",
-            format!(
-                "{} but query_lr_scale {}: shared towers take one rate; separate them",
-                t.doc_lr_scale, t.query_lr_scale
-            ),
-        ));
-    }
+    check_tower_rates(OP, t.query_lr_scale, t.doc_lr_scale, Some(!t.separate))?;
     if cfg.corpus.is_some() != cfg.questions.is_some() {
         return Err(Error::bad_input(
             OP,

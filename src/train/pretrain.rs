@@ -190,24 +190,16 @@ impl StageConfig for PretrainConfig {
         limits::within(OP, "max_masks", self.max_masks, 1, limits::MAX_LEN)?;
         limits::within(OP, "index_batch", self.index_batch, 1, 1 << 16)?;
         limits::within(OP, "refresh.threads", self.refresh.threads, 1, 1024)?;
-        for (arg, scale) in [
-            ("query_lr_scale", self.query_lr_scale),
-            ("doc_lr_scale", self.doc_lr_scale),
-        ] {
-            if !(scale.is_finite() && scale >= 0.0) {
-                return Err(Error::bad_input(
-                    OP,
-                    arg,
-                    format!("{scale} must be a finite number ≥ 0"),
-                ));
-            }
-            if self.freeze_retriever && scale != 1.0 {
-                return Err(Error::bad_input(
-                    OP,
-                    arg,
-                    format!("{scale} with freeze_retriever, which keeps both towers as they start: give one"),
-                ));
-            }
+        check_tower_rates(OP, self.query_lr_scale, self.doc_lr_scale, None)?;
+        if self.freeze_retriever && (self.query_lr_scale, self.doc_lr_scale) != (1.0, 1.0) {
+            return Err(Error::bad_input(
+                OP,
+                "query_lr_scale",
+                format!(
+                    "{} (doc_lr_scale {}) with freeze_retriever, which keeps both towers as they start: give one",
+                    self.query_lr_scale, self.doc_lr_scale
+                ),
+            ));
         }
         Ok(())
     }
@@ -287,6 +279,38 @@ impl PretrainData {
     }
 }
 
+/// An error naming the field unless both towers' learning-rate scales are finite and ≥ 0, and
+/// equal when the towers are shared (`shared`: whether they are, when known).
+pub fn check_tower_rates(
+    op: &'static str,
+    query_lr_scale: f64,
+    doc_lr_scale: f64,
+    shared: Option<bool>,
+) -> Result<()> {
+    for (arg, scale) in [
+        ("query_lr_scale", query_lr_scale),
+        ("doc_lr_scale", doc_lr_scale),
+    ] {
+        if !(scale.is_finite() && scale >= 0.0) {
+            return Err(Error::bad_input(
+                op,
+                arg,
+                format!("{scale} must be a finite number ≥ 0"),
+            ));
+        }
+    }
+    if shared == Some(true) && query_lr_scale != doc_lr_scale {
+        return Err(Error::bad_input(
+            op,
+            "doc_lr_scale",
+            format!(
+                "{doc_lr_scale} but query_lr_scale {query_lr_scale}: the towers are shared (one set of weights); give both the same, or separate towers (--separate-towers)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs (or resumes) pre-training in `run_dir`; the checkpoint holds the `RealmModel`, the index
 /// in use and the trainer state.
 pub fn run_pretrain(
@@ -354,16 +378,12 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
     if cfg.copy_head {
         model.add_copy_head(cfg.train.seed)?;
     }
-    if model.retriever().config().shared_towers && cfg.query_lr_scale != cfg.doc_lr_scale {
-        return Err(Error::bad_input(
-            OP,
-            "doc_lr_scale",
-            format!(
-                "{} but query_lr_scale {}: the towers are shared (one set of weights); give both the same, or separate towers (--separate-towers)",
-                cfg.doc_lr_scale, cfg.query_lr_scale
-            ),
-        ));
-    }
+    check_tower_rates(
+        OP,
+        cfg.query_lr_scale,
+        cfg.doc_lr_scale,
+        Some(model.retriever().config().shared_towers),
+    )?;
     // A part at rate 0 is left out of the optimizer (no moments).
     let vars = if cfg.freeze_retriever {
         model.encoder_vars()
@@ -538,8 +558,9 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             step,
         };
         let scores = match (&null_doc, &query_emb) {
-            // A frozen retriever: the search's query embeddings, no gradient to the towers.
-            (Some(null), Some(q)) if cfg.freeze_retriever => {
+            // A frozen retriever (or both towers at rate 0): the search's query embeddings, no
+            // gradient to the towers.
+            (Some(null), Some(q)) if cfg.freeze_retriever || cfg.query_lr_scale == 0.0 => {
                 Some(frozen_scores(q, null, &retrieved, cfg.top_k, &index.index.mips)?.detach())
             }
             // A learning query tower: its training pass, the gradient reaching it.

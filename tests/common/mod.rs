@@ -21,6 +21,18 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The values of every tensor of `vars`, by name, on the host.
+pub fn var_values(vars: &[(String, candle_core::Var)]) -> Vec<(String, Vec<f32>)> {
+    vars.iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// A path for one test that does not exist yet, named as [`temp_dir`]'s folder.
 pub fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
