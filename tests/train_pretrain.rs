@@ -2,6 +2,7 @@
 //! baseline, and the masked-LM signal raises the retriever's recall of the right document.
 
 use realm::device::ComputeDevice;
+use realm::dist::Dist;
 use realm::index::build::EmbedBlocks;
 use realm::index::live::{Knowledge, LiveIndex};
 use realm::model::{query_inputs, BertConfig, BertTokenizer, Mode, RealmModel, Retriever};
@@ -226,8 +227,15 @@ fn recall_at_1(retriever: &Retriever, tok: &BertTokenizer, data: &Synthetic) -> 
         max_len: 24,
         progress: None,
     };
-    let live =
-        LiveIndex::build(retriever.doc_tower(), tok, &knowledge.blocks, &opts, &dev).unwrap();
+    let live = LiveIndex::build(
+        retriever.doc_tower(),
+        tok,
+        &knowledge.blocks,
+        &opts,
+        &dev,
+        &Dist::local(),
+    )
+    .unwrap();
     let hits = (0..data.n)
         .filter(|&i| {
             let input = query_inputs(tok, &[&query(tok, i)], 16, &dev).unwrap();

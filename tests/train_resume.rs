@@ -4,6 +4,7 @@ mod common;
 
 use realm::data::Block;
 use realm::device::ComputeDevice;
+use realm::dist::Dist;
 use realm::index::build::EmbedBlocks;
 use realm::index::live::{Knowledge, LiveIndex, RefreshPolicy, Refresher};
 use realm::index::IndexSlot;
@@ -185,6 +186,7 @@ fn a_refresh_runs_beside_training_and_swaps_whole() {
             &knowledge.blocks[..10],
             &opts,
             &dev.device,
+            &Dist::local(),
         )
         .unwrap(),
         0,
@@ -196,8 +198,15 @@ fn a_refresh_runs_beside_training_and_swaps_whole() {
     };
 
     // Swapped when ready: polling never waits.
-    let mut refresher =
-        Refresher::new(policy(None), tok.clone(), &knowledge, opts.clone(), &dev).unwrap();
+    let mut refresher = Refresher::new(
+        policy(None),
+        tok.clone(),
+        &knowledge,
+        opts.clone(),
+        &dev,
+        &Dist::local(),
+    )
+    .unwrap();
     assert!(!refresher.maybe_start(4, retriever.doc_tower()).unwrap());
     assert!(refresher.maybe_start(5, retriever.doc_tower()).unwrap());
     assert!(
@@ -230,7 +239,15 @@ fn a_refresh_runs_beside_training_and_swaps_whole() {
     assert_eq!(slot.staleness(9), 4);
 
     // Swapped at a fixed step: not before it, then waited for.
-    let mut fixed = Refresher::new(policy(Some(3)), tok.clone(), &knowledge, opts, &dev).unwrap();
+    let mut fixed = Refresher::new(
+        policy(Some(3)),
+        tok.clone(),
+        &knowledge,
+        opts,
+        &dev,
+        &Dist::local(),
+    )
+    .unwrap();
     assert!(fixed.maybe_start(10, retriever.doc_tower()).unwrap());
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert!(fixed.poll(12, &slot).unwrap().is_none());

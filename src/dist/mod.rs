@@ -184,8 +184,13 @@ impl Dist {
     /// This rank's part of `n` items: the contiguous range `rank·n/N .. (rank+1)·n/N`, so the
     /// parts of ranks 0..N in order are 0..n.
     pub fn shard(&self, n: usize) -> Range<usize> {
-        let (r, s) = (self.rank(), self.size());
-        r * n / s..(r + 1) * n / s
+        self.shard_of(self.rank(), n)
+    }
+
+    /// Rank `rank`'s part of `n` items (see [`Dist::shard`]).
+    pub fn shard_of(&self, rank: usize, n: usize) -> Range<usize> {
+        let s = self.size();
+        rank * n / s..(rank + 1) * n / s
     }
 
     /// An error unless every rank gets at least one of `n` items (`what` names them).
@@ -227,6 +232,30 @@ impl Dist {
         }
         buf.copy_from_slice(&sum);
         Ok(())
+    }
+
+    /// Every rank's `local` values (any length), in rank order.
+    pub fn all_gather_values<T: bytemuck::Pod>(
+        &self,
+        what: &'static str,
+        local: &[T],
+    ) -> Result<Vec<Vec<T>>> {
+        if self.size() == 1 {
+            return Ok(vec![local.to_vec()]);
+        }
+        let parts = self.backend.all_gather(what, bytemuck::cast_slice(local))?;
+        parts
+            .iter()
+            .enumerate()
+            .map(|(r, p)| match p.len() % std::mem::size_of::<T>() {
+                0 => Ok(from_bytes(p)),
+                _ => Err(Error::Dist(format!(
+                    "{what}: rank {r} sent {} bytes, not whole values of {} bytes",
+                    p.len(),
+                    std::mem::size_of::<T>()
+                ))),
+            })
+            .collect()
     }
 
     /// Whether `flag` is set on any rank.
@@ -305,7 +334,7 @@ fn from_bytes<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Mutex;
 
@@ -353,7 +382,8 @@ mod tests {
         }
     }
 
-    fn run_ranks<T: Send + 'static>(
+    /// Runs `f` on `n` ranks, each a thread; their results in rank order.
+    pub(crate) fn run_ranks<T: Send + 'static>(
         n: usize,
         f: impl Fn(Dist) -> T + Send + Sync + 'static,
     ) -> Vec<T> {

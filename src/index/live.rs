@@ -12,9 +12,11 @@ use super::build::{embed_blocks, EmbedBlocks};
 use super::{weights_fingerprint, IndexSlot, Refresh, StoredIndex};
 use crate::data::Block;
 use crate::device::ComputeDevice;
+use crate::dist::search::RankShard;
+use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::model::{BertTokenizer, Tower};
-use crate::ops::mips::{mips_top_k, MipsIndex};
+use crate::ops::mips::MipsIndex;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -112,12 +114,13 @@ impl Knowledge {
         Ok(())
     }
 
-    /// The `k` best blocks of `index` for each query embedding (`[b, d]`, any float dtype; not
-    /// differentiated), best first, skipping every block of `exclude[i]`'s document for query i.
+    /// The `k` best blocks of `index` for each of this rank's query embeddings (`[b, d]`, any
+    /// float dtype; not differentiated), best first, skipping every block of `exclude[i]`'s
+    /// document for query i. Every rank must call it (see [`RankShard::search_own`]).
     pub fn search(
         &self,
         queries: &Tensor,
-        index: &MipsIndex,
+        index: &RankShard,
         k: usize,
         exclude: &[Option<u32>],
     ) -> Result<Vec<Vec<u32>>> {
@@ -140,15 +143,20 @@ impl Knowledge {
                 ),
             ));
         }
-        let excluding = exclude.iter().any(Option::is_some);
+        // Every rank asks for the same number: a rank whose part of the batch excludes nothing
+        // still searches as deep as one that does.
+        let excluding = index.dist().any(
+            "index search: exclusions",
+            exclude.iter().any(Option::is_some),
+        )?;
         let extra = if excluding {
             self.max_blocks_per_doc
         } else {
             0
         };
         let wanted = (k + extra).min(self.len());
-        let queries = queries.detach().to_device(index.device())?;
-        let (_, ids) = mips_top_k(&queries, index, wanted, None)?;
+        let queries = queries.detach().to_device(index.local().device())?;
+        let (_, ids) = index.search_own(&queries, wanted)?;
         let ids = crate::device::read_vec2::<u32>(&ids)?;
         Ok(ids
             .into_iter()
@@ -163,46 +171,57 @@ impl Knowledge {
     }
 }
 
-/// The index being searched: the embeddings, and the fingerprint of the document-tower weights
-/// that produced them (what a saved index's manifest records).
+/// The index being searched: the block embeddings (this rank's part of them), and the
+/// fingerprint of the document-tower weights that produced them (what a saved index's manifest
+/// records).
 pub struct LiveIndex {
-    /// The `[n, d]` block embeddings, ready for [`mips_top_k`].
-    pub mips: MipsIndex,
+    /// The block embeddings, rank r holding rows [`Dist::shard`]`(n)`, ready for the search.
+    pub mips: RankShard,
     /// Fingerprint of the document-tower weights that embedded the blocks.
     pub fingerprint: String,
 }
 
 impl LiveIndex {
-    /// Embeds every block with `tower` (in batches, longest first, on the tower's device) into
-    /// an index searched on `device`.
+    /// Embeds this rank's part of the blocks with `tower` (in batches, longest first, on the
+    /// tower's device) into its part of an index searched on `device`.
     pub fn build(
         tower: &Tower,
         tok: &BertTokenizer,
         blocks: &[Block],
         options: &EmbedBlocks,
         device: &candle_core::Device,
+        dist: &Dist,
     ) -> Result<Self> {
-        let emb = embed_blocks(tower, tok, blocks, options, tower.device())?;
+        dist.check_divisible("blocks", blocks.len())?;
+        let part = dist.shard(blocks.len());
+        let emb = embed_blocks(tower, tok, &blocks[part], options, tower.device())?;
         Ok(LiveIndex {
-            mips: MipsIndex::new(&emb.to_device(device)?)?,
+            mips: RankShard::new(dist, MipsIndex::new(&emb.to_device(device)?)?, blocks.len())?,
             fingerprint: weights_fingerprint(tower.vars())?,
         })
     }
 
-    /// As a [`StoredIndex`] (on the CPU) built at `step`, for saving.
+    /// As a [`StoredIndex`] (on the CPU) built at `step`, for saving by the `writer` rank (the
+    /// others get None). Every rank must call it: the parts are gathered.
     pub fn stored(
         &self,
         step: u64,
         model_path: &str,
         knowledge: &Knowledge,
-    ) -> Result<StoredIndex> {
-        StoredIndex::new(
-            &self.fingerprint,
-            model_path,
-            step,
-            knowledge.blocks.to_vec(),
-            self.mips.embeddings()?,
-        )
+        writer: bool,
+    ) -> Result<Option<StoredIndex>> {
+        let embeddings = self.mips.gather_all()?;
+        writer
+            .then(|| {
+                StoredIndex::new(
+                    &self.fingerprint,
+                    model_path,
+                    step,
+                    knowledge.blocks.to_vec(),
+                    embeddings,
+                )
+            })
+            .transpose()
     }
 }
 
@@ -253,17 +272,20 @@ pub struct Refresher {
     device: ComputeDevice,
     /// Where the index it builds is searched: the training device.
     index_device: candle_core::Device,
+    /// The ranks of the run: each refreshes its part of the index.
+    dist: Dist,
 }
 
 impl Refresher {
     /// A refresher with no refresh running; its pool has `policy.threads` threads in `device`'s
-    /// execution mode.
+    /// execution mode. Each rank of `dist` refreshes its part of the index.
     pub fn new(
         policy: RefreshPolicy,
         tokenizer: Arc<BertTokenizer>,
         knowledge: &Knowledge,
         options: EmbedBlocks,
         device: &ComputeDevice,
+        dist: &Dist,
     ) -> Result<Self> {
         // Its workers compute in the device's execution mode (a rayon worker never entered the
         // mode of the thread that installs work on it).
@@ -279,6 +301,7 @@ impl Refresher {
             options,
             device: device.refresh_device()?,
             index_device: device.device.clone(),
+            dist: dist.clone(),
         })
     }
 
@@ -323,15 +346,18 @@ impl Refresher {
             self.tokenizer.clone(),
             self.blocks.clone(),
         );
-        let (options, device, index_device, weights) = (
+        let (options, device, index_device, weights, dist) = (
             self.options.clone(),
             self.device.clone(),
             self.index_device.clone(),
             snapshot.clone(),
+            self.dist.clone(),
         );
         self.pending = Some(Refresh::spawn(step, move || {
             let _exec = device.enter()?;
-            pool.install(|| LiveIndex::build(&weights, &tok, &blocks, &options, &index_device))
+            pool.install(|| {
+                LiveIndex::build(&weights, &tok, &blocks, &options, &index_device, &dist)
+            })
         })?);
         self.pending_step = step;
         self.snapshot = Some(snapshot);
@@ -474,7 +500,7 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        let index = MipsIndex::new(&emb).unwrap();
+        let index = RankShard::from_all(&Dist::local(), &emb, &Device::Cpu).unwrap();
         let q = Tensor::new(&[[1f32, 0.0], [1.0, 0.0]], &Device::Cpu).unwrap();
         let hits = k.search(&q, &index, 2, &[Some(0), None]).unwrap();
         assert_eq!(hits, [vec![2, 3], vec![0, 1]]);
@@ -483,6 +509,25 @@ mod tests {
         assert!(msg.contains("excluded"), "{msg}");
         assert!(k.check_k(5, false).is_err());
         assert!(k.search(&q, &index, 2, &[None]).is_err());
+    }
+
+    #[test]
+    fn ranks_that_exclude_and_ranks_that_do_not_search_together() {
+        // The two queries of the test above, one on each of 2 ranks: rank 0 excludes "a", rank
+        // 1 nothing, and each gets what one process gets for its query.
+        let hits = crate::dist::tests::run_ranks(2, |dist| {
+            let k = knowledge(&["a", "a", "b", "c"]);
+            let emb = Tensor::new(
+                &[[4f32, 0.0], [3.0, 0.0], [2.0, 0.0], [1.0, 0.0]],
+                &Device::Cpu,
+            )
+            .unwrap();
+            let index = RankShard::from_all(&dist, &emb, &Device::Cpu).unwrap();
+            let q = Tensor::new(&[[1f32, 0.0]], &Device::Cpu).unwrap();
+            let exclude = [Some(0), None][dist.rank()];
+            k.search(&q, &index, 2, &[exclude]).unwrap()
+        });
+        assert_eq!(hits, [[vec![2, 3]], [vec![0, 1]]]);
     }
 
     /// The background refresh on an `emulate` device computes what the foreground does there:
@@ -531,7 +576,15 @@ mod tests {
         let foreground = ComputeDevice::resolve(DeviceSpec::Emulate).unwrap();
         let want = {
             let _mode = foreground.enter().unwrap();
-            LiveIndex::build(tower, &tok, &knowledge.blocks, &options, &Device::Cpu).unwrap()
+            LiveIndex::build(
+                tower,
+                &tok,
+                &knowledge.blocks,
+                &options,
+                &Device::Cpu,
+                &Dist::local(),
+            )
+            .unwrap()
         };
         let launches = foreground.exec.launches();
         // 3 batches of up to 4 blocks; per layer the attention, two LayerNorms and the GELU, and
@@ -544,10 +597,23 @@ mod tests {
             swap_after: None,
             threads: 2,
         };
-        let mut refresher =
-            Refresher::new(policy, tok.clone(), &knowledge, options, &device).unwrap();
+        let mut refresher = Refresher::new(
+            policy,
+            tok.clone(),
+            &knowledge,
+            options,
+            &device,
+            &Dist::local(),
+        )
+        .unwrap();
         let bits = |index: &LiveIndex| -> Vec<u16> {
-            let emb = index.mips.embeddings().unwrap().flatten_all().unwrap();
+            let emb = index
+                .mips
+                .local()
+                .embeddings()
+                .unwrap()
+                .flatten_all()
+                .unwrap();
             emb.to_vec1::<half::f16>()
                 .unwrap()
                 .iter()

@@ -16,6 +16,8 @@ use super::state::{link_dir, step_rng, IndexVersion};
 use super::trainer::{LoopConfig, RunOptions, Trainer};
 use crate::data::{MaskConfig, RuleTagger};
 use crate::device;
+use crate::dist::search::RankShard;
+use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::index::build::{corpus_blocks, EmbedBlocks};
 use crate::index::live::{
@@ -28,7 +30,6 @@ use crate::model::{
     RealmModel,
 };
 use crate::model::{BertTokenizer, RetrieverConfig};
-use crate::ops::mips::MipsIndex;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -412,6 +413,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         &data.knowledge,
         &embed,
         &dev,
+        dist,
     )?;
     let slot = IndexSlot::new(live, version);
     trainer.state.index = Some(IndexVersion {
@@ -435,6 +437,7 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             ..embed
         },
         &opts.device,
+        dist,
     )?;
     let mask_cfg = MaskConfig {
         max_masks: cfg.max_masks,
@@ -652,6 +655,16 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
             });
             let previous = run.checkpoint().join(models::INDEX);
             let reuse = saved_index == Some(current.step) && previous.exists();
+            // The ranks' parts are gathered for the writer unless it links the saved index.
+            let fresh = match dist.any("index checkpoint", !reuse)? {
+                true => current.index.stored(
+                    current.step,
+                    "checkpoint",
+                    &data.knowledge,
+                    run.is_writer(),
+                )?,
+                false => None,
+            };
             trainer.save(&run.checkpoint(), |d| {
                 model.save(d)?;
                 models::write_origin(&origin, d)?;
@@ -661,13 +674,9 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
                 if let Some((_, tower)) = running {
                     save_snapshot(tower, &d.join(REFRESH))?;
                 }
-                if reuse {
-                    link_dir(&previous, &d.join(models::INDEX))
-                } else {
-                    current
-                        .index
-                        .stored(current.step, "checkpoint", &data.knowledge)?
-                        .save(d.join(models::INDEX))
+                match fresh {
+                    Some(stored) => stored.save(d.join(models::INDEX)),
+                    None => link_dir(&previous, &d.join(models::INDEX)),
                 }
             })?;
             saved_index = Some(current.step);
@@ -772,14 +781,14 @@ impl Window {
 }
 
 /// The k − 1 best blocks of each masked query by the current query tower over `index`, and the
-/// query embeddings (none when top_k = 1).
+/// query embeddings (none when top_k = 1). Every rank must call it with its own queries.
 #[allow(clippy::too_many_arguments)]
 pub fn retrieve(
     model: &RealmModel,
     tok: &BertTokenizer,
     queries: &[MaskedQuery],
     exclude: &[Option<u32>],
-    index: &MipsIndex,
+    index: &RankShard,
     knowledge: &Knowledge,
     cfg: &PretrainConfig,
     dev: &Device,
@@ -797,23 +806,21 @@ pub fn retrieve(
 /// A frozen document tower's relevance [b, k] of each query's candidates (the null document,
 /// then its retrieved blocks; an absent block, masked later, is scored as block 0): the query
 /// embeddings against the null document's and the index's stored ones, as fine-tuning scores
-/// its beam.
+/// its beam. Every rank must call it (the embeddings come from the ranks that hold them).
 fn frozen_scores(
     queries: &Tensor,
     null_doc: &Tensor,
     retrieved: &[Vec<u32>],
     k: usize,
-    index: &MipsIndex,
+    index: &RankShard,
 ) -> Result<Tensor> {
     let (b, d) = (retrieved.len(), null_doc.dim(1)?);
     let ids: Vec<u32> = retrieved
         .iter()
         .flat_map(|r| (0..k - 1).map(|z| r.get(z).copied().unwrap_or(0)))
         .collect();
-    let ids = device::upload(ids, b * (k - 1), index.device())?;
     let blocks = index
-        .embeddings()?
-        .index_select(&ids, 0)?
+        .rows_own(&ids)?
         .to_dtype(DType::F32)?
         .reshape((b, k - 1, d))?;
     let null = null_doc.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
@@ -821,9 +828,10 @@ fn frozen_scores(
     relevance(&queries.to_dtype(DType::F32)?, &docs)
 }
 
-/// The index training starts with, and the step of the weights that built it: the checkpoint's
-/// when resuming; else a prebuilt one (which must come from the starting document tower and the
-/// same blocks), else built now. A fresh start also saves it as the run's `index/`.
+/// The index training starts with (this rank's part of it), and the step of the weights that
+/// built it: the checkpoint's when resuming; else a prebuilt one (which must come from the
+/// starting document tower and the same blocks), else built now, each rank embedding its part.
+/// A fresh start also saves it as the run's `index/`. Every rank must call it.
 #[allow(clippy::too_many_arguments)]
 fn starting_index(
     cfg: &PretrainConfig,
@@ -834,13 +842,14 @@ fn starting_index(
     knowledge: &Knowledge,
     embed: &EmbedBlocks,
     dev: &Device,
+    dist: &Dist,
 ) -> Result<(LiveIndex, u64)> {
     let from_stored = |stored: StoredIndex, dir: &Path| -> Result<(LiveIndex, u64)> {
         check_blocks(&stored, knowledge, dir)?;
         let step = stored.manifest.step;
         Ok((
             LiveIndex {
-                mips: MipsIndex::new(&stored.embeddings.to_device(dev)?)?,
+                mips: RankShard::from_all(dist, &stored.embeddings, dev)?,
                 fingerprint: stored.manifest.model_fingerprint,
             },
             step,
@@ -881,13 +890,13 @@ fn starting_index(
                 &knowledge.blocks,
                 embed,
                 dev,
+                dist,
             )?,
             0,
         ),
     };
-    if run.is_writer() {
-        live.stored(step, &cfg.init_label(), knowledge)?
-            .save(run.index())?;
+    if let Some(stored) = live.stored(step, &cfg.init_label(), knowledge, run.is_writer())? {
+        stored.save(run.index())?;
     }
     Ok((live, step))
 }

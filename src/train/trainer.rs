@@ -548,12 +548,18 @@ impl Trainer {
             self.stopping = true;
         }
         let s = self.state.step;
+        // The clocks of the ranks differ: the interval is due when it is on any of them, so
+        // that every rank takes part in the checkpoint (it gathers the sharded index).
+        let timed = match self.checkpoint_interval {
+            Some(i) => self
+                .dist
+                .any("checkpoint time", self.last_checkpoint.elapsed() >= i)?,
+            None => false,
+        };
         Ok(self.stopping
             || s == self.schedule.total
             || (self.checkpoint_every > 0 && s.is_multiple_of(self.checkpoint_every))
-            || self
-                .checkpoint_interval
-                .is_some_and(|i| self.last_checkpoint.elapsed() >= i))
+            || timed)
     }
 
     /// Whether this step's checkpoint is the last one of the run (all steps done), rather than
