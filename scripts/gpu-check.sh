@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU machine (no Rust there): runs the release binary built
 # here with `cargo build --release --features cuda`, its selftest on the GPU and the benchmarks,
-# plus PyTorch's baselines on the same card, and prints a short summary last.
+# plus PyTorch's baselines on the same card, and prints a short summary last. A `cuda,nccl` build
+# (what CI builds) runs too where PyTorch's wheels bring libnccl.so.2, and its selftest then
+# checks NCCL on the GPU as well.
 #
 #   scripts/gpu-check.sh [--device cuda|emulate] [path/to/realm]
 #       (default: cuda and target/release/realm, or $REALM_CHECK_DEVICE and $REALM_BIN)

@@ -8,8 +8,8 @@
 # Why 13.0.x exactly: the GPU machines run driver 580 (CUDA 13.0), which refuses PTX produced by a
 # newer nvcc. The wheels' own requirements are unpinned, hence `--no-deps`.
 #
-# The driver (libcuda) and cuBLAS/cuRAND are not in these wheels. candle's `cuda` feature links
-# against them, so we generate link-only stub libraries with the right sonames under
+# The driver (libcuda), cuBLAS/cuRAND and NCCL are not in these wheels. candle's `cuda` feature
+# (and our `nccl` feature) links against them, so we generate link-only stub libraries with the right sonames under
 # $CUDA_HOME/lib/stubs. They let the linker finish; they are never meant to be loaded (do not put
 # that folder on LD_LIBRARY_PATH): at run time the real driver and libraries of the GPU machine are
 # used. Users with a real CUDA 12.x/13.x toolkit need none of this.
@@ -30,7 +30,9 @@ PACKAGES=(
 # cuobjdump (to inspect the fatbins) has no 13.0 wheel; any 13.x reads them. Its own --target dir,
 # because pip --target --upgrade replaces whole top-level folders.
 CUOBJDUMP=nvidia-cuda-cuobjdump==13.2.51
-STAMP="$PREFIX/.realm-toolchain-$(printf '%s\n' "${PACKAGES[@]}" "$CUOBJDUMP" | cksum | cut -d' ' -f1)"
+# The stub lists are part of the stamp: a new list (libnccl.so.2 for the `nccl` feature) makes
+# the stubs again.
+STAMP="$PREFIX/.realm-toolchain-$({ printf '%s\n' "${PACKAGES[@]}" "$CUOBJDUMP"; cat "$HERE"/cuda-stubs/*.txt; } | cksum | cut -d' ' -f1)"
 CUDA_HOME_DIR="$PREFIX/nvidia/cu13"
 
 log() { echo "install-cuda-toolchain: $*" >&2; }

@@ -13,6 +13,8 @@ pub fn cases() -> Vec<Case> {
     cases.extend(crate::ops::dropout::selftest_cases());
     cases.extend(crate::ops::adamw::selftest_cases());
     cases.extend(conformance_cases());
+    #[cfg(feature = "nccl")]
+    cases.extend(crate::dist::nccl::selftest_cases());
     cases
 }
 
@@ -68,6 +70,7 @@ pub fn run(dev: &ComputeDevice, filter: Option<&str>) -> Vec<Row> {
         .into_iter()
         .filter(|c| filter.is_none_or(|f| format!("{}/{}", c.op, c.name).contains(f)))
         .filter(|c| c.op != "conformance" || dev.runs_kernels())
+        .filter(|c| c.op != "nccl" || dev.is_cuda())
         .map(|c| Row {
             op: c.op,
             outcome: (c.run)(&dev),

@@ -46,8 +46,20 @@ pub struct DeviceArg {
 impl DeviceArg {
     /// The device, announced on stderr.
     pub fn resolve(&self) -> realm::Result<ComputeDevice> {
-        let spec: DeviceSpec = self.device.parse()?;
-        let dev = ComputeDevice::resolve(spec)?;
+        self.resolve_for_rank(0)
+    }
+
+    /// The device of the process of local rank `local` on its machine: `cuda` and `auto` mean
+    /// GPU `local` there (`cuda:N` is taken as given), announced on stderr.
+    pub fn resolve_for_rank(&self, local: usize) -> realm::Result<ComputeDevice> {
+        let dev = match self.device.parse()? {
+            DeviceSpec::Cuda(0) if self.device == "cuda" => {
+                ComputeDevice::resolve(DeviceSpec::Cuda(local))?
+            }
+            DeviceSpec::Auto if local > 0 => ComputeDevice::resolve(DeviceSpec::Cuda(local))
+                .or_else(|_| ComputeDevice::resolve(DeviceSpec::Cpu))?,
+            spec => ComputeDevice::resolve(spec)?,
+        };
         eprintln!("device: {}", dev.description());
         Ok(dev)
     }

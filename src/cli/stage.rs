@@ -41,14 +41,18 @@ pub struct RunArgs {
 impl RunArgs {
     /// The run options; Ctrl-C and SIGTERM from now on stop the training loop after its step,
     /// with a checkpoint.
+    /// In a distributed run each rank takes the GPU of its local rank (`--device cuda` or
+    /// `auto`) and, with the `nccl` feature, sums gradients through NCCL.
     pub fn options(&self) -> Result<RunOptions> {
+        let device = self.device.resolve_for_rank(realm::dist::local_rank())?;
+        let dist = realm::dist::world().for_device(&device.device)?;
         Ok(RunOptions {
-            device: self.device.resolve()?,
+            device,
             resume: self.resume,
             quiet: self.quiet,
             stop_after: None,
             stop: Some(install_signal_handlers()?),
-            dist: realm::dist::world(),
+            dist,
         })
     }
 

@@ -9,14 +9,18 @@
 //! Every reduction is a gather followed by a sum in rank order on every rank, so a result never
 //! depends on timing or on the MPI library's reduction tree: the same inputs give the same bits.
 //! The cost (each rank receives N buffers instead of one) is negligible at the world sizes a CPU
-//! run uses; a GPU all-reduce would go to NCCL.
+//! run uses. On GPUs, with the cargo feature `nccl`, the gradient sum goes to NCCL instead
+//! (`dist::nccl`; [`Dist::for_device`]).
 
 #[cfg(feature = "mpi")]
 mod mpi_backend;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod search;
 
 use crate::error::{Error, Result};
 use crate::ops::mips::ShardHits;
+use candle_core::Tensor;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -35,6 +39,13 @@ pub trait Collective: Send + Sync {
     fn barrier(&self, what: &'static str) -> Result<()>;
     /// Ends every rank of the run with `code` (after this rank printed why).
     fn abort(&self, code: i32) -> !;
+    /// The element-wise sum over ranks of `buf` computed where it lies, or None when this
+    /// backend exchanges host memory only (the default; [`Dist::all_reduce_tensor`] then sums
+    /// through [`Collective::all_gather`]).
+    fn all_reduce_device(&self, what: &'static str, buf: &Tensor) -> Result<Option<Tensor>> {
+        let _ = (what, buf);
+        Ok(None)
+    }
 }
 
 /// A single process: every collective returns its input.
@@ -129,6 +140,20 @@ fn launched_by_mpi() -> bool {
     ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
         .iter()
         .any(|v| std::env::var_os(v).is_some())
+}
+
+/// This process's rank among those of the run on its machine, as the MPI launcher tells it
+/// (Open MPI's `OMPI_COMM_WORLD_LOCAL_RANK`, MPICH's `MPI_LOCALRANKID`, Slurm's `SLURM_LOCALID`);
+/// 0 without a launcher. A rank uses the GPU of this number unless told another.
+pub fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+    .unwrap_or(0)
 }
 
 /// How long a rank waits in one collective for the others before it stops the run
@@ -232,6 +257,40 @@ impl Dist {
         }
         buf.copy_from_slice(&sum);
         Ok(())
+    }
+
+    /// The element-wise sum over ranks of the f32 tensor `buf`: on its device where the backend
+    /// can (NCCL, `dist::nccl`), else through host memory in buckets of `bucket` values, each
+    /// added in rank order ([`Dist::all_reduce_sum`]). A single process gets `buf` back.
+    pub fn all_reduce_tensor(
+        &self,
+        what: &'static str,
+        buf: &Tensor,
+        bucket: usize,
+    ) -> Result<Tensor> {
+        if self.size() == 1 {
+            return Ok(buf.clone());
+        }
+        if let Some(sum) = self.backend.all_reduce_device(what, buf)? {
+            return Ok(sum);
+        }
+        let mut host = crate::device::read_vec1::<f32>(&buf.flatten_all()?)?;
+        for part in host.chunks_mut(bucket.max(1)) {
+            self.all_reduce_sum(what, part)?;
+        }
+        Ok(Tensor::from_vec(host, buf.shape(), buf.device())?)
+    }
+
+    /// The handle a run on `device` trains with: with the `nccl` feature, several ranks on CUDA
+    /// devices sum their gradients through NCCL (connected here: every rank must call it);
+    /// otherwise this one.
+    pub fn for_device(&self, device: &candle_core::Device) -> Result<Dist> {
+        #[cfg(feature = "nccl")]
+        if let (true, candle_core::Device::Cuda(gpu)) = (self.size() > 1, device) {
+            return nccl::Nccl::connect(self, gpu);
+        }
+        let _ = device;
+        Ok(self.clone())
     }
 
     /// Every rank's `local` values (any length), in rank order.
@@ -420,6 +479,27 @@ pub(crate) mod tests {
             assert_eq!(s, &[(1e8f32 + 1.0) - 1e8, (1.0 + 1e8f32) - 1e8]);
         }
         assert_eq!(sums[0], [0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_tensor_is_summed_in_host_buckets_as_the_values_are() {
+        // Buckets of 2 over 5 values: the last bucket is short, and each is the rank-order sum.
+        let sums = run_ranks(3, |d| {
+            let r = d.rank() as f32;
+            let v = [1e8 * (1.0 - r), 1.0 + r, -2.5, r * r, 0.5];
+            let t = Tensor::new(&v, &candle_core::Device::Cpu).unwrap();
+            let got = d.all_reduce_tensor("test", &t, 2).unwrap();
+            let mut want = v;
+            d.all_reduce_sum("test", &mut want).unwrap();
+            (got.to_vec1::<f32>().unwrap(), want)
+        });
+        for (got, want) in &sums {
+            assert_eq!(got.as_slice(), want.as_slice());
+        }
+        assert_eq!(sums[0].0, sums[2].0);
+        let one = Tensor::new(&[3f32, f32::NAN], &candle_core::Device::Cpu).unwrap();
+        let same = Dist::local().all_reduce_tensor("test", &one, 1).unwrap();
+        assert_eq!(same.to_vec1::<f32>().unwrap()[0], 3.0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::interrupt::StopRequest;
 use super::optim::{clip_factor, AdamW, AdamWConfig, LinearSchedule};
 use super::run::{progress, Metric, MetricsLog, RunDir, Stage};
 use super::state::{load_trainer, save_checkpoint, TrainerState};
-use crate::device::{read_scalar, ComputeDevice};
+use crate::device::{read_scalar, read_vec1, ComputeDevice};
 use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::model::DynamicLossScaler;
@@ -437,35 +437,46 @@ impl Trainer {
                 self.state.step + 1
             )));
         }
-        let weight = terms as f32 / head[0];
+        let weight = f64::from(terms as f32 / head[0]);
         // Per variable: 1 if this rank has its gradient, then the weighted gradient (zeros
-        // without one), so that a gradient absent on every rank stays absent.
-        let mut flat = Vec::new();
+        // without one), so that a gradient absent on every rank stays absent; all in one f32
+        // tensor on the device, summed there (NCCL) or in host buckets.
+        let dev = loss.device();
+        let mut parts = Vec::with_capacity(2 * self.vars.len());
         for var in &self.vars {
-            match store.get(var.as_tensor()) {
-                Some(g) => {
-                    flat.push(1.0);
-                    let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                    flat.extend(g.into_iter().map(|x| x * weight));
-                }
-                None => {
-                    flat.push(0.0);
-                    flat.resize(flat.len() + var.elem_count(), 0.0);
-                }
-            }
+            let (present, g) = match store.get(var.as_tensor()) {
+                Some(g) => (
+                    1f32,
+                    g.to_dtype(DType::F32)?.flatten_all()?.affine(weight, 0.0)?,
+                ),
+                None => (0f32, Tensor::zeros(var.elem_count(), DType::F32, dev)?),
+            };
+            parts.push(Tensor::new(&[present], dev)?);
+            parts.push(g);
         }
-        for bucket in flat.chunks_mut(BUCKET) {
-            dist.all_reduce_sum("gradients", bucket)?;
-        }
-        let mut at = 0;
-        for var in &self.vars {
-            let (present, n) = (flat[at], var.elem_count());
+        let flat = dist.all_reduce_tensor("gradients", &Tensor::cat(&parts, 0)?, BUCKET)?;
+        // Where each variable's flag is in `flat`; its gradient follows.
+        let starts: Vec<usize> = self
+            .vars
+            .iter()
+            .scan(0, |at, var| {
+                let start = *at;
+                *at += 1 + var.elem_count();
+                Some(start)
+            })
+            .collect();
+        let flags: Vec<Tensor> = starts
+            .iter()
+            .map(|&at| flat.narrow(0, at, 1))
+            .collect::<candle_core::Result<_>>()?;
+        let present = read_vec1::<f32>(&Tensor::cat(&flags, 0)?)?;
+        for ((var, &at), present) in self.vars.iter().zip(&starts).zip(present) {
             if present > 0.0 {
-                let g = Tensor::from_slice(&flat[at + 1..at + 1 + n], var.shape(), var.device())?
-                    .to_dtype(var.dtype())?;
-                store.insert(var.as_tensor(), g);
+                let g = flat
+                    .narrow(0, at + 1, var.elem_count())?
+                    .reshape(var.shape())?;
+                store.insert(var.as_tensor(), g.to_dtype(var.dtype())?);
             }
-            at += 1 + n;
         }
         let global = Tensor::new(head[1] / head[0], loss.device())?.to_dtype(loss.dtype())?;
         // The update reduces the norm of the summed gradients on the device and reads it once.
