@@ -739,3 +739,26 @@ impl Encoder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_norm_bound_survives_the_manifest_exactly() {
+        // serde_json's default parser reads this one 1 ulp low (19.36695707578316): a real
+        // index whose manifest then failed its exact check on load.
+        let layout = Layout {
+            num_docs: 1,
+            num_tokens: 0,
+            num_sentences: 0,
+            doc_string_bytes: 0,
+            token_bytes: 2,
+            max_token_id: 0,
+            max_row_norm_sq: 19.366957075783162,
+        };
+        let text = serde_json::to_string(&layout).unwrap();
+        let back: Layout = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.max_row_norm_sq.to_bits(), layout.max_row_norm_sq.to_bits());
+    }
+}
