@@ -759,6 +759,9 @@ mod tests {
         };
         let text = serde_json::to_string(&layout).unwrap();
         let back: Layout = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.max_row_norm_sq.to_bits(), layout.max_row_norm_sq.to_bits());
+        assert_eq!(
+            back.max_row_norm_sq.to_bits(),
+            layout.max_row_norm_sq.to_bits()
+        );
     }
 }
