@@ -218,6 +218,17 @@ impl Dist {
         rank * n / s..(rank + 1) * n / s
     }
 
+    /// The rank whose part of `n` items holds item `i` (< `n`): without a scan over the ranks,
+    /// since rank ⌊i·size/n⌋'s part ends at or after i, and the next one's starts there.
+    pub fn owner_of(&self, i: usize, n: usize) -> usize {
+        let r = i * self.size() / n;
+        if i < self.shard_of(r, n).end {
+            r
+        } else {
+            r + 1
+        }
+    }
+
     /// An error unless every rank gets at least one of `n` items (`what` names them).
     pub fn check_divisible(&self, what: &'static str, n: usize) -> Result<()> {
         if n < self.size() {
@@ -464,6 +475,18 @@ pub(crate) mod tests {
             assert_eq!(parts[0].start, 0);
             assert_eq!(parts[2].end, n);
             assert!(parts.windows(2).all(|w| w[0].end == w[1].start));
+        }
+    }
+
+    #[test]
+    fn each_item_has_the_owner_whose_part_holds_it() {
+        for size in [1usize, 2, 3, 5, 7] {
+            let wrong = run_ranks(size, move |d| {
+                (size..=40)
+                    .flat_map(|n| (0..n).map(move |i| (i, n)))
+                    .find(|&(i, n)| !d.shard_of(d.owner_of(i, n), n).contains(&i))
+            });
+            assert_eq!(wrong[0], None, "{size} ranks: item, n");
         }
     }
 

@@ -12,9 +12,7 @@
 use super::Dist;
 use crate::device::{read_vec1, upload};
 use crate::error::{Error, Result};
-use crate::ops::mips::{
-    check_global, hits_tensors, merge_top_k, mips_top_k, search_shard, MipsIndex,
-};
+use crate::ops::mips::{check_global, hits_tensors, mips_top_k, search_shard, MipsIndex};
 use candle_core::{DType, Tensor};
 use half::f16;
 
@@ -140,19 +138,8 @@ impl RankShard {
         let all = parts.concat();
         let q = all.len() / d;
         let all = upload(all, (q, d), self.local.device())?;
-        let local = search_shard(&self.local, self.offset, &all, k, None)?;
-        let hits = self.dist.all_gather_hits("index search", &local)?;
-        let merged = merge_top_k(&hits, q, k)?;
-        let rows = first * k..(first + b) * k;
-        let dev = self.local.device();
-        let scores: Vec<f32> = merged.scores[rows.clone()]
-            .iter()
-            .map(|&s| s as f32)
-            .collect();
-        Ok((
-            upload(scores, (b, k), dev)?,
-            upload(merged.ids[rows].to_vec(), (b, k), dev)?,
-        ))
+        let (scores, ids) = self.search(&all, k, None)?;
+        Ok((scores.narrow(0, first, b)?, ids.narrow(0, first, b)?))
     }
 
     /// The stored f16 embeddings `[ids.len(), d]` of documents `ids` (global; ranks may ask for
@@ -177,11 +164,7 @@ impl RankShard {
         }
         let d = self.local.dim();
         let asked = self.dist.all_gather_values("index rows: ids", ids)?;
-        let owner = |g: u32| {
-            (0..self.dist.size())
-                .find(|&r| self.dist.shard_of(r, self.n).contains(&(g as usize)))
-                .unwrap_or(0)
-        };
+        let owner = |g: u32| self.dist.owner_of(g as usize, self.n);
         // This rank's rows of everything asked, in the order asked.
         let mine: Vec<u32> = asked
             .iter()
