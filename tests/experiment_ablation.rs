@@ -5,7 +5,7 @@
 mod common;
 
 use realm::device::ComputeDevice;
-use realm::experiment::ablation::{run_ablation, AblationConfig, Arm, Size, Towers};
+use realm::experiment::ablation::{run_ablation, AblationConfig, Arm, PretrainText, Size, Towers};
 
 #[test]
 fn tiny_ablation_runs_every_arm_and_writes_its_results() {
@@ -17,7 +17,7 @@ fn tiny_ablation_runs_every_arm_and_writes_its_results() {
         seeds: vec![0, 1],
         corpus: None,
         questions: None,
-        examples: None,
+        text: PretrainText::Corpus,
         init: None,
         towers: Towers::default(),
         quiet: true,
@@ -87,9 +87,49 @@ fn tiny_ablation_runs_every_arm_and_writes_its_results() {
             separate: false,
             ..untied.towers
         },
-        ..cfg
+        ..cfg.clone()
     };
     let err = run_ablation(&two_rates, &ComputeDevice::cpu()).unwrap_err();
     assert!(format!("{err}").contains("doc_lr_scale"), "{err}");
     assert!(!out.with_file_name("two-rates").exists());
+
+    // Fact statements (the demo's training questions' cloze forms): every arm runs, masking
+    // one answer span per statement, and nothing is excluded from their retrieval.
+    let facts = AblationConfig {
+        out: out.with_file_name("facts"),
+        seeds: vec![0],
+        text: PretrainText::Facts(None),
+        ..cfg.clone()
+    };
+    let s = run_ablation(&facts, &ComputeDevice::cpu()).unwrap();
+    assert_eq!(s.runs.len(), 4);
+    assert_eq!(s.pretrain_text, "facts");
+    assert!(s.examples.ends_with("train.jsonl"), "{}", s.examples);
+    let train = std::fs::read_to_string(out.join("data/train.jsonl")).unwrap();
+    assert_eq!(s.answerable.texts, train.lines().count());
+    assert_eq!(
+        s.answerable.spans, s.answerable.texts,
+        "one answer span each"
+    );
+    assert_eq!(s.answerable.texts_without_span, 0);
+
+    // A held-out question among the facts is refused: no arm trains on one.
+    let leak = out.with_file_name("leak.jsonl");
+    let held_out = std::fs::read_to_string(out.join("data/questions.jsonl")).unwrap();
+    let first = held_out.lines().nth(3).unwrap();
+    let lines = format!("{}\n{first}\n", train.lines().next().unwrap());
+    std::fs::write(&leak, lines).unwrap();
+    let leaking = AblationConfig {
+        out: out.with_file_name("leaking"),
+        text: PretrainText::Facts(Some(leak.clone())),
+        ..facts
+    };
+    let err = format!(
+        "{:#}",
+        run_ablation(&leaking, &ComputeDevice::cpu()).unwrap_err()
+    );
+    assert!(
+        err.contains("held-out") && err.contains("leak.jsonl"),
+        "{err}"
+    );
 }

@@ -3,7 +3,9 @@
 use super::{out, DeviceArg};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use realm::experiment::ablation::{render, run_ablation, AblationConfig, Size, Towers};
+use realm::experiment::ablation::{
+    render, run_ablation, AblationConfig, PretrainText, Size, Towers,
+};
 use std::path::PathBuf;
 
 /// Experiments that chain the training stages over several seeds.
@@ -59,6 +61,12 @@ struct AblationArgs {
     /// corpus); default: the corpus's own. A corpus document's texts never retrieve it.
     #[arg(long)]
     examples: Option<PathBuf>,
+    /// Pre-training arms mask fact statements instead: the cloze forms (`question answer`, the
+    /// answer masked) of these training questions (JSONL); without FILE, the demo's training
+    /// split, whose subjects no held-out question is about. A held-out question among them is
+    /// an error.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, conflicts_with = "examples")]
+    facts: Option<Option<PathBuf>>,
     /// Pre-training arms: untie the warm start's shared tower into a query and a document
     /// tower (REALM's two embedders, both from the ICT module).
     #[arg(long)]
@@ -92,7 +100,11 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
         seeds: (0..args.seeds).collect(),
         corpus: args.corpus,
         questions: args.questions,
-        examples: args.examples,
+        text: match (args.facts, args.examples) {
+            (Some(facts), _) => PretrainText::Facts(facts),
+            (None, Some(examples)) => PretrainText::Examples(examples),
+            (None, None) => PretrainText::Corpus,
+        },
         init: args.init,
         towers: Towers {
             separate: args.separate_towers,

@@ -2,8 +2,10 @@
 //! Table 2) in miniature. Per seed, one ICT warm start, then from it four arms:
 //!
 //! - `ict`: the warm start alone;
-//! - `salient`: + REALM pre-training with salient-span masks (the corpus's own sentences, their
-//!   own document excluded from retrieval), index refreshed every `refresh_every` steps;
+//! - `salient`: + REALM pre-training with salient-span masks, index refreshed every
+//!   `refresh_every` steps, on one of three texts ([`PretrainText`]): the corpus's own sentences
+//!   (their own document excluded from retrieval), other documents' sentences, or fact
+//!   statements (training questions' cloze forms, the answer the masked span);
 //! - `random`: the same with random-token masks;
 //! - `stale`: the same as `salient` with the index refreshed 30× less often.
 //!
@@ -155,15 +157,42 @@ pub struct AblationConfig {
     pub corpus: Option<PathBuf>,
     /// Held-out questions (JSONL with `question`, `answers`, `doc_id`); None: the demo's dev set.
     pub questions: Option<PathBuf>,
-    /// The texts the pre-training arms mask (JSONL documents, as the corpus); None: the corpus's
-    /// own. Texts of a corpus document never retrieve it (REALM's "no trivial retrievals").
-    pub examples: Option<PathBuf>,
+    /// The texts the pre-training arms mask.
+    pub text: PretrainText,
     /// A BERT folder to start from; None: the demo's small BERT from scratch.
     pub init: Option<PathBuf>,
     /// The retriever towers of the pre-training arms and their learning rates.
     pub towers: Towers,
     /// No progress bars (the one line per finished arm stays).
     pub quiet: bool,
+}
+
+/// The texts the pre-training arms mask.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PretrainText {
+    /// The corpus's own sentences; a text never retrieves its own document (REALM's "no trivial
+    /// retrievals").
+    Corpus,
+    /// The sentences of these JSONL documents (e.g. a larger Wikipedia than the corpus); a text
+    /// of a corpus document still never retrieves it.
+    Examples(PathBuf),
+    /// Fact statements: the cloze forms of these training questions (JSONL as the held-out
+    /// ones; `question answer`, the answer the one salient span), which state facts the
+    /// corpus's documents hold from outside the corpus, as news text does in REALM; None: the
+    /// demo's training split, whose subjects no held-out question is about. A held-out question
+    /// among them is an error. No document is excluded from their retrieval.
+    Facts(Option<PathBuf>),
+}
+
+impl PretrainText {
+    /// `corpus`, `examples` or `facts`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PretrainText::Corpus => "corpus",
+            PretrainText::Examples(_) => "examples",
+            PretrainText::Facts(_) => "facts",
+        }
+    }
 }
 
 /// The retriever towers of the pre-training arms (`PretrainConfig`'s fields of the same names).
@@ -332,7 +361,8 @@ pub struct Verdict {
 pub struct Answerable {
     /// Salient spans in all pre-training texts.
     pub spans: usize,
-    /// Of those, spans whose wordpieces occur as whole words in a block of another document.
+    /// Of those, spans whose wordpieces occur as whole words in a block of another document
+    /// (for fact statements, which have no document of their own: in any block).
     pub in_other_document: usize,
     /// `in_other_document` / `spans` (0..=1).
     pub fraction: f64,
@@ -363,7 +393,10 @@ pub struct AblationSummary {
     pub corpus: String,
     /// Path of the held-out questions used (a cut copy in `out/data/` when the size limits it).
     pub questions: String,
-    /// Path of the texts the pre-training arms masked (the corpus when none was given).
+    /// What the pre-training arms masked: `corpus`, `examples` or `facts` ([`PretrainText`]).
+    pub pretrain_text: &'static str,
+    /// Path of the texts the pre-training arms masked (the corpus's, the documents' or the fact
+    /// statements').
     pub examples: String,
     /// Held-out questions evaluated, and of those cloze statements.
     pub eval_questions: usize,
@@ -507,12 +540,8 @@ fn assemble(
         towers: cfg.towers,
         corpus: data.corpus.display().to_string(),
         questions: data.questions.display().to_string(),
-        examples: cfg
-            .examples
-            .as_ref()
-            .unwrap_or(&data.corpus)
-            .display()
-            .to_string(),
+        pretrain_text: cfg.text.kind(),
+        examples: data.texts.display().to_string(),
         eval_questions: last_eval.questions,
         eval_cloze_questions: last_eval.cloze_questions,
         blocks: last_eval.blocks,
@@ -540,11 +569,27 @@ fn check(cfg: &AblationConfig) -> Result<()> {
             format!("{}: must be above 0 and at most 1000", cfg.scale),
         ));
     }
-    if let Some(examples) = cfg.examples.as_ref().filter(|e| !e.is_file()) {
-        return Err(Error::file(
-            examples,
-            "--examples: no such file (the texts to mask, JSONL documents)",
-        ));
+    match &cfg.text {
+        PretrainText::Examples(p) if !p.is_file() => {
+            return Err(Error::file(
+                p,
+                "--examples: no such file (the texts to mask, JSONL documents)",
+            ))
+        }
+        PretrainText::Facts(Some(p)) if !p.is_file() => {
+            return Err(Error::file(
+                p,
+                "--facts: no such file (training questions, JSONL)",
+            ))
+        }
+        PretrainText::Facts(None) if cfg.corpus.is_some() => {
+            return Err(Error::bad_input(
+                OP,
+                "facts",
+                "another corpus than the demo's needs its own training questions (--facts FILE)",
+            ))
+        }
+        _ => {}
     }
     let t = cfg.towers;
     check_tower_rates(OP, t.query_lr_scale, t.doc_lr_scale, Some(!t.separate))?;
@@ -581,11 +626,13 @@ struct Data {
     questions: PathBuf,
     vocab: PathBuf,
     docs: usize,
+    /// The texts the pre-training arms mask (the corpus, documents or fact statements).
+    texts: PathBuf,
 }
 
 /// The corpus and questions (the demo's unless given), cut to the size's limits into
 /// `out/data/`: the first `max_questions` questions, and the documents they are about before
-/// others in file order up to `max_docs`.
+/// others in file order up to `max_docs`; and the texts to mask.
 fn prepare_data(cfg: &AblationConfig, shape: &Shape) -> Result<Data> {
     let dir = cfg.out.join("data");
     let demo = write_demo_files(&dir)?;
@@ -593,6 +640,51 @@ fn prepare_data(cfg: &AblationConfig, shape: &Shape) -> Result<Data> {
         (Some(c), Some(q)) => (c.clone(), q.clone()),
         _ => (demo.docs, demo.dev),
     };
+    let data = cut_data(&dir, corpus, questions, demo.vocab, shape)?;
+    let texts = match &cfg.text {
+        PretrainText::Corpus => data.corpus.clone(),
+        PretrainText::Examples(p) => p.clone(),
+        PretrainText::Facts(p) => {
+            let facts = p.clone().unwrap_or(demo.train);
+            check_held_out(&facts, &data.questions)?;
+            facts
+        }
+    };
+    Ok(Data { texts, ..data })
+}
+
+/// An error naming a question of `facts` that is also one of the held-out `questions` (the same
+/// text, compared without case and surrounding space): no arm may train on a held-out question.
+fn check_held_out(facts: &Path, questions: &Path) -> Result<()> {
+    let key = |q: &crate::data::QaExample| q.question.trim().to_lowercase();
+    let held_out: HashSet<String> = crate::data::read_qa(questions)?.iter().map(key).collect();
+    let train = crate::data::read_qa(facts)?;
+    let shared: Vec<&str> = train
+        .iter()
+        .filter(|q| held_out.contains(&key(q)))
+        .map(|q| q.question.as_str())
+        .collect();
+    match shared.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::file(
+            facts,
+            format!(
+                "--facts: {} of its questions are held-out questions too (the first: {first:?}); \
+                 no arm may train on a held-out question",
+                shared.len()
+            ),
+        )),
+    }
+}
+
+/// [`prepare_data`]'s corpus and questions, cut to the size's limits (the texts still unset).
+fn cut_data(
+    dir: &Path,
+    corpus: PathBuf,
+    questions: PathBuf,
+    vocab: PathBuf,
+    shape: &Shape,
+) -> Result<Data> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::file(p, e));
     let corpus_text = read(&corpus)?;
     let doc_lines: Vec<&str> = corpus_text
@@ -602,9 +694,10 @@ fn prepare_data(cfg: &AblationConfig, shape: &Shape) -> Result<Data> {
     if shape.max_docs.is_none() && shape.max_questions.is_none() {
         return Ok(Data {
             docs: doc_lines.len(),
+            texts: corpus.clone(),
             corpus,
             questions,
-            vocab: demo.vocab,
+            vocab,
         });
     }
     let question_text = read(&questions)?;
@@ -647,17 +740,19 @@ fn prepare_data(cfg: &AblationConfig, shape: &Shape) -> Result<Data> {
         crate::io::write_atomic(&path, |w| w.write_all(text.as_bytes()))?;
         Ok(path)
     };
+    let corpus = write_lines(
+        "corpus.jsonl",
+        &mut doc_lines
+            .iter()
+            .zip(&keep)
+            .filter(|(_, &k)| k)
+            .map(|(l, _)| *l),
+    )?;
     Ok(Data {
-        corpus: write_lines(
-            "corpus.jsonl",
-            &mut doc_lines
-                .iter()
-                .zip(&keep)
-                .filter(|(_, &k)| k)
-                .map(|(l, _)| *l),
-        )?,
+        texts: corpus.clone(),
+        corpus,
         questions: write_lines("questions.jsonl", &mut kept_questions.iter().copied())?,
-        vocab: demo.vocab,
+        vocab,
         docs: kept,
     })
 }
@@ -686,7 +781,11 @@ fn pretrain_config(
     };
     let towers = cfg.towers;
     let mut pre = PretrainConfig::new(init, data.corpus.clone());
-    pre.examples = cfg.examples.clone();
+    match &cfg.text {
+        PretrainText::Corpus => {}
+        PretrainText::Examples(_) => pre.examples = Some(data.texts.clone()),
+        PretrainText::Facts(_) => pre.cloze_questions = Some(data.texts.clone()),
+    }
     pre.retriever.shared_towers = !towers.separate;
     (pre.query_lr_scale, pre.doc_lr_scale) = (towers.query_lr_scale, towers.doc_lr_scale);
     pre.train = stage_loop(
@@ -946,7 +1045,8 @@ pub fn render(s: &AblationSummary) -> String {
     }
     let t = &s.towers;
     md.push_str(&format!(
-        "pre-training arms: texts masked from {}; {} towers, query tower at {}x and document tower at {}x the arm's learning rate\n",
+        "pre-training arms: texts masked ({}) from {}; {} towers, query tower at {}x and document tower at {}x the arm's learning rate\n",
+        s.pretrain_text,
         s.examples,
         if t.separate { "separate" } else { "shared" },
         t.query_lr_scale,
