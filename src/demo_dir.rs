@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 pub const MARKER: &str = ".realm-demo.json";
 const FORMAT_VERSION: u32 = 1;
 
-/// Everything the demo writes at the top of its folder.
+/// Everything the demo writes at the top of its folder, and what earlier versions did (`cloze`,
+/// a stage before 2026-12-07), so that their folders are still recognised and cleared.
 pub const ENTRIES: [&str; 9] = [
     "data",
     "ict",

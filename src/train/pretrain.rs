@@ -393,9 +393,11 @@ fn train(cfg: &PretrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Pret
         vars.retain(|(name, _)| cfg.lr_scale(name) > 0.0);
         vars
     };
-    let stage = match cfg.cloze_questions {
-        Some(_) => Stage::Cloze,
-        None => Stage::Pretrain,
+    // With the retriever learning, pre-training on cloze forms is REALM pre-training on another
+    // text; with it frozen, a stage that teaches the masked-LM alone to read them.
+    let stage = match (&cfg.cloze_questions, cfg.freeze_retriever) {
+        (Some(_), true) => Stage::Cloze,
+        _ => Stage::Pretrain,
     };
     let mut trainer = Trainer::new(&run, stage, vars, &cfg.train, opts)?;
     trainer.set_lr_scales(|name| cfg.lr_scale(name))?;

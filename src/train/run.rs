@@ -38,7 +38,8 @@ pub enum Stage {
     Pretrain,
     /// Open-QA fine-tuning of the reader (and the query tower).
     Finetune,
-    /// Pre-training on questions' cloze forms (`pretrain --cloze-questions`).
+    /// The masked-LM alone trained on questions' cloze forms (`pretrain --cloze-questions
+    /// --freeze-retriever`; with the retriever learning, the stage is [`Stage::Pretrain`]).
     Cloze,
     /// An evaluation (`realm eval`), logged as one line.
     Eval,
