@@ -1,7 +1,7 @@
 //! An index split across the ranks of a run: rank r holds the contiguous part
 //! [`Dist::shard`]`(n)` of the n documents. A search is every rank's exact top k of its part
 //! (for all ranks' queries, which every rank passes alike), an all-gather of those candidates,
-//! and the exact merge of `ops::mips` ([`merge_top_k`] on f64 scores), so each rank gets what
+//! and the exact merge of `ops::mips` ([`crate::ops::mips::merge_top_k`] on f64 scores), so each rank gets what
 //! one search over the whole index gives, bit for bit.
 //!
 //! Training searches with each rank's own queries ([`RankShard::search_own`]: the queries are
