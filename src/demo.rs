@@ -1,9 +1,10 @@
 //! `realm demo`: the whole REALM pipeline on the embedded demo data set (`data/demo/`), from
 //! nothing, on a laptop CPU: tokenizer → a small BERT from scratch (or `--init DIR`) → ICT warm
 //! start → index → REALM pre-training on fact statements (the training questions' cloze forms,
-//! the answer masked) with index refresh → open-QA fine-tuning → evaluation with retrieval and with the null document only → the first three dev questions
-//! answered, with their evidence and gold answers → a knowledge update (up to 25 facts changed in
-//! a copy of the corpus, only the index rebuilt, the same model asked again).
+//! the answer masked) with index refresh → open-QA fine-tuning → evaluation with retrieval and
+//! with the null document only → the first three dev questions answered, with their evidence and
+//! gold answers → a knowledge update (up to 25 facts changed in a copy of the corpus, only the
+//! index rebuilt, the same model asked again).
 use crate::ask::{Answer, Asker};
 use crate::data::demo::{parse_demo_questions, write_demo_files, DemoFiles, DemoQuestion, DEV};
 use crate::data::{contains_answer, exact_match, Answer as Gold};
