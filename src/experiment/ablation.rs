@@ -677,7 +677,8 @@ fn check_held_out(facts: &Path, questions: &Path) -> Result<()> {
     }
 }
 
-/// [`prepare_data`]'s corpus and questions, cut to the size's limits (the texts still unset).
+/// [`prepare_data`]'s corpus and questions, cut to the size's limits, with the corpus as the
+/// texts to mask (which [`prepare_data`] replaces for `--examples` and `--facts`).
 fn cut_data(
     dir: &Path,
     corpus: PathBuf,
