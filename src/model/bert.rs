@@ -12,7 +12,7 @@ use super::config::{Activation, BertConfig};
 use super::train_rng::{Site, TrainRng};
 use crate::device;
 use crate::error::{Error, Result};
-use crate::ops::{nn, KeyLens};
+use crate::ops::{nn, Heads, KeyLens};
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::Path;
 
@@ -485,21 +485,13 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        linear(x, &ctx.weight(&self.weight)?, &ctx.weight(&self.bias)?)
+        self.forward_heads(x, Heads::Keep, ctx)
     }
-}
 
-/// `x wᵀ + b` over the last dimension of `x`, as one 2-D matmul.
-fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let mut dims = x.dims().to_vec();
-    let inputs = dims.pop().unwrap_or(1);
-    let rows: usize = dims.iter().product();
-    dims.push(w.dim(0)?);
-    let y = x
-        .reshape((rows, inputs))?
-        .matmul(&w.t()?)?
-        .broadcast_add(b)?;
-    Ok(y.reshape(dims)?)
+    fn forward_heads(&self, x: &Tensor, heads: Heads, ctx: &Ctx) -> Result<Tensor> {
+        let (w, b) = (ctx.weight(&self.weight)?, ctx.weight(&self.bias)?);
+        crate::ops::linear(x, &w, &b, heads)
+    }
 }
 
 struct LayerNorm {
@@ -559,37 +551,26 @@ struct Layer {
 impl Layer {
     fn forward(&self, x: &Tensor, lens: &KeyLens, index: usize, ctx: &Ctx) -> Result<Tensor> {
         let cfg = ctx.config;
-        let (b, l, h) = x.dims3()?;
         let heads = cfg.num_attention_heads;
-        let dh = h / heads;
-        // One matmul for q, k and v, then one copy into [3, b, heads, l, dh].
-        let qkv = [&self.query, &self.key, &self.value];
-        let w = qkv
-            .iter()
-            .map(|p| ctx.weight(&p.weight))
-            .collect::<Result<Vec<_>>>()?;
-        let bias = qkv
-            .iter()
-            .map(|p| ctx.weight(&p.bias))
-            .collect::<Result<Vec<_>>>()?;
-        let qkv = linear(x, &Tensor::cat(&w, 0)?, &Tensor::cat(&bias, 0)?)?
-            .reshape((b, l, 3, heads, dh))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
+        let dh = x.dim(2)? / heads;
+        // q, k and v straight into the attention's [b, heads, l, dh], and its output read back
+        // as rows by the output projection: no reshapes or copies for autograd to track.
+        let [q, k, v] = [&self.query, &self.key, &self.value]
+            .map(|p| p.forward_heads(x, Heads::Split(heads), ctx));
         let dropout = ctx
             .train
             .and_then(|rng| rng.attention(cfg.attention_probs_dropout_prob, index));
         let context = crate::ops::attention::attention(
-            &qkv.get(0)?,
-            &qkv.get(1)?,
-            &qkv.get(2)?,
+            &q?,
+            &k?,
+            &v?,
             Some(lens),
             1.0 / (dh as f64).sqrt(),
             dropout,
-        )?
-        .transpose(1, 2)?
-        .reshape((b, l, h))?;
-        let attended = self.attention_out.forward(&context, ctx)?;
+        )?;
+        let attended = self
+            .attention_out
+            .forward_heads(&context, Heads::Merge, ctx)?;
         let attended = ctx.hidden_dropout(&attended, Site::AttentionOutput(index))?;
         let x = self.attention_norm.forward(&(attended + x)?, ctx)?;
 

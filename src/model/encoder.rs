@@ -375,9 +375,8 @@ impl KnowledgeEncoder {
         };
         let x = self.norm.forward(&x, train)?;
         let words = param(&word_embeddings(&self.bert)?, train);
-        let logits = x
-            .matmul(&words.t()?)?
-            .broadcast_add(&param(&self.bias, train))?;
+        let bias = param(&self.bias, train);
+        let logits = crate::ops::linear(&x, &words, &bias, crate::ops::Heads::Keep)?;
         match &self.copy {
             None => Ok(logits),
             Some(copy) => {

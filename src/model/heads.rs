@@ -107,9 +107,8 @@ impl Dense {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let w = param(&self.weight, train);
-        Ok(x.matmul(&w.t()?)?
-            .broadcast_add(&param(&self.bias, train))?)
+        let (w, b) = (param(&self.weight, train), param(&self.bias, train));
+        crate::ops::linear(x, &w, &b, crate::ops::Heads::Keep)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod attention;
 pub mod doc_softmax;
 pub mod dropout;
 pub(crate) mod elem;
+pub mod linear;
 pub(crate) mod math;
 pub mod mips;
 pub mod nn;
@@ -21,6 +22,7 @@ pub use crate::device::{
 pub use adamw::{adamw_step, AdamWParam, AdamWStep};
 pub use attention::{attention, Dropout, KeyLens};
 pub use doc_softmax::{doc_softmax, marginal_log_likelihood};
+pub use linear::{linear, Heads};
 pub use mips::{mips_top_k, MipsIndex, ShardedIndex};
 pub use nn::{gelu, layer_norm, GeluForm};
 
