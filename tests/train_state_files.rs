@@ -198,3 +198,38 @@ fn case_number() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::SeqCst)
 }
+
+/// The integer limits in every numeric member, one at a time, deterministically (the random
+/// cases above reach each pair only now and then): sums of a count with a limit must not
+/// overflow.
+#[test]
+fn every_count_at_the_integer_limits_resumes_or_is_an_error() {
+    for name in ["config.json", "checkpoint/trainer.json"] {
+        let text = std::fs::read_to_string(template().join(name)).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        let mut all = Vec::new();
+        paths(&value, &mut Vec::new(), &mut all);
+        for path in all {
+            let current = path.iter().fold(&value, |v, p| &v[p.as_str()]);
+            if !current.is_u64() {
+                continue;
+            }
+            for limit in [Value::from(u64::MAX), Value::from(i64::MAX)] {
+                let run = template().with_file_name(format!("limit-{}", case_number()));
+                copy_dir(template(), &run);
+                let mut edited = value.clone();
+                mutate(&mut edited, &path, Some(limit));
+                std::fs::write(run.join(name), edited.to_string()).unwrap();
+                let mut opts = quiet();
+                opts.resume = true;
+                let outcome = RunDir::open(&run)
+                    .and_then(|r| r.config::<IctConfig>())
+                    .and_then(|cfg| run_ict(&cfg, &run, &opts));
+                if let Ok(report) = outcome {
+                    assert_eq!(report.steps, 4, "{name} {path:?}");
+                }
+                let _ = std::fs::remove_dir_all(&run);
+            }
+        }
+    }
+}

@@ -87,6 +87,7 @@ impl StageConfig for IctConfig {
         limits::within(OP, "block_len", self.block_len, 1, limits::MAX_LEN)?;
         limits::within(OP, "query_len", self.query_len, 3, limits::MAX_LEN)?;
         limits::within(OP, "doc_len", self.doc_len, 4, limits::MAX_LEN)?;
+        limits::within(OP, "heldout", self.heldout, 0, limits::MAX_COUNT)?;
         if !(0.0..=1.0).contains(&self.remove_prob) {
             return Err(Error::bad_input(
                 OP,

@@ -10,6 +10,8 @@ use crate::model::{BertConfig, RetrieverConfig};
 pub const MAX_SCRATCH_PARAMETERS: u64 = 1 << 32;
 /// Largest sequence, block or beam length a configuration may ask for.
 pub const MAX_LEN: usize = 1 << 20;
+/// Largest count of examples, queries or blocks a configuration may ask for.
+pub const MAX_COUNT: usize = 1 << 40;
 
 /// An error naming `op` and `field` unless `least ≤ value ≤ most`.
 pub fn within(
