@@ -17,7 +17,7 @@
 //!
 //! The forward is the GEMM that candle's `matmul` runs (gemm on the CPU, cuBLAS on CUDA) and the
 //! bias added in the output's dtype, so it equals the composition bit for bit. Gradients, in the
-//! arguments' dtype: dx = dy w, dw = dyᵀ x, db = the sum of dy's rows.
+//! arguments' dtype: dx = dy w, dw = dyᵀ x, db = the sum of dy's rows (as 1ᵀ dy, a GEMM).
 
 use crate::error::{Error, Result};
 use crate::ops::elem::check_float;
@@ -279,7 +279,9 @@ impl CustomOp3 for Linear {
             _ => dx.reshape(self.x_dims.as_slice())?,
         };
         let dw = dy.t()?.matmul(&x_rows)?;
-        let db = dy.sum(0)?;
+        // The rows summed by a GEMM: candle's sum over the first dimension runs on one thread.
+        let ones = Tensor::ones((1, rows), dy.dtype(), dy.device())?;
+        let db = ones.matmul(&dy)?.reshape(out)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
