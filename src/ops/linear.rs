@@ -11,7 +11,7 @@
 //! - [`linear`]`(x, w, b, Heads::Keep)`: x `[.., in]`, w `[out, in]` (PyTorch's order), b
 //!   `[out]` → `[.., out]`.
 //! - `Heads::Split(n)`: x `[batch, l, in]` → `[batch, n, l, out / n]`, the q/k/v layout of
-//!   [`crate::ops::attention`].
+//!   [`mod@crate::ops::attention`].
 //! - `Heads::Merge`: x `[batch, n, l, dh]` (the attention's output), read as
 //!   `[batch, l, n · dh]`, → `[batch, l, out]`.
 //!
