@@ -7,7 +7,7 @@ mod common;
 use proptest::prelude::*;
 use realm::device::ComputeDevice;
 use realm::model::BertConfig;
-use realm::train::ict::{run_ict, IctConfig};
+use realm::train::ict::{run_ict, IctConfig, IctReport};
 use realm::train::run::RunDir;
 use realm::train::RunOptions;
 use serde_json::Value;
@@ -50,6 +50,15 @@ fn template() -> &'static Path {
         run_ict(&cfg, &dir.join("run"), &opts).unwrap();
         dir.join("run")
     })
+}
+
+/// The run resumed as `realm ict --run RUN --resume` does it.
+fn resume(run: &Path) -> realm::Result<IctReport> {
+    let mut opts = quiet();
+    opts.resume = true;
+    RunDir::open(run)
+        .and_then(|r| r.config::<IctConfig>())
+        .and_then(|cfg| run_ict(&cfg, run, &opts))
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -179,13 +188,7 @@ proptest! {
         mutate(&mut value, &path, replacement(&current, same_kind, pick, other));
         std::fs::write(&file, value.to_string()).unwrap();
 
-        // As `realm ict --run RUN --resume` does it.
-        let mut opts = quiet();
-        opts.resume = true;
-        let outcome = RunDir::open(&run)
-            .and_then(|r| r.config::<IctConfig>())
-            .and_then(|cfg| run_ict(&cfg, &run, &opts));
-        if let Ok(report) = outcome {
+        if let Ok(report) = resume(&run) {
             prop_assert_eq!(report.steps, 4);
         }
         let _ = std::fs::remove_dir_all(&run);
@@ -220,12 +223,7 @@ fn every_count_at_the_integer_limits_resumes_or_is_an_error() {
                 let mut edited = value.clone();
                 mutate(&mut edited, &path, Some(limit));
                 std::fs::write(run.join(name), edited.to_string()).unwrap();
-                let mut opts = quiet();
-                opts.resume = true;
-                let outcome = RunDir::open(&run)
-                    .and_then(|r| r.config::<IctConfig>())
-                    .and_then(|cfg| run_ict(&cfg, &run, &opts));
-                if let Ok(report) = outcome {
+                if let Ok(report) = resume(&run) {
                     assert_eq!(report.steps, 4, "{name} {path:?}");
                 }
                 let _ = std::fs::remove_dir_all(&run);
