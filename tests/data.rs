@@ -91,6 +91,59 @@ fn malformed_corpus_lines_are_errors_with_file_and_line_or_skipped_and_counted()
     );
 }
 
+/// A SQuAD file is a corpus of its paragraphs, pretty-printed or on one line; a `.json` file of
+/// JSON lines stays JSON lines; a `.json` file that is neither says so.
+#[test]
+fn squad_paragraphs_are_a_corpus_and_json_lines_may_be_named_json() {
+    let squad = r#"{"version": "1", "data": [
+      {"title": "Vesper_Lake", "paragraphs": [
+        {"context": "Vesper Lake is cold.", "qas": []},
+        {"context": "It freezes in May.", "qas": []}]},
+      {"title": "Ardent", "paragraphs": [{"context": "Ardent is a ship.", "qas": []}]}]}"#;
+    let read = |name: &str, text: &str| -> Vec<(String, String, String)> {
+        CorpusReader::open(temp_file(name, text), false)
+            .unwrap()
+            .map(|d| {
+                let d = d.unwrap();
+                (d.id, d.title, d.text)
+            })
+            .collect()
+    };
+    let docs = read("pretty.json", squad);
+    let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        docs,
+        [
+            t("0:0", "Vesper Lake", "Vesper Lake is cold."),
+            t("0:1", "Vesper Lake", "It freezes in May."),
+            t("1:0", "Ardent", "Ardent is a ship."),
+        ]
+    );
+    assert_eq!(read("one-line.json", &squad.replace('\n', " ")), docs);
+    assert_eq!(
+        read(
+            "lines.json",
+            "{\"id\": 4, \"title\": \"T\", \"text\": \"x\"}\n"
+        ),
+        [t("4", "T", "x")]
+    );
+    let err = CorpusReader::open(temp_file("neither.json", "{\"id\": 4,\n"), false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("neither.json") && err.contains("neither JSON lines"),
+        "{err}"
+    );
+    if let Some(path) = shared("data/qa/squadshifts-nyt.json") {
+        let docs: Vec<_> = CorpusReader::open(&path, false)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(docs.len(), 2_017, "the NYT file's paragraphs");
+    }
+}
+
 #[test]
 fn missing_files_and_unknown_formats_are_clear_errors() {
     let err = CorpusReader::open("/nonexistent/corpus.jsonl", false)

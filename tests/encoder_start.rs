@@ -71,24 +71,10 @@ fn questions() -> Vec<String> {
 /// A random BERT folder (hidden 256, wider than the 127 directions a 128-d projection keeps),
 /// with the demo vocabulary.
 fn random_bert_folder(name: &str) -> PathBuf {
-    let dir = common::temp_dir(name);
-    let vocab = common::demo_vocab();
-    let tok = BertTokenizer::from_vocab(&vocab, true).unwrap();
     let mut cfg = BertConfig::new(256, 1, 4);
-    cfg.vocab_size = tok.vocab_size();
     cfg.intermediate_size = 256;
     cfg.max_position_embeddings = 64;
-    BertModel::new_random(&cfg, 11, &Device::Cpu)
-        .unwrap()
-        .save(&dir)
-        .unwrap();
-    std::fs::copy(&vocab, dir.join("vocab.txt")).unwrap();
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        r#"{"do_lower_case": true}"#,
-    )
-    .unwrap();
-    dir
+    common::random_bert_folder(name, cfg)
 }
 
 /// `[queries, blocks]` scores: the encoder's cosine of mean-pooled hidden states, and the

@@ -133,3 +133,79 @@ fn tiny_ablation_runs_every_arm_and_writes_its_results() {
         "{err}"
     );
 }
+
+/// Another corpus than the demo's (here the demo's documents under another file with documents
+/// of its own added, as wiki-vital holds the demo's 2,000 among its 10,033) is evaluated on the
+/// demo's held-out questions when it holds their documents, and pre-trained on the demo's
+/// training statements; it needs a BERT folder for its vocabulary, and the gpu size needs one
+/// for its rates. What it cannot use is refused before anything runs.
+#[test]
+fn another_corpus_holding_the_demo_documents_uses_the_demo_questions() {
+    let root = common::temp_dir("another-corpus");
+    let demo = realm::data::demo::write_demo_files(root.join("demo")).unwrap();
+    let docs = std::fs::read_to_string(&demo.docs).unwrap();
+    let extra = "{\"id\": 990001, \"title\": \"Vesper Lake\", \"text\": \"Vesper Lake is a lake \
+                 in the north. Its water is cold.\"}\n";
+    let corpus = root.join("wiki.jsonl");
+    std::fs::write(&corpus, format!("{docs}{extra}")).unwrap();
+    let init = common::random_bert_folder("another-corpus-bert", common::tiny_config(0, 512));
+    let cfg = AblationConfig {
+        out: root.join("out"),
+        size: Size::Tiny,
+        scale: 1.0,
+        seeds: vec![0],
+        corpus: Some(corpus.clone()),
+        questions: None,
+        text: PretrainText::Facts(None),
+        init: Some(init.clone()),
+        towers: Towers::default(),
+        quiet: true,
+    };
+    let s = run_ablation(&cfg, &ComputeDevice::cpu()).unwrap();
+    assert_eq!(s.runs.len(), 4);
+    assert_eq!(
+        s.eval_questions, 6,
+        "the first 6 of the demo's dev questions"
+    );
+    assert!(s.examples.ends_with("train.jsonl"), "{}", s.examples);
+    assert_eq!(s.init, init.display().to_string());
+
+    let refused = |name: &str, change: &dyn Fn(&mut AblationConfig)| -> String {
+        let mut c = cfg.clone();
+        c.out = root.join(name);
+        change(&mut c);
+        let err = format!("{:#}", run_ablation(&c, &ComputeDevice::cpu()).unwrap_err());
+        assert!(
+            !c.out.join("seed-0").exists(),
+            "{name}: nothing runs: {err}"
+        );
+        err
+    };
+    // A corpus without the documents of the demo's held-out questions.
+    let without = root.join("without.jsonl");
+    std::fs::write(
+        &without,
+        format!("{}\n{extra}", docs.lines().next().unwrap()),
+    )
+    .unwrap();
+    let err = refused("without", &|c| c.corpus = Some(without.clone()));
+    assert!(
+        err.contains("held-out questions") && err.contains("without.jsonl"),
+        "{err}"
+    );
+    let err = refused("no-init", &|c| c.init = None);
+    assert!(err.contains("--init"), "{err}");
+    let err = refused("gpu-no-init", &|c| {
+        (c.size, c.corpus, c.init) = (Size::Gpu, None, None);
+    });
+    assert!(err.contains("gpu size") && err.contains("--init"), "{err}");
+    let err = refused("questions-no-corpus", &|c| {
+        (c.corpus, c.questions) = (None, Some(demo.dev.clone()));
+        c.text = PretrainText::Corpus;
+    });
+    assert!(err.contains("--corpus"), "{err}");
+    let err = refused("own-questions-demo-facts", &|c| {
+        c.questions = Some(demo.dev.clone())
+    });
+    assert!(err.contains("--facts FILE"), "{err}");
+}

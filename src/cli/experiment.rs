@@ -31,6 +31,8 @@ enum SizeArg {
     Cpu,
     /// Fewer steps, 1,000 documents, 100 questions (a busy 2-core machine, about 45 minutes).
     Small,
+    /// One GPU and a pretrained BERT (--init): longer runs, larger batches, for wiki-vital.
+    Gpu,
 }
 
 #[derive(Args)]
@@ -48,10 +50,11 @@ struct AblationArgs {
     /// Seeds 0..N (at least 3 for the claim).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
-    /// Knowledge corpus (JSONL); default: the embedded demo corpus. Needs --questions and --init.
+    /// Knowledge corpus (JSONL); default: the embedded demo corpus. Needs --init; without
+    /// --questions it must hold the demo's held-out questions' documents (wiki-vital does).
     #[arg(long)]
     corpus: Option<PathBuf>,
-    /// Held-out questions (JSONL with doc_id); default: the demo's dev questions.
+    /// Held-out questions (JSONL with doc_id) about --corpus; default: the demo's dev questions.
     #[arg(long)]
     questions: Option<PathBuf>,
     /// Start from this BERT folder instead of the demo's small BERT from scratch.
@@ -95,6 +98,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             SizeArg::Tiny => Size::Tiny,
             SizeArg::Cpu => Size::Cpu,
             SizeArg::Small => Size::Small,
+            SizeArg::Gpu => Size::Gpu,
         },
         scale: args.scale,
         seeds: (0..args.seeds).collect(),

@@ -2,13 +2,14 @@
 //! psgs_w100.tsv, header optional, CSV-style quoting). Documents are read one line at a time, so a
 //! 21M-passage file is never loaded whole. A malformed line (not UTF-8 included) is an error
 //! naming the file and line, or, with `skip_bad_lines`, skipped and counted. A UTF-8 byte-order
-//! mark is accepted.
+//! mark is accepted. The paragraphs of a SQuAD JSON file are a corpus too (read whole, as
+//! SQuAD files are small; [`super::qa::squad_paragraphs`] names them).
 
 use crate::error::{Error, Result};
 use crate::lines::{LineError, Lines};
 use serde::Deserialize;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 /// One corpus document.
@@ -29,30 +30,61 @@ pub enum CorpusFormat {
     Jsonl,
     /// DPR's TSV: `id\ttext\ttitle`, header optional, CSV-style quoting.
     Tsv,
+    /// SQuAD JSON: each paragraph a document.
+    Squad,
 }
 
 impl CorpusFormat {
-    /// From the file extension: `.tsv` is DPR's TSV, `.jsonl`/`.json` JSON lines.
+    /// From the file extension: `.tsv` is DPR's TSV, `.jsonl` JSON lines; `.json` is JSON lines
+    /// when its first line is a JSON object without a `data` member, else SQuAD JSON (whose
+    /// object has `data`, and whose first line is no whole object when it is pretty-printed).
     pub fn from_path(path: &Path) -> Result<Self> {
         match path.extension().and_then(|e| e.to_str()) {
             Some("tsv") => Ok(CorpusFormat::Tsv),
-            Some("jsonl") | Some("json") => Ok(CorpusFormat::Jsonl),
+            Some("jsonl") => Ok(CorpusFormat::Jsonl),
+            Some("json") => Self::sniff_json(path),
             _ => Err(Error::file(
                 path,
-                "unknown corpus format: use a .jsonl ({\"id\",\"title\",\"text\"} per line) or .tsv (id, text, title) file",
+                "unknown corpus format: use a .jsonl ({\"id\",\"title\",\"text\"} per line), .tsv (id, text, title) or SQuAD .json file",
             )),
         }
+    }
+
+    fn sniff_json(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        let mut first = Vec::new();
+        BufReader::new(file)
+            .read_until(b'\n', &mut first)
+            .map_err(|e| Error::file(path, e))?;
+        let line = String::from_utf8_lossy(&first);
+        let line = line.trim_start_matches('\u{feff}');
+        Ok(match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(o)) if !o.contains_key("data") => CorpusFormat::Jsonl,
+            _ => CorpusFormat::Squad,
+        })
     }
 }
 
 /// Iterates over the documents of a corpus file.
 pub struct CorpusReader {
     path: PathBuf,
-    format: CorpusFormat,
-    lines: Lines<BufReader<File>>,
+    source: Source,
     line: usize,
     skip_bad_lines: bool,
     skipped: usize,
+}
+
+/// Where the documents come from: lines read as they are needed (`tsv`: DPR's TSV, else JSON
+/// lines), or a file read whole.
+enum Source {
+    Lines {
+        lines: Lines<BufReader<File>>,
+        tsv: bool,
+    },
+    Whole {
+        docs: std::vec::IntoIter<Document>,
+        bytes: u64,
+    },
 }
 
 impl CorpusReader {
@@ -62,10 +94,32 @@ impl CorpusReader {
     pub fn open(path: impl AsRef<Path>, skip_bad_lines: bool) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let format = CorpusFormat::from_path(&path)?;
+        let source = match format {
+            CorpusFormat::Squad => {
+                let text = crate::lines::read_text(&path)?;
+                Source::Whole {
+                    bytes: text.len() as u64,
+                    docs: super::qa::squad_paragraphs(&path, &text)
+                        .map_err(|e| {
+                            Error::file(
+                                &path,
+                                format!(
+                                    "neither JSON lines (line 1 is no {{\"id\",\"title\",\"text\"}} \
+                                     object) nor SQuAD JSON: {e}"
+                                ),
+                            )
+                        })?
+                        .into_iter(),
+                }
+            }
+            CorpusFormat::Jsonl | CorpusFormat::Tsv => Source::Lines {
+                lines: Lines::open(&path)?,
+                tsv: format == CorpusFormat::Tsv,
+            },
+        };
         Ok(CorpusReader {
-            lines: Lines::open(&path)?,
+            source,
             path,
-            format,
             line: 0,
             skip_bad_lines,
             skipped: 0,
@@ -79,43 +133,49 @@ impl CorpusReader {
 
     /// Bytes of the file read so far.
     pub fn bytes_read(&self) -> u64 {
-        self.lines.bytes_read()
-    }
-
-    fn parse(&self, text: &str) -> std::result::Result<Option<Document>, String> {
-        match self.format {
-            CorpusFormat::Jsonl => parse_jsonl(text).map(Some),
-            CorpusFormat::Tsv => {
-                // DPR's files start with an `id\ttext\ttitle` header; others have none.
-                if self.line == 1 && text.trim_end() == "id\ttext\ttitle" {
-                    return Ok(None);
-                }
-                parse_tsv(text).map(Some)
-            }
+        match &self.source {
+            Source::Lines { lines, .. } => lines.bytes_read(),
+            Source::Whole { bytes, .. } => *bytes,
         }
     }
+}
+
+/// One line of JSON lines or (`tsv`) DPR's TSV; None for TSV's header.
+fn parse_line(tsv: bool, line: usize, text: &str) -> std::result::Result<Option<Document>, String> {
+    if !tsv {
+        return parse_jsonl(text).map(Some);
+    }
+    // DPR's files start with an `id\ttext\ttitle` header; others have none.
+    if line == 1 && text.trim_end() == "id\ttext\ttitle" {
+        return Ok(None);
+    }
+    parse_tsv(text).map(Some)
 }
 
 impl Iterator for CorpusReader {
     type Item = Result<Document>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let (lines, tsv) = match &mut self.source {
+            Source::Lines { lines, tsv } => (lines, *tsv),
+            Source::Whole { docs, .. } => return docs.next().map(Ok),
+        };
         loop {
-            let (line, text) = self.lines.next()?;
+            let (line, text) = lines.next()?;
             self.line = line;
             let text = match text {
                 Ok(t) => t,
-                Err(e @ LineError::Io(_)) => return Some(Err(self.lines.error(line, &e))),
+                Err(e @ LineError::Io(_)) => return Some(Err(lines.error(line, &e))),
                 Err(_) if self.skip_bad_lines => {
                     self.skipped += 1;
                     continue;
                 }
-                Err(e) => return Some(Err(self.lines.error(line, &e))),
+                Err(e) => return Some(Err(lines.error(line, &e))),
             };
             if text.trim().is_empty() {
                 continue;
             }
-            match self.parse(&text) {
+            match parse_line(tsv, line, &text) {
                 Ok(Some(doc)) => return Some(Ok(doc)),
                 Ok(None) => continue,
                 Err(_) if self.skip_bad_lines => self.skipped += 1,

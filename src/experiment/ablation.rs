@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalConfig, EvalReport};
 use crate::index::build::{index_corpus, EmbedBlocks, IndexCorpus};
 use crate::index::RetrieverModel;
+use crate::lines::read_text;
 use crate::model::{BertTokenizer, TowerPooling};
 use crate::report::metrics::Record;
 use crate::train::ict::{run_ict, IctConfig};
@@ -64,6 +65,10 @@ pub enum Size {
     /// A fifth of the CPU size's steps and half its batches, 1,000 documents and the first 100
     /// questions: what a 2-core machine shared with other jobs finished in about 40 minutes.
     Small,
+    /// For one GPU and a pretrained BERT (`--init`, required): ICT 1,000 steps of 128,
+    /// pre-training 1,000 steps of 32 (the CPU size: 300 of 64, 100 of 8), rates for a
+    /// pretrained model; meant for the whole wiki-vital corpus (10,033 lead sections).
+    Gpu,
 }
 
 /// The settings a [`Size`] stands for.
@@ -136,6 +141,21 @@ impl Size {
                 refresh_every: 4,
                 max_docs: Some(1000),
                 max_questions: Some(100),
+                ..Size::Cpu.shape(scale)
+            },
+            // A pretrained start: ICT at ORQA's rate (1e-4); pre-training at 1e-4, the top of
+            // BERT's fine-tuning rates, since a short run gains less at a lower one (the cpu
+            // size's fact statements: recall@5 0.74 at 1e-5, 0.88 at 1e-4, docs/realm-ablation.md)
+            // and 1e-3 would undo the pretrained encoder. The index refreshed every 50 steps
+            // (arm `stale`: every 1,500, so never within the run), 20 times per run.
+            Size::Gpu => Shape {
+                ict_steps: steps(1000),
+                ict_batch: 128,
+                ict_lr: 1e-4,
+                pretrain_steps: steps(1000),
+                pretrain_batch: 32,
+                pretrain_lr: 1e-4,
+                refresh_every: 50,
                 ..Size::Cpu.shape(scale)
             },
         }
@@ -582,22 +602,23 @@ fn check(cfg: &AblationConfig) -> Result<()> {
                 "--facts: no such file (training questions, JSONL)",
             ))
         }
-        PretrainText::Facts(None) if cfg.corpus.is_some() => {
+        PretrainText::Facts(None) if cfg.questions.is_some() => {
             return Err(Error::bad_input(
                 OP,
                 "facts",
-                "another corpus than the demo's needs its own training questions (--facts FILE)",
+                "held-out questions of your own need training questions of your own (--facts \
+                 FILE); the demo's training split is disjoint from the demo's questions only",
             ))
         }
         _ => {}
     }
     let t = cfg.towers;
     check_tower_rates(OP, t.query_lr_scale, t.doc_lr_scale, Some(!t.separate))?;
-    if cfg.corpus.is_some() != cfg.questions.is_some() {
+    if cfg.questions.is_some() && cfg.corpus.is_none() {
         return Err(Error::bad_input(
             OP,
-            "corpus",
-            "give both a corpus and its questions, or neither (the demo's)",
+            "questions",
+            "questions of your own need the corpus they are about (--corpus)",
         ));
     }
     if cfg.corpus.is_some() && cfg.init.is_none() {
@@ -605,6 +626,14 @@ fn check(cfg: &AblationConfig) -> Result<()> {
             OP,
             "init",
             "another corpus than the demo's needs a BERT folder (--init) for its vocabulary",
+        ));
+    }
+    if cfg.size == Size::Gpu && cfg.init.is_none() {
+        return Err(Error::bad_input(
+            OP,
+            "init",
+            "the gpu size starts from a pretrained BERT (--init FOLDER): its learning rates are \
+             a pretrained model's, too low for the demo's small BERT from scratch",
         ));
     }
     crate::io::check_new_output_dir(&cfg.out, "--out")?;
@@ -633,12 +662,20 @@ struct Data {
 /// The corpus and questions (the demo's unless given), cut to the size's limits into
 /// `out/data/`: the first `max_questions` questions, and the documents they are about before
 /// others in file order up to `max_docs`; and the texts to mask.
+///
+/// The demo's questions and documents keep wiki-vital's document ids, so a corpus that holds
+/// the documents of the demo's held-out questions (wiki-vital itself) is evaluated on them, and
+/// pre-trained on the demo's training statements with `--facts`.
 fn prepare_data(cfg: &AblationConfig, shape: &Shape) -> Result<Data> {
     let dir = cfg.out.join("data");
     let demo = write_demo_files(&dir)?;
-    let (corpus, questions) = match (&cfg.corpus, &cfg.questions) {
-        (Some(c), Some(q)) => (c.clone(), q.clone()),
-        _ => (demo.docs, demo.dev),
+    let corpus = cfg.corpus.clone().unwrap_or(demo.docs);
+    let questions = match &cfg.questions {
+        Some(q) => q.clone(),
+        None => {
+            check_documents_held(&corpus, &demo.dev)?;
+            demo.dev
+        }
     };
     let data = cut_data(&dir, corpus, questions, demo.vocab, shape)?;
     let texts = match &cfg.text {
@@ -651,6 +688,51 @@ fn prepare_data(cfg: &AblationConfig, shape: &Shape) -> Result<Data> {
         }
     };
     Ok(Data { texts, ..data })
+}
+
+/// An error unless `corpus` holds the document (`doc_id`) of every question of `questions`.
+fn check_documents_held(corpus: &Path, questions: &Path) -> Result<()> {
+    let ids = |path: &Path, field: &str| -> Result<Vec<String>> {
+        json_lines(&read_text(path)?)
+            .iter()
+            .map(|&line| json_id(line, field, path))
+            .collect()
+    };
+    let held: HashSet<String> = ids(corpus, "id")?.into_iter().collect();
+    let missing: Vec<String> = ids(questions, "doc_id")?
+        .into_iter()
+        .filter(|id| !held.contains(id))
+        .collect();
+    match missing.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::file(
+            corpus,
+            format!(
+                "--corpus: {} of the demo's held-out questions are about documents it does not \
+                 hold (the first: id {first}); give the questions about it (--questions)",
+                missing.len()
+            ),
+        )),
+    }
+}
+
+/// The lines of a JSONL text that are not blank, with their 1-based line numbers.
+fn json_lines(text: &str) -> Vec<(usize, &str)> {
+    (1..)
+        .zip(text.lines())
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect()
+}
+
+/// A JSON line's `field` as a string (a number as its digits): documents' and questions' ids.
+fn json_id((number, line): (usize, &str), field: &str, path: &Path) -> Result<String> {
+    let bad = |why: String| Error::file(path, format!("line {number}: {why}"));
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    match v.get(field) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(other) => Ok(other.to_string()),
+        None => Err(bad(format!("no `{field}`"))),
+    }
 }
 
 /// An error naming a question of `facts` that is also one of the held-out `questions` (the same
@@ -686,12 +768,8 @@ fn cut_data(
     vocab: PathBuf,
     shape: &Shape,
 ) -> Result<Data> {
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::file(p, e));
-    let corpus_text = read(&corpus)?;
-    let doc_lines: Vec<&str> = corpus_text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let corpus_text = read_text(&corpus)?;
+    let doc_lines = json_lines(&corpus_text);
     if shape.max_docs.is_none() && shape.max_questions.is_none() {
         return Ok(Data {
             docs: doc_lines.len(),
@@ -701,28 +779,17 @@ fn cut_data(
             vocab,
         });
     }
-    let question_text = read(&questions)?;
-    let kept_questions: Vec<&str> = question_text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(shape.max_questions.unwrap_or(usize::MAX))
-        .collect();
-    let id_of = |line: &str, field: &str, path: &Path| -> Result<String> {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::file(path, e))?;
-        match v.get(field) {
-            Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            Some(other) => Ok(other.to_string()),
-            None => Err(Error::file(path, format!("a line has no `{field}`"))),
-        }
-    };
+    let question_text = read_text(&questions)?;
+    let mut kept_questions = json_lines(&question_text);
+    kept_questions.truncate(shape.max_questions.unwrap_or(usize::MAX));
     let wanted: HashSet<String> = kept_questions
         .iter()
-        .map(|l| id_of(l, "doc_id", &questions))
+        .map(|&line| json_id(line, "doc_id", &questions))
         .collect::<Result<_>>()?;
     let max_docs = shape.max_docs.unwrap_or(usize::MAX).max(wanted.len());
     let ids: Vec<String> = doc_lines
         .iter()
-        .map(|l| id_of(l, "id", &corpus))
+        .map(|&line| json_id(line, "id", &corpus))
         .collect::<Result<_>>()?;
     let mut keep: Vec<bool> = ids.iter().map(|id| wanted.contains(id)).collect();
     let mut kept = keep.iter().filter(|&&k| k).count();
@@ -747,12 +814,15 @@ fn cut_data(
             .iter()
             .zip(&keep)
             .filter(|(_, &k)| k)
-            .map(|(l, _)| *l),
+            .map(|(&(_, l), _)| l),
     )?;
     Ok(Data {
         texts: corpus.clone(),
         corpus,
-        questions: write_lines("questions.jsonl", &mut kept_questions.iter().copied())?,
+        questions: write_lines(
+            "questions.jsonl",
+            &mut kept_questions.iter().map(|&(_, l)| l),
+        )?,
         vocab,
         docs: kept,
     })

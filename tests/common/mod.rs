@@ -53,6 +53,27 @@ pub fn tiny_config(vocab: usize, positions: usize) -> BertConfig {
     c
 }
 
+/// A Hugging Face BERT folder (`config.json`, `model.safetensors`, `vocab.txt`, lowercasing)
+/// with random weights of `config`'s shape and the demo vocabulary: an `--init` for tests.
+pub fn random_bert_folder(name: &str, mut config: BertConfig) -> PathBuf {
+    let dir = temp_dir(name);
+    let vocab = demo_vocab();
+    config.vocab_size = BertTokenizer::from_vocab(&vocab, true)
+        .unwrap()
+        .vocab_size();
+    realm::model::BertModel::new_random(&config, 11, &Device::Cpu)
+        .unwrap()
+        .save(&dir)
+        .unwrap();
+    std::fs::copy(&vocab, dir.join("vocab.txt")).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"do_lower_case": true}"#,
+    )
+    .unwrap();
+    dir
+}
+
 /// Every row of a `realm selftest` run passed (at least `min_rows` of them, the registered
 /// cases), else a panic naming the case, its error and its tolerance.
 pub fn assert_selftest_passed(rows: Vec<realm::check::Row>, min_rows: usize) {
