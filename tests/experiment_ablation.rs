@@ -134,21 +134,40 @@ fn tiny_ablation_runs_every_arm_and_writes_its_results() {
     );
 }
 
-/// Another corpus than the demo's (here the demo's documents under another file with documents
-/// of its own added, as wiki-vital holds the demo's 2,000 among its 10,033) is evaluated on the
-/// demo's held-out questions when it holds their documents, and pre-trained on the demo's
-/// training statements; it needs a BERT folder for its vocabulary, and the gpu size needs one
-/// for its rates. What it cannot use is refused before anything runs.
+/// Another corpus than the demo's (here the demo's documents in DPR's TSV with a document of its
+/// own added, as wiki-vital holds the demo's 2,000 among its 10,033) is evaluated on the demo's
+/// held-out questions when it holds their documents, and pre-trained on the demo's training
+/// statements, from scratch with the demo's vocabulary or from a BERT folder. What it cannot use
+/// is refused before anything runs.
 #[test]
 fn another_corpus_holding_the_demo_documents_uses_the_demo_questions() {
     let root = common::temp_dir("another-corpus");
     let demo = realm::data::demo::write_demo_files(root.join("demo")).unwrap();
-    let docs = std::fs::read_to_string(&demo.docs).unwrap();
-    let extra = "{\"id\": 990001, \"title\": \"Vesper Lake\", \"text\": \"Vesper Lake is a lake \
-                 in the north. Its water is cold.\"}\n";
-    let corpus = root.join("wiki.jsonl");
-    std::fs::write(&corpus, format!("{docs}{extra}")).unwrap();
-    let init = common::random_bert_folder("another-corpus-bert", common::tiny_config(0, 512));
+    let docs: Vec<serde_json::Value> = std::fs::read_to_string(&demo.docs)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // DPR's TSV has no escape for a tab or a line break: the few texts with one lose it.
+    let tsv_line = |id: &str, title: &str, text: &str| {
+        let text = text.replace(['\t', '\n'], " ").replace('"', "\"\"");
+        format!("{id}\t\"{text}\"\t{title}\n")
+    };
+    let extra = tsv_line(
+        "990001",
+        "Vesper Lake",
+        "Vesper Lake is a lake. Its water is cold.",
+    );
+    let field = |d: &serde_json::Value, k: &str| match &d[k] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let lines: String = docs
+        .iter()
+        .map(|d| tsv_line(&field(d, "id"), &field(d, "title"), &field(d, "text")))
+        .collect();
+    let corpus = root.join("wiki.tsv");
+    std::fs::write(&corpus, format!("{lines}{extra}")).unwrap();
     let cfg = AblationConfig {
         out: root.join("out"),
         size: Size::Tiny,
@@ -157,7 +176,7 @@ fn another_corpus_holding_the_demo_documents_uses_the_demo_questions() {
         corpus: Some(corpus.clone()),
         questions: None,
         text: PretrainText::Facts(None),
-        init: Some(init.clone()),
+        init: None,
         towers: Towers::default(),
         quiet: true,
     };
@@ -168,6 +187,15 @@ fn another_corpus_holding_the_demo_documents_uses_the_demo_questions() {
         "the first 6 of the demo's dev questions"
     );
     assert!(s.examples.ends_with("train.jsonl"), "{}", s.examples);
+
+    let init = common::random_bert_folder("another-corpus-bert", common::tiny_config(0, 512));
+    let from_bert = AblationConfig {
+        out: root.join("from-bert"),
+        init: Some(init.clone()),
+        ..cfg.clone()
+    };
+    let s = run_ablation(&from_bert, &ComputeDevice::cpu()).unwrap();
+    assert_eq!((s.runs.len(), s.eval_questions), (4, 6));
     assert_eq!(s.init, init.display().to_string());
 
     let refused = |name: &str, change: &dyn Fn(&mut AblationConfig)| -> String {
@@ -182,23 +210,17 @@ fn another_corpus_holding_the_demo_documents_uses_the_demo_questions() {
         err
     };
     // A corpus without the documents of the demo's held-out questions.
-    let without = root.join("without.jsonl");
+    let without = root.join("without.tsv");
     std::fs::write(
         &without,
-        format!("{}\n{extra}", docs.lines().next().unwrap()),
+        format!("{}\n{extra}", lines.lines().next().unwrap()),
     )
     .unwrap();
     let err = refused("without", &|c| c.corpus = Some(without.clone()));
     assert!(
-        err.contains("held-out questions") && err.contains("without.jsonl"),
+        err.contains("held-out questions") && err.contains("without.tsv"),
         "{err}"
     );
-    let err = refused("no-init", &|c| c.init = None);
-    assert!(err.contains("--init"), "{err}");
-    let err = refused("gpu-no-init", &|c| {
-        (c.size, c.corpus, c.init) = (Size::Gpu, None, None);
-    });
-    assert!(err.contains("gpu size") && err.contains("--init"), "{err}");
     let err = refused("questions-no-corpus", &|c| {
         (c.corpus, c.questions) = (None, Some(demo.dev.clone()));
         c.text = PretrainText::Corpus;

@@ -31,7 +31,7 @@ enum SizeArg {
     Cpu,
     /// Fewer steps, 1,000 documents, 100 questions (a busy 2-core machine, about 45 minutes).
     Small,
-    /// One GPU and a pretrained BERT (--init): longer runs, larger batches, for wiki-vital.
+    /// One GPU: longer runs in larger batches, for the whole wiki-vital corpus (--corpus).
     Gpu,
 }
 
@@ -50,14 +50,15 @@ struct AblationArgs {
     /// Seeds 0..N (at least 3 for the claim).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
-    /// Knowledge corpus (JSONL); default: the embedded demo corpus. Needs --init; without
+    /// Knowledge corpus (JSONL, TSV or SQuAD JSON); default: the embedded demo corpus. Without
     /// --questions it must hold the demo's held-out questions' documents (wiki-vital does).
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Held-out questions (JSONL with doc_id) about --corpus; default: the demo's dev questions.
     #[arg(long)]
     questions: Option<PathBuf>,
-    /// Start from this BERT folder instead of the demo's small BERT from scratch.
+    /// Start from this BERT folder instead of the demo's small BERT from scratch (whose
+    /// vocabulary, the demo's, serves any corpus).
     #[arg(long)]
     init: Option<PathBuf>,
     /// Texts the pre-training arms mask (JSONL documents, e.g. a larger Wikipedia than the
