@@ -372,9 +372,15 @@ pub struct Verdict {
     pub gain: f64,
     /// The larger of the two arms' max − min.
     pub spread: f64,
-    /// Whether `gain` exceeds `spread`.
+    /// Seeds behind the medians.
+    pub seeds: usize,
+    /// Whether `gain` exceeds `spread` over at least [`MIN_VERDICT_SEEDS`] seeds (with fewer, the
+    /// spread says nothing of the seed noise).
     pub beats: bool,
 }
+
+/// Seeds a [`Verdict`] needs.
+pub const MIN_VERDICT_SEEDS: usize = 3;
 
 /// How many salient spans of the pre-training texts could be read off a retrievable block.
 #[derive(Clone, Debug, Serialize)]
@@ -539,10 +545,12 @@ fn assemble(
         (Some(a), Some(b)) => {
             let spread = a.range().max(b.range());
             let gain = b.median - a.median;
+            let seeds = runs.iter().filter(|r| r.arm == Arm::Salient).count();
             Some(Verdict {
                 gain,
                 spread,
-                beats: gain > spread,
+                seeds,
+                beats: seeds >= MIN_VERDICT_SEEDS && gain > spread,
             })
         }
         _ => None,
@@ -1085,11 +1093,19 @@ pub fn render(s: &AblationSummary) -> String {
         ));
     }
     if let Some(v) = &s.recall_at_5_b_vs_a {
+        let verdict = if v.seeds < MIN_VERDICT_SEEDS {
+            format!(
+                "{} seed(s), too few to compare with the seed noise",
+                v.seeds
+            )
+        } else if v.beats {
+            "(b) beats (a) by more than the spread".to_string()
+        } else {
+            "(b) does not beat (a) by more than the spread".to_string()
+        };
         md.push_str(&format!(
-            "\nrecall@5, (b) − (a): {:+.3} (medians), spread {:.3}: (b) {} (a) by more than the spread\n",
-            v.gain,
-            v.spread,
-            if v.beats { "beats" } else { "does not beat" }
+            "\nrecall@5, (b) − (a): {:+.3} (medians), spread {:.3}: {verdict}\n",
+            v.gain, v.spread,
         ));
     }
     let t = &s.towers;
