@@ -3,7 +3,7 @@
 //! 21M-passage file is never loaded whole. A malformed line (not UTF-8 included) is an error
 //! naming the file and line, or, with `skip_bad_lines`, skipped and counted. A UTF-8 byte-order
 //! mark is accepted. The paragraphs of a SQuAD JSON file are a corpus too (read whole, as
-//! SQuAD files are small; [`super::qa::squad_paragraphs`] names them).
+//! SQuAD files are small; a paragraph's id is `a:p`, the article's and its 0-based positions).
 
 use crate::error::{Error, Result};
 use crate::lines::{LineError, Lines};
@@ -99,7 +99,7 @@ impl CorpusReader {
                 let text = crate::lines::read_text(&path)?;
                 Source::Whole {
                     bytes: text.len() as u64,
-                    docs: super::qa::squad_paragraphs(&path, &text)
+                    docs: squad_paragraphs(&path, &text)
                         .map_err(|e| {
                             Error::file(
                                 &path,
@@ -247,6 +247,24 @@ fn unquote(field: &str) -> std::result::Result<String, String> {
             .map(|inner| inner.replace("\"\"", "\""))
             .ok_or_else(|| format!("unterminated quoted field: {field:.40}")),
     }
+}
+
+/// The paragraphs of a SQuAD file as corpus documents, in file order: id `a:p` (the article's
+/// and the paragraph's 0-based positions), the article's title with `_` as spaces (SQuAD keeps
+/// Wikipedia's URL form), the paragraph as the text.
+fn squad_paragraphs(path: &Path, text: &str) -> Result<Vec<Document>> {
+    let mut docs = Vec::new();
+    for (a, article) in super::squad::read(path, text)?.data.into_iter().enumerate() {
+        let title = article.title.replace('_', " ");
+        for (p, paragraph) in article.paragraphs.into_iter().enumerate() {
+            docs.push(Document {
+                id: format!("{a}:{p}"),
+                title: title.clone(),
+                text: paragraph.context,
+            });
+        }
+    }
+    Ok(docs)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod ict;
 pub mod masking;
 pub mod qa;
 pub mod salient;
+mod squad;
 pub mod tokenized;
 pub mod vocab;
 

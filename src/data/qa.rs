@@ -1,7 +1,7 @@
 //! Question answering data: NQ-open style JSONL (`{"question","answers":[...]}`) and SQuAD JSON,
 //! and the SQuAD evaluation's answer normalisation and exact match.
 
-use super::corpus::Document;
+use super::squad;
 use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -93,57 +93,8 @@ fn read_jsonl(path: &Path) -> Result<Vec<QaExample>> {
     Ok(out)
 }
 
-#[derive(Deserialize)]
-struct Squad {
-    data: Vec<SquadArticle>,
-}
-#[derive(Deserialize)]
-struct SquadArticle {
-    #[serde(default)]
-    title: String,
-    paragraphs: Vec<SquadParagraph>,
-}
-#[derive(Deserialize)]
-struct SquadParagraph {
-    context: String,
-    qas: Vec<SquadQa>,
-}
-#[derive(Deserialize)]
-struct SquadQa {
-    id: String,
-    question: String,
-    answers: Vec<SquadAnswer>,
-}
-#[derive(Deserialize)]
-struct SquadAnswer {
-    text: String,
-    answer_start: usize,
-}
-
-fn read_squad(path: &Path, text: &str) -> Result<Squad> {
-    serde_json::from_str(text).map_err(|e| Error::file(path, format!("not SQuAD JSON: {e}")))
-}
-
-/// The paragraphs of a SQuAD file as corpus documents, in file order: id `a:p` (the article's
-/// and the paragraph's 0-based positions), the article's title with `_` as spaces (SQuAD keeps
-/// Wikipedia's URL form), the paragraph as the text.
-pub fn squad_paragraphs(path: &Path, text: &str) -> Result<Vec<Document>> {
-    let mut docs = Vec::new();
-    for (a, article) in read_squad(path, text)?.data.into_iter().enumerate() {
-        let title = article.title.replace('_', " ");
-        for (p, paragraph) in article.paragraphs.into_iter().enumerate() {
-            docs.push(Document {
-                id: format!("{a}:{p}"),
-                title: title.clone(),
-                text: paragraph.context,
-            });
-        }
-    }
-    Ok(docs)
-}
-
 fn parse_squad(path: &Path, text: &str) -> Result<Vec<QaExample>> {
-    let squad = read_squad(path, text)?;
+    let squad = squad::read(path, text)?;
     let mut out = Vec::new();
     for article in squad.data {
         for p in article.paragraphs {
