@@ -61,8 +61,9 @@ struct AblationArgs {
     /// vocabulary, the demo's, serves any corpus).
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Texts the pre-training arms mask (JSONL documents, e.g. a larger Wikipedia than the
-    /// corpus); default: the corpus's own. A corpus document's texts never retrieve it.
+    /// Texts the pre-training arms mask (a corpus file: JSONL, TSV or SQuAD JSON, e.g. a larger
+    /// Wikipedia than the corpus, or news); default: the corpus's own. A corpus document's texts
+    /// never retrieve it.
     #[arg(long)]
     examples: Option<PathBuf>,
     /// Pre-training arms mask fact statements instead: the cloze forms (`question answer`, the
