@@ -99,17 +99,7 @@ impl CorpusReader {
                 let text = crate::lines::read_text(&path)?;
                 Source::Whole {
                     bytes: text.len() as u64,
-                    docs: squad_paragraphs(&path, &text)
-                        .map_err(|e| {
-                            Error::file(
-                                &path,
-                                format!(
-                                    "neither JSON lines (line 1 is no {{\"id\",\"title\",\"text\"}} \
-                                     object) nor SQuAD JSON: {e}"
-                                ),
-                            )
-                        })?
-                        .into_iter(),
+                    docs: squad_paragraphs(&path, &text)?.into_iter(),
                 }
             }
             CorpusFormat::Jsonl | CorpusFormat::Tsv => Source::Lines {
@@ -254,7 +244,16 @@ fn unquote(field: &str) -> std::result::Result<String, String> {
 /// Wikipedia's URL form), the paragraph as the text.
 fn squad_paragraphs(path: &Path, text: &str) -> Result<Vec<Document>> {
     let mut docs = Vec::new();
-    for (a, article) in super::squad::read(path, text)?.data.into_iter().enumerate() {
+    let squad = super::squad::read(text).map_err(|e| {
+        Error::file(
+            path,
+            format!(
+                "neither JSON lines (line 1 is no {{\"id\",\"title\",\"text\"}} object) nor \
+                 SQuAD JSON: {e}"
+            ),
+        )
+    })?;
+    for (a, article) in squad.data.into_iter().enumerate() {
         let title = article.title.replace('_', " ");
         for (p, paragraph) in article.paragraphs.into_iter().enumerate() {
             docs.push(Document {

@@ -94,7 +94,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<QaExample>> {
 }
 
 fn parse_squad(path: &Path, text: &str) -> Result<Vec<QaExample>> {
-    let squad = squad::read(path, text)?;
+    let squad = squad::read(text).map_err(|e| Error::file(path, format!("not SQuAD JSON: {e}")))?;
     let mut out = Vec::new();
     for article in squad.data {
         for p in article.paragraphs {

@@ -1,9 +1,7 @@
 //! The SQuAD JSON file format (`{"data":[{"title","paragraphs":[{"context","qas":[...]}]}]}`), shared
 //! by the QA reader (its questions) and the corpus reader (its paragraphs).
 
-use crate::error::{Error, Result};
 use serde::Deserialize;
-use std::path::Path;
 
 #[derive(Deserialize)]
 pub(super) struct Squad {
@@ -32,7 +30,8 @@ pub(super) struct SquadAnswer {
     pub(super) answer_start: usize,
 }
 
-/// Parses a SQuAD file's text; an error names `path`.
-pub(super) fn read(path: &Path, text: &str) -> Result<Squad> {
-    serde_json::from_str(text).map_err(|e| Error::file(path, format!("not SQuAD JSON: {e}")))
+/// Parses a SQuAD file's text; the caller names the file in its error, with what else the file
+/// might have been.
+pub(super) fn read(text: &str) -> serde_json::Result<Squad> {
+    serde_json::from_str(text)
 }
