@@ -44,6 +44,37 @@ pub(crate) fn exp_with(x: f32, madd: impl Fn(f32, f32, f32) -> f32) -> f32 {
     }
 }
 
+/// Whether the native CPU kernels may use AVX2 and FMA: this CPU has them and
+/// [`crate::ops::CPU_SIMD_ENV`] allows.
+#[inline]
+pub(crate) fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if crate::ops::cpu_simd() == crate::ops::CpuSimd::Auto
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+    {
+        return true;
+    }
+    false
+}
+
+/// Runs `f` compiled for AVX2 + FMA when [`avx2_fma`], else as it is. The element-wise loops `f`
+/// inlines then run eight lanes wide instead of four; the arithmetic is the same (Rust fuses no
+/// `a * b + c` into an FMA on its own), so the result is the same bit for bit on either path.
+#[inline(always)]
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        #[target_feature(enable = "avx2,fma")]
+        fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has AVX2 and FMA (`avx2_fma`).
+        return unsafe { with_avx2(f) };
+    }
+    f()
+}
+
 /// Sum with eight independent accumulators (vectorises; also more accurate than a running sum).
 #[inline]
 pub(crate) fn sum(values: &[f32]) -> f32 {

@@ -96,9 +96,14 @@ fn map_elems<T: Elem>(x: &[T], dy: &[T], f: impl Fn(f32, f32) -> f32 + Sync) -> 
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .for_each(|(y, (x, dy))| {
-            for ((y, x), dy) in y.iter_mut().zip(x).zip(dy) {
-                *y = T::from_f32(f(x.to_f32(), dy.to_f32()));
-            }
+            math::vectorised(
+                #[inline(always)]
+                || {
+                    for ((y, x), dy) in y.iter_mut().zip(x).zip(dy) {
+                        *y = T::from_f32(f(x.to_f32(), dy.to_f32()));
+                    }
+                },
+            )
         });
     y
 }
@@ -109,23 +114,43 @@ fn map_elems<T: Elem>(x: &[T], dy: &[T], f: impl Fn(f32, f32) -> f32 + Sync) -> 
 /// GELU of every element.
 pub(super) fn gelu<T: Elem>(form: GeluForm, x: &[T]) -> Vec<T> {
     match form {
-        GeluForm::Erf => map_elems(x, x, |v, _| gelu_value(GeluForm::Erf, v)),
-        GeluForm::Tanh => map_elems(x, x, |v, _| gelu_value(GeluForm::Tanh, v)),
+        GeluForm::Erf => map_elems(
+            x,
+            x,
+            #[inline(always)]
+            |v, _| gelu_value(GeluForm::Erf, v),
+        ),
+        GeluForm::Tanh => map_elems(
+            x,
+            x,
+            #[inline(always)]
+            |v, _| gelu_value(GeluForm::Tanh, v),
+        ),
     }
 }
 
 /// dx = dy · GELU'(x).
 pub(super) fn gelu_bwd<T: Elem>(form: GeluForm, x: &[T], dy: &[T]) -> Vec<T> {
     match form {
-        GeluForm::Erf => map_elems(x, dy, |v, d| d * gelu_slope(GeluForm::Erf, v)),
-        GeluForm::Tanh => map_elems(x, dy, |v, d| d * gelu_slope(GeluForm::Tanh, v)),
+        GeluForm::Erf => map_elems(
+            x,
+            dy,
+            #[inline(always)]
+            |v, d| d * gelu_slope(GeluForm::Erf, v),
+        ),
+        GeluForm::Tanh => map_elems(
+            x,
+            dy,
+            #[inline(always)]
+            |v, d| d * gelu_slope(GeluForm::Tanh, v),
+        ),
     }
 }
 
 /// Subtracts the row's mean in place and returns 1 / std (two passes: no cancellation). As in
 /// the kernel, the row is first shifted by its first value (exact for values near it, by
 /// Sterbenz's lemma), so that the mean of a row far from 0 does not round at the scale of |x|.
-#[inline]
+#[inline(always)]
 fn center(row: &mut [f32], eps: f32) -> f32 {
     let n = row.len() as f32;
     let shift = row[0];
@@ -143,13 +168,18 @@ pub(super) fn layer_norm<T: Elem>(x: &[T], w: &[f32], b: &[f32], eps: f32) -> Ve
         .zip(x.par_chunks(h * ROWS))
         .for_each(|(y, x)| {
             let mut row = vec![0f32; h];
-            for (y, x) in y.chunks_mut(h).zip(x.chunks(h)) {
-                row.iter_mut().zip(x).for_each(|(r, v)| *r = v.to_f32());
-                let rstd = center(&mut row, eps);
-                for (((y, v), w), b) in y.iter_mut().zip(&row).zip(w).zip(b) {
-                    *y = T::from_f32(v * rstd * w + b);
-                }
-            }
+            math::vectorised(
+                #[inline(always)]
+                || {
+                    for (y, x) in y.chunks_mut(h).zip(x.chunks(h)) {
+                        row.iter_mut().zip(x).for_each(|(r, v)| *r = v.to_f32());
+                        let rstd = center(&mut row, eps);
+                        for (((y, v), w), b) in y.iter_mut().zip(&row).zip(w).zip(b) {
+                            *y = T::from_f32(v * rstd * w + b);
+                        }
+                    }
+                },
+            )
         });
     y
 }
@@ -171,24 +201,31 @@ pub(super) fn layer_norm_bwd<T: Elem>(x: &[T], w: &[f32], dy: &[T], eps: f32) ->
         .map(|(dx, (x, dy))| {
             let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
             let (mut xh, mut g) = (vec![0f32; h], vec![0f32; h]);
-            for ((dx, x), dy) in dx.chunks_mut(h).zip(x.chunks(h)).zip(dy.chunks(h)) {
-                xh.iter_mut().zip(x).for_each(|(r, v)| *r = v.to_f32());
-                let rstd = center(&mut xh, eps);
-                let (mut m1, mut m2) = (0f32, 0f32);
-                for j in 0..h {
-                    let d = dy[j].to_f32();
-                    xh[j] *= rstd;
-                    g[j] = d * w[j];
-                    m1 += g[j];
-                    m2 += g[j] * xh[j];
-                    dw[j] += d * xh[j];
-                    db[j] += d;
-                }
-                let (m1, m2) = (m1 / h as f32, m2 / h as f32);
-                for j in 0..h {
-                    dx[j] = rstd * (g[j] - m1 - xh[j] * m2);
-                }
-            }
+            math::vectorised(
+                #[inline(always)]
+                || {
+                    let rows = dx.chunks_mut(h).zip(x.chunks(h)).zip(dy.chunks(h));
+                    for ((dx, x), dy) in rows {
+                        xh.iter_mut().zip(x).for_each(|(r, v)| *r = v.to_f32());
+                        let rstd = center(&mut xh, eps);
+                        let per_elem = xh.iter_mut().zip(g.iter_mut()).zip(dy).zip(w);
+                        for ((((xh, g), dy), w), (dw, db)) in
+                            per_elem.zip(dw.iter_mut().zip(&mut db))
+                        {
+                            let d = dy.to_f32();
+                            *xh *= rstd;
+                            *g = d * w;
+                            *dw += d * *xh;
+                            *db += d;
+                        }
+                        let m1 = math::sum(&g) / h as f32;
+                        let m2 = math::dot(&g, &xh) / h as f32;
+                        for ((dx, g), xh) in dx.iter_mut().zip(&g).zip(&xh) {
+                            *dx = rstd * (g - m1 - xh * m2);
+                        }
+                    }
+                },
+            );
             (dw, db)
         })
         .collect();
