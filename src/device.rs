@@ -90,6 +90,26 @@ impl CpuSimd {
     }
 }
 
+/// The instruction set of candle's CPU matmuls, as the `gemm` crate picks it at run time (its
+/// AVX-512 kernels are enabled in Cargo.toml): `avx512`, `avx2`, `neon` or `portable`. `REALM_CPU_SIMD`
+/// does not reach it.
+fn matmul_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if is_x86_feature_detected!("fma") {
+            return "avx2";
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        return "neon";
+    }
+    "portable"
+}
+
 /// The process's [`CpuSimd`], from [`CPU_SIMD_ENV`] (read once): `Auto` when it is unset, or when
 /// its value is not understood (which [`check_cpu_simd_env`] reports).
 pub fn cpu_simd() -> CpuSimd {
@@ -502,8 +522,9 @@ impl ComputeDevice {
             format!("{self} (default dtype {dtype})")
         } else {
             format!(
-                "{self} (CPU kernels: {}; default dtype {dtype})",
-                self.exec.simd.kernels()
+                "{self} (CPU kernels: {}; matmuls: {}; default dtype {dtype})",
+                self.exec.simd.kernels(),
+                matmul_isa()
             )
         }
     }
