@@ -91,8 +91,8 @@ impl CpuSimd {
 }
 
 /// The instruction set of candle's CPU matmuls, as the `gemm` crate picks it at run time (its
-/// AVX-512 kernels are enabled in Cargo.toml): `avx512`, `avx2`, `neon` or `portable`. `REALM_CPU_SIMD`
-/// does not reach it.
+/// AVX-512 kernels are enabled in Cargo.toml): `avx512`, `avx2`, `neon` or `portable`.
+/// `REALM_CPU_SIMD` does not reach it.
 fn matmul_isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
