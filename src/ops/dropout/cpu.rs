@@ -39,9 +39,11 @@ pub(super) fn apply<T: Elem>(x: &[T], mask: &DropoutMask) -> Vec<T> {
                         g += PHILOX_LANES as u32;
                     }
                     // The tensor's last elements: draws for groups past its end are not used.
-                    let m = multipliers(&philox, avx2, mask, threshold, scale, g);
-                    for ((o, v), m) in tail.iter_mut().zip(x_tail).zip(m) {
-                        *o = T::from_f32(v.to_f32() * m);
+                    if !tail.is_empty() {
+                        let m = multipliers(&philox, avx2, mask, threshold, scale, g);
+                        for ((o, v), m) in tail.iter_mut().zip(x_tail).zip(m) {
+                            *o = T::from_f32(v.to_f32() * m);
+                        }
                     }
                 },
             )
@@ -60,19 +62,7 @@ fn multipliers(
     scale: f32,
     g: u32,
 ) -> [f32; SPAN] {
-    // The lanes' counters differ in the group word only.
-    let [_, stream, step_low, step_high] = mask.counter(g);
-    let mut groups = [0u32; PHILOX_LANES];
-    for (lane, group) in groups.iter_mut().enumerate() {
-        *group = g + lane as u32;
-    }
-    let counters = [
-        groups,
-        [stream; PHILOX_LANES],
-        [step_low; PHILOX_LANES],
-        [step_high; PHILOX_LANES],
-    ];
-    let draws = philox_blocks(philox, avx2, counters);
+    let draws = philox_blocks(philox, avx2, mask, g);
     let mut m = [0f32; SPAN];
     for (e, m) in m.iter_mut().enumerate() {
         *m = if draws[e % 4][e / 4] < threshold {
@@ -84,18 +74,36 @@ fn multipliers(
     m
 }
 
-/// [`Philox4x32::blocks`] in AVX2 registers when `avx2` (from [`math::avx2_fma`]).
+/// The Philox blocks of the PHILOX_LANES groups from `g` on, word by word (`[word][lane]`): in
+/// AVX2 registers when `avx2` (from [`math::avx2_fma`]), else one block at a time.
 #[inline(always)]
 fn philox_blocks(
     philox: &Philox4x32,
     avx2: bool,
-    counters: [[u32; PHILOX_LANES]; 4],
+    mask: &DropoutMask,
+    g: u32,
 ) -> [[u32; PHILOX_LANES]; 4] {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
+        // The lanes' counters differ in the group word only.
+        let [_, stream, step_low, step_high] = mask.counter(g);
+        let groups: [u32; PHILOX_LANES] = std::array::from_fn(|lane| g + lane as u32);
+        let counters = [
+            groups,
+            [stream; PHILOX_LANES],
+            [step_low; PHILOX_LANES],
+            [step_high; PHILOX_LANES],
+        ];
         // SAFETY: `avx2` says the CPU has AVX2.
         return unsafe { philox.blocks_avx2(counters) };
     }
     let _ = avx2;
-    philox.blocks(counters)
+    let mut draws = [[0u32; PHILOX_LANES]; 4];
+    for lane in 0..PHILOX_LANES {
+        let block = philox.block(mask.counter(g + lane as u32));
+        for (word, d) in draws.iter_mut().zip(block) {
+            word[lane] = d;
+        }
+    }
+    draws
 }
