@@ -94,15 +94,35 @@ impl Philox4x32 {
         c
     }
 
-    /// [`Philox4x32::block`] of [`PHILOX_LANES`] counters at once in AVX2 registers, held word by
-    /// word (`ctr[word][lane]`; the compiler does not vectorise the 32 × 32 → 64-bit products of
-    /// a loop of `block` calls on its own): the same bits as one `block` per lane.
+    /// [`Philox4x32::block`] of [`PHILOX_LANES`] counters, held word by word (`ctr[word][lane]`
+    /// in, the same layout out): in AVX2 registers when `avx2` allows it and the CPU has AVX2
+    /// (the compiler does not vectorise the 32 × 32 → 64-bit products of a loop of `block` calls
+    /// on its own), else one `block` per lane. The same bits either way.
+    #[inline(always)]
+    pub fn blocks(&self, ctr: [[u32; PHILOX_LANES]; 4], avx2: bool) -> [[u32; PHILOX_LANES]; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 && is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, detected just above.
+            return unsafe { self.blocks_avx2(ctr) };
+        }
+        let _ = avx2;
+        let mut out = [[0u32; PHILOX_LANES]; 4];
+        for lane in 0..PHILOX_LANES {
+            let block = self.block(ctr.map(|word| word[lane]));
+            for (word, x) in out.iter_mut().zip(block) {
+                word[lane] = x;
+            }
+        }
+        out
+    }
+
+    /// [`Philox4x32::blocks`] in AVX2 registers.
     ///
     /// # Safety
     /// The CPU must have AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    pub unsafe fn blocks_avx2(&self, ctr: [[u32; PHILOX_LANES]; 4]) -> [[u32; PHILOX_LANES]; 4] {
+    unsafe fn blocks_avx2(&self, ctr: [[u32; PHILOX_LANES]; 4]) -> [[u32; PHILOX_LANES]; 4] {
         use std::arch::x86_64::*;
         // The high and low words of the eight products m · a (`mul_epu32` multiplies the even
         // 32-bit lanes; the odd ones are shifted down for a second multiply).
@@ -151,7 +171,7 @@ impl Philox4x32 {
     }
 }
 
-/// Counters per [`Philox4x32::blocks_avx2`] call: eight 32-bit lanes fill an AVX2 register.
+/// Counters per [`Philox4x32::blocks`] call: eight 32-bit lanes fill an AVX2 register.
 pub const PHILOX_LANES: usize = 8;
 
 #[cfg(test)]
@@ -205,10 +225,14 @@ mod tests {
                 7 + l,
             ]
         });
+        let words = std::array::from_fn(|w| counters.map(|c| c[w]));
         // SAFETY: the CPU has AVX2, detected just above.
-        let lanes = unsafe { philox.blocks_avx2(std::array::from_fn(|w| counters.map(|c| c[w]))) };
+        let lanes = unsafe { philox.blocks_avx2(words) };
         for (lane, ctr) in counters.iter().enumerate() {
             assert_eq!(lanes.map(|w| w[lane]), philox.block(*ctr), "lane {lane}");
         }
+        // The dispatching call gives the same on either path.
+        assert_eq!(philox.blocks(words, true), lanes);
+        assert_eq!(philox.blocks(words, false), lanes);
     }
 }

@@ -195,6 +195,9 @@ enum BenchOp {
         /// Fraction of every sequence that is padding (key_lens = len − round(P · len)).
         #[arg(long, default_value_t = 0.0)]
         pad_frac: f64,
+        /// Dropout probability on the attention probabilities (BERT trains with 0.1).
+        #[arg(long, default_value_t = 0.0)]
+        dropout: f32,
         /// Forward and backward.
         #[arg(long)]
         backward: bool,
@@ -370,6 +373,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             len,
             head_dim,
             pad_frac,
+            dropout,
             backward,
             composition,
         } => {
@@ -380,6 +384,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 len,
                 head_dim,
                 pad_frac,
+                dropout,
                 dtype: common.dtype(&dev)?,
                 backward,
                 composition,

@@ -355,6 +355,8 @@ pub struct AttentionBench {
     pub head_dim: usize,
     /// Fraction of every entry's tokens that are padding (key_lens = l − round(pad_frac · l)).
     pub pad_frac: f64,
+    /// Dropout probability on the attention probabilities (BERT trains with 0.1); 0 for none.
+    pub dropout: f32,
     /// Element type of q, k and v.
     pub dtype: DType,
     /// Time the forward and the backward pass, not the forward alone.
@@ -373,6 +375,7 @@ pub fn bench(dev: &ComputeDevice, spec: AttentionBench, budget: Budget) -> Resul
         len: l,
         head_dim: dh,
         pad_frac,
+        dropout,
         dtype,
         backward,
         composition: composed,
@@ -395,12 +398,18 @@ pub fn bench(dev: &ComputeDevice, spec: AttentionBench, budget: Budget) -> Resul
     let lens_t = KeyLens::new(&lens, &dev.device)?;
     let padded = len < l;
     let scale = 1.0 / (dh as f64).sqrt();
+    // One mask for every run (a new one per run would not change the work).
+    let dropout = (dropout != 0.0).then_some(Dropout {
+        p: dropout,
+        seed: 1,
+        offset: 0,
+    });
     let run = || -> Result<()> {
         let (q, k, v) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
         let out = if composed {
-            composition(q, k, v, padded.then_some(lens.as_slice()), scale, None)?
+            composition(q, k, v, padded.then_some(lens.as_slice()), scale, dropout)?
         } else {
-            attention(q, k, v, padded.then_some(&lens_t), scale, None)?
+            attention(q, k, v, padded.then_some(&lens_t), scale, dropout)?
         };
         if backward {
             out.to_dtype(DType::F32)?.sum_all()?.backward()?;
@@ -412,7 +421,10 @@ pub fn bench(dev: &ComputeDevice, spec: AttentionBench, budget: Budget) -> Resul
     let flops = if backward { 3.5 * fwd_flops } else { fwd_flops };
     Ok(Report::new(
         op_name("attention", composed, backward),
-        format!("b={b} h={h} l={l} dh={dh} len={len}"),
+        match dropout {
+            Some(d) => format!("b={b} h={h} l={l} dh={dh} len={len} dropout={}", d.p),
+            None => format!("b={b} h={h} l={l} dh={dh} len={len}"),
+        },
         dtype,
         dev,
         &timing,

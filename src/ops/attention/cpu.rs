@@ -20,12 +20,15 @@ use super::prob_dropout::Mask;
 use super::tile::{gemm, run, transpose, Isa, Strided, Task, Tiles, NR};
 use super::Params;
 use crate::ops::elem::{widened, Elem};
+use crate::rng::PHILOX_LANES;
 use rayon::prelude::*;
 
 /// Queries per tile (columns of a score tile): a multiple of `NR` and of the micro-kernel's rows.
 const BQ: usize = 48;
 /// Keys per tile (rows of a score tile): a multiple of 4, the dropout draws per counter.
 const BK: usize = 48;
+// The dropout's runs of PHILOX_LANES columns tile the padded widths (multiples of NR).
+const _: () = assert!(NR.is_multiple_of(PHILOX_LANES) && BQ.is_multiple_of(NR));
 
 fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
@@ -37,22 +40,24 @@ fn reset(buf: &mut Vec<f32>, len: usize, value: f32) {
     buf.resize(len, value);
 }
 
-/// Calls `f(j, i, multiplier)` for every element (key j0 + j, query q0 + i) of a tile with `nk`
-/// keys and `nq` queries; `j0` is a multiple of 4, so each counter's four draws cover four keys.
+/// Calls `f(j, i, multipliers)` for every row j (key j0 + j) of a tile with `nk` keys and every
+/// run of PHILOX_LANES columns from i (queries q0 + i ..) below `nqp`, the padded width: columns
+/// past the tile's queries get draws too, and their values are never read. `j0` is a multiple of
+/// 4, so each counter's four draws cover four keys.
 #[inline(always)]
-fn for_each_multiplier(
+fn for_each_multiplier<K: Tiles>(
     mask: &Mask,
     bh: usize,
-    (q0, nq): (usize, usize),
+    (q0, nqp): (usize, usize),
     (j0, nk): (usize, usize),
-    mut f: impl FnMut(usize, usize, f32),
+    mut f: impl FnMut(usize, usize, &[f32; PHILOX_LANES]),
 ) {
     for j in (0..nk).step_by(4) {
         let group = ((j0 + j) / 4) as u32;
-        for i in 0..nq {
-            let m = mask.multipliers(bh as u32, (q0 + i) as u32, group);
-            for (r, &mr) in m.iter().enumerate().take(nk - j) {
-                f(j + r, i, mr);
+        for i in (0..nqp).step_by(PHILOX_LANES) {
+            let m = mask.multiplier_lanes(bh as u32, (q0 + i) as u32, group, K::AVX2);
+            for (r, m) in m.iter().enumerate().take(nk - j) {
+                f(j + r, i, m);
             }
         }
     }
@@ -213,7 +218,11 @@ impl<T: Elem> Task for FwdTask<'_, T> {
                 *sum = *sum * a + c;
             }
             if let Some(mask) = &p.mask {
-                for_each_multiplier(mask, bh, (q0, nq), (j0, nk), |j, i, m| st[j * BQ + i] *= m);
+                for_each_multiplier::<K>(mask, bh, (q0, nqp), (j0, nk), |j, i, m| {
+                    for (x, m) in st[j * BQ + i..][..PHILOX_LANES].iter_mut().zip(m) {
+                        *x *= m;
+                    }
+                });
             }
             for (row, a) in s.acc.chunks_exact_mut(dh).zip(&s.alpha[..nq]) {
                 for x in row {
@@ -513,10 +522,13 @@ impl<T: Elem> Task for Group<'_, T> {
                                 *pv = kernel.exp(*pv - l);
                             }
                         }
-                        for_each_multiplier(mask, bh, (i0, nq), (j, nk), |jj, i, m| {
-                            let at = jj * BQ + i;
-                            dst[at] = pt[at] * (dst[at] * m - delta[i]);
-                            pt[at] *= m;
+                        for_each_multiplier::<K>(mask, bh, (i0, nqp), (j, nk), |jj, i, m| {
+                            let at = jj * BQ + i..jj * BQ + i + PHILOX_LANES;
+                            let row = dst[at.clone()].iter_mut().zip(&mut pt[at]);
+                            for (((ds, pv), m), d) in row.zip(m).zip(&delta[i..]) {
+                                *ds = *pv * (*ds * m - d);
+                                *pv *= m;
+                            }
                         });
                     }
                 }

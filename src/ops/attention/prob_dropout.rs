@@ -11,7 +11,7 @@
 //! so a new `offset` per call (e.g. the training step) gives a fresh mask.
 
 use crate::error::{Error, Result};
-use crate::rng::Philox4x32;
+use crate::rng::{Philox4x32, PHILOX_LANES};
 
 /// Dropout on the attention probabilities, applied after the softmax (as BERT trains).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -68,10 +68,40 @@ impl Mask {
     /// The multipliers (0 or `scale`) of columns `4·group .. 4·group + 4` of `row` in head `bh`.
     #[inline]
     pub fn multipliers(&self, bh: u32, row: u32, group: u32) -> [f32; 4] {
-        let draws = self
-            .philox
-            .block([(row << 16) | group, bh, self.offset[0], self.offset[1]]);
-        draws.map(|d| if d < self.threshold { 0.0 } else { self.scale })
+        let draws = self.philox.block(self.counter(bh, row, group));
+        draws.map(|d| self.multiplier(d))
+    }
+
+    /// [`Mask::multipliers`] of rows `row0 .. row0 + PHILOX_LANES` at once, `[column][row]`: the
+    /// Philox blocks in AVX2 registers when `avx2` allows ([`Philox4x32::blocks`]).
+    #[inline(always)]
+    pub fn multiplier_lanes(
+        &self,
+        bh: u32,
+        row0: u32,
+        group: u32,
+        avx2: bool,
+    ) -> [[f32; PHILOX_LANES]; 4] {
+        let rows: [[u32; 4]; PHILOX_LANES] =
+            std::array::from_fn(|lane| self.counter(bh, row0.wrapping_add(lane as u32), group));
+        let words = std::array::from_fn(|w| rows.map(|ctr| ctr[w]));
+        let draws = self.philox.blocks(words, avx2);
+        draws.map(|word| word.map(|d| self.multiplier(d)))
+    }
+
+    /// The counter of columns `4·group .. 4·group + 4` of `row` in head `bh`.
+    #[inline(always)]
+    fn counter(&self, bh: u32, row: u32, group: u32) -> [u32; 4] {
+        [(row << 16) | group, bh, self.offset[0], self.offset[1]]
+    }
+
+    #[inline(always)]
+    fn multiplier(&self, draw: u32) -> f32 {
+        if draw < self.threshold {
+            0.0
+        } else {
+            self.scale
+        }
     }
 }
 

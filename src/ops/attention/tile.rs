@@ -14,6 +14,9 @@ const MR: usize = 6;
 
 /// A micro-kernel: one `ROWS × NR` block of C.
 pub(super) trait Tiles: Copy {
+    /// Whether tasks run compiled for AVX2, so that Philox may draw in its registers.
+    const AVX2: bool;
+
     /// `c[i·ldc + j] (+)= Σ_p a[i·rs + p·cs] · b[p·ldb + j]` for i < ROWS, j < NR, p < kd.
     ///
     /// # Safety
@@ -226,6 +229,8 @@ unsafe fn run_avx2<T: Task>(kernel: Avx2, task: T) -> T::Output {
 pub(super) struct Portable;
 
 impl Tiles for Portable {
+    const AVX2: bool = false;
+
     #[inline(always)]
     unsafe fn block<const ROWS: usize>(
         self,
@@ -286,6 +291,8 @@ impl Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl Tiles for Avx2 {
+    const AVX2: bool = true;
+
     #[inline(always)]
     unsafe fn block<const ROWS: usize>(
         self,

@@ -74,8 +74,8 @@ fn multipliers(
     m
 }
 
-/// The Philox blocks of the PHILOX_LANES groups from `g` on, word by word (`[word][lane]`): in
-/// AVX2 registers when `avx2` (from [`math::avx2_fma`]), else one block at a time.
+/// The Philox blocks of the PHILOX_LANES groups from `g` on, word by word (`[word][lane]`), in
+/// AVX2 registers when `avx2` (from [`math::avx2_fma`]).
 #[inline(always)]
 fn philox_blocks(
     philox: &Philox4x32,
@@ -83,27 +83,13 @@ fn philox_blocks(
     mask: &DropoutMask,
     g: u32,
 ) -> [[u32; PHILOX_LANES]; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // The lanes' counters differ in the group word only.
-        let [_, stream, step_low, step_high] = mask.counter(g);
-        let groups: [u32; PHILOX_LANES] = std::array::from_fn(|lane| g + lane as u32);
-        let counters = [
-            groups,
-            [stream; PHILOX_LANES],
-            [step_low; PHILOX_LANES],
-            [step_high; PHILOX_LANES],
-        ];
-        // SAFETY: `avx2` says the CPU has AVX2.
-        return unsafe { philox.blocks_avx2(counters) };
-    }
-    let _ = avx2;
-    let mut draws = [[0u32; PHILOX_LANES]; 4];
-    for lane in 0..PHILOX_LANES {
-        let block = philox.block(mask.counter(g + lane as u32));
-        for (word, d) in draws.iter_mut().zip(block) {
-            word[lane] = d;
-        }
-    }
-    draws
+    // The lanes' counters differ in the group word only.
+    let [_, stream, step_low, step_high] = mask.counter(g);
+    let counters = [
+        std::array::from_fn(|lane| g + lane as u32),
+        [stream; PHILOX_LANES],
+        [step_low; PHILOX_LANES],
+        [step_high; PHILOX_LANES],
+    ];
+    philox.blocks(counters, avx2)
 }
