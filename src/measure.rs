@@ -30,6 +30,10 @@ pub struct Report {
     /// Floating-point operations per run / median time, when the op is compute-bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tflop_per_s: Option<f64>,
+    /// Outputs of the timed op compared with a reference after timing, all equal (a difference
+    /// is an error, not a report): e.g. queries whose top-k was checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked: Option<String>,
 }
 
 impl Report {
@@ -52,7 +56,14 @@ impl Report {
             iters: timing.iters,
             gb_per_s: None,
             tflop_per_s: None,
+            checked: None,
         }
+    }
+
+    /// With what was checked against a reference, e.g. `8 queries against float64`.
+    pub fn checked(mut self, what: impl Into<String>) -> Self {
+        self.checked = Some(what.into());
+        self
     }
 
     /// With the bandwidth of moving `bytes` per run.
@@ -92,6 +103,9 @@ impl std::fmt::Display for Report {
         )?;
         if let Some(g) = self.gb_per_s {
             write!(f, ", {g:.1} GB/s")?;
+        }
+        if let Some(c) = &self.checked {
+            write!(f, "; checked: {c}")?;
         }
         Ok(())
     }

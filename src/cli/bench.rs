@@ -161,6 +161,10 @@ enum BenchOp {
         queries: usize,
         #[arg(long, default_value_t = 8)]
         k: usize,
+        /// After timing, compare the top k of the first N queries with the float64 reference
+        /// (ids and scores exact); a difference is an error.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        check: usize,
     },
     /// The BERT encoder: tokens/s on random full-length sequences (--dtype is the compute dtype).
     Bert {
@@ -328,6 +332,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             dim,
             queries,
             k,
+            check,
         } => {
             let dev = common.device.resolve()?;
             let spec = realm::ops::mips::MipsBench {
@@ -336,6 +341,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 queries,
                 k,
                 dtype: common.dtype(&dev)?,
+                check,
             };
             let report =
                 realm::ops::mips::bench(&dev, spec, common.budget()?).context("bench mips")?;

@@ -562,3 +562,40 @@ test_exec!(fn an_index_from_an_offset_view_is_searched_exactly(dev) {
     );
     assert_eq!(got, reference_top_k(&queries, &x[1..=n * d], d, k, None));
 });
+
+// `realm bench mips --check N`: the timed op's results of N queries against the reference, on
+// both of the CPU kernel's paths (1 query, and a batch of 40) and on the kernels.
+test_exec!(fn the_benchmark_checks_its_results(dev) {
+    use realm::measure::Budget;
+    use realm::ops::mips::{bench, MipsBench};
+    let budget = Budget {
+        warmup: 0,
+        min_iters: 1,
+        max_iters: 1,
+        time: std::time::Duration::ZERO,
+    };
+    for (queries, check) in [(1, 1), (40, 6)] {
+        let spec = MipsBench {
+            docs: 3000,
+            dim: 64,
+            queries,
+            k: 70,
+            dtype: DType::F16,
+            check,
+        };
+        let report = bench(dev, spec, budget).unwrap();
+        assert_eq!(
+            report.checked.as_deref(),
+            Some(format!("{check} queries against float64").as_str())
+        );
+    }
+    let spec = MipsBench {
+        docs: 100,
+        dim: 8,
+        queries: 2,
+        k: 3,
+        dtype: DType::F32,
+        check: 3,
+    };
+    assert_eq!(bad_input_arg(bench(dev, spec, budget).unwrap_err()), "check");
+});

@@ -391,5 +391,6 @@ pub fn bench(dev: &ComputeDevice, spec: AdamWBench, budget: Budget) -> Result<Re
         iters: timing.iters,
         gb_per_s: Some(bytes / (timing.median_ms * 1e-3) / 1e9),
         tflop_per_s: None,
+        checked: None,
     })
 }

@@ -4,7 +4,7 @@
 use super::{mips_top_k, result_order, score_f64, MipsIndex};
 use crate::check::{max_rel_err, Case, Outcome};
 use crate::device::ComputeDevice;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::measure::{self, Budget, Report};
 use crate::rng::SplitMix64;
 use candle_core::{DType, Device, Tensor};
@@ -33,8 +33,12 @@ pub fn reference_top_k(
                 .filter(|&(_, id)| id != skip)
                 .map(|(x, id)| (score_f64(x, &q16), id))
                 .collect();
+            // The k best first (linear time), then only those sorted.
+            if k < all.len() {
+                all.select_nth_unstable_by(k, result_order);
+                all.truncate(k);
+            }
             all.sort_by(result_order);
-            all.truncate(k);
             all.into_iter().map(|(s, id)| (s as f32, id)).unzip()
         })
         .collect();
@@ -217,9 +221,13 @@ pub struct MipsBench {
     pub k: usize,
     /// Element type of the queries (the index is f16).
     pub dtype: DType,
+    /// Queries (the first ones) whose top k from the timed op is compared afterwards with the
+    /// float64 reference: ids equal and scores bit-identical, as in the selftest, or an error
+    /// naming the first difference. 0: no check.
+    pub check: usize,
 }
 
-/// Median time of [`mips_top_k`] on `dev`.
+/// Median time of [`mips_top_k`] on `dev`, then the check of `spec.check` queries' results.
 pub fn bench(dev: &ComputeDevice, spec: MipsBench, budget: Budget) -> Result<Report> {
     let _exec = dev.enter()?;
     let MipsBench {
@@ -228,27 +236,65 @@ pub fn bench(dev: &ComputeDevice, spec: MipsBench, budget: Budget) -> Result<Rep
         queries: q,
         k,
         dtype,
+        check,
     } = spec;
-    let index = MipsIndex::new(&Tensor::from_vec(
-        random_index(1, docs, dim),
-        (docs, dim),
-        &dev.device,
-    )?)?;
+    if check > q {
+        return Err(Error::bad_input(
+            "bench mips",
+            "check",
+            format!("{check} queries to check, but only {q} are searched"),
+        ));
+    }
+    let host_index = random_index(1, docs, dim);
+    let index = MipsIndex::new(&Tensor::from_slice(&host_index, (docs, dim), &dev.device)?)?;
+    let host_index = (check > 0).then_some(host_index);
     let mut rng = SplitMix64::new(2);
-    let queries = Tensor::from_vec(
+    let host_queries = Tensor::from_vec(
         rng.normal_vec(q * dim, 1.0 / (dim as f64).sqrt()),
         (q, dim),
         &Device::Cpu,
     )?
-    .to_dtype(dtype)?
-    .to_device(&dev.device)?;
+    .to_dtype(dtype)?;
+    let queries = host_queries.to_device(&dev.device)?;
     let timing = measure::time(dev, budget, || {
         mips_top_k(&queries, &index, k, None)?;
         Ok(())
     })?;
     let shape = format!("n={docs} d={dim} q={q} k={k}");
     // One pass over the f16 index; 2·q·n·d flops.
-    Ok(Report::new("mips_top_k", shape, dtype, dev, &timing)
+    let report = Report::new("mips_top_k", shape, dtype, dev, &timing)
         .moving((docs * dim * 2) as f64)
-        .computing(2.0 * (q * docs * dim) as f64))
+        .computing(2.0 * (q * docs * dim) as f64);
+    let Some(host_index) = host_index else {
+        return Ok(report);
+    };
+    // The same call as timed (all q queries: the batch size picks the kernel's path).
+    let (scores, ids) = mips_top_k(&queries, &index, k, None)?;
+    let scores = scores
+        .narrow(0, 0, check)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let ids = ids.narrow(0, 0, check)?.flatten_all()?.to_vec1::<u32>()?;
+    let qhost = host_queries
+        .narrow(0, 0, check)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let (ref_scores, ref_ids) = reference_top_k(&qhost, &host_index, dim, k, None);
+    let found = ids.iter().zip(&scores);
+    let want = ref_ids.iter().zip(&ref_scores);
+    if let Some((at, ((id, s), (rid, rs)))) = found
+        .zip(want)
+        .enumerate()
+        .find(|(_, ((id, s), (rid, rs)))| id != rid || s.to_bits() != rs.to_bits())
+    {
+        return Err(Error::Device(format!(
+            "bench mips: query {} rank {}: id {id} score {s:e}, but the float64 reference has \
+             id {rid} score {rs:e} ({shape_desc})",
+            at / k,
+            at % k,
+            shape_desc = report.shape,
+        )));
+    }
+    Ok(report.checked(format!("{check} queries against float64")))
 }
