@@ -5,7 +5,7 @@
 # (what CI builds) runs too where PyTorch's wheels bring libnccl.so.2, and its selftest then
 # checks NCCL on the GPU as well.
 #
-#   scripts/gpu-check.sh [--device cuda|emulate] [path/to/realm]
+#   scripts/gpu-check.sh [--device cuda|emulate] [path/to/realm or realm.gz]
 #       (default: cuda and target/release/realm, or $REALM_CHECK_DEVICE and $REALM_BIN)
 #
 # `--device emulate` runs the same steps at tiny sizes on the CPU emulator of the kernels (a
@@ -24,6 +24,11 @@ esac
 BIN="${1:-${REALM_BIN:-target/release/realm}}"
 OUT="${OUT:-./gpu-check-out}"
 mkdir -p "$OUT"
+# A gzipped binary (how it is carried to a GPU machine: the stripped cuda build is 73 MB, 19 MB
+# gzipped) is unpacked into $OUT first.
+if [[ "$BIN" == *.gz && -f "$BIN" ]]; then
+  gunzip -c "$BIN" > "$OUT/realm" && chmod +x "$OUT/realm" && BIN="$OUT/realm"
+fi
 [[ -x "$BIN" ]] || { echo "gpu-check: no executable at $BIN (build it with --features cuda, or emulate for --device emulate)"; exit 2; }
 emulate() { [[ "$DEVICE" == emulate ]]; }
 skip() { echo "skipped: $*"; }
@@ -81,12 +86,16 @@ for k in 8 "$(size 5000 50)"; do
     bench doc-softmax --batch "$(size 512 4)" --k "$k" $dir --composition
   done
 done
-# Exact MIPS top-k over REALM's index shape (13M × 128 f16): the issue's Q and k points.
+# Exact MIPS top-k over REALM's index shape (13M × 128 f16) at Q ∈ {1, 64, 256, 1024} and
+# k ∈ {8, 2048, 8192}; each run's results for its first queries checked against float64.
 for q in 1 64 256 1024; do
-  emulate && [[ $q -gt 1 ]] && continue
-  bench mips --docs "$(size 13000000 2000)" --dim 128 --queries "$q" --k 8 --dtype f16
+  for k in 8 2048 8192; do
+    emulate && [[ $q -gt 64 || $k -gt 2048 ]] && continue
+    nq="$(size "$q" $((q > 1 ? 2 : 1)))"
+    bench mips --docs "$(size 13000000 2000)" --dim 128 --queries "$nq" --k "$(size "$k" $((k > 8 ? 64 : 8)))" \
+      --dtype f16 --check "$((nq < 4 ? nq : 4))"
+  done
 done
-bench mips --docs "$(size 13000000 2000)" --dim 128 --queries "$(size 256 2)" --k "$(size 5000 50)" --dtype f16
 # LayerNorm and GELU on BERT-base's activations (32 × 128 tokens; GELU on the 3072-wide FFN).
 ROWS="$(size 4096 8)"
 for dt in f32 bf16; do
@@ -107,7 +116,36 @@ for c in "" "--composition"; do bench adamw --tensors 199 --numel "$(size 110000
 timeout 300 "$BIN" bench train-step --device "$DEVICE" --json --model "$(size base tiny)" --batch "$(size 8 1)" \
   --docs "$(size 8 2)" --len "$(size 288 32)" --query-len "$(size 64 8)" --masks "$(size 10 2)" \
   --index-size "$(size 100000 64)" --steps "$(size 5 1)" | tee -a "$OUT/bench.jsonl" || status=1
-# Ops that register later add their lines here (attention, bert).
+# Attention at BERT-base's heads (h = 12, dh = 64), unpadded and with half the keys padded.
+for l in 128 288 512; do
+  emulate && [[ $l -ne 128 ]] && continue
+  for pad in 0 0.5; do
+    for dir in "" "--backward"; do
+      bench attention --batch "$(size 8 1)" --heads "$(size 12 2)" --head-dim 64 --len "$(size "$l" 64)" \
+        --pad-frac "$pad" --dtype bf16 $dir
+    done
+  done
+done
+# BERT-base forward and forward+backward, tokens/s, at b = 32, l = 128 and b = 8, l = 288.
+for bl in "32 128" "8 288"; do
+  read -r b l <<<"$bl"
+  emulate && [[ $l -ne 128 ]] && continue
+  for dir in "" "--backward"; do
+    bench bert --preset "$(size base tiny)" --batch "$(size "$b" 2)" --len "$(size "$l" 16)" --dtype bf16 $dir
+  done
+done
+
+echo "== demo"
+# The whole pipeline end to end. Under --device emulate it runs on the CPU at a tiny scale (its
+# evaluations embed every document: minutes through the emulated kernels), which tests the line.
+DEMO_DEVICE="$(size cuda cpu)"
+emulate && echo "demo on the CPU (--device emulate: the emulated kernels would take minutes)"
+if timeout 300 "$BIN" demo --device "$DEMO_DEVICE" --scale "$(size 0.2 0.002)" --out "$OUT/demo" --quiet \
+    > "$OUT/demo.txt" 2>&1; then
+  echo "demo: finished ($(grep -c '' "$OUT/demo.txt") lines in $OUT/demo.txt)"
+else
+  echo "demo: FAILED (see $OUT/demo.txt)"; tail -5 "$OUT/demo.txt"; status=1
+fi
 
 echo "== PyTorch baselines (same card)"
 if emulate; then
@@ -115,25 +153,13 @@ if emulate; then
 elif ! "$PY" -c 'import torch' 2>/dev/null; then
   skip "PyTorch baselines: $PY has no torch"
 else
-  timeout 120 "$PY" "$(dirname "$0")/gpu/torch_baselines.py" | tee "$OUT/torch.jsonl" || status=1
+  for section in softmax mips attention bert mlm; do
+    timeout 150 "$PY" "$(dirname "$0")/gpu/torch_baselines.py" "$section" | tee -a "$OUT/torch.jsonl" || status=1
+  done
 fi
 
 echo "== summary"
 echo "selftest: $(grep -c '' "$OUT/selftest.txt" 2>/dev/null) lines, exit $selftest_rc"
-python3 - "$OUT" <<'PY'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-for name in ["bench.jsonl", "torch.jsonl"]:
-    p = out / name
-    if not p.exists():
-        continue
-    for line in p.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        ms = r.get('median_ms', r.get('step_ms', float('nan')))
-        print(f"{r.get('op','?'):<48} {r.get('shape',''):<22} {r.get('dtype',''):<5} {ms:9.4f} ms")
-PY
+python3 "$(dirname "$0")/gpu/summary.py" "$OUT" || status=1
 echo "gpu-check on $DEVICE: $([[ $status -eq 0 ]] && echo passed || echo FAILED)"
 exit $status
