@@ -13,6 +13,10 @@
 # tested. What needs a GPU or PyTorch (nvidia-smi, compute-sanitizer, the torch baselines) is
 # skipped there with the reason printed.
 #
+# GPU_CHECK_STEPS picks steps (default: all, "selftest bench demo torch sanitizer", in that
+# order), so that a lent machine's minutes can be spent in two calls with the same $OUT; the
+# summary at the end reads whatever $OUT holds.
+#
 # Results go to $OUT (or ./gpu-check-out) as JSON lines; record them in docs/gpu-results.md.
 set -uo pipefail
 DEVICE="${REALM_CHECK_DEVICE:-cuda}"
@@ -22,6 +26,13 @@ case "$DEVICE" in
   *) echo "gpu-check: --device must be cuda or emulate, not '$DEVICE'"; exit 2 ;;
 esac
 BIN="${1:-${REALM_BIN:-target/release/realm}}"
+STEPS="${GPU_CHECK_STEPS:-selftest bench demo torch sanitizer}"
+for step in $STEPS; do
+  case "$step" in
+    selftest|bench|demo|torch|sanitizer) ;;
+    *) echo "gpu-check: GPU_CHECK_STEPS: unknown step '$step' (selftest bench demo torch sanitizer)"; exit 2 ;;
+  esac
+done
 OUT="${OUT:-./gpu-check-out}"
 mkdir -p "$OUT"
 # A gzipped binary (how it is carried to a GPU machine: the stripped cuda build is 73 MB, 19 MB
@@ -51,115 +62,139 @@ else
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 fi
 status=0
+selftest_rc="not run"
 
-echo "== selftest"
-# On the emulator only the kernels whose cases are quick there (the others run in `cargo test`).
-if emulate; then
-  for f in doc_softmax layer_norm gelu dropout adamw conformance; do
-    timeout 180 "$BIN" selftest --device emulate --filter "$f" || status=1
-  done 2>&1 | tee "$OUT/selftest.txt"
-  selftest_rc=$status
-else
-  timeout 180 "$BIN" selftest --device cuda | tee "$OUT/selftest.txt"
-  selftest_rc=${PIPESTATUS[0]}
-fi
-[[ $selftest_rc -eq 0 ]] || status=1
+step_selftest() {
+  echo "== selftest"
+  : > "$OUT/selftest.txt"
+  selftest_rc=0
+  if emulate; then
+    # Only the kernels whose cases are quick on the emulator (the others run in `cargo test`).
+    for f in doc_softmax layer_norm gelu dropout adamw conformance; do
+      timeout 180 "$BIN" selftest --device emulate --filter "$f" 2>&1 | tee -a "$OUT/selftest.txt"
+      [[ ${PIPESTATUS[0]} -eq 0 ]] || selftest_rc=1
+    done
+  else
+    timeout 180 "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.txt"
+    selftest_rc=${PIPESTATUS[0]}
+  fi
+  [[ $selftest_rc -eq 0 ]] || status=1
+}
 
-echo "== compute-sanitizer"
-if emulate; then
-  skip "compute-sanitizer (--device emulate: the emulator checks bounds and races itself)"
-elif ! command -v compute-sanitizer >/dev/null; then
-  skip "compute-sanitizer is not installed on this machine"
-else
-  for tool in memcheck racecheck; do
-    timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 1 "$BIN" selftest --device cuda --filter dropout \
-      > "$OUT/sanitizer-$tool.txt" 2>&1 && echo "$tool: clean" || { echo "$tool: FAILED (see $OUT/sanitizer-$tool.txt)"; status=1; }
-  done
-fi
-
-echo "== benchmarks"
 SECONDS_PER_BENCH="$(size 1 0.05)"
 bench() { timeout 60 "$BIN" bench "$@" --device "$DEVICE" --json --seconds "$SECONDS_PER_BENCH" | tee -a "$OUT/bench.jsonl" || status=1; }
-for k in 8 "$(size 5000 50)"; do
-  for dir in "" "--backward"; do
-    bench doc-softmax --batch "$(size 512 4)" --k "$k" $dir
-    bench doc-softmax --batch "$(size 512 4)" --k "$k" $dir --composition
-  done
-done
-# Exact MIPS top-k over REALM's index shape (13M × 128 f16) at Q ∈ {1, 64, 256, 1024} and
-# k ∈ {8, 2048, 8192}; each run's results for its first queries checked against float64.
-for q in 1 64 256 1024; do
-  for k in 8 2048 8192; do
-    emulate && [[ $q -gt 64 || $k -gt 2048 ]] && continue
-    nq="$(size "$q" $((q > 1 ? 2 : 1)))"
-    bench mips --docs "$(size 13000000 2000)" --dim 128 --queries "$nq" --k "$(size "$k" $((k > 8 ? 64 : 8)))" \
-      --dtype f16 --check "$((nq < 4 ? nq : 4))"
-  done
-done
-# LayerNorm and GELU on BERT-base's activations (32 × 128 tokens; GELU on the 3072-wide FFN).
-ROWS="$(size 4096 8)"
-for dt in f32 bf16; do
-  for dir in "" "--backward"; do
-    bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir
-    bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir --composition
-    bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
-    bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir --composition
-    bench nn --op gelu-tanh --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
-  done
-done
-# Hidden-state dropout, BERT-base's b·l × 768: the device-drawn mask against the host mask + upload.
-for c in "" "--composition"; do bench dropout --rows "$(size 2304 8)" --hidden 768 --dtype bf16 $c; done
-# AdamW over BERT-base's parameters (199 tensors, 110M elements): one multi-tensor update
-# against the norm read + candle ops per parameter.
-for c in "" "--composition"; do bench adamw --tensors 199 --numel "$(size 110000000 20000)" $c; done
-# A REALM pre-training step (launches and reads per step in its JSON).
-timeout 300 "$BIN" bench train-step --device "$DEVICE" --json --model "$(size base tiny)" --batch "$(size 8 1)" \
-  --docs "$(size 8 2)" --len "$(size 288 32)" --query-len "$(size 64 8)" --masks "$(size 10 2)" \
-  --index-size "$(size 100000 64)" --steps "$(size 5 1)" | tee -a "$OUT/bench.jsonl" || status=1
-# Attention at BERT-base's heads (h = 12, dh = 64), unpadded and with half the keys padded.
-for l in 128 288 512; do
-  emulate && [[ $l -ne 128 ]] && continue
-  for pad in 0 0.5; do
+
+step_bench() {
+  echo "== benchmarks"
+  for k in 8 "$(size 5000 50)"; do
     for dir in "" "--backward"; do
-      bench attention --batch "$(size 8 1)" --heads "$(size 12 2)" --head-dim 64 --len "$(size "$l" 64)" \
-        --pad-frac "$pad" --dtype bf16 $dir
+      bench doc-softmax --batch "$(size 512 4)" --k "$k" $dir
+      bench doc-softmax --batch "$(size 512 4)" --k "$k" $dir --composition
     done
   done
-done
-# BERT-base forward and forward+backward, tokens/s, at b = 32, l = 128 and b = 8, l = 288.
-for bl in "32 128" "8 288"; do
-  read -r b l <<<"$bl"
-  emulate && [[ $l -ne 128 ]] && continue
-  for dir in "" "--backward"; do
-    bench bert --preset "$(size base tiny)" --batch "$(size "$b" 2)" --len "$(size "$l" 16)" --dtype bf16 $dir
+  # Exact MIPS top-k over REALM's index shape (13M × 128 f16) at Q ∈ {1, 64, 256, 1024} and
+  # k ∈ {8, 2048, 8192}; each run's results for its first queries checked against float64.
+  for q in 1 64 256 1024; do
+    for k in 8 2048 8192; do
+      emulate && [[ $q -gt 64 || $k -gt 2048 ]] && continue
+      nq="$(size "$q" $((q > 1 ? 2 : 1)))"
+      bench mips --docs "$(size 13000000 2000)" --dim 128 --queries "$nq" --k "$(size "$k" $((k > 8 ? 64 : 8)))" \
+        --dtype f16 --check "$((nq < 4 ? nq : 4))"
+    done
   done
-done
-
-echo "== demo"
-# The whole pipeline end to end. Under --device emulate it runs on the CPU at a tiny scale (its
-# evaluations embed every document: minutes through the emulated kernels), which tests the line.
-DEMO_DEVICE="$(size cuda cpu)"
-emulate && echo "demo on the CPU (--device emulate: the emulated kernels would take minutes)"
-if timeout 300 "$BIN" demo --device "$DEMO_DEVICE" --scale "$(size 0.2 0.002)" --out "$OUT/demo" --quiet \
-    > "$OUT/demo.txt" 2>&1; then
-  echo "demo: finished ($(grep -c '' "$OUT/demo.txt") lines in $OUT/demo.txt)"
-else
-  echo "demo: FAILED (see $OUT/demo.txt)"; tail -5 "$OUT/demo.txt"; status=1
-fi
-
-echo "== PyTorch baselines (same card)"
-if emulate; then
-  skip "PyTorch baselines (--device emulate: they measure the GPU)"
-elif ! "$PY" -c 'import torch' 2>/dev/null; then
-  skip "PyTorch baselines: $PY has no torch"
-else
-  for section in softmax mips attention bert mlm; do
-    timeout 150 "$PY" "$(dirname "$0")/gpu/torch_baselines.py" "$section" | tee -a "$OUT/torch.jsonl" || status=1
+  # LayerNorm and GELU on BERT-base's activations (32 × 128 tokens; GELU on the 3072-wide FFN).
+  ROWS="$(size 4096 8)"
+  for dt in f32 bf16; do
+    for dir in "" "--backward"; do
+      bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir
+      bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir --composition
+      bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
+      bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir --composition
+      bench nn --op gelu-tanh --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
+    done
   done
-fi
+  # Hidden-state dropout, BERT-base's b·l × 768: the device-drawn mask against the host mask + upload.
+  for c in "" "--composition"; do bench dropout --rows "$(size 2304 8)" --hidden 768 --dtype bf16 $c; done
+  # AdamW over BERT-base's parameters (199 tensors, 110M elements): one multi-tensor update
+  # against the norm read + candle ops per parameter.
+  for c in "" "--composition"; do bench adamw --tensors 199 --numel "$(size 110000000 20000)" $c; done
+  # A REALM pre-training step (launches and reads per step in its JSON).
+  timeout 300 "$BIN" bench train-step --device "$DEVICE" --json --model "$(size base tiny)" --batch "$(size 8 1)" \
+    --docs "$(size 8 2)" --len "$(size 288 32)" --query-len "$(size 64 8)" --masks "$(size 10 2)" \
+    --index-size "$(size 100000 64)" --steps "$(size 5 1)" | tee -a "$OUT/bench.jsonl" || status=1
+  # Attention at BERT-base's heads (h = 12, dh = 64), unpadded and with half the keys padded.
+  for l in 128 288 512; do
+    emulate && [[ $l -ne 128 ]] && continue
+    for pad in 0 0.5; do
+      for dir in "" "--backward"; do
+        bench attention --batch "$(size 8 1)" --heads "$(size 12 2)" --head-dim 64 --len "$(size "$l" 64)" \
+          --pad-frac "$pad" --dtype bf16 $dir
+      done
+    done
+  done
+  # BERT-base forward and forward+backward, tokens/s, at b = 32, l = 128 and b = 8, l = 288.
+  for bl in "32 128" "8 288"; do
+    read -r b l <<<"$bl"
+    emulate && [[ $l -ne 128 ]] && continue
+    for dir in "" "--backward"; do
+      bench bert --preset "$(size base tiny)" --batch "$(size "$b" 2)" --len "$(size "$l" 16)" --dtype bf16 $dir
+    done
+  done
+}
+
+step_demo() {
+  echo "== demo"
+  # The whole pipeline end to end. Under --device emulate it runs on the CPU at a tiny scale (its
+  # evaluations embed every document: minutes through the emulated kernels), which tests the line.
+  DEMO_DEVICE="$(size cuda cpu)"
+  emulate && echo "demo on the CPU (--device emulate: the emulated kernels would take minutes)"
+  if timeout 300 "$BIN" demo --device "$DEMO_DEVICE" --scale "$(size 0.2 0.002)" --out "$OUT/demo" --quiet \
+      > "$OUT/demo.txt" 2>&1; then
+    echo "demo: finished ($(grep -c '' "$OUT/demo.txt") lines in $OUT/demo.txt)"
+  else
+    echo "demo: FAILED (see $OUT/demo.txt)"; tail -5 "$OUT/demo.txt"; status=1
+  fi
+}
+
+step_torch() {
+  echo "== PyTorch baselines (same card)"
+  if emulate; then
+    skip "PyTorch baselines (--device emulate: they measure the GPU)"
+  elif ! "$PY" -c 'import torch' 2>/dev/null; then
+    skip "PyTorch baselines: $PY has no torch"
+  else
+    for section in softmax mips attention bert mlm; do
+      timeout 150 "$PY" "$(dirname "$0")/gpu/torch_baselines.py" "$section" | tee -a "$OUT/torch.jsonl" || status=1
+    done
+  fi
+}
+
+step_sanitizer() {
+  echo "== compute-sanitizer"
+  # memcheck and racecheck over the whole selftest. Last before the summary: they are the slowest
+  # steps, and a run cut short by its time limit is reported as incomplete, not as a finding.
+  if emulate; then
+    skip "compute-sanitizer (--device emulate: the emulator checks bounds and races itself)"
+  elif ! command -v compute-sanitizer >/dev/null; then
+    skip "compute-sanitizer is not installed on this machine"
+  else
+    for tool in memcheck racecheck; do
+      timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 1 "$BIN" selftest --device cuda \
+        > "$OUT/sanitizer-$tool.txt" 2>&1
+      rc=$?
+      case $rc in
+        0) echo "$tool: clean" ;;
+        124) echo "$tool: incomplete, stopped after 150 s (see $OUT/sanitizer-$tool.txt)" ;;
+        *) echo "$tool: FAILED, exit $rc (see $OUT/sanitizer-$tool.txt)"; status=1 ;;
+      esac
+    done
+  fi
+}
+
+for step in $STEPS; do "step_$step"; done
 
 echo "== summary"
-echo "selftest: $(grep -c '' "$OUT/selftest.txt" 2>/dev/null) lines, exit $selftest_rc"
+echo "selftest: $(grep -c '' "$OUT/selftest.txt" 2>/dev/null || echo 0) lines, exit $selftest_rc"
 python3 "$(dirname "$0")/gpu/summary.py" "$OUT" || status=1
 echo "gpu-check on $DEVICE: $([[ $status -eq 0 ]] && echo passed || echo FAILED)"
 exit $status
