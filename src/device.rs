@@ -474,8 +474,8 @@ impl ComputeDevice {
     /// The device a background index refresh computes on. On CUDA, a second handle to the same
     /// GPU with its own stream, cuBLAS handle and random generator (candle's device issues on
     /// the calling thread's per-thread stream and shares one cuBLAS handle and workspace between
-    /// threads); cudarc's per-allocation events order copies between the two streams. On the
-    /// CPU and the emulator, this device.
+    /// threads). Nothing orders the two streams with each other: the refresh drains both around
+    /// its snapshot (`index::live::Refresher`). On the CPU and the emulator, this device.
     pub fn refresh_device(&self) -> Result<ComputeDevice> {
         let device = match self.device.location() {
             candle_core::DeviceLocation::Cuda { gpu_id } => {

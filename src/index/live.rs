@@ -329,14 +329,28 @@ impl Refresher {
 
     /// Starts a refresh from a snapshot of `tower` (the weights after `step` steps).
     pub fn start(&mut self, step: u64, tower: &Tower) -> Result<()> {
-        self.spawn(step, tower.snapshot_on(&self.device.device)?)
+        let snapshot = self.snapshot_of(tower)?;
+        self.spawn(step, snapshot)
     }
 
     /// Starts again, in a resumed run, the refresh that was running when its checkpoint was
     /// written: `snapshot` holds the weights after `step` steps ([`load_snapshot`]). It is
     /// swapped in by the same policy as if it had never stopped.
     pub fn restart(&mut self, step: u64, snapshot: Tower) -> Result<()> {
-        self.spawn(step, snapshot.snapshot_on(&self.device.device)?)
+        let snapshot = self.snapshot_of(&snapshot)?;
+        self.spawn(step, snapshot)
+    }
+
+    /// A copy of `tower` on the refresh device, complete before this returns. On a GPU the
+    /// training stream and the refresh stream are not ordered with each other (cudarc orders
+    /// streams only inside a context in its multi-stream mode, and the training device's is
+    /// not), so the copies wait for the queued update, and the next update for the copies: one
+    /// drain of each stream per refresh. Called on the training thread, whose stream it drains.
+    fn snapshot_of(&self, tower: &Tower) -> Result<Tower> {
+        self.index_device.synchronize()?;
+        let snapshot = tower.snapshot_on(&self.device.device)?;
+        self.device.synchronize()?;
+        Ok(snapshot)
     }
 
     fn spawn(&mut self, step: u64, snapshot: Tower) -> Result<()> {
@@ -356,7 +370,13 @@ impl Refresher {
         self.pending = Some(Refresh::spawn(step, move || {
             let _exec = device.enter()?;
             pool.install(|| {
-                LiveIndex::build(&weights, &tok, &blocks, &options, &index_device, &dist)
+                let index =
+                    LiveIndex::build(&weights, &tok, &blocks, &options, &index_device, &dist)?;
+                // The index was copied to the training device on this thread's stream (candle's
+                // device issues on the calling thread's per-thread stream), which the training
+                // thread's stream is not ordered with: complete before it is searched there.
+                index_device.synchronize()?;
+                Ok(index)
             })
         })?);
         self.pending_step = step;
