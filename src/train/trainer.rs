@@ -227,12 +227,9 @@ const BUCKET: usize = 4 << 20;
 pub struct Update {
     /// The learning rate of this update.
     pub lr: f64,
-    /// The global gradient norm before clipping (None when an f16 overflow skipped the update).
-    pub grad_norm: Option<f64>,
 }
 
-/// One step's gradients with their global norm (computed with them: the step's one read from
-/// the device).
+/// One step's gradients, with their global norm when the f16 loss scaler read it.
 pub struct Gradients {
     store: GradStore,
     /// Their global norm when it was read already (the f16 loss scaler's check); else the
@@ -283,6 +280,10 @@ pub struct Trainer {
     dist: Dist,
     /// This process writes the checkpoints (rank 0).
     writer: bool,
+    /// ‖g‖² of the updates not checked yet, summed on the device in f64 (a sum of finite
+    /// squares stays finite, one with a non-finite term does not), and the first step it covers:
+    /// read at the next logged step or checkpoint instead of at every step.
+    unread_norm_sq: Option<(u64, Tensor)>,
 }
 
 impl Trainer {
@@ -353,6 +354,7 @@ impl Trainer {
             stopping: false,
             writer: run.is_writer(),
             dist,
+            unread_norm_sq: None,
         })
     }
 
@@ -483,34 +485,58 @@ impl Trainer {
         Ok((Some(Gradients { store, norm: None }), global))
     }
 
-    /// Clips and applies the gradients (None: skip the update) and counts the step.
+    /// Clips and applies the gradients (None: skip the update) and counts the step. The
+    /// clipping happens on the device, which skips an update whose norm is not finite; the norm
+    /// is read at logged steps and checkpoints (summed over the steps since the last read: one
+    /// device read), and a norm that was not finite then stops the run. The f16 loss scaler
+    /// has read it already.
     pub fn update(&mut self, grads: Option<Gradients>) -> Result<Update> {
         let lr = self.schedule.lr(self.state.step);
-        let grad_norm = match grads {
-            Some(Gradients { store: grads, norm }) => {
-                // The clipping happens on the device; the norm is read after the update is
-                // queued (the step's one read of it), and a norm that is not finite (the update
-                // was skipped) stops the run.
-                let stats = self.opt.step(&grads, lr, self.clip_norm)?;
-                let norm = match norm {
-                    Some(norm) => norm,
-                    None => read_scalar::<f64>(&stats.grad_norm_sq)?.sqrt(),
-                };
-                clip_factor(norm, self.clip_norm).map_err(|e| {
-                    Error::bad_input(
-                        "training",
-                        "loss",
-                        format!("{} step {}: {e}", self.stage.name(), self.state.step + 1),
-                    )
-                })?;
-                Some(norm)
+        let step = self.state.step + 1;
+        if let Some(Gradients { store: grads, norm }) = grads {
+            let stats = self.opt.step(&grads, lr, self.clip_norm)?;
+            match norm {
+                Some(norm) => self.check_norm(norm, step, step)?,
+                None => {
+                    self.unread_norm_sq = Some(match self.unread_norm_sq.take() {
+                        Some((first, sum)) => (first, (sum + &stats.grad_norm_sq)?),
+                        None => (step, stats.grad_norm_sq),
+                    });
+                    if self.log_due_after_update() {
+                        self.read_norms(step)?;
+                    }
+                }
             }
-            None => None,
-        };
-        self.state.step += 1;
+        }
+        self.state.step = step;
         self.state.optimizer_steps = self.opt.steps();
         self.bar.set_position(self.state.step);
-        Ok(Update { lr, grad_norm })
+        Ok(Update { lr })
+    }
+
+    /// Reads the summed ‖g‖² of the updates up to step `last` not checked yet.
+    fn read_norms(&mut self, last: u64) -> Result<()> {
+        match self.unread_norm_sq.take() {
+            Some((first, sum)) => self.check_norm(read_scalar::<f64>(&sum)?.sqrt(), first, last),
+            None => Ok(()),
+        }
+    }
+
+    /// An error naming steps `first..=last` when `norm` is not finite.
+    fn check_norm(&self, norm: f64, first: u64, last: u64) -> Result<()> {
+        clip_factor(norm, self.clip_norm).map_err(|e| {
+            let steps = if first == last {
+                format!("step {last}")
+            } else {
+                format!("steps {first}–{last} (one of them)")
+            };
+            Error::bad_input(
+                "training",
+                "loss",
+                format!("{} {steps}: {e}", self.stage.name()),
+            )
+        })?;
+        Ok(())
     }
 
     /// Seconds in this stage, across resumes.
@@ -586,6 +612,8 @@ impl Trainer {
         dir: &Path,
         write_files: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
+        // No checkpoint of weights after an update that was skipped for a non-finite norm.
+        self.read_norms(self.state.step)?;
         if !self.writer {
             self.last_checkpoint = Instant::now();
             return Ok(());
@@ -618,7 +646,52 @@ impl Drop for Trainer {
 
 #[cfg(test)]
 mod tests {
-    use super::LoopConfig;
+    use super::{LoopConfig, RunOptions, Trainer};
+    use crate::device::ComputeDevice;
+    use crate::train::run::{RunDir, Stage};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn a_non_finite_gradient_is_skipped_and_stops_the_run_at_the_next_logged_step() {
+        let dir = std::env::temp_dir().join(format!("realm-trainer-nan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = LoopConfig::new(8, 1, 1e-2);
+        cfg.log_every = 4;
+        cfg.checkpoint_every = 0;
+        cfg.checkpoint_minutes = 0.0;
+        let run = RunDir::start(&dir, &cfg, false).unwrap();
+        let w = Var::from_slice(&[1.0f32, 2.0], 2, &Device::Cpu).unwrap();
+        let mut opts = RunOptions::new(ComputeDevice::cpu());
+        opts.quiet = true;
+        let params = vec![("w".to_string(), w.clone())];
+        let mut trainer = Trainer::new(&run, Stage::Pretrain, params, &cfg, &opts).unwrap();
+        let value = || w.as_tensor().to_vec1::<f32>().unwrap();
+        let mut before = value();
+        for step in 1..=4u64 {
+            let scale = if step == 3 { f64::NAN } else { 1.0 };
+            let loss = w.as_tensor().affine(scale, 0.0).unwrap().sum_all().unwrap();
+            let grads = trainer.backward(&loss).unwrap();
+            let done = trainer.update(grads);
+            match step {
+                // The device skipped the update; nothing was read yet.
+                3 => {
+                    done.unwrap();
+                    assert_eq!(value(), before, "the non-finite update was applied");
+                }
+                // The logged step reads the norms of steps 1–4 and stops the run.
+                4 => {
+                    let e = done.unwrap_err().to_string();
+                    assert!(e.contains("steps 1–4") && e.contains("not finite"), "{e}");
+                }
+                _ => {
+                    done.unwrap();
+                    assert_ne!(value(), before, "step {step} updated nothing");
+                }
+            }
+            before = value();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn short_runs_are_told_about_their_warm_up() {
