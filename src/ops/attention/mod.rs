@@ -92,6 +92,7 @@ pub fn attention(
     dropout: Option<Dropout>,
 ) -> Result<Tensor> {
     let params = Params::new(q, k, v, key_lens, scale, dropout)?;
+    let (q, k, v) = (&aligned(q)?, &aligned(k)?, &aligned(v)?);
     Ok(q.apply_op3(
         k,
         v,
@@ -100,6 +101,18 @@ pub fn attention(
             lse: Mutex::new(None),
         },
     )?)
+}
+
+/// `t`, or a copy with a storage of its own when `t` is a view starting off a 16-byte boundary
+/// (a narrowed tensor): the kernels read rows with 16-byte cp.async copies, which need aligned
+/// addresses (rows themselves are whole multiples of 16 bytes for every supported dh).
+fn aligned(t: &Tensor) -> Result<Tensor> {
+    let start = t.layout().start_offset() * t.dtype().size_in_bytes();
+    Ok(if start.is_multiple_of(16) {
+        t.clone()
+    } else {
+        t.force_contiguous()?
+    })
 }
 
 /// Everything both directions need besides the tensors.
@@ -411,7 +424,7 @@ impl CustomOp3 for Attention {
         let bwd = AttentionBwd {
             params: self.params.clone(),
             out: out.clone(),
-            grad: grad.contiguous()?,
+            grad: aligned(&grad.contiguous()?)?,
             lse,
         };
         // One op computes all three gradients, stacked as [3, b, h, l, dh].
