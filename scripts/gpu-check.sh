@@ -13,9 +13,11 @@
 # tested. What needs a GPU or PyTorch (nvidia-smi, compute-sanitizer, the torch baselines) is
 # skipped there with the reason printed.
 #
-# GPU_CHECK_STEPS picks steps (default: all, "selftest bench demo torch sanitizer", in that
-# order), so that a lent machine's minutes can be spent in two calls with the same $OUT; the
-# summary at the end reads whatever $OUT holds.
+# The whole call keeps within GPU_CHECK_SECONDS (default 470, under 8 minutes): each command's
+# time limit is cut to what is left, and what no longer fits is skipped, both reported as
+# incomplete (not as failures). GPU_CHECK_STEPS picks steps (default: all, "selftest bench torch
+# demo sanitizer", in that order), so that a lent machine's minutes can be spent in two calls
+# with the same $OUT; the summary at the end reads whatever $OUT holds.
 #
 # Results go to $OUT (or ./gpu-check-out) as JSON lines; record them in docs/gpu-results.md.
 set -uo pipefail
@@ -26,13 +28,15 @@ case "$DEVICE" in
   *) echo "gpu-check: --device must be cuda or emulate, not '$DEVICE'"; exit 2 ;;
 esac
 BIN="${1:-${REALM_BIN:-target/release/realm}}"
-STEPS="${GPU_CHECK_STEPS:-selftest bench demo torch sanitizer}"
+STEPS="${GPU_CHECK_STEPS:-selftest bench torch demo sanitizer}"
 for step in $STEPS; do
   case "$step" in
-    selftest|bench|demo|torch|sanitizer) ;;
-    *) echo "gpu-check: GPU_CHECK_STEPS: unknown step '$step' (selftest bench demo torch sanitizer)"; exit 2 ;;
+    selftest|bench|torch|demo|sanitizer) ;;
+    *) echo "gpu-check: GPU_CHECK_STEPS: unknown step '$step' (selftest bench torch demo sanitizer)"; exit 2 ;;
   esac
 done
+DEADLINE="${GPU_CHECK_SECONDS:-470}"
+[[ "$DEADLINE" =~ ^[0-9]+$ ]] || { echo "gpu-check: GPU_CHECK_SECONDS must be a whole number of seconds, not '$DEADLINE'"; exit 2; }
 OUT="${OUT:-./gpu-check-out}"
 mkdir -p "$OUT"
 # A gzipped binary (how it is carried to a GPU machine: the stripped cuda build is 73 MB, 19 MB
@@ -62,7 +66,32 @@ else
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 fi
 status=0
+incomplete=0
 selftest_rc="not run"
+
+# Sets T to the seconds the next command ($2, for messages) may take: at most $1, and what is
+# left of the call's budget; fails, saying so, when less than 5 s are left.
+allow() {
+  local left=$((DEADLINE - SECONDS))
+  T=$((left < $1 ? left : $1))
+  if ((T < 5)); then
+    echo "incomplete: $2 skipped, the call's $DEADLINE s are spent"
+    incomplete=1
+    return 1
+  fi
+}
+# How a command run under `timeout $T` ended: $1 its exit status, $2 its name, $3 the limit it
+# asked `allow` for. Stopped by the budget: incomplete; any other non-zero status: a failure.
+ended() {
+  (($1 == 0)) && return 0
+  if (($1 == 124 && T < $3)); then
+    echo "incomplete: $2 stopped when the call's $DEADLINE s ran out"
+    incomplete=1
+  else
+    echo "FAILED: $2 (exit $1)"
+    status=1
+  fi
+}
 
 step_selftest() {
   echo "== selftest"
@@ -71,18 +100,26 @@ step_selftest() {
   if emulate; then
     # Only the kernels whose cases are quick on the emulator (the others run in `cargo test`).
     for f in doc_softmax layer_norm gelu dropout adamw conformance; do
-      timeout 180 "$BIN" selftest --device emulate --filter "$f" 2>&1 | tee -a "$OUT/selftest.txt"
-      [[ ${PIPESTATUS[0]} -eq 0 ]] || selftest_rc=1
+      allow 180 "selftest $f" || return 0
+      timeout "$T" "$BIN" selftest --device emulate --filter "$f" 2>&1 | tee -a "$OUT/selftest.txt"
+      local rc=${PIPESTATUS[0]}
+      ((rc == 0)) || selftest_rc=$rc
+      ended "$rc" "selftest $f" 180
     done
   else
-    timeout 180 "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.txt"
+    allow 180 selftest || return 0
+    timeout "$T" "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.txt"
     selftest_rc=${PIPESTATUS[0]}
+    ended "$selftest_rc" selftest 180
   fi
-  [[ $selftest_rc -eq 0 ]] || status=1
 }
 
 SECONDS_PER_BENCH="$(size 1 0.05)"
-bench() { timeout 60 "$BIN" bench "$@" --device "$DEVICE" --json --seconds "$SECONDS_PER_BENCH" | tee -a "$OUT/bench.jsonl" || status=1; }
+bench() {
+  allow 60 "bench $*" || return 0
+  timeout "$T" "$BIN" bench "$@" --device "$DEVICE" --json --seconds "$SECONDS_PER_BENCH" | tee -a "$OUT/bench.jsonl"
+  ended "${PIPESTATUS[0]}" "bench $*" 60
+}
 
 step_bench() {
   echo "== benchmarks"
@@ -102,26 +139,6 @@ step_bench() {
         --dtype f16 --check "$((nq < 4 ? nq : 4))"
     done
   done
-  # LayerNorm and GELU on BERT-base's activations (32 × 128 tokens; GELU on the 3072-wide FFN).
-  ROWS="$(size 4096 8)"
-  for dt in f32 bf16; do
-    for dir in "" "--backward"; do
-      bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir
-      bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir --composition
-      bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
-      bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir --composition
-      bench nn --op gelu-tanh --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
-    done
-  done
-  # Hidden-state dropout, BERT-base's b·l × 768: the device-drawn mask against the host mask + upload.
-  for c in "" "--composition"; do bench dropout --rows "$(size 2304 8)" --hidden 768 --dtype bf16 $c; done
-  # AdamW over BERT-base's parameters (199 tensors, 110M elements): one multi-tensor update
-  # against the norm read + candle ops per parameter.
-  for c in "" "--composition"; do bench adamw --tensors 199 --numel "$(size 110000000 20000)" $c; done
-  # A REALM pre-training step (launches and reads per step in its JSON).
-  timeout 300 "$BIN" bench train-step --device "$DEVICE" --json --model "$(size base tiny)" --batch "$(size 8 1)" \
-    --docs "$(size 8 2)" --len "$(size 288 32)" --query-len "$(size 64 8)" --masks "$(size 10 2)" \
-    --index-size "$(size 100000 64)" --steps "$(size 5 1)" | tee -a "$OUT/bench.jsonl" || status=1
   # Attention at BERT-base's heads (h = 12, dh = 64), unpadded and with half the keys padded.
   for l in 128 288 512; do
     emulate && [[ $l -ne 128 ]] && continue
@@ -140,20 +157,29 @@ step_bench() {
       bench bert --preset "$(size base tiny)" --batch "$(size "$b" 2)" --len "$(size "$l" 16)" --dtype bf16 $dir
     done
   done
-}
-
-step_demo() {
-  echo "== demo"
-  # The whole pipeline end to end. Under --device emulate it runs on the CPU at a tiny scale (its
-  # evaluations embed every document: minutes through the emulated kernels), which tests the line.
-  DEMO_DEVICE="$(size cuda cpu)"
-  emulate && echo "demo on the CPU (--device emulate: the emulated kernels would take minutes)"
-  if timeout 300 "$BIN" demo --device "$DEMO_DEVICE" --scale "$(size 0.2 0.002)" --out "$OUT/demo" --quiet \
-      > "$OUT/demo.txt" 2>&1; then
-    echo "demo: finished ($(grep -c '' "$OUT/demo.txt") lines in $OUT/demo.txt)"
-  else
-    echo "demo: FAILED (see $OUT/demo.txt)"; tail -5 "$OUT/demo.txt"; status=1
+  # A REALM pre-training step (launches and reads per step in its JSON).
+  if allow 300 "bench train-step"; then
+    timeout "$T" "$BIN" bench train-step --device "$DEVICE" --json --model "$(size base tiny)" --batch "$(size 8 1)" \
+      --docs "$(size 8 2)" --len "$(size 288 32)" --query-len "$(size 64 8)" --masks "$(size 10 2)" \
+      --index-size "$(size 100000 64)" --steps "$(size 5 1)" | tee -a "$OUT/bench.jsonl"
+    ended "${PIPESTATUS[0]}" "bench train-step" 300
   fi
+  # LayerNorm and GELU on BERT-base's activations (32 × 128 tokens; GELU on the 3072-wide FFN).
+  ROWS="$(size 4096 8)"
+  for dt in f32 bf16; do
+    for dir in "" "--backward"; do
+      bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir
+      bench nn --op layer-norm --rows "$ROWS" --hidden 768 --dtype "$dt" $dir --composition
+      bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
+      bench nn --op gelu-erf --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir --composition
+      bench nn --op gelu-tanh --rows "$ROWS" --hidden 3072 --dtype "$dt" $dir
+    done
+  done
+  # Hidden-state dropout, BERT-base's b·l × 768: the device-drawn mask against the host mask + upload.
+  for c in "" "--composition"; do bench dropout --rows "$(size 2304 8)" --hidden 768 --dtype bf16 $c; done
+  # AdamW over BERT-base's parameters (199 tensors, 110M elements): one multi-tensor update
+  # against the norm read + candle ops per parameter.
+  for c in "" "--composition"; do bench adamw --tensors 199 --numel "$(size 110000000 20000)" $c; done
 }
 
 step_torch() {
@@ -163,30 +189,51 @@ step_torch() {
   elif ! "$PY" -c 'import torch' 2>/dev/null; then
     skip "PyTorch baselines: $PY has no torch"
   else
-    for section in softmax mips attention bert mlm; do
-      timeout 150 "$PY" "$(dirname "$0")/gpu/torch_baselines.py" "$section" | tee -a "$OUT/torch.jsonl" || status=1
+    for section in mips attention bert mlm softmax; do
+      allow 150 "torch baselines $section" || return 0
+      timeout "$T" "$PY" "$(dirname "$0")/gpu/torch_baselines.py" "$section" | tee -a "$OUT/torch.jsonl"
+      ended "${PIPESTATUS[0]}" "torch baselines $section" 150
     done
   fi
 }
 
+step_demo() {
+  echo "== demo"
+  # The whole pipeline end to end. Under --device emulate it runs on the CPU at a tiny scale (its
+  # evaluations embed every document: minutes through the emulated kernels), which tests the line.
+  emulate && echo "demo on the CPU (--device emulate: the emulated kernels would take minutes)"
+  allow 300 demo || return 0
+  timeout "$T" "$BIN" demo --device "$(size cuda cpu)" --scale "$(size 0.2 0.002)" --out "$OUT/demo" --quiet \
+    > "$OUT/demo.txt" 2>&1
+  local rc=$?
+  ((rc == 0)) && echo "demo: finished ($(grep -c '' "$OUT/demo.txt") lines in $OUT/demo.txt)"
+  ((rc == 0)) || tail -5 "$OUT/demo.txt"
+  ended "$rc" demo 300
+}
+
 step_sanitizer() {
   echo "== compute-sanitizer"
-  # memcheck and racecheck over the whole selftest. Last before the summary: they are the slowest
-  # steps, and a run cut short by its time limit is reported as incomplete, not as a finding.
+  # memcheck and racecheck over the whole selftest. Last: they are the slowest steps, and one
+  # stopped by its time limit is reported as incomplete, not as a finding.
   if emulate; then
     skip "compute-sanitizer (--device emulate: the emulator checks bounds and races itself)"
   elif ! command -v compute-sanitizer >/dev/null; then
     skip "compute-sanitizer is not installed on this machine"
   else
     for tool in memcheck racecheck; do
-      timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 1 "$BIN" selftest --device cuda \
+      allow 150 "compute-sanitizer $tool" || return 0
+      timeout "$T" compute-sanitizer --tool "$tool" --error-exitcode 1 "$BIN" selftest --device cuda \
         > "$OUT/sanitizer-$tool.txt" 2>&1
-      rc=$?
-      case $rc in
-        0) echo "$tool: clean" ;;
-        124) echo "$tool: incomplete, stopped after 150 s (see $OUT/sanitizer-$tool.txt)" ;;
-        *) echo "$tool: FAILED, exit $rc (see $OUT/sanitizer-$tool.txt)"; status=1 ;;
-      esac
+      local rc=$?
+      if ((rc == 0)); then
+        echo "$tool: clean"
+      elif ((rc == 124)); then
+        echo "incomplete: $tool stopped after $T s (see $OUT/sanitizer-$tool.txt)"
+        incomplete=1
+      else
+        echo "$tool: FAILED, exit $rc (see $OUT/sanitizer-$tool.txt)"
+        status=1
+      fi
     done
   fi
 }
@@ -195,6 +242,8 @@ for step in $STEPS; do "step_$step"; done
 
 echo "== summary"
 echo "selftest: $(grep -c '' "$OUT/selftest.txt" 2>/dev/null || echo 0) lines, exit $selftest_rc"
-python3 "$(dirname "$0")/gpu/summary.py" "$OUT" || status=1
-echo "gpu-check on $DEVICE: $([[ $status -eq 0 ]] && echo passed || echo FAILED)"
+"$PY" "$(dirname "$0")/gpu/summary.py" "$OUT" || status=1
+verdict="$([[ $status -eq 0 ]] && echo passed || echo FAILED)"
+((incomplete)) && verdict="$verdict (incomplete: some steps were cut or skipped by the ${DEADLINE} s budget)"
+echo "gpu-check on $DEVICE in ${SECONDS} s: $verdict"
 exit $status
