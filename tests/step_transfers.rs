@@ -108,11 +108,17 @@ fn a_pretraining_step_reads_the_device_at_most_twice() {
             extra.host_reads <= per_step * 3,
             "{dtype}: {extra:?} over 3 steps"
         );
-        // The step ran the kernels (attention, doc softmax, MIPS) and uploaded its batch: 21
-        // tensors (ids, masks, positions, targets, ...), no dropout masks (drawn on the device:
-        // one upload per dropout site would exceed this).
+        // The step ran the kernels (attention, doc softmax, MIPS, the fused LayerNorm, GELU,
+        // dropout and the multi-tensor AdamW: 91 launches) and uploaded its batch: 21 tensors
+        // (ids, masks, positions, targets, ...), no dropout masks (drawn on the device: one
+        // upload per dropout site would exceed this). AdamW as element-wise kernels per
+        // parameter would add hundreds of launches.
         assert!(
-            extra.launches > 0 && extra.uploads > 0 && extra.uploads <= 21 * 3,
+            extra.launches > 0 && extra.launches <= 100 * 3,
+            "{dtype}: {extra:?}"
+        );
+        assert!(
+            extra.uploads > 0 && extra.uploads <= 21 * 3,
             "{dtype}: {extra:?}"
         );
     }

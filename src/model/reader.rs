@@ -683,8 +683,7 @@ pub fn qa_loss(
             format!("a beam of {k} documents is shorter than the {rows} reader rows"),
         ));
     }
-    if let Some(i) = relevance
-        .to_vec1::<f32>()?
+    if let Some(i) = crate::device::read_vec1::<f32>(&relevance)?
         .iter()
         .position(|v| !v.is_finite())
     {

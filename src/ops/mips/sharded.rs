@@ -137,13 +137,13 @@ pub fn search_shard(
     let qs = queries.to_device(shard.device())?;
     let prepared = Queries::new(&qs, shard, local.as_deref())?;
     let (scores, ids) = search(shard, &prepared, k.min(shard.len()))?;
-    let mut ids = ids.flatten_all()?.to_vec1::<u32>()?;
+    let mut ids = crate::device::read_vec1::<u32>(&ids)?;
     for id in ids.iter_mut().filter(|id| **id != u32::MAX) {
         *id += offset as u32;
     }
     Ok(ShardHits {
         k: k.min(shard.len()),
-        scores: scores.flatten_all()?.to_vec1::<f64>()?,
+        scores: crate::device::read_vec1::<f64>(&scores)?,
         ids,
     })
 }
