@@ -99,7 +99,8 @@ pub struct StepStats {
     /// Parameters that had a gradient.
     pub updated: usize,
     /// The squared global norm of their gradients, a scalar f64 on the device (reading it is a
-    /// synchronisation). When it is not finite nothing was updated.
+    /// synchronisation). When it is not finite nothing was updated. A view of the optimizer's
+    /// stats buffer: its next step overwrites it.
     pub grad_norm_sq: Tensor,
 }
 

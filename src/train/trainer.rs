@@ -487,9 +487,9 @@ impl Trainer {
 
     /// Clips and applies the gradients (None: skip the update) and counts the step. The
     /// clipping happens on the device, which skips an update whose norm is not finite; the norm
-    /// is read at logged steps and checkpoints (summed over the steps since the last read: one
-    /// device read), and a norm that was not finite then stops the run. The f16 loss scaler
-    /// has read it already.
+    /// is read at logged steps, checkpoints and the invocation's last step (summed over the
+    /// steps since the last read: one device read), and a norm that was not finite then stops
+    /// the run. The f16 loss scaler has read it already.
     pub fn update(&mut self, grads: Option<Gradients>) -> Result<Update> {
         let lr = self.schedule.lr(self.state.step);
         let step = self.state.step + 1;
@@ -498,11 +498,17 @@ impl Trainer {
             match norm {
                 Some(norm) => self.check_norm(norm, step, step)?,
                 None => {
+                    // A view of the optimizer's stats, which its next step overwrites: summed
+                    // into (or copied to) a tensor of its own.
+                    let sq = &stats.grad_norm_sq;
                     self.unread_norm_sq = Some(match self.unread_norm_sq.take() {
-                        Some((first, sum)) => (first, (sum + &stats.grad_norm_sq)?),
-                        None => (step, stats.grad_norm_sq),
+                        Some((first, sum)) => (first, (sum + sq)?),
+                        None => (step, sq.copy()?),
                     });
-                    if self.log_due_after_update() {
+                    // Read at logged steps and at the last step of this invocation (a
+                    // checkpoint reads it too).
+                    let last = self.stop_after.is_some_and(|s| step >= s);
+                    if self.log_due_after_update() || last {
                         self.read_norms(step)?;
                     }
                 }
@@ -654,7 +660,6 @@ mod tests {
     #[test]
     fn a_non_finite_gradient_is_skipped_and_stops_the_run_at_the_next_logged_step() {
         let dir = std::env::temp_dir().join(format!("realm-trainer-nan-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
         let mut cfg = LoopConfig::new(8, 1, 1e-2);
         cfg.log_every = 4;
         cfg.checkpoint_every = 0;
@@ -690,6 +695,26 @@ mod tests {
             }
             before = value();
         }
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // An invocation that stops before a logged step (`stop_after`) reads at its last step.
+        let dir = std::env::temp_dir().join(format!("realm-trainer-nan2-{}", std::process::id()));
+        let run = RunDir::start(&dir, &cfg, false).unwrap();
+        opts.stop_after = Some(2);
+        let params = vec![("w".to_string(), w.clone())];
+        let mut trainer = Trainer::new(&run, Stage::Pretrain, params, &cfg, &opts).unwrap();
+        let nan = w
+            .as_tensor()
+            .affine(f64::NAN, 0.0)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = trainer.backward(&nan).unwrap();
+        trainer.update(grads).unwrap();
+        let fine = w.as_tensor().sum_all().unwrap();
+        let grads = trainer.backward(&fine).unwrap();
+        let e = trainer.update(grads).unwrap_err().to_string();
+        assert!(e.contains("steps 1–2"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
