@@ -144,7 +144,8 @@ impl Philox4x32 {
         let m0 = _mm256_set1_epi64x(i64::from(Self::M0));
         let m1 = _mm256_set1_epi64x(i64::from(Self::M1));
         for r in 0..10 {
-            let [k0, k1] = self.round_key(r).map(|k| _mm256_set1_epi32(k as i32));
+            let [k0, k1] = self.round_key(r);
+            let (k0, k1) = (_mm256_set1_epi32(k0 as i32), _mm256_set1_epi32(k1 as i32));
             let (hi0, lo0) = mul_hi_lo(c0, m0);
             let (hi1, lo1) = mul_hi_lo(c2, m1);
             (c0, c1, c2, c3) = (

@@ -85,8 +85,12 @@ fn philox_blocks(
 ) -> [[u32; PHILOX_LANES]; 4] {
     // The lanes' counters differ in the group word only.
     let [_, stream, step_low, step_high] = mask.counter(g);
+    let mut groups = [g; PHILOX_LANES];
+    for (lane, group) in groups.iter_mut().enumerate() {
+        *group += lane as u32;
+    }
     let counters = [
-        std::array::from_fn(|lane| g + lane as u32),
+        groups,
         [stream; PHILOX_LANES],
         [step_low; PHILOX_LANES],
         [step_high; PHILOX_LANES],
