@@ -116,6 +116,30 @@ impl Philox4x32 {
         out
     }
 
+    /// [`Philox4x32::blocks`] of [`PHILOX_LANES`] counters that differ from `base` in word 0
+    /// only: lane i counts `base[0] + i · stride` (wrapping). Built with fixed-width loops, which
+    /// stay inline in a kernel's innermost loop (`array::map` there was once left out of line).
+    #[inline(always)]
+    pub fn blocks_along(
+        &self,
+        base: [u32; 4],
+        stride: u32,
+        avx2: bool,
+    ) -> [[u32; PHILOX_LANES]; 4] {
+        let [first, w1, w2, w3] = base;
+        let mut lanes = [first; PHILOX_LANES];
+        for (i, w) in lanes.iter_mut().enumerate() {
+            *w = first.wrapping_add((i as u32).wrapping_mul(stride));
+        }
+        let ctr = [
+            lanes,
+            [w1; PHILOX_LANES],
+            [w2; PHILOX_LANES],
+            [w3; PHILOX_LANES],
+        ];
+        self.blocks(ctr, avx2)
+    }
+
     /// [`Philox4x32::blocks`] in AVX2 registers.
     ///
     /// # Safety
@@ -206,6 +230,21 @@ mod tests {
             Philox4x32::from_seed(0x299f_31d0_a409_3822).block(cases[2].0),
             cases[2].2
         );
+    }
+
+    #[test]
+    fn blocks_along_count_word_0_by_the_stride() {
+        use super::PHILOX_LANES;
+        let philox = Philox4x32::new([7, 9]);
+        let base = [u32::MAX - 3, 5, 6, 8];
+        for avx2 in [false, true] {
+            let lanes = philox.blocks_along(base, 1 << 16, avx2);
+            for lane in 0..PHILOX_LANES {
+                let first = base[0].wrapping_add((lane as u32) << 16);
+                let want = philox.block([first, 5, 6, 8]);
+                assert_eq!(lanes.map(|w| w[lane]), want, "lane {lane}");
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -82,20 +82,10 @@ impl Mask {
         group: u32,
         avx2: bool,
     ) -> [[f32; PHILOX_LANES]; 4] {
-        // Fixed-width loops the compiler vectorises (it left `array::map` calls out of line
-        // here, in the attention's innermost loop). The rows differ in word 0's row field.
-        let [first, stream, low, high] = self.counter(bh, row0, group);
-        let mut rows = [first; PHILOX_LANES];
-        for (lane, r) in rows.iter_mut().enumerate() {
-            *r = first.wrapping_add((lane as u32) << 16);
-        }
-        let words = [
-            rows,
-            [stream; PHILOX_LANES],
-            [low; PHILOX_LANES],
-            [high; PHILOX_LANES],
-        ];
-        let draws = self.philox.blocks(words, avx2);
+        // The rows differ in word 0's row field (bits 16 and up).
+        let draws = self
+            .philox
+            .blocks_along(self.counter(bh, row0, group), 1 << 16, avx2);
         let mut out = [[0f32; PHILOX_LANES]; 4];
         for (o, d) in out.iter_mut().zip(&draws) {
             for lane in 0..PHILOX_LANES {

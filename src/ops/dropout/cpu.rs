@@ -62,7 +62,8 @@ fn multipliers(
     scale: f32,
     g: u32,
 ) -> [f32; SPAN] {
-    let draws = philox_blocks(philox, avx2, mask, g);
+    // The lanes' counters differ in the group word only.
+    let draws = philox.blocks_along(mask.counter(g), 1, avx2);
     let mut m = [0f32; SPAN];
     for (e, m) in m.iter_mut().enumerate() {
         *m = if draws[e % 4][e / 4] < threshold {
@@ -72,28 +73,4 @@ fn multipliers(
         };
     }
     m
-}
-
-/// The Philox blocks of the PHILOX_LANES groups from `g` on, word by word (`[word][lane]`), in
-/// AVX2 registers when `avx2` (from [`math::avx2_fma`]).
-#[inline(always)]
-fn philox_blocks(
-    philox: &Philox4x32,
-    avx2: bool,
-    mask: &DropoutMask,
-    g: u32,
-) -> [[u32; PHILOX_LANES]; 4] {
-    // The lanes' counters differ in the group word only.
-    let [_, stream, step_low, step_high] = mask.counter(g);
-    let mut groups = [g; PHILOX_LANES];
-    for (lane, group) in groups.iter_mut().enumerate() {
-        *group += lane as u32;
-    }
-    let counters = [
-        groups,
-        [stream; PHILOX_LANES],
-        [step_low; PHILOX_LANES],
-        [step_high; PHILOX_LANES],
-    ];
-    philox.blocks(counters, avx2)
 }
