@@ -21,12 +21,9 @@ def rows(path):
 
 
 def find(rows, op, shape=None):
-    """The first row whose op equals (or, for a str ending in '*', starts with) `op` and whose
-    shape equals `shape` when given."""
+    """The first row of op `op` and, when given, shape `shape`."""
     for r in rows:
-        name = r.get("op", "")
-        if (name.startswith(op[:-1]) if op.endswith("*") else name == op) and (
-                shape is None or r.get("shape") == shape):
+        if r.get("op") == op and (shape is None or r.get("shape") == shape):
             return r
     return None
 
@@ -44,7 +41,8 @@ def table(rows):
         elif r.get("gb_per_s"):
             extra = f"{r['gb_per_s']:>12,.1f} GB/s"
         checked = f"  checked: {r['checked']}" if r.get("checked") else ""
-        print(f"{r.get('op', '?'):<44} {r.get('shape', ''):<36} {r.get('dtype', ''):<5} "
+        op = r.get("op", "?") + (f" ({r['attention']})" if r.get("attention") else "")
+        print(f"{op:<44} {r.get('shape', ''):<36} {r.get('dtype', ''):<5} "
               f"{t if t is not None else float('nan'):10.4f} ms {extra}{checked}")
 
 
@@ -89,16 +87,14 @@ def goals(realm, torch):
              ratio(ms(find(torch, "torch sdpa with key mask fwd+bwd", half)),
                    ms(find(realm, "attention fwd+bwd", half))), 1.6)
     step = find(realm, "train-step")
-    mlm = find(torch, "torch BertForMaskedLM*")
+    mlm = find(torch, "torch BertForMaskedLM fwd+bwd")
     goal("REALM train step tokens/s / BertForMaskedLM fwd+bwd tokens/s",
          ratio(step and step.get("tokens_per_s"), mlm and mlm.get("tokens_per_s")), 1.0)
     for b, l in ((32, 128), (8, 288)):
         base = f"b={b} l={l} layers=12 hidden=768 heads=12"
         for name in ("fwd", "fwd+bwd"):
             ours = find(realm, f"bert {name}", base)
-            theirs = next((r for r in torch if r.get("op", "").startswith("torch BertModel")
-                           and r.get("op", "").endswith(f" {name}")
-                           and r.get("shape") == base), None)
+            theirs = find(torch, f"torch BertModel {name}", base)
             value = ratio(ours and ours.get("tokens_per_s"), theirs and theirs.get("tokens_per_s"))
             target = 1.2 if l == 288 else None  # docs/bert.md's GPU goal
             if target:

@@ -148,7 +148,7 @@ def bert():
         for name, fn, train in (("fwd", fwd, False), ("fwd+bwd", fwd_bwd, True)):
             model.train(train)
             ms = median_ms(fn, iters=20)
-            report(f"torch BertModel ({attention}) {name}", shape, "bf16", ms,
+            report(f"torch BertModel {name}", shape, "bf16", ms, attention=attention,
                    tokens_per_s=b * l / (ms * 1e-3))
 
 
@@ -165,8 +165,8 @@ def mlm():
     labels = torch.full_like(ids, -100)
     labels[:, 1:1 + masks] = ids[:, 1:1 + masks]
     ms = median_ms(lambda: model(input_ids=ids, labels=labels).loss.backward(), iters=10)
-    report(f"torch BertForMaskedLM ({attention}) fwd+bwd", f"rows={rows} l={l} masks={masks}",
-           "bf16", ms, tokens_per_s=rows * l / (ms * 1e-3))
+    report("torch BertForMaskedLM fwd+bwd", f"rows={rows} l={l} masks={masks}", "bf16", ms,
+           attention=attention, tokens_per_s=rows * l / (ms * 1e-3))
 
 
 SECTIONS = {"softmax": softmax, "mips": mips, "attention": attention, "bert": bert, "mlm": mlm}

@@ -245,9 +245,15 @@ pub fn bench(dev: &ComputeDevice, spec: MipsBench, budget: Budget) -> Result<Rep
             format!("{check} queries to check, but only {q} are searched"),
         ));
     }
-    let host_index = random_index(1, docs, dim);
-    let index = MipsIndex::new(&Tensor::from_slice(&host_index, (docs, dim), &dev.device)?)?;
-    let host_index = (check > 0).then_some(host_index);
+    // The host values are kept (a copy made) only when a check needs them.
+    let values = random_index(1, docs, dim);
+    let (index, host_index) = if check > 0 {
+        let index = Tensor::from_slice(&values, (docs, dim), &dev.device)?;
+        (index, Some(values))
+    } else {
+        (Tensor::from_vec(values, (docs, dim), &dev.device)?, None)
+    };
+    let index = MipsIndex::new(&index)?;
     let mut rng = SplitMix64::new(2);
     let host_queries = Tensor::from_vec(
         rng.normal_vec(q * dim, 1.0 / (dim as f64).sqrt()),
